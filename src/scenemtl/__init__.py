@@ -1,0 +1,3 @@
+"""scenemtl: multi-task dense scene understanding."""
+
+__version__ = "0.1.0"

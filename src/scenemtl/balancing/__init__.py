@@ -1,0 +1,18 @@
+"""Task balancing: loss weighting and gradient aggregation behind one interface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from scenemtl.balancing.base import BALANCERS, Balancer, EqualWeights, FixedWeights, LossWeighting, register_balancer
+from scenemtl.registry import check_options
+
+__all__ = ["BALANCERS", "Balancer", "EqualWeights", "FixedWeights", "LossWeighting", "build_balancer", "register_balancer"]
+
+
+def build_balancer(name: str, tasks: Sequence[str], weights: Mapping[str, float], options: Mapping[str, Any]) -> Balancer:
+    """Create the balancer ``name``; unknown options name the nearest valid one."""
+    cls = BALANCERS.get(name)
+    check_options(cls, options, "balancer.options", ("tasks", "weights"), owner=name)
+    return cls(tasks=tasks, weights=weights, **options)

@@ -1,0 +1,152 @@
+"""The ``scenemtl`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scenemtl import __version__
+from scenemtl.errors import ScenemtlError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from scenemtl.config import load_config
+    from scenemtl.engine.evaluate import format_table
+    from scenemtl.engine.trainer import Trainer
+
+    config = load_config(args.config, args.set)
+    report = Trainer(config, resume=args.resume, progress=not args.quiet).fit()
+    print(format_table(report))
+    print(f"run folder: {config.run_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from scenemtl.config import load_config
+    from scenemtl.engine import builder
+    from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve
+    from scenemtl.engine.evaluate import evaluate, format_table, load_reference, results_report
+    from scenemtl.models import build_model
+
+    config = load_config(args.config, args.set)
+    file = resolve(args.checkpoint)
+    meta = read_meta(file)
+    compare_to_config(meta, config, file)
+    device = builder.select_device(config.train.device)
+    info = builder.dataset_info(config)
+    tasks = builder.build_tasks(config, info)
+    dataset = builder.build_dataset(config, args.split or config.data.val_split)
+    loader = builder.eval_loader(config, dataset, builder.build_transform(config, tasks, info, train=False))
+    config.model.backbone.weights = None
+    model = build_model(config.model, tasks)
+    load_weights(model, file)
+    metrics = evaluate(model.to(device), tasks, loader, device, config.train.precision, progress=not args.quiet)
+    report = results_report(
+        metrics, load_reference(config.reference),
+        {"name": config.name, "checkpoint": str(file), "step": meta.step, "split": dataset.split},
+    )
+    out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(format_table(report))
+    print(f"results: {out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from scenemtl.engine.predict import predict_files
+
+    panels = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet)
+    print(f"wrote predictions for {len(panels)} image(s) to {args.out}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from scenemtl.balancing import BALANCERS
+    from scenemtl.data import DATASETS
+    from scenemtl.models import MODELS, SUGGESTED_BACKBONES
+    from scenemtl.tasks import TASKS
+
+    sections = {
+        "tasks": TASKS.names(),
+        "models": MODELS.names(),
+        "datasets": DATASETS.names(),
+        "balancers": BALANCERS.names(),
+        "backbones": [*SUGGESTED_BACKBONES, "(any timm model that supports features_only)"],
+    }
+    for name, items in sections.items():
+        if args.what in (None, name):
+            print(f"{name}:")
+            for item in items:
+                print(f"  {item}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from scenemtl.engine.demo import run_demo
+
+    return run_demo(Path(args.out), steps=args.steps, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="scenemtl", description="Multi-task dense scene understanding.")
+    parser.add_argument("--version", action="version", version=f"scenemtl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    train = commands.add_parser("train", help="train a model from a YAML config")
+    train.add_argument("config", help="experiment YAML (may inherit with 'base:')")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4")
+    train.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    common(train)
+    train.set_defaults(func=_train)
+
+    ev = commands.add_parser("eval", help="evaluate a checkpoint on the config's validation split")
+    ev.add_argument("config")
+    ev.add_argument("--checkpoint", required=True, help="model.safetensors, a step_N folder or a run folder")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
+    ev.add_argument("--out", default=None, help="results JSON (default: <run>/eval/results_<split>.json)")
+    common(ev)
+    ev.set_defaults(func=_eval)
+
+    pr = commands.add_parser("predict", help="predict every task on images of any size")
+    pr.add_argument("inputs", nargs="+", help="image files or folders")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--device", default="auto")
+    common(pr)
+    pr.set_defaults(func=_predict)
+
+    ls = commands.add_parser("list", help="list tasks, models, backbones, datasets and balancers")
+    ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers"])
+    ls.set_defaults(func=_list)
+
+    demo = commands.add_parser("demo", help="train STL and HPS on synthetic scenes and compare them")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--steps", type=int, default=None, help="training steps per model (default: the demo's)")
+    common(demo)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line and exit 2; no traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ScenemtlError as error:
+        print(f"scenemtl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scenemtl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Typed, validated experiment configuration: YAML with ``base:`` inheritance and dotted overrides."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scenemtl.errors import ConfigError, did_you_mean
+
+
+class Strict(BaseModel):
+    """A config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(BaseModel):
+    """One task: its loss weight and task-specific options (e.g. ``pos_weight`` for edges)."""
+
+    model_config = ConfigDict(extra="allow")
+    weight: float = Field(1.0, ge=0)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Everything but the weight, passed to the task's constructor."""
+        return dict(self.model_extra or {})
+
+
+class AugmentConfig(Strict):
+    """Training augmentation (evaluation only normalises and pads)."""
+
+    scale: tuple[float, float] | None = None
+    adjust_depth: bool = False
+    crop: tuple[int, int] | None = None  # None: the original image size
+    cat_max_ratio: float = Field(0.75, gt=0, le=1)
+    flip: bool = True
+    photometric: bool = True
+
+
+class DataConfig(Strict):
+    """Which dataset, where it lives, and how it is batched."""
+
+    name: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(0, ge=0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    eval_pad: tuple[int, int] | None = None
+
+
+class BackboneConfig(Strict):
+    """A timm backbone: name, weights (None, 'timm' for the hub, or a local file) and timm options."""
+
+    name: str = "test_resnet"
+    weights: str | None = None
+    out_indices: tuple[int, ...] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(Strict):
+    """The architecture, its backbone and its options."""
+
+    arch: str = "hps"
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    head_channels: int = Field(64, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BalancerConfig(Strict):
+    """How per-task losses become gradients (``fixed`` uses the tasks' weights)."""
+
+    name: str = "fixed"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(Strict):
+    """Optimisation and the training loop."""
+
+    steps: int = Field(300, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    init_output_bias: bool = True
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = "auto"
+    log_every: int = Field(20, ge=1)
+    eval_every: int = Field(0, ge=0)
+    checkpoint_every: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class Config(Strict):
+    """A whole experiment. The defaults are the embedded one: five tasks on synthetic scenes, HPS."""
+
+    name: str = "experiment"
+    seed: int = 0
+    out_dir: str = "runs/{name}"
+    tasks: dict[str, TaskConfig] = Field(
+        default_factory=lambda: {
+            "semseg": TaskConfig(weight=1.0),
+            "depth": TaskConfig(weight=1.0),
+            "normals": TaskConfig(weight=1.0),
+            "edge": TaskConfig(weight=10.0, pos_weight=0.95),
+            "saliency": TaskConfig(weight=1.0),
+        }
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    balancer: BalancerConfig = Field(default_factory=BalancerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    reference: str | dict[str, dict[str, float]] | None = None
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+        from scenemtl.tasks import TASKS
+
+        if not tasks:
+            raise ValueError("at least one task is needed")
+        for name in tasks:
+            if name not in TASKS:
+                raise ValueError(f"unknown task '{name}'.{did_you_mean(name, TASKS.names())}")
+        return tasks
+
+    @property
+    def run_dir(self) -> Path:
+        """The output folder of this experiment."""
+        return Path(_expand(self.out_dir.replace("{name}", self.name), "out_dir"))
+
+    @property
+    def data_root(self) -> str | None:
+        """``data.root`` with environment variables expanded."""
+        return _expand(self.data.root, "data.root") if self.data.root else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (what checkpoints store)."""
+        return self.model_dump(mode="json")
+
+
+_ENV = re.compile(r"\$\{?(\w+)\}?")
+
+
+def _expand(value: str, key: str) -> str:
+    missing = [name for name in _ENV.findall(value) if name not in os.environ]
+    if missing:
+        raise ConfigError(f"'{key}' uses environment variable ${missing[0]}, which is not set. Set it or write the path.")
+    return os.path.expanduser(os.path.expandvars(value))
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"config {path} inherits from itself through 'base:'")
+    if not path.is_file():
+        where = f" (named as base by {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
+    bases = data.pop("base", None) or []
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _read_yaml(path.parent / base, chain + (path,)))
+    return _merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into its key path and YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value (e.g. train.lr=1e-4)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a raw config mapping."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys of the config section at ``loc`` (for 'did you mean' hints)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _format(error: ValidationError, source: str) -> str:
+    messages = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc)
+        if item["type"] == "extra_forbidden":
+            hint = did_you_mean(str(loc[-1]), _fields_at(Config, loc[:-1]))
+            messages.append(f"unknown key '{key}'.{hint}")
+        else:
+            value = item.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            message = item["msg"].removeprefix("Value error, ")
+            messages.append(f"'{key}': {message}{shown}")
+    return f"invalid config {source}: " + "; ".join(messages)
+
+
+def validate(data: dict, source: str = "") -> Config:
+    """Turn a raw mapping into a Config; errors name each bad key and the nearest valid one."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format(error, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (following ``base:``), apply ``key=value`` overrides, validate."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    return validate(data, str(path) if path else "(defaults)")

@@ -1,0 +1,6 @@
+"""Datasets (registered by name), joint transforms and loading."""
+
+from scenemtl.data import synthetic as _synthetic  # noqa: F401  (registers 'synthetic')
+from scenemtl.data.base import DATASETS, DatasetInfo, DenseDataset, register_dataset
+
+__all__ = ["DATASETS", "DatasetInfo", "DenseDataset", "register_dataset"]

@@ -1,0 +1,71 @@
+"""The dataset protocol: raw samples in the data contract, plus what the tasks need to know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from scenemtl.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+register_dataset = DATASETS.register
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset tells the rest of the package: its tasks, classes, palettes and normalisation."""
+
+    name: str
+    tasks: tuple[str, ...]
+    class_names: dict[str, list[str]] = field(default_factory=dict)
+    palettes: dict[str, np.ndarray] = field(default_factory=dict)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class DenseDataset(Dataset):
+    """Base class of datasets: ``sample(index)`` returns one un-augmented sample in the data contract.
+
+    The sample holds ``image`` as uint8 ``[3,H,W]`` (normalisation is a transform), one target per
+    requested task as DESIGN.md's table, and ``meta`` (``id``, ``size``, ``labelled`` tasks).
+    Subclasses are registered with ``@register_dataset(name)`` and take ``(root, split, tasks,
+    **options)``.
+    """
+
+    info: DatasetInfo
+    splits: tuple[str, ...] = ("train", "val")
+
+    def __init__(self, root: str | None, split: str, tasks: list[str]) -> None:
+        from scenemtl.errors import ConfigError, did_you_mean
+
+        if split not in self.splits:
+            raise ConfigError(f"dataset '{self.info.name}' has no split '{split}'.{did_you_mean(split, self.splits)}")
+        missing = [t for t in tasks if t not in self.info.tasks]
+        if missing:
+            raise ConfigError(
+                f"dataset '{self.info.name}' has no labels for task(s) {missing}; it provides {list(self.info.tasks)}"
+            )
+        self.root = root
+        self.split = split
+        self.tasks = list(tasks)
+
+    def sample(self, index: int) -> dict:
+        """One raw sample (no augmentation, image not normalised)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        return self.sample(index)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 array to a ``[3,H,W]`` uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

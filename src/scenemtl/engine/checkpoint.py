@@ -1,0 +1,210 @@
+"""Checkpoints: safetensors weights with self-describing metadata, training state loaded weights-only.
+
+A checkpoint is a folder ``step_NNNNNNN/`` holding ``model.safetensors`` (weights, and in its
+metadata the scenemtl version, the full config, tasks, class names and normalisation: enough to
+predict with nothing else) and ``trainer.pt`` (optimiser, scheduler, balancer, RNG states and
+the position in the data, read back with ``torch.load(weights_only=True)`` so no pickled code
+runs). The folder is written under a temporary name, flushed to disk, then renamed, so a crash
+mid-write never damages an existing checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from scenemtl import __version__
+from scenemtl.config import Config, validate
+from scenemtl.errors import CheckpointError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about itself."""
+
+    config: Config
+    step: int
+    class_names: dict[str, list[str]]
+    palettes: dict[str, list[list[int]]]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    version: str
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    model: nn.Module,
+    config: Config,
+    info_class_names: dict[str, list[str]],
+    info_palettes: dict[str, Any],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    trainer_state: dict[str, Any] | None,
+    keep: int | None = None,
+) -> Path:
+    """Write ``folder/step_NNNNNNN`` atomically; keep only the newest ``keep`` checkpoints."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:07d}"
+    temporary = folder / f".step_{step:07d}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    metadata = {
+        "scenemtl_version": __version__,
+        "config": json.dumps(config.to_dict()),
+        "step": str(step),
+        "class_names": json.dumps(info_class_names),
+        "palettes": json.dumps({k: [list(map(int, c)) for c in v] for k, v in info_palettes.items()}),
+        "mean": json.dumps(list(mean)),
+        "std": json.dumps(list(std)),
+    }
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(weights, str(temporary / MODEL_FILE), metadata=metadata)
+    _fsync_file(temporary / MODEL_FILE)
+    if trainer_state is not None:
+        torch.save(trainer_state, temporary / STATE_FILE)
+        _fsync_file(temporary / STATE_FILE)
+    _fsync_dir(temporary)
+    if final.exists():
+        old = folder / f".step_{step:07d}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        temporary.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        temporary.rename(final)
+    _fsync_dir(folder)
+    if keep is not None:
+        for stale in list_checkpoints(folder)[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoint folders under ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / MODEL_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def resolve(path: str | Path) -> Path:
+    """Accept a ``model.safetensors`` file, a ``step_N`` folder, a ``checkpoints`` folder or a run folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    for folder in (path, path / "checkpoints"):
+        found = list_checkpoints(folder)
+        if found:
+            return found[-1] / MODEL_FILE
+    raise CheckpointError(f"no checkpoint in {path}: expected {MODEL_FILE} or step_N/ folders")
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """The metadata of a checkpoint, without loading its weights."""
+    file = resolve(path)
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file} is not a readable safetensors checkpoint ({error})") from None
+    if "config" not in metadata:
+        raise CheckpointError(f"{file} has no scenemtl metadata: it was not written by scenemtl (see `scenemtl --help`)")
+    return CheckpointMeta(
+        config=validate(json.loads(metadata["config"]), f"stored in {file}"),
+        step=int(metadata.get("step", 0)),
+        class_names=json.loads(metadata.get("class_names", "{}")),
+        palettes=json.loads(metadata.get("palettes", "{}")),
+        mean=tuple(json.loads(metadata["mean"])),
+        std=tuple(json.loads(metadata["std"])),
+        version=metadata.get("scenemtl_version", "?"),
+    )
+
+
+def _short(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint's weights into ``model``; any key or shape mismatch is listed in the error."""
+    file = resolve(path)
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file} is not a readable safetensors checkpoint ({error})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_short(unexpected)}")
+        if shapes:
+            parts.append("shape mismatch: " + _short([f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(shapes)]))
+        raise CheckpointError(f"checkpoint {file} does not fit this model ({'; '.join(parts)})")
+    model.load_state_dict(state)
+
+
+def load_trainer_state(step_folder: Path) -> dict[str, Any]:
+    """The training state next to a checkpoint's weights (weights-only unpickling)."""
+    file = step_folder / STATE_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{step_folder} has no {STATE_FILE}: it holds weights only and cannot resume training")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read training state {file}: {error}") from None
+
+
+def compare_to_config(meta: CheckpointMeta, config: Config, file: Path) -> None:
+    """Raise if the checkpoint was trained for another architecture, backbone or task set."""
+    stored = meta.config
+    differences = []
+    if stored.model.arch != config.model.arch:
+        differences.append(f"architecture '{stored.model.arch}' vs config '{config.model.arch}'")
+    if stored.model.backbone.name != config.model.backbone.name:
+        differences.append(f"backbone '{stored.model.backbone.name}' vs config '{config.model.backbone.name}'")
+    if list(stored.tasks) != list(config.tasks):
+        differences.append(f"tasks {list(stored.tasks)} vs config {list(config.tasks)}")
+    if differences:
+        raise CheckpointError(f"checkpoint {file} is for another model: " + "; ".join(differences))

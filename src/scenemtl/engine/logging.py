@@ -1,0 +1,62 @@
+"""Run logs: JSON lines (one record per event) and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+
+class RunLogger:
+    """Writes ``metrics.jsonl`` and TensorBoard events under a run folder (only on rank 0)."""
+
+    def __init__(self, folder: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.folder = folder
+        self._jsonl = None
+        self._writer = None
+        if not enabled:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(folder / "metrics.jsonl", "a", buffering=1)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+
+    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        """Record ``values`` (flat or nested one level) at ``step`` under the tag prefix ``kind``."""
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
+        self._jsonl.write(json.dumps(record, default=_jsonable) + "\n")
+        if self._writer is not None:
+            for key, value in _flatten(values).items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        """Flush and close the files."""
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _jsonable(value: Any) -> Any:
+    return float(value) if hasattr(value, "__float__") else str(value)

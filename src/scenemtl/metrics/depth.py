@@ -1,0 +1,61 @@
+"""Depth errors pooled over every valid pixel of the dataset."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from scenemtl.metrics.base import StreamingMetric
+
+
+class DepthMetric(StreamingMetric):
+    """RMSE, log-RMSE, abs-rel, sq-rel, mean absolute error and δ<1.25, pooled over valid pixels.
+
+    As InvPT's ``eval_depth``: sums over all valid pixels of the dataset, then one division
+    (not a mean of per-image errors). Valid pixels have a finite ground truth > 0 (and below
+    ``max_depth`` when given, as TaskPrompter's cap of 80 m). Predictions ≤ 0 are clamped to
+    1e-9 before logarithms and ratios.
+    """
+
+    directions = {"rmse": False, "log_rmse": False, "abs_rel": False, "sq_rel": False, "abs_err": False, "delta1": True}
+    main = "rmse"
+    variant = "pixel-pooled"
+
+    def __init__(self, max_depth: float | None = None) -> None:
+        super().__init__()
+        self.max_depth = max_depth
+        for name in ("count", "sq_err", "sq_log_err", "abs_rel_sum", "sq_rel_sum", "abs_err_sum", "delta1_count"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64))
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of depth maps in metres (``[B,1,H,W]``)."""
+        self._to(prediction.device)
+        valid = torch.isfinite(target) & (target > 0)
+        if self.max_depth is not None:
+            valid &= target < self.max_depth
+        gt = target[valid].double()
+        pred = prediction[valid].double().clamp_min(1e-9)
+        diff = pred - gt
+        ratio = torch.maximum(pred / gt, gt / pred)
+        self.count += gt.numel()
+        self.sq_err += (diff**2).sum()
+        self.sq_log_err += ((pred.log() - gt.log()) ** 2).sum()
+        self.abs_rel_sum += (diff.abs() / gt).sum()
+        self.sq_rel_sum += (diff**2 / gt).sum()
+        self.abs_err_sum += diff.abs().sum()
+        self.delta1_count += (ratio < 1.25).sum()
+
+    def compute(self) -> dict[str, float]:
+        """The pooled errors (metres; δ<1.25 in percent)."""
+        n = float(self.count)
+        if n == 0:
+            return {name: float("nan") for name in self.directions}
+        return {
+            "rmse": math.sqrt(float(self.sq_err) / n),
+            "log_rmse": math.sqrt(float(self.sq_log_err) / n),
+            "abs_rel": float(self.abs_rel_sum) / n,
+            "sq_rel": float(self.sq_rel_sum) / n,
+            "abs_err": float(self.abs_err_sum) / n,
+            "delta1": float(self.delta1_count) / n * 100,
+        }

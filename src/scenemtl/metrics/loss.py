@@ -1,0 +1,39 @@
+"""A metric that reports a task's loss averaged over the evaluation set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from scenemtl.metrics.base import StreamingMetric
+
+
+class LossMetric(StreamingMetric):
+    """Mean of a per-pixel loss over every valid pixel of the dataset.
+
+    ``pixel_loss(prediction, target)`` returns the per-pixel losses of the valid pixels (1-D).
+    Used for boundaries until the ODS/OIS F-measure is computed, as the seeds' training code
+    logs the edge loss on the validation set.
+    """
+
+    directions = {"loss": False}
+    main = "loss"
+    variant = "pixel-mean"
+
+    def __init__(self, pixel_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.pixel_loss = pixel_loss
+        self.add_state("total", torch.zeros((), dtype=torch.float64))
+        self.add_state("count", torch.zeros((), dtype=torch.float64))
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the losses of a batch."""
+        self._to(prediction.device)
+        losses = self.pixel_loss(prediction, target)
+        self.total += losses.double().sum()
+        self.count += losses.numel()
+
+    def compute(self) -> dict[str, float]:
+        """The mean loss."""
+        return {"loss": float(self.total / self.count) if self.count > 0 else float("nan")}

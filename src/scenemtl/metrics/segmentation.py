@@ -1,0 +1,58 @@
+"""Mean IoU and pixel accuracy from a dataset-accumulated confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from scenemtl.metrics.base import StreamingMetric
+
+
+class ConfusionMatrixMetric(StreamingMetric):
+    """mIoU and pixel accuracy from one confusion matrix accumulated over every valid pixel.
+
+    As the MTAN (post-2020), InvPT and DenseMTL evaluation code: IoU_c = TP/(TP+FP+FN) on the
+    accumulated matrix; mIoU is the mean over the classes that occur in the ground truth or the
+    prediction (a class absent from both has no IoU and is left out, as ``nanmean``).
+    """
+
+    directions = {"miou": True, "pixel_acc": True}
+    main = "miou"
+    variant = "accumulated"
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: list[str] | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.float64))
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of class-id maps (``prediction`` and ``target`` of the same shape)."""
+        self._to(prediction.device)
+        valid = target != self.ignore_index
+        gt = target[valid].long()
+        pred = prediction[valid].long()
+        if gt.numel() and (gt.max() >= self.num_classes or gt.min() < 0):
+            raise ValueError(f"target has class id {int(gt.max())} outside 0..{self.num_classes - 1}")
+        index = gt * self.num_classes + pred
+        counts = torch.bincount(index, minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes).to(self.confusion)
+
+    def per_class_iou(self) -> torch.Tensor:
+        """IoU of each class (NaN where the class is in neither ground truth nor prediction)."""
+        cm = self.confusion
+        tp = cm.diag()
+        union = cm.sum(0) + cm.sum(1) - tp
+        return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+    def compute(self) -> dict[str, float]:
+        """``miou`` and ``pixel_acc`` in percent, plus ``iou/<class>`` for each class."""
+        iou = self.per_class_iou()
+        total = self.confusion.sum()
+        result = {
+            "miou": float(iou.nanmean() * 100) if total > 0 else float("nan"),
+            "pixel_acc": float(self.confusion.diag().sum() / total * 100) if total > 0 else float("nan"),
+        }
+        for name, value in zip(self.class_names, iou.tolist()):
+            result[f"iou/{name}"] = value * 100
+        return result

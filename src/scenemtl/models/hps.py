@@ -1,0 +1,84 @@
+"""Hard parameter sharing and single-task baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from scenemtl.config import ModelConfig
+from scenemtl.models.backbones import Backbone
+from scenemtl.models.heads import FPNHead, upsample_to
+from scenemtl.models.output import ModelOutput
+from scenemtl.models.registry import register_model
+from scenemtl.tasks import Task
+
+
+class HardSharing(nn.Module):
+    """One shared backbone and one decoder head per task (Caruana, 1997: "Multitask Learning")."""
+
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task]) -> None:
+        super().__init__()
+        self.backbone = Backbone(config.backbone)
+        self.heads = nn.ModuleDict(
+            {
+                name: FPNHead(self.backbone.channels, self.backbone.strides, config.head_channels, task.out_channels)
+                for name, task in tasks.items()
+            }
+        )
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Logits of every task at the input size."""
+        features = self.backbone(image)
+        size = image.shape[-2:]
+        return ModelOutput(final={name: upsample_to(head(features), size) for name, head in self.heads.items()})
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every task's loss reaches (what gradient balancers act on)."""
+        return list(self.backbone.parameters())
+
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Start each task's output at its training prior."""
+        for name, prior in priors.items():
+            self.heads[name].init_output_bias(prior)
+
+
+class SingleTaskNetworks(nn.Module):
+    """Independent backbone + head per task: the single-task baselines, trained side by side.
+
+    With several tasks this is exactly as many separate networks (no parameter is shared), so one
+    run gives every single-task reference for Δm.
+    """
+
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task]) -> None:
+        super().__init__()
+        self.networks = nn.ModuleDict({name: HardSharing(config, {name: task}) for name, task in tasks.items()})
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Each task's logits from its own network."""
+        final: dict[str, torch.Tensor] = {}
+        for network in self.networks.values():
+            final.update(network(image).final)
+        return ModelOutput(final=final)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """None: nothing is shared."""
+        return []
+
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Start each task's output at its training prior."""
+        for name, prior in priors.items():
+            self.networks[name].init_output_bias({name: prior})
+
+
+@register_model("hps")
+def hps(config: ModelConfig, tasks: Mapping[str, Task]) -> HardSharing:
+    """Hard parameter sharing: shared backbone, per-task FPN heads."""
+    return HardSharing(config, tasks)
+
+
+@register_model("stl")
+def stl(config: ModelConfig, tasks: Mapping[str, Task]) -> SingleTaskNetworks:
+    """Single-task learning: one independent network per task."""
+    return SingleTaskNetworks(config, tasks)

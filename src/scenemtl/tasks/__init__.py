@@ -1,0 +1,51 @@
+"""Tasks: one object per dense prediction task, registered by name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from scenemtl.errors import ConfigError
+from scenemtl.registry import check_options
+from scenemtl.tasks.base import Task, balanced_bce, masked_mean
+from scenemtl.tasks.binary import EdgeTask, SaliencyTask
+from scenemtl.tasks.depth import DepthTask
+from scenemtl.tasks.normals import NormalsTask
+from scenemtl.tasks.registry import TASKS, register_task
+from scenemtl.tasks.segmentation import HumanParts, SegmentationTask, SemanticSegmentation
+
+__all__ = [
+    "TASKS",
+    "DepthTask",
+    "EdgeTask",
+    "HumanParts",
+    "NormalsTask",
+    "SaliencyTask",
+    "SegmentationTask",
+    "SemanticSegmentation",
+    "Task",
+    "balanced_bce",
+    "build_task",
+    "masked_mean",
+    "register_task",
+]
+
+
+def build_task(
+    name: str,
+    options: Mapping[str, Any],
+    class_names: Mapping[str, list[str]] | None = None,
+    palettes: Mapping[str, Any] | None = None,
+) -> Task:
+    """Create the task ``name`` with its config ``options``; class names and palettes come from the dataset."""
+    cls = TASKS.get(name)
+    check_options(cls, options, f"tasks.{name}", reserved=("name", "class_names", "palette"))
+    kwargs = dict(options)
+    if "class_names" in inspect.signature(cls.__init__).parameters:
+        if not class_names or name not in class_names:
+            raise ConfigError(f"task '{name}' needs class names, but the dataset does not provide '{name}' labels")
+        kwargs["class_names"] = class_names[name]
+        if palettes and name in palettes:
+            kwargs["palette"] = palettes[name]
+    return cls(name=name, **kwargs)

@@ -1,0 +1,109 @@
+"""The task protocol: everything task-specific lives in one Task object."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scenemtl.metrics.base import StreamingMetric
+
+
+class Task:
+    """One dense prediction task: its loss, post-processing, metric, colouring and label handling.
+
+    Every other part of the package asks the task instead of branching on its name. Targets and
+    predictions follow the data contract of DESIGN.md; methods take batched tensors unless said.
+    """
+
+    #: channels of the model's logits for this task
+    out_channels: int = 1
+    #: value that marks padded / unlabelled target pixels
+    pad_value: float = 255.0
+    #: dtype of the target tensor
+    target_dtype: torch.dtype = torch.float32
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    # -- learning -------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of ``logits [B,C,H,W]`` against ``target``, over valid pixels only."""
+        raise NotImplementedError
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Post-process logits into predictions in the target's units."""
+        raise NotImplementedError
+
+    def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the labelled pixels, ``[B,H,W]``."""
+        raise NotImplementedError
+
+    # -- evaluation -----------------------------------------------------------------------
+    def metric(self) -> StreamingMetric:
+        """A fresh streaming metric for this task."""
+        raise NotImplementedError
+
+    def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
+        """Per-channel logits ``[C]`` that predict the training prior everywhere.
+
+        ``predict`` of these logits is the best constant prediction (majority class, mean depth,
+        mean normal, positive rate): the trivial baseline, and the bias a head starts from.
+        """
+        raise NotImplementedError
+
+    def constant_prediction(self, prior: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The prediction of ``output_prior`` logits at every pixel of ``target``'s batch."""
+        batch, height, width = target.shape[0], target.shape[-2], target.shape[-1]
+        logits = prior.to(target.device, torch.float32).view(1, -1, 1, 1).expand(batch, -1, height, width)
+        return self.predict(logits)
+
+    # -- pictures -------------------------------------------------------------------------
+    def colorize(self, prediction: torch.Tensor) -> np.ndarray:
+        """uint8 RGB ``[H,W,3]`` picture of one (unbatched) prediction or target."""
+        raise NotImplementedError
+
+    # -- geometry of labels (used by the joint transforms) -------------------------------
+    def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
+        """Mirror a target left–right (``[..., H, W]``)."""
+        return target.flip(-1)
+
+    def resize(self, target: torch.Tensor, size: tuple[int, int], zoom: float, adjust_values: bool) -> torch.Tensor:
+        """Resample a ``[C,H,W]`` or ``[H,W]`` target to ``size`` (nearest: labels are never blended).
+
+        ``zoom`` is the scale factor applied to the image; tasks whose values change with the
+        apparent distance (depth) divide by it when ``adjust_values`` is set.
+        """
+        batched = target.reshape((1, -1) + target.shape[-2:]).float()
+        resized = F.interpolate(batched, size=size, mode="nearest-exact")
+        return resized.reshape(target.shape[:-2] + tuple(size)).to(target.dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``mask``; zero (with gradient path) when the mask is empty."""
+    count = mask.sum()
+    return (values * mask).sum() / count.clamp_min(1)
+
+
+def balanced_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float | None, ignore_index: float = 255) -> torch.Tensor:
+    """Balanced binary cross-entropy over valid pixels: mean of w·y·(−log σ) + (1−w)(1−y)(−log(1−σ)).
+
+    With a fixed ``pos_weight`` w this equals the seeds' ``BalancedBinaryCrossEntropyLoss``
+    (BCE with pos_weight w/(1−w), divided by 1/(1−w)); with ``None``, w is the fraction of
+    negative valid pixels in the batch (HED-style), which equals the seeds' two-class
+    cross-entropy with class weights [1−w, w] summed and divided by the valid pixel count.
+    """
+    logits = logits.float()
+    valid = target != ignore_index
+    y = torch.where(valid, target, torch.zeros_like(target)).float()
+    if pos_weight is None:
+        w = (1 - y)[valid].sum() / valid.sum().clamp_min(1)
+    else:
+        w = torch.tensor(pos_weight, device=logits.device)
+    per_pixel = -(w * y * F.logsigmoid(logits) + (1 - w) * (1 - y) * F.logsigmoid(-logits))
+    return masked_mean(per_pixel, valid)

@@ -1,0 +1,95 @@
+"""Binary per-pixel tasks: boundaries (edges) and saliency."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from scenemtl.metrics import LossMetric, SaliencyMetric
+from scenemtl.tasks.base import Task, balanced_bce
+from scenemtl.tasks.colors import colorize_gray
+from scenemtl.tasks.registry import register_task
+
+IGNORE = 255.0
+
+
+class BinaryTask(Task):
+    """A {0,1} map predicted by one logit per pixel, trained with balanced BCE, predicted by sigmoid."""
+
+    out_channels = 1
+    pad_value = IGNORE
+
+    def __init__(self, name: str, pos_weight: float | None) -> None:
+        super().__init__(name)
+        if pos_weight is not None and not 0.0 < pos_weight < 1.0:
+            raise ValueError(f"task '{name}': pos_weight must lie in (0, 1), got {pos_weight}")
+        self.pos_weight = pos_weight
+
+    def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Pixels whose label is not 255."""
+        return (target != IGNORE)[:, 0]
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Balanced binary cross-entropy over the labelled pixels."""
+        return balanced_bce(logits, target, self.pos_weight, IGNORE)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B,1,H,W]``."""
+        return torch.sigmoid(logits.float())
+
+    def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The logit of the fraction of positive labelled training pixels."""
+        positives, count = 0.0, 0
+        for target in targets:
+            values = target[:, 0][self.valid_mask(target)]
+            positives += float(values.double().sum())
+            count += values.numel()
+        rate = min(max(positives / max(count, 1), 1e-4), 1 - 1e-4)
+        return torch.tensor([math.log(rate / (1 - rate))])
+
+    def colorize(self, prediction: torch.Tensor) -> np.ndarray:
+        """Probability as grey level."""
+        values = prediction[0].float().cpu().numpy()
+        return colorize_gray(np.where(values == IGNORE, 0.0, values))
+
+
+@register_task("edge")
+class EdgeTask(BinaryTask):
+    """Boundary detection: balanced BCE with a fixed positive weight (0.95, InvPT's default).
+
+    Evaluated here by its validation loss, as the seeds' training code does; the ODS/OIS
+    F-measure is computed by the boundary benchmark.
+    """
+
+    def __init__(self, name: str = "edge", pos_weight: float = 0.95) -> None:
+        super().__init__(name, pos_weight)
+
+    def _pixel_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = target != IGNORE
+        p = prediction[valid].double().clamp(1e-7, 1 - 1e-7)
+        y = target[valid].double()
+        w = self.pos_weight
+        return -(w * y * p.log() + (1 - w) * (1 - y) * (1 - p).log())
+
+    def metric(self) -> LossMetric:
+        """The balanced BCE over every labelled pixel of the evaluation set."""
+        return LossMetric(self._pixel_loss)
+
+
+@register_task("saliency")
+class SaliencyTask(BinaryTask):
+    """Saliency: class-balanced BCE (the positive weight is the batch's share of negatives), max F_β.
+
+    The seeds predict two channels and use a two-class balanced cross-entropy; one logit with
+    this loss is the same function (softmax over two logits is the sigmoid of their difference).
+    """
+
+    def __init__(self, name: str = "saliency", pos_weight: float | None = None) -> None:
+        super().__init__(name, pos_weight)
+
+    def metric(self) -> SaliencyMetric:
+        """Dataset-pooled max F (β² = 0.3) and IoU."""
+        return SaliencyMetric()

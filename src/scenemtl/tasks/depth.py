@@ -1,0 +1,68 @@
+"""Metric depth estimation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from scenemtl.metrics import DepthMetric
+from scenemtl.tasks.base import Task, masked_mean
+from scenemtl.tasks.colors import colorize_scalar
+from scenemtl.tasks.registry import register_task
+
+
+@register_task("depth")
+class DepthTask(Task):
+    """Depth in metres: L1 on valid pixels (InvPT), prediction clamped ≥ 0, pixel-pooled errors.
+
+    Invalid pixels are 0 or non-finite in the target (the contract's single marker; the seeds'
+    255 / −1 encodings are converted by their loaders). ``max_depth`` caps evaluation as
+    TaskPrompter's 80 m.
+    """
+
+    out_channels = 1
+    pad_value = 0.0
+
+    def __init__(self, name: str = "depth", max_depth: float | None = None) -> None:
+        super().__init__(name)
+        self.max_depth = max_depth
+
+    def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Pixels with a finite depth > 0."""
+        return (torch.isfinite(target) & (target > 0))[:, 0]
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean absolute error over valid pixels."""
+        valid = self.valid_mask(target)[:, None]
+        clean = torch.where(valid, target, torch.zeros_like(target))
+        return masked_mean((logits.float() - clean).abs(), valid)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Depth ``[B,1,H,W]`` clamped to be non-negative."""
+        return logits.float().clamp_min(0)
+
+    def metric(self) -> DepthMetric:
+        """Pixel-pooled depth errors."""
+        return DepthMetric(max_depth=self.max_depth)
+
+    def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The mean valid training depth."""
+        total, count = 0.0, 0
+        for target in targets:
+            values = target[:, 0][self.valid_mask(target)]
+            total += float(values.double().sum())
+            count += values.numel()
+        return torch.tensor([total / max(count, 1)])
+
+    def colorize(self, prediction: torch.Tensor) -> np.ndarray:
+        """Depth through a colour ramp, near dark, far bright, scaled to the map's own range."""
+        values = prediction[0].float().cpu().numpy()
+        values = np.where(values > 0, values, np.nan)
+        return colorize_scalar(values)
+
+    def resize(self, target: torch.Tensor, size: tuple[int, int], zoom: float, adjust_values: bool) -> torch.Tensor:
+        """Nearest resampling; with ``adjust_values``, depth is divided by the zoom (as the seeds do)."""
+        resized = super().resize(target, size, zoom, adjust_values)
+        return resized / zoom if adjust_values else resized

@@ -1,0 +1,62 @@
+"""Surface normal estimation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scenemtl.metrics import NormalsMetric
+from scenemtl.tasks.base import Task, masked_mean
+from scenemtl.tasks.colors import colorize_normals
+from scenemtl.tasks.registry import register_task
+
+
+@register_task("normals")
+class NormalsTask(Task):
+    """Surface normals: L1 on the L2-normalised prediction, summed over xyz, averaged over valid pixels.
+
+    As InvPT's ``L1Loss(normalize=True)``. Invalid pixels are the all-zero vector. A horizontal
+    flip negates the x component.
+    """
+
+    out_channels = 3
+    pad_value = 0.0
+
+    def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Pixels whose normal is not the zero vector."""
+        return (target != 0).any(dim=1) & torch.isfinite(target).all(dim=1)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Σ_xyz |n̂ − n| over valid pixels / number of valid pixels."""
+        valid = self.valid_mask(target)
+        clean = torch.where(valid[:, None], target, torch.zeros_like(target))
+        per_pixel = (F.normalize(logits.float(), dim=1) - clean).abs().sum(dim=1)
+        return masked_mean(per_pixel, valid)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Unit normals ``[B,3,H,W]``."""
+        return F.normalize(logits.float(), dim=1)
+
+    def metric(self) -> NormalsMetric:
+        """Pixel-pooled angular errors."""
+        return NormalsMetric()
+
+    def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The normalised mean of the valid training normals."""
+        total = torch.zeros(3, dtype=torch.float64)
+        for target in targets:
+            total += target.permute(1, 0, 2, 3)[:, self.valid_mask(target)].double().sum(dim=1).cpu()
+        return F.normalize(total, dim=0).float()
+
+    def colorize(self, prediction: torch.Tensor) -> np.ndarray:
+        """RGB = 255·(n+1)/2."""
+        return colorize_normals(prediction.float().cpu().numpy())
+
+    def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
+        """Mirror left–right and negate the x component."""
+        flipped = target.flip(-1).clone()
+        flipped[0] = -flipped[0]
+        return flipped

@@ -1,0 +1,71 @@
+"""Per-pixel classification tasks: semantic segmentation and human parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scenemtl.metrics import ConfusionMatrixMetric
+from scenemtl.tasks.base import Task
+from scenemtl.tasks.colors import colorize_labels, label_palette
+from scenemtl.tasks.registry import register_task
+
+IGNORE_INDEX = 255
+
+
+class SegmentationTask(Task):
+    """Per-pixel classification: cross-entropy with ignore 255, argmax, accumulated mIoU."""
+
+    pad_value = float(IGNORE_INDEX)
+    target_dtype = torch.int64
+
+    def __init__(self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None) -> None:
+        super().__init__(name)
+        if len(class_names) < 2:
+            raise ValueError(f"task '{name}' needs at least 2 classes, got {list(class_names)}")
+        self.class_names = list(class_names)
+        self.out_channels = len(self.class_names)
+        self.palette = np.asarray(palette, dtype=np.uint8) if palette is not None else label_palette(self.out_channels)
+
+    def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
+        """Pixels whose label is not 255."""
+        return target != IGNORE_INDEX
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy averaged over the labelled pixels (zero when there are none)."""
+        per_pixel = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
+        valid = self.valid_mask(target)
+        return per_pixel.sum() / valid.sum().clamp_min(1)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class ids ``[B,H,W]``."""
+        return logits.argmax(dim=1)
+
+    def metric(self) -> ConfusionMatrixMetric:
+        """Accumulated confusion matrix over this task's classes."""
+        return ConfusionMatrixMetric(self.out_channels, IGNORE_INDEX, self.class_names)
+
+    def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
+        """Log class frequencies of the labelled training pixels (add-one smoothed)."""
+        counts = torch.ones(self.out_channels, dtype=torch.float64)
+        for target in targets:
+            labels = target[self.valid_mask(target)]
+            counts += torch.bincount(labels.flatten().cpu(), minlength=self.out_channels).double()
+        return (counts / counts.sum()).log().float()
+
+    def colorize(self, prediction: torch.Tensor) -> np.ndarray:
+        """Class colours from the dataset's palette (ignored pixels white)."""
+        return colorize_labels(prediction.cpu().numpy(), self.palette, IGNORE_INDEX)
+
+
+@register_task("semseg")
+class SemanticSegmentation(SegmentationTask):
+    """Semantic segmentation (``semseg``)."""
+
+
+@register_task("human_parts")
+class HumanParts(SegmentationTask):
+    """Human part segmentation (``human_parts``); images without people are all ignore."""

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny synthetic experiments that run in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from scenemtl.config import Config, apply_overrides, validate
+
+TINY: dict = {
+    "name": "tiny",
+    "seed": 0,
+    "tasks": {
+        "semseg": {"weight": 1.0},
+        "depth": {"weight": 1.0},
+        "normals": {"weight": 1.0},
+        "edge": {"weight": 10.0},
+        "saliency": {"weight": 1.0},
+    },
+    "data": {
+        "name": "synthetic",
+        "options": {"height": 32, "width": 48, "num_train": 16, "num_val": 8},
+        "batch_size": 4,
+        "eval_batch_size": 8,
+        "augment": {"scale": [0.75, 1.25], "flip": True, "photometric": True},
+    },
+    "model": {"arch": "hps", "backbone": {"name": "test_resnet"}, "head_channels": 8},
+    "train": {"steps": 4, "lr": 3e-3, "log_every": 2, "device": "cpu"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    """A factory of tiny synthetic configs writing under ``tmp_path``; pass dotted overrides."""
+
+    def make(*overrides: str) -> Config:
+        raw = apply_overrides(TINY, [f"out_dir={tmp_path / 'runs' / '{name}'}", *overrides])
+        return validate(raw, "(test)")
+
+    return make

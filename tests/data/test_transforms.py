@@ -1,0 +1,120 @@
+"""Joint transforms keep every task consistent with the image."""
+
+import numpy as np
+import pytest
+import torch
+
+from scenemtl.data import transforms as T
+from scenemtl.data.synthetic import SyntheticScenes
+from scenemtl.tasks import build_task
+from scenemtl.data.render import CLASS_NAMES
+
+TASK_NAMES = ["semseg", "depth", "normals", "edge", "saliency"]
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return {name: build_task(name, {}, {"semseg": list(CLASS_NAMES)}) for name in TASK_NAMES}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return SyntheticScenes(split="train", height=24, width=32, num_train=4)
+
+
+def fresh(dataset, index=0):
+    return dataset.sample(index)
+
+
+def test_flip_mirrors_everything_and_negates_normals_x(tasks, dataset):
+    sample = fresh(dataset)
+    original = {k: v.clone() for k, v in sample.items() if k != "meta"}
+    flip = T.RandomHorizontalFlip(tasks, p=1.0)
+    out = flip(sample, np.random.default_rng(0))
+    assert torch.equal(out["image"], original["image"].flip(-1))
+    for name in ("semseg", "depth", "edge", "saliency"):
+        assert torch.equal(out[name], original[name].flip(-1)), name
+    assert torch.equal(out["normals"][0], -original["normals"][0].flip(-1))
+    assert torch.equal(out["normals"][1:], original["normals"][1:].flip(-1))
+    # flipping twice is the identity
+    again = flip(out, np.random.default_rng(0))
+    for key, value in original.items():
+        assert torch.equal(again[key].to(value.dtype), value), key
+
+
+@pytest.mark.parametrize("adjust_depth", [False, True])
+def test_scale_resamples_labels_nearest_and_handles_depth(tasks, dataset, adjust_depth):
+    sample = fresh(dataset)
+    depth_values = set(sample["depth"].unique().tolist())
+    classes = set(sample["semseg"].unique().tolist())
+    scale = T.RandomScale(tasks, 2.0, 2.0, adjust_depth=adjust_depth)
+    out = scale(sample, np.random.default_rng(0))
+    assert out["image"].shape[-2:] == (48, 64)
+    for name in TASK_NAMES:
+        assert out[name].shape[-2:] == (48, 64), name
+    assert set(out["semseg"].unique().tolist()) <= classes  # nearest: no blended class ids
+    assert set(out["edge"].unique().tolist()) <= {0.0, 1.0}
+    new_depths = set(out["depth"].unique().tolist())
+    if adjust_depth:
+        assert new_depths <= {d / 2 for d in depth_values}
+    else:
+        assert new_depths <= depth_values  # metric depth unchanged by a zoom
+    assert torch.allclose(out["normals"].norm(dim=0), torch.ones(48, 64), atol=1e-5)
+
+
+def test_pad_fills_each_task_with_its_ignore_value(tasks, dataset):
+    sample = T.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(fresh(dataset))
+    out = T.Pad(tasks, size=(30, 40))(sample)
+    assert out["meta"]["pad"] == (3, 4, 24, 32)
+    top, left = 3, 4
+    assert out["image"].shape == (3, 30, 40)
+    assert torch.all(out["image"][:, :top] == 0)
+    assert torch.all(out["semseg"][:top] == 255) and torch.all(out["semseg"][:, :left] == 255)
+    assert torch.all(out["depth"][:, :top] == 0)
+    assert torch.all(out["normals"][:, :, :left] == 0)
+    assert torch.all(out["edge"][:, -1] == 255) and torch.all(out["saliency"][:, -1] == 255)
+    for name in TASK_NAMES:
+        assert not tasks[name].valid_mask(out[name][None])[0, :top].any(), name
+    inner = out["semseg"][top : top + 24, left : left + 32]
+    assert torch.equal(inner, fresh(dataset)["semseg"])
+
+
+def test_pad_to_multiple_keeps_the_image_top_left(tasks, dataset):
+    out = T.Pad(tasks, multiple=16)(fresh(dataset))
+    assert out["image"].shape[-2:] == (32, 32)
+    assert out["meta"]["pad"] == (0, 0, 24, 32)
+
+
+def test_random_crop_respects_the_class_ratio_rule(tasks, dataset):
+    crop = T.RandomCrop(tasks, (12, 16), cat_max_ratio=0.75)
+    for seed in range(10):
+        out = crop(fresh(dataset, seed % 4), np.random.default_rng(seed))
+        assert out["image"].shape[-2:] == (12, 16)
+        assert all(out[name].shape[-2:] == (12, 16) for name in TASK_NAMES)
+
+
+def test_crop_with_no_size_restores_the_original_size(tasks, dataset):
+    pipeline = T.Compose([T.RandomScale(tasks, 0.6, 1.4), T.RandomCrop(tasks, None)])
+    for seed in range(5):
+        out = pipeline(fresh(dataset), np.random.default_rng(seed))
+        assert out["image"].shape[-2:] == (24, 32)
+        assert out["semseg"].shape == (24, 32)
+
+
+def test_photometric_distortion_changes_only_the_image(tasks, dataset):
+    sample = fresh(dataset)
+    labels = sample["semseg"].clone()
+    out = T.PhotometricDistortion()(sample, np.random.default_rng(3))
+    assert out["image"].dtype == torch.float32
+    assert 0 <= out["image"].min() and out["image"].max() <= 255
+    assert torch.equal(out["semseg"], labels)
+
+
+def test_augmentation_is_a_function_of_the_seed(tasks, dataset):
+    pipeline = T.Compose([T.RandomScale(tasks, 0.5, 2.0), T.RandomCrop(tasks, None), T.RandomHorizontalFlip(tasks),
+                          T.PhotometricDistortion()])
+    a = pipeline(fresh(dataset), np.random.default_rng(7))
+    b = pipeline(fresh(dataset), np.random.default_rng(7))
+    c = pipeline(fresh(dataset), np.random.default_rng(8))
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
+    assert not torch.equal(a["image"], c["image"])

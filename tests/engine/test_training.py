@@ -1,0 +1,117 @@
+"""The training loop: it learns, it resumes exactly, and its checkpoints are safe and self-describing."""
+
+import json
+
+import pytest
+import torch
+
+from scenemtl.engine import checkpoint as ckpt
+from scenemtl.engine.builder import model_from_checkpoint
+from scenemtl.engine.trainer import Trainer
+from scenemtl.errors import CheckpointError, ScenemtlError
+
+
+def test_training_lowers_the_loss(tiny_config):
+    config = tiny_config("train.steps=40", "data.options.num_train=8", "data.augment.scale=null",
+                         "data.augment.flip=false", "data.augment.photometric=false", "train.lr=3e-3")
+    trainer = Trainer(config, progress=False, log=False)
+    batch = next(iter(trainer.loader))
+
+    def total_loss():
+        with torch.no_grad():
+            output = trainer.model(batch["image"])
+            return sum(trainer.task_losses(output, batch).values()).item()
+
+    before = total_loss()
+    trainer.fit()
+    trainer.model.train()
+    after = total_loss()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_resume_continues_to_the_same_weights(tiny_config):
+    common = ["train.steps=5", "data.options.num_train=10", "train.keep_checkpoints=5"]
+    straight = Trainer(tiny_config(*common, "name=straight"), progress=False)
+    straight.fit()
+    interrupted = Trainer(tiny_config(*common, "name=resumed"), progress=False)
+    assert interrupted.fit(stop_at=3) is None  # mid-epoch: 2 batches of 4 per epoch
+    assert (interrupted.position, interrupted.epoch) == (4, 1)
+    resumed = Trainer(tiny_config(*common, "name=resumed"), resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # logs and results were written
+    records = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {"train", "val"}
+    assert any((straight.run_dir / "tensorboard").iterdir())
+    assert json.loads((straight.run_dir / "results.json").read_text())["metrics"]["semseg"]["miou"] >= 0
+
+
+def test_checkpoint_alone_rebuilds_the_model(tiny_config):
+    trainer = Trainer(tiny_config("train.steps=2"), progress=False, log=False)
+    trainer.fit()
+    folder = ckpt.list_checkpoints(trainer.checkpoint_dir)[-1]
+    meta = ckpt.read_meta(folder)
+    assert meta.step == 2 and meta.config.model.arch == "hps"
+    assert meta.class_names["semseg"][:2] == ["floor", "wall"]
+    assert meta.mean == pytest.approx((0.485, 0.456, 0.406))
+    model, tasks, _ = model_from_checkpoint(trainer.run_dir, torch.device("cpu"))
+    image = torch.randn(1, 3, 32, 48)
+    trainer.model.eval()
+    assert torch.allclose(model(image).final["depth"], trainer.model(image).final["depth"])
+    # the training state is plain tensors and numbers: it loads with weights_only=True
+    state = ckpt.load_trainer_state(folder)
+    assert state["step"] == 2 and "optimizer" in state
+
+
+def test_existing_run_is_never_overwritten(tiny_config):
+    Trainer(tiny_config("train.steps=1"), progress=False, log=False).fit()
+    with pytest.raises(ScenemtlError, match="already holds checkpoints"):
+        Trainer(tiny_config("train.steps=1"), progress=False, log=False)
+    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
+        Trainer(tiny_config("name=fresh"), resume=True, progress=False, log=False)
+
+
+def test_crash_while_writing_keeps_the_previous_checkpoint(tiny_config, monkeypatch):
+    trainer = Trainer(tiny_config("train.steps=2"), progress=False, log=False)
+    trainer.fit()
+    before = ckpt.list_checkpoints(trainer.checkpoint_dir)
+    weights = (before[-1] / ckpt.MODEL_FILE).read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    trainer.step = 3
+    with pytest.raises(OSError):
+        trainer.save()
+    after = ckpt.list_checkpoints(trainer.checkpoint_dir)
+    assert after == before and (after[-1] / ckpt.MODEL_FILE).read_bytes() == weights
+    # and the same step can be written again over its old version
+    monkeypatch.undo()
+    trainer.step = 2
+    trainer.save()
+    assert ckpt.read_meta(trainer.checkpoint_dir).step == 2
+
+
+def test_checkpoint_for_another_model_lists_the_mismatch(tiny_config):
+    trainer = Trainer(tiny_config("train.steps=1"), progress=False, log=False)
+    trainer.fit()
+    other = Trainer(tiny_config("name=other", "model.head_channels=4"), progress=False, log=False)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        ckpt.load_weights(other.model, trainer.run_dir)
+    meta = ckpt.read_meta(trainer.run_dir)
+    with pytest.raises(CheckpointError, match="architecture 'hps' vs config 'stl'"):
+        ckpt.compare_to_config(meta, tiny_config("model.arch=stl"), trainer.run_dir)
+
+
+def test_non_finite_loss_names_the_task_and_step(tiny_config):
+    trainer = Trainer(tiny_config("train.steps=1"), progress=False, log=False)
+    batch = next(iter(trainer.loader))
+    with torch.no_grad():
+        trainer.model.heads["depth"].classifier.weight.fill_(float("nan"))
+    with pytest.raises(ScenemtlError, match="task 'depth'.*step 1"):
+        trainer.train_step(batch)

@@ -1,0 +1,109 @@
+"""Each task's loss and post-processing against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from scenemtl.tasks import TASKS, build_task
+
+CLASSES = {"semseg": ["a", "b", "c"], "human_parts": ["bg", "head"]}
+
+
+def test_cross_entropy_ignores_255_and_averages_valid_pixels():
+    task = build_task("semseg", {}, CLASSES)
+    logits = torch.zeros(1, 3, 1, 3)
+    logits[0, 0, 0, 0] = math.log(2)  # p(a) = 2/4 at pixel 0
+    target = torch.tensor([[[0, 1, 255]]])
+    # pixel 0: −log(2/4); pixel 1: −log(1/3); pixel 2 ignored
+    expected = (-math.log(0.5) - math.log(1 / 3)) / 2
+    assert task.loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_losses_are_zero_without_valid_pixels_and_keep_a_gradient():
+    for name in TASKS.names():
+        task = build_task(name, {}, CLASSES)
+        logits = torch.randn(1, task.out_channels, 2, 2, requires_grad=True)
+        if name in CLASSES:
+            target = torch.full((1, 2, 2), 255)
+        elif name == "normals":
+            target = torch.zeros(1, 3, 2, 2)
+        elif name == "depth":
+            target = torch.zeros(1, 1, 2, 2)
+        else:
+            target = torch.full((1, 1, 2, 2), 255.0)
+        loss = task.loss(logits, target)
+        assert loss.item() == 0.0, name
+        loss.backward()
+        assert torch.all(logits.grad == 0), name
+
+
+def test_depth_l1_on_valid_pixels_only():
+    task = build_task("depth", {})
+    logits = torch.tensor([[[[1.0, 2.0], [5.0, -1.0]]]])
+    target = torch.tensor([[[[2.0, 2.0], [0.0, float("nan")]]]])
+    assert task.loss(logits, target).item() == pytest.approx(0.5)
+    assert task.predict(logits).min().item() == 0.0
+
+
+def test_normals_l1_on_normalised_prediction_summed_over_xyz():
+    task = build_task("normals", {})
+    logits = torch.zeros(1, 3, 1, 2)
+    logits[0, :, 0, 0] = torch.tensor([3.0, 0.0, 4.0])  # → (0.6, 0, 0.8)
+    logits[0, :, 0, 1] = torch.tensor([1.0, 1.0, 1.0])
+    target = torch.zeros(1, 3, 1, 2)
+    target[0, :, 0, 0] = torch.tensor([0.0, 0.0, 1.0])  # second pixel: zero vector = invalid
+    assert task.loss(logits, target).item() == pytest.approx(0.6 + 0.0 + 0.2)
+    assert torch.allclose(task.predict(logits).norm(dim=1), torch.ones(1, 1, 2))
+
+
+def test_edge_balanced_bce_matches_the_seeds_formula():
+    task = build_task("edge", {"pos_weight": 0.95})
+    x = torch.tensor([[[[0.3, -1.2, 2.0]]]])
+    y = torch.tensor([[[[1.0, 0.0, 255.0]]]])
+    # w·(−log σ(x)) for the positive, (1−w)·(−log(1−σ(x))) for the negative, mean over 2 valid pixels
+    expected = (0.95 * -math.log(torch.sigmoid(torch.tensor(0.3)).item())
+                + 0.05 * -math.log(1 - torch.sigmoid(torch.tensor(-1.2)).item())) / 2
+    assert task.loss(x, y).item() == pytest.approx(expected, rel=1e-6)
+    # the seeds' form: BCE-with-logits with pos_weight w/(1−w), divided by 1/(1−w)
+    valid = y != 255
+    seeds = torch.nn.functional.binary_cross_entropy_with_logits(
+        x[valid], y[valid], pos_weight=torch.tensor(0.95 / 0.05)) * 0.05
+    assert task.loss(x, y).item() == pytest.approx(seeds.item(), rel=1e-6)
+
+
+def test_saliency_weight_is_the_batch_share_of_negatives():
+    task = build_task("saliency", {})
+    x = torch.tensor([[[[0.5, -0.5, 1.0, 0.0]]]])
+    y = torch.tensor([[[[1.0, 0.0, 0.0, 0.0]]]])
+    w = 0.75  # three of four valid pixels are negative
+    logp = torch.nn.functional.logsigmoid
+    expected = -(w * logp(torch.tensor(0.5)) + (1 - w) * (logp(torch.tensor(0.5)) + logp(torch.tensor(-1.0))
+                                                          + logp(torch.tensor(0.0)))) / 4
+    assert task.loss(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
+    # equal to the seeds' two-class cross-entropy with class weights [1−w, w], summed / valid pixels
+    two = torch.cat([torch.zeros_like(x), x], dim=1)
+    ce = torch.nn.functional.cross_entropy(two, y[:, 0].long(), weight=torch.tensor([1 - w, w]), reduction="sum") / 4
+    assert task.loss(x, y).item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_pos_weight_must_be_a_probability():
+    with pytest.raises(ValueError, match="pos_weight"):
+        build_task("edge", {"pos_weight": 19})
+
+
+def test_normals_flip_negates_x_and_keeps_invalid_zero():
+    task = build_task("normals", {})
+    target = torch.zeros(3, 1, 2)
+    target[:, 0, 0] = torch.tensor([0.6, 0.0, 0.8])
+    flipped = task.flip_horizontal(target)
+    assert torch.equal(flipped[:, 0, 1], torch.tensor([-0.6, 0.0, 0.8]))
+    assert not task.valid_mask(flipped[None])[0, 0, 0]
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_colorize_gives_uint8_rgb(name):
+    task = build_task(name, {}, CLASSES)
+    logits = torch.randn(1, task.out_channels, 5, 7)
+    picture = task.colorize(task.predict(logits)[0])
+    assert picture.shape == (5, 7, 3) and picture.dtype.name == "uint8"

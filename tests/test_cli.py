@@ -1,0 +1,115 @@
+"""The command line end to end: train, eval, predict, list; user errors are one line, exit 2."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from scenemtl.cli import main
+from tests.conftest import TINY
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    raw = dict(TINY, out_dir=str(tmp_path / "runs" / "{name}"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+def test_train_eval_predict_end_to_end(config_file, tmp_path, capsys):
+    assert main(["train", str(config_file), "--quiet", "--set", "train.steps=3"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "results.json").is_file() and (run / "checkpoints").is_dir()
+    out = capsys.readouterr().out
+    assert "| semseg | miou ↑ |" in out
+
+    results = tmp_path / "eval.json"
+    assert main(["eval", str(config_file), "--checkpoint", str(run), "--out", str(results), "--quiet"]) == 0
+    report = json.loads(results.read_text())
+    trained = json.loads((run / "results.json").read_text())
+    assert report["metrics"]["depth"]["rmse"] == pytest.approx(trained["metrics"]["depth"]["rmse"], rel=1e-6)
+    assert report["variants"]["semseg"] == "accumulated"
+
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(images / "odd.png")
+    Image.fromarray(rng.integers(0, 255, (61, 45, 3), dtype=np.uint8)).save(images / "photo.jpg", quality=90)
+    out_dir = tmp_path / "pred"
+    assert main(["predict", str(images), "--checkpoint", str(run), "--out", str(out_dir), "--quiet"]) == 0
+    for stem, size in (("odd", (37, 53)), ("photo", (61, 45))):
+        assert np.load(out_dir / "semseg" / f"{stem}.npy").shape == size
+        assert np.load(out_dir / "normals" / f"{stem}.npy").shape == (*size, 3)
+        assert Image.open(out_dir / "depth" / f"{stem}.png").size == size[::-1]
+        panel = Image.open(out_dir / "panels" / f"{stem}.png")
+        assert panel.size[0] == size[1] * 6  # input + five tasks
+    depth = np.load(out_dir / "depth" / "odd.npy")
+    assert depth.dtype == np.float32 and depth.min() >= 0
+
+
+def test_resume_via_cli(config_file, tmp_path):
+    assert main(["train", str(config_file), "--quiet", "--set", "train.steps=2"]) == 0
+    assert main(["train", str(config_file), "--quiet", "--set", "train.steps=3", "--resume"]) == 0
+    meta = json.loads((tmp_path / "runs" / "tiny" / "results.json").read_text())
+    assert meta["step"] == 3
+
+
+def test_user_errors_are_one_line(config_file, tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in error_line(capsys)
+    assert main(["train", str(config_file), "--set", "train.stepz=3"]) == 2
+    assert "Did you mean 'steps'?" in error_line(capsys)
+    assert main(["train", str(config_file), "--set", "data.name=synthetik"]) == 2
+    assert "Did you mean 'synthetic'?" in error_line(capsys)
+    assert main(["train", str(config_file), "--set", "data.options.heigth=10"]) == 2
+    assert "data.options.heigth" in error_line(capsys)
+
+
+def test_predict_rejects_a_corrupt_image_and_writes_nothing(config_file, tmp_path, capsys):
+    assert main(["train", str(config_file), "--quiet", "--set", "train.steps=1"]) == 0
+    capsys.readouterr()
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    out_dir = tmp_path / "pred"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("earlier work")
+    run = tmp_path / "runs" / "tiny"
+    assert main(["predict", str(good), str(bad), "--checkpoint", str(run), "--out", str(out_dir)]) == 2
+    assert "bad.jpg" in error_line(capsys)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["keep.txt"]
+    assert main(["predict", str(tmp_path / "missing.png"), "--checkpoint", str(run), "--out", str(out_dir)]) == 2
+    assert "missing.png" in error_line(capsys)
+
+
+def test_checkpoint_of_another_model_is_refused(config_file, tmp_path, capsys):
+    assert main(["train", str(config_file), "--quiet", "--set", "train.steps=1"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "runs" / "tiny"
+    assert main(["eval", str(config_file), "--checkpoint", str(run), "--set", "model.arch=stl"]) == 2
+    assert "for another model" in error_line(capsys)
+    assert main(["eval", str(config_file), "--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert "checkpoint not found" in error_line(capsys)
+    not_ckpt = tmp_path / "random.safetensors"
+    not_ckpt.write_bytes(b"garbage")
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", str(image), "--checkpoint", str(not_ckpt), "--out", str(tmp_path / "p")]) == 2
+    assert "random.safetensors" in error_line(capsys)
+
+
+def test_list_shows_every_registry(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("semseg", "human_parts", "hps", "stl", "synthetic", "fixed", "test_resnet"):
+        assert word in out
