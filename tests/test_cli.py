@@ -72,6 +72,9 @@ def test_user_errors_are_one_line(config_file, tmp_path, capsys):
     assert "Did you mean 'synthetic'?" in error_line(capsys)
     assert main(["train", str(config_file), "--set", "data.options.heigth=10"]) == 2
     assert "data.options.heigth" in error_line(capsys)
+    assert main(["train", str(config_file), "--set", f"data.root={tmp_path / 'no_such_dataset'}"]) == 2
+    assert "dataset folder not found" in error_line(capsys)
+    assert not (tmp_path / "runs").exists()  # nothing was written for a run that could not start
 
 
 def test_predict_rejects_a_corrupt_image_and_writes_nothing(config_file, tmp_path, capsys):

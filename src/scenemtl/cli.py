@@ -87,7 +87,7 @@ def _list(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from scenemtl.engine.demo import run_demo
 
-    return run_demo(Path(args.out), steps=args.steps, progress=not args.quiet)
+    return run_demo(Path(args.out), steps=args.steps, progress=not args.quiet, overrides=args.set)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train STL and HPS on synthetic scenes and compare them")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--steps", type=int, default=None, help="training steps per model (default: the demo's)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the experiment")
     common(demo)
     demo.set_defaults(func=_demo)
     return parser

@@ -73,6 +73,9 @@ class ModelConfig(Strict):
     arch: str = "hps"
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     head_channels: int = Field(64, ge=1)
+    # finest feature stride the decoder heads read: 8 suits the small synthetic images; the
+    # seeds' decoders work at 4 on their 448×576 / 512×512 images
+    decoder_stride: int = Field(8, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

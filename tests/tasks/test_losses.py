@@ -107,3 +107,25 @@ def test_colorize_gives_uint8_rgb(name):
     logits = torch.randn(1, task.out_channels, 5, 7)
     picture = task.colorize(task.predict(logits)[0])
     assert picture.shape == (5, 7, 3) and picture.dtype.name == "uint8"
+
+
+def test_output_priors_predict_the_trivial_baselines():
+    seg = build_task("semseg", {}, CLASSES)
+    target = torch.tensor([[[0, 1, 1, 255]]])
+    prior = seg.output_prior([target])
+    assert torch.equal(seg.constant_prediction(prior, target), torch.ones_like(target))  # majority class
+    assert torch.allclose(prior.exp(), torch.tensor([2 / 6, 3 / 6, 1 / 6]))  # add-one smoothed frequencies
+
+    depth = build_task("depth", {})
+    d = torch.tensor([[[[1.0, 3.0, 0.0]]]])
+    assert depth.constant_prediction(depth.output_prior([d, d * 2]), d).unique().tolist() == [3.0]
+
+    normals = build_task("normals", {})
+    n = torch.zeros(1, 3, 1, 2)
+    n[0, 2, 0, 0], n[0, 0, 0, 1] = 1.0, 1.0
+    mean = normals.constant_prediction(normals.output_prior([n]), n)[0, :, 0, 0]
+    assert torch.allclose(mean, torch.tensor([2**-0.5, 0.0, 2**-0.5]))
+
+    edge = build_task("edge", {})
+    e = torch.tensor([[[[1.0, 0.0, 0.0, 0.0, 255.0]]]])
+    assert edge.constant_prediction(edge.output_prior([e]), e)[0, 0, 0, 0].item() == pytest.approx(0.25)

@@ -182,7 +182,7 @@ def _sample_camera(rng: np.random.Generator, room: np.ndarray) -> tuple[np.ndarr
     targets = rng.uniform(0.3, room[:2] - 0.3, size=(3, 2))
     far = targets[np.argmax(np.linalg.norm(targets - xy, axis=1))]
     yaw = float(np.arctan2(far[1] - xy[1], far[0] - xy[0]))
-    pitch, roll = np.deg2rad(rng.uniform(-25.0, 5.0)), np.deg2rad(rng.uniform(-5.0, 5.0))
+    pitch, roll = np.deg2rad(rng.uniform(-20.0, 0.0)), np.deg2rad(rng.uniform(-3.0, 3.0))
     fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
     right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
     down = np.cross(fwd, right)
@@ -242,7 +242,7 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
     """Render one random scene; identical output for an identically seeded rng."""
     H, W = config.height, config.width
     K = _intrinsics(config)
-    room = rng.uniform([4.0, 4.0, 2.6], [8.0, 8.0, 3.0])
+    room = rng.uniform([4.0, 4.0, 2.6], [10.0, 10.0, 3.0])
     cam, R, yaw = _sample_camera(rng, room)
     objects = _sample_objects(rng, config, room, cam, yaw)
     light = np.array([*rng.uniform(0.15 * room[:2], 0.85 * room[:2]), room[2] - rng.uniform(0.05, 0.3)])

@@ -13,7 +13,7 @@ from scenemtl.config import Config
 from scenemtl.data import DATASETS, DatasetInfo, DenseDataset, transforms as T
 from scenemtl.data.loader import AugmentedDataset, EpochSampler, collate
 from scenemtl.engine.checkpoint import CheckpointMeta, load_weights, read_meta
-from scenemtl.errors import ConfigError
+from scenemtl.errors import ConfigError, DataError
 from scenemtl.models import build_model
 from scenemtl.registry import check_options
 from scenemtl.tasks import Task, build_task
@@ -53,6 +53,9 @@ def build_dataset(config: Config, split: str) -> DenseDataset:
     """The configured dataset's ``split`` with the configured tasks."""
     cls = DATASETS.get(config.data.name)
     check_options(cls, config.data.options, "data.options", ("root", "split", "tasks"), owner=config.data.name)
+    root = config.data_root
+    if root is not None and not Path(root).is_dir():
+        raise DataError(f"data.root: dataset folder not found: {root}. Give the folder the archive was extracted to.")
     return cls(root=config.data_root, split=split, tasks=list(config.tasks), **config.data.options)
 
 

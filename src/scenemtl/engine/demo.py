@@ -23,10 +23,10 @@ from scenemtl.metrics import delta_m
 MARKER = ".scenemtl-demo"
 DEMO_STEPS = 300
 
-def demo_config(arch: str, out: Path, steps: int) -> Config:
+def demo_config(arch: str, out: Path, steps: int, overrides: list[str] | None = None) -> Config:
     """The embedded default experiment (the config defaults) for one architecture, writing under ``out``."""
-    overrides = [f"model.arch={arch}", f"name={arch}", f"out_dir={out / arch}", f"train.steps={steps}"]
-    return load_config(None, overrides)
+    fixed = [f"model.arch={arch}", f"name={arch}", f"out_dir={out / arch}", f"train.steps={steps}"]
+    return load_config(None, [*(overrides or []), *fixed])
 
 
 def trivial_baselines(config: Config, train_set, val_set) -> dict[str, dict[str, float]]:
@@ -47,8 +47,11 @@ def _row(label: str, metrics: dict, mains: dict, dm: float | None) -> str:
     return f"| {label} | " + " | ".join(cells) + f" | {'' if dm is None else f'{dm:+.2f}'} |"
 
 
-def run_demo(out: Path, steps: int | None = None, progress: bool = True) -> int:
-    """Train STL and HPS, evaluate, print the comparison table, write panels; 0 when HPS/STL beat the baselines."""
+def run_demo(out: Path, steps: int | None = None, progress: bool = True, overrides: list[str] | None = None) -> int:
+    """Train STL and HPS, evaluate, print the comparison table, write panels; 0 when HPS/STL beat the baselines.
+
+    ``overrides`` (dotted ``key=value``) change the embedded default experiment, e.g. its size.
+    """
     started = time.perf_counter()
     steps = steps or DEMO_STEPS
     if out.exists():
@@ -58,10 +61,11 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True) -> int:
     out.mkdir(parents=True)
     (out / MARKER).write_text("written by scenemtl demo; replaced on the next run\n")
 
-    stl_config, hps_config = demo_config("stl", out, steps), demo_config("hps", out, steps)
+    stl_config, hps_config = demo_config("stl", out, steps, overrides), demo_config("hps", out, steps, overrides)
     train_set = builder.build_dataset(stl_config, "train")
     val_set = builder.build_dataset(stl_config, "val")
-    print(f"synthetic scenes: {len(train_set)} train / {len(val_set)} val at 96×128; {steps} steps per model")
+    height, width = train_set.config.height, train_set.config.width
+    print(f"synthetic scenes: {len(train_set)} train / {len(val_set)} val at {height}×{width}; {steps} steps per model")
 
     trivial = trivial_baselines(stl_config, train_set, val_set)
     stl = Trainer(stl_config, progress=progress, datasets=(train_set, val_set)).fit()

@@ -23,7 +23,10 @@ class HardSharing(nn.Module):
         self.backbone = Backbone(config.backbone)
         self.heads = nn.ModuleDict(
             {
-                name: FPNHead(self.backbone.channels, self.backbone.strides, config.head_channels, task.out_channels)
+                name: FPNHead(
+                    self.backbone.channels, self.backbone.strides, config.head_channels, task.out_channels,
+                    min_stride=config.decoder_stride,
+                )
                 for name, task in tasks.items()
             }
         )

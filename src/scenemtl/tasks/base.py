@@ -54,6 +54,15 @@ class Task:
         """
         raise NotImplementedError
 
+    def valid_mean(self, targets: Iterable[torch.Tensor]) -> float:
+        """Mean of a one-channel target over its valid pixels, pooled over ``targets``."""
+        total, count = 0.0, 0
+        for target in targets:
+            values = target[:, 0][self.valid_mask(target)]
+            total += float(values.double().sum())
+            count += values.numel()
+        return total / max(count, 1)
+
     def constant_prediction(self, prior: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The prediction of ``output_prior`` logits at every pixel of ``target``'s batch."""
         batch, height, width = target.shape[0], target.shape[-2], target.shape[-1]

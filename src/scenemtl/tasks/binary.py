@@ -42,12 +42,7 @@ class BinaryTask(Task):
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
         """The logit of the fraction of positive labelled training pixels."""
-        positives, count = 0.0, 0
-        for target in targets:
-            values = target[:, 0][self.valid_mask(target)]
-            positives += float(values.double().sum())
-            count += values.numel()
-        rate = min(max(positives / max(count, 1), 1e-4), 1 - 1e-4)
+        rate = min(max(self.valid_mean(targets), 1e-4), 1 - 1e-4)
         return torch.tensor([math.log(rate / (1 - rate))])
 
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:

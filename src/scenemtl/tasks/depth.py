@@ -49,12 +49,7 @@ class DepthTask(Task):
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
         """The mean valid training depth."""
-        total, count = 0.0, 0
-        for target in targets:
-            values = target[:, 0][self.valid_mask(target)]
-            total += float(values.double().sum())
-            count += values.numel()
-        return torch.tensor([total / max(count, 1)])
+        return torch.tensor([self.valid_mean(targets)])
 
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """Depth through a colour ramp, near dark, far bright, scaled to the map's own range."""

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from scenemtl.metrics import NormalsMetric
+from scenemtl.metrics.normals import unit_vectors
 from scenemtl.tasks.base import Task, masked_mean
 from scenemtl.tasks.colors import colorize_normals
 from scenemtl.tasks.registry import register_task
@@ -33,12 +34,12 @@ class NormalsTask(Task):
         """Σ_xyz |n̂ − n| over valid pixels / number of valid pixels."""
         valid = self.valid_mask(target)
         clean = torch.where(valid[:, None], target, torch.zeros_like(target))
-        per_pixel = (F.normalize(logits.float(), dim=1) - clean).abs().sum(dim=1)
+        per_pixel = (unit_vectors(logits.float()) - clean).abs().sum(dim=1)
         return masked_mean(per_pixel, valid)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         """Unit normals ``[B,3,H,W]``."""
-        return F.normalize(logits.float(), dim=1)
+        return unit_vectors(logits.float())
 
     def metric(self) -> NormalsMetric:
         """Pixel-pooled angular errors."""

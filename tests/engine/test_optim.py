@@ -1,0 +1,38 @@
+"""The poly schedule with warm-up, optimisers and bf16 autocast."""
+
+import pytest
+import torch
+
+from scenemtl.config import TrainConfig
+from scenemtl.engine.optim import build_optimizer, build_scheduler, poly_factor
+from scenemtl.engine.trainer import Trainer
+
+
+def test_poly_schedule_with_linear_warmup():
+    assert poly_factor(0, 100, 0.9, warmup=10) == pytest.approx(0.1)
+    assert poly_factor(9, 100, 0.9, warmup=10) == pytest.approx(1.0)
+    assert poly_factor(10, 100, 0.9, warmup=10) == pytest.approx(1.0)
+    assert poly_factor(55, 100, 0.9, warmup=10) == pytest.approx(0.5**0.9)
+    assert poly_factor(100, 100, 0.9, warmup=10) == 0.0
+
+
+@pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
+def test_optimizers_and_scheduler_follow_the_config(name, cls):
+    config = TrainConfig(optimizer=name, lr=0.1, steps=10, warmup_steps=0, poly_power=1.0)
+    weight = torch.nn.Parameter(torch.ones(2))
+    frozen = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    optimizer = build_optimizer(config, [weight, frozen])
+    assert isinstance(optimizer, cls) and len(optimizer.param_groups[0]["params"]) == 1
+    scheduler = build_scheduler(config, optimizer)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.05)
+
+
+def test_bf16_autocast_and_grad_clipping_train(tiny_config):
+    trainer = Trainer(tiny_config("train.precision=bf16", "train.grad_clip=1.0", "train.steps=2"), progress=False, log=False)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    stats = trainer.train_step(next(iter(trainer.loader)))
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats["loss"].values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
