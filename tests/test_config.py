@@ -65,3 +65,20 @@ def test_environment_variables_in_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("SCENEMTL_DATA")
     with pytest.raises(ConfigError, match="SCENEMTL_DATA, which is not set"):
         _ = config.data_root
+
+
+def test_the_synthetic_base_config_is_the_embedded_default():
+    from pathlib import Path
+
+    base = load_config(Path(__file__).parents[1] / "configs" / "synthetic" / "base.yaml").to_dict()
+    default = load_config(None).to_dict()
+    base.pop("name"), default.pop("name")
+    assert base == default
+
+
+def test_overrides_edit_one_default_task_without_dropping_the_others():
+    config = load_config(None, ["tasks.edge.weight=5"])
+    assert config.tasks["edge"].weight == 5 and len(config.tasks) == 5
+    assert config.tasks["edge"].options == {"pos_weight": 0.95}
+    replaced = load_config(None, ["tasks={depth: {weight: 2}}"])
+    assert list(replaced.tasks) == ["depth"]

@@ -14,8 +14,11 @@ Conventions
 * Pixel ``(row v, column u)`` has its centre at continuous image coordinate
   ``(u + 0.5, v + 0.5)``, so a camera-frame point ``X`` projects to ``K @ X / X[2]`` with
   ``K = [[f, 0, W/2], [0, f, H/2], [0, 0, 1]]`` and ``f = (W/2) / tan(fov/2)``.
-* Camera pose: yaw about world z (aimed at a random far point of the room), pitch about the
-  camera's horizontal axis (negative looks down), roll about the optical axis.
+* Room: 4–10 m by 4–10 m, 2.6–3.0 m high; floor tiles of 0.5 m.
+* Camera pose: a hand-held camera at eye level (1.35–1.65 m), as in indoor datasets; yaw
+  about world z (aimed at a random far point of the room), pitch about the camera's
+  horizontal axis from −20° to 0° (negative looks down), roll about the optical axis ±3°.
+  Fixed scale cues (eye height, tile size, object sizes) keep metric depth learnable.
 * Instance ids: 0 floor, 1 ceiling, 2..5 the walls x=0, x=Lx, y=0, y=Ly, 6.. the objects in
   sampling order.
 * Light: one point light near the ceiling, Lambertian shading with a softened inverse-square

@@ -21,7 +21,7 @@ from scenemtl.errors import ScenemtlError
 from scenemtl.metrics import delta_m
 
 MARKER = ".scenemtl-demo"
-DEMO_STEPS = 300
+DEMO_STEPS = 500
 
 def demo_config(arch: str, out: Path, steps: int, overrides: list[str] | None = None) -> Config:
     """The embedded default experiment (the config defaults) for one architecture, writing under ``out``."""
