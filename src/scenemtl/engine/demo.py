@@ -29,10 +29,10 @@ def demo_config(arch: str, out: Path, steps: int, overrides: list[str] | None = 
     return load_config(None, [*(overrides or []), *fixed])
 
 
-def trivial_baselines(config: Config, train_set, val_set) -> dict[str, dict[str, float]]:
+def trivial_baselines(config: Config, train_set, val_set, progress: bool = True) -> dict[str, dict[str, float]]:
     """Each task's best constant prediction (majority class, mean depth, mean normal, prior), evaluated."""
     tasks = builder.build_tasks(config, builder.dataset_info(config))
-    priors = estimate_priors(train_set, tasks, max_samples=len(train_set))
+    priors = estimate_priors(train_set, tasks, max_samples=len(train_set), show_progress=progress)
     metrics = {name: task.metric() for name, task in tasks.items()}
     for i in range(len(val_set)):
         sample = val_set.sample(i)
@@ -67,7 +67,7 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True, overrid
     height, width = train_set.config.height, train_set.config.width
     print(f"synthetic scenes: {len(train_set)} train / {len(val_set)} val at {height}×{width}; {steps} steps per model")
 
-    trivial = trivial_baselines(stl_config, train_set, val_set)
+    trivial = trivial_baselines(stl_config, train_set, val_set, progress)
     stl = Trainer(stl_config, progress=progress, datasets=(train_set, val_set)).fit()
     hps_config = hps_config.model_copy(update={"reference": stl["metrics"]})
     hps_trainer = Trainer(hps_config, progress=progress, datasets=(train_set, val_set))

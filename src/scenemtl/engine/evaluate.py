@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from scenemtl import __version__
+from scenemtl.engine.logging import progress as progress_bar
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import StreamingMetric, delta_m
 from scenemtl.tasks import Task
@@ -44,7 +44,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = {name: task.metric() for name, task in tasks.items()}
-    for batch in tqdm(batches, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+    for batch in progress_bar(batches, desc="eval", leave=False, disable=not progress):
         batch = move(batch, device)
         with autocast(device, precision):
             output = model(batch["image"])

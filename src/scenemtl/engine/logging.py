@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 
 class RunLogger:
@@ -60,3 +63,11 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     return float(value) if hasattr(value, "__float__") else str(value)
+
+
+def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
+    """A tqdm bar that redraws at most every 10 s when stderr is not a terminal (CI logs, files)."""
+    interactive = sys.stderr.isatty()
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("mininterval", 0.1 if interactive else 10.0)
+    return tqdm(iterable, **kwargs)

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from scenemtl.data.images import list_images, read_rgb
 from scenemtl.engine.builder import model_from_checkpoint, select_device
 from scenemtl.engine.evaluate import autocast
+from scenemtl.engine.logging import progress as progress_bar
 from scenemtl.tasks import Task
 
 #: inputs are padded to a multiple of this (the coarsest stride of the usual backbones)
@@ -78,7 +78,7 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     out = Path(out_dir)
     stems = _unique_stems(files)
     written = []
-    for stem, image in tqdm(list(zip(stems, images)), desc="predict", disable=not progress, dynamic_ncols=True):
+    for stem, image in progress_bar(list(zip(stems, images)), desc="predict", disable=not progress):
         predictions = predictor(image)
         pictures = {}
         for name, prediction in predictions.items():

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from tqdm import tqdm
 
 from scenemtl.balancing import build_balancer
 from scenemtl.config import Config
@@ -18,7 +17,7 @@ from scenemtl.data import DenseDataset
 from scenemtl.engine import builder
 from scenemtl.engine.checkpoint import list_checkpoints, load_trainer_state, load_weights, save_checkpoint
 from scenemtl.engine.evaluate import autocast, evaluate, format_table, load_reference, move, results_report
-from scenemtl.engine.logging import RunLogger
+from scenemtl.engine.logging import RunLogger, progress as progress_bar
 from scenemtl.engine.optim import build_optimizer, build_scheduler
 from scenemtl.engine.priors import estimate_priors
 from scenemtl.errors import CheckpointError, ScenemtlError
@@ -76,7 +75,7 @@ class Trainer:
         if resume:
             self._restore(existing[-1])
         elif config.train.init_output_bias:
-            priors = estimate_priors(self.train_set, self.tasks)
+            priors = estimate_priors(self.train_set, self.tasks, show_progress=progress)
             self.model.init_output_bias({name: prior.to(self.device) for name, prior in priors.items()})
         self.logger = RunLogger(self.run_dir, enabled=log)
         if log:
@@ -127,7 +126,7 @@ class Trainer:
         cfg = self.config.train
         end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
         self.model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.config.name}", disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.steps, initial=self.step, desc=f"train {self.config.name}", disable=not self.progress)
         window: dict[str, list[float]] = {}
         epoch_losses: dict[str, list[float]] = {}
         tick, samples = time.perf_counter(), 0
