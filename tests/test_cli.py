@@ -116,3 +116,30 @@ def test_list_shows_every_registry(capsys):
     out = capsys.readouterr().out
     for word in ("semseg", "human_parts", "hps", "stl", "synthetic", "fixed", "test_resnet"):
         assert word in out
+
+
+def test_sigint_stops_after_a_step_with_a_checkpoint_to_resume(config_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "runs" / "tiny"
+    command = [sys.executable, "-m", "scenemtl.cli", "train", str(config_file), "--quiet", "--set", "train.steps=100000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "--resume" in out
+    from scenemtl.engine.checkpoint import read_meta
+
+    step = read_meta(run).step
+    assert step >= 2
+    assert main(["train", str(config_file), "--quiet", "--resume", "--set", f"train.steps={step + 1}"]) == 0
+    assert json.loads((run / "results.json").read_text())["step"] == step + 1

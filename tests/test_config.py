@@ -67,11 +67,13 @@ def test_environment_variables_in_paths(tmp_path, monkeypatch):
         _ = config.data_root
 
 
-def test_the_synthetic_base_config_is_the_embedded_default():
+def test_the_synthetic_base_config_is_the_demo_experiment():
     from pathlib import Path
 
+    from scenemtl.engine.demo import DEMO_OVERRIDES
+
     base = load_config(Path(__file__).parents[1] / "configs" / "synthetic" / "base.yaml").to_dict()
-    default = load_config(None).to_dict()
+    default = load_config(None, DEMO_OVERRIDES).to_dict()
     base.pop("name"), default.pop("name")
     assert base == default
 

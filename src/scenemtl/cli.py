@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set)
     report = Trainer(config, resume=args.resume, progress=not args.quiet).fit()
+    if report is None:  # stopped by a signal; the trainer said how to resume
+        return 0
     print(format_table(report))
     print(f"run folder: {config.run_dir}")
     return 0
@@ -27,7 +28,8 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.config import load_config
     from scenemtl.engine import builder
     from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve
-    from scenemtl.engine.evaluate import evaluate, format_table, load_reference, results_report
+    from scenemtl.engine.evaluate import evaluate, format_table, load_reference, results_report, write_json
+    from scenemtl.errors import CheckpointError
     from scenemtl.models import build_model
 
     config = load_config(args.config, args.set)
@@ -36,6 +38,11 @@ def _eval(args: argparse.Namespace) -> int:
     compare_to_config(meta, config, file)
     device = builder.select_device(config.train.device)
     info = builder.dataset_info(config)
+    if tuple(meta.mean) != tuple(info.mean) or tuple(meta.std) != tuple(info.std):
+        raise CheckpointError(
+            f"checkpoint {file} was trained with normalisation mean {meta.mean} std {meta.std}, but dataset "
+            f"'{info.name}' uses mean {info.mean} std {info.std}; evaluate it on the data it was trained for"
+        )
     tasks = builder.build_tasks(config, info)
     dataset = builder.build_dataset(config, args.split or config.data.val_split)
     loader = builder.eval_loader(config, dataset, builder.build_transform(config, tasks, info, train=False))
@@ -47,9 +54,8 @@ def _eval(args: argparse.Namespace) -> int:
         metrics, load_reference(config.reference),
         {"name": config.name, "checkpoint": str(file), "step": meta.step, "split": dataset.split},
     )
-    out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}_step{meta.step}.json"
+    write_json(out, report)
     print(format_table(report))
     print(f"results: {out}")
     return 0
@@ -111,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, help="model.safetensors, a step_N folder or a run folder")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
-    ev.add_argument("--out", default=None, help="results JSON (default: <run>/eval/results_<split>.json)")
+    ev.add_argument("--out", default=None, help="results JSON (default: <run>/eval/results_<split>_step<N>.json)")
     common(ev)
     ev.set_defaults(func=_eval)
 

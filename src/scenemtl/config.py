@@ -42,14 +42,27 @@ class AugmentConfig(Strict):
     flip: bool = True
     photometric: bool = False
 
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, scale: tuple[float, float] | None) -> tuple[float, float] | None:
+        if scale is not None and not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"must be [low, high] with 0 < low ≤ high, got {list(scale)}")
+        return scale
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_size(cls, crop: tuple[int, int] | None) -> tuple[int, int] | None:
+        if crop is not None and min(crop) < 1:
+            raise ValueError(f"must be [height, width] of positive sizes, got {list(crop)}")
+        return crop
+
 
 class DataConfig(Strict):
     """Which dataset, where it lives, and how it is batched."""
 
     name: str = "synthetic"
     root: str | None = None
-    # the embedded default: small synthetic scenes, so that the demo trains six models in minutes
-    options: dict[str, Any] = Field(default_factory=lambda: {"height": 48, "width": 64})
+    options: dict[str, Any] = Field(default_factory=dict)
     train_split: str = "train"
     val_split: str = "val"
     batch_size: int = Field(16, ge=1)
@@ -193,8 +206,11 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
     bases = data.pop("base", None) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config {path}: 'base' must be a file name or a list of file names, got {bases!r}")
     merged: dict = {}
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in bases:
         merged = _merge(merged, _read_yaml(path.parent / base, chain + (path,)))
     return _merge(merged, data)
 

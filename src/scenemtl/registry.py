@@ -52,9 +52,17 @@ class Registry(Generic[T]):
 
 
 def check_options(
-    factory: Callable, options: Mapping[str, Any], prefix: str, reserved: Iterable[str] = (), owner: str = ""
+    factory: Callable,
+    options: Mapping[str, Any],
+    prefix: str,
+    reserved: Iterable[str] = (),
+    owner: str = "",
+    also: Iterable[str] = (),
 ) -> None:
-    """Raise ConfigError for an option ``factory`` does not accept, naming ``prefix.key`` and the nearest one."""
+    """Raise ConfigError for an option ``factory`` does not accept, naming ``prefix.key`` and the nearest one.
+
+    ``also`` lists keys valid at the same place but handled elsewhere (offered in the hint).
+    """
     target = factory.__init__ if inspect.isclass(factory) else factory
     parameters = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
@@ -63,4 +71,4 @@ def check_options(
     for key in options:
         if key not in allowed:
             where = f" for '{owner}'" if owner else ""
-            raise ConfigError(f"unknown option '{prefix}.{key}'{where}.{did_you_mean(key, allowed)}")
+            raise ConfigError(f"unknown option '{prefix}.{key}'{where}.{did_you_mean(key, [*allowed, *also])}")

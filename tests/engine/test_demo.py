@@ -17,7 +17,7 @@ def test_demo_writes_a_report_with_baselines_and_checks(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert set(report) >= {"trivial", "stl", "hps", "delta_m", "checks"}
     assert code == (0 if all(report["checks"].values()) else 1)
-    assert len(report["checks"]) == 6
+    assert len(report["checks"]) == 10  # five tasks, STL and HPS
     # the trivial baseline is the majority class: its mIoU is one class's IoU averaged over present classes
     assert 0 < report["trivial"]["semseg"]["miou"] < 50
     assert report["delta_m"]["trivial"] < 0

@@ -31,8 +31,26 @@ def test_optimizers_and_scheduler_follow_the_config(name, cls):
 
 
 def test_bf16_autocast_and_grad_clipping_train(tiny_config):
-    trainer = Trainer(tiny_config("train.precision=bf16", "train.grad_clip=1.0", "train.steps=2"), progress=False, log=False)
+    trainer = Trainer(tiny_config("train.precision=bf16", "train.grad_clip=0.01", "train.steps=2"), progress=False, log=False)
+    seen = {}
+    conv = next(m for m in trainer.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    def remember_dtype(module, inputs, output):
+        seen.setdefault("dtype", output.dtype)
+
+    conv.register_forward_hook(remember_dtype)
+    norms = []
+
+    def record_gradient_norm(optimizer, args, kwargs):
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    trainer.optimizer.register_step_pre_hook(record_gradient_norm)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     stats = trainer.train_step(next(iter(trainer.loader)))
+    assert seen["dtype"] == torch.bfloat16
+    assert norms[0] <= 0.01 * 1.001  # clipped to train.grad_clip
     assert all(torch.isfinite(torch.tensor(v)) for v in stats["loss"].values())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    # the scored outputs stay float32 (bf16 would round depth by ~0.4 %)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert trainer.model(torch.randn(1, 3, 32, 48)).final["depth"].dtype == torch.float32

@@ -29,20 +29,31 @@ def test_training_lowers_the_loss(tiny_config):
     assert after < 0.7 * before, (before, after)
 
 
-def test_resume_continues_to_the_same_weights(tiny_config):
-    common = ["train.steps=5", "data.options.num_train=10", "train.keep_checkpoints=5"]
-    straight = Trainer(tiny_config(*common, "name=straight"), progress=False)
+# drop path makes the model itself random: resume must restore the RNG exactly as well
+RESUME = ["train.steps=5", "data.options.num_train=10", "train.keep_checkpoints=5",
+          "model.backbone.options={drop_path_rate: 0.2}"]
+
+
+@pytest.mark.parametrize("stop_at, position, epoch", [(3, 4, 1), (2, 8, 0)])  # mid-epoch; end of an epoch
+def test_resume_continues_to_the_same_weights(tiny_config, stop_at, position, epoch):
+    straight = Trainer(tiny_config(*RESUME, "name=straight"), progress=False)
     straight.fit()
-    interrupted = Trainer(tiny_config(*common, "name=resumed"), progress=False)
-    assert interrupted.fit(stop_at=3) is None  # mid-epoch: 2 batches of 4 per epoch
-    assert (interrupted.position, interrupted.epoch) == (4, 1)
-    resumed = Trainer(tiny_config(*common, "name=resumed"), resume=True, progress=False)
-    assert resumed.step == 3
+    interrupted = Trainer(tiny_config(*RESUME, "name=resumed"), progress=False)
+    assert interrupted.fit(stop_at=stop_at) is None  # 10 samples, batches of 4: 2 steps per epoch
+    assert (interrupted.position, interrupted.epoch) == (position, epoch)
+    resumed = Trainer(tiny_config(*RESUME, "name=resumed"), resume=True, progress=False)
+    assert resumed.step == stop_at
     resumed.fit()
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # the resumed run's log has each step once
+    steps = [json.loads(line)["step"] for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == sorted(set(steps))
+    if stop_at != 3:
+        return
     # logs and results were written
     records = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} == {"train", "val"}
@@ -94,6 +105,24 @@ def test_crash_while_writing_keeps_the_previous_checkpoint(tiny_config, monkeypa
     monkeypatch.undo()
     trainer.step = 2
     trainer.save()
+    assert ckpt.read_meta(trainer.checkpoint_dir).step == 2
+
+
+def test_crash_between_the_renames_of_a_resave_loses_nothing(tiny_config, monkeypatch):
+    trainer = Trainer(tiny_config("train.steps=2", "train.keep_checkpoints=1"), progress=False, log=False)
+    trainer.fit()
+    rename = ckpt.Path.rename
+
+    def crash_on_the_new_copy(self, target):
+        if self.name.endswith(".tmp"):
+            raise OSError("power cut")
+        return rename(self, target)
+
+    monkeypatch.setattr(ckpt.Path, "rename", crash_on_the_new_copy)
+    with pytest.raises(OSError):
+        trainer.save()  # step_0000002 was moved aside, the new copy never arrived
+    monkeypatch.undo()
+    assert [p.name for p in ckpt.list_checkpoints(trainer.checkpoint_dir)] == ["step_0000002"]
     assert ckpt.read_meta(trainer.checkpoint_dir).step == 2
 
 

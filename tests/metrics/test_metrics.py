@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from scenemtl.errors import DataError
 from scenemtl.metrics import (
     ConfusionMatrixMetric,
     DepthMetric,
@@ -25,7 +26,8 @@ def test_miou_from_accumulated_confusion_matrix():
     assert result["iou/a"] == pytest.approx(50.0)
     assert result["iou/b"] == pytest.approx(200 / 3)
     assert math.isnan(result["iou/c"])
-    assert result["miou"] == pytest.approx((50 + 200 / 3) / 2)
+    assert result["miou"] == pytest.approx((50 + 200 / 3 + 0) / 3)  # InvPT: an absent class counts 0
+    assert result["miou_present"] == pytest.approx((50 + 200 / 3) / 2)  # nanmean over classes that occur
     assert result["pixel_acc"] == pytest.approx(75.0)
 
 
@@ -38,8 +40,10 @@ def test_miou_is_accumulated_not_averaged_per_image():
 
 
 def test_miou_rejects_out_of_range_labels():
-    with pytest.raises(ValueError, match="class id"):
+    with pytest.raises(DataError, match="class id 5"):
         ConfusionMatrixMetric(2).update(torch.tensor([[0]]), torch.tensor([[5]]))
+    with pytest.raises(DataError, match="class id -1"):
+        ConfusionMatrixMetric(2).update(torch.tensor([[0]]), torch.tensor([[-1]]))
 
 
 def test_depth_errors_pooled_over_pixels():
@@ -104,6 +108,12 @@ def test_saliency_max_f_with_beta_squared_point_three():
     expected = max(f(2 / 3, 1.0), f(0.5, 0.5), f(1.0, 0.5))
     assert r["max_f"] == pytest.approx(expected * 100)
     assert r["iou"] == pytest.approx(100 * 1 / 3)  # at 0.5: predicted {0.9, 0.6}, truth {0.9, 0.3}
+
+
+def test_saliency_without_labels_is_nan_not_zero():
+    metric = SaliencyMetric()
+    metric.update(torch.rand(1, 1, 2, 2), torch.full((1, 1, 2, 2), 255.0))
+    assert math.isnan(metric.compute()["max_f"])
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from scenemtl.errors import ConfigError
 from scenemtl.tasks import TASKS, build_task
 
 CLASSES = {"semseg": ["a", "b", "c"], "human_parts": ["bg", "head"]}
@@ -88,8 +89,12 @@ def test_saliency_weight_is_the_batch_share_of_negatives():
 
 
 def test_pos_weight_must_be_a_probability():
-    with pytest.raises(ValueError, match="pos_weight"):
+    with pytest.raises(ConfigError, match="tasks.edge.pos_weight"):
         build_task("edge", {"pos_weight": 19})
+    with pytest.raises(ConfigError, match="tasks.saliency.pos_weight"):
+        build_task("saliency", {"pos_weight": "high"})
+    with pytest.raises(ConfigError, match="Did you mean 'weight'"):
+        build_task("depth", {"wieght": 1})
 
 
 def test_normals_flip_negates_x_and_keeps_invalid_zero():
@@ -99,6 +104,9 @@ def test_normals_flip_negates_x_and_keeps_invalid_zero():
     flipped = task.flip_horizontal(target)
     assert torch.equal(flipped[:, 0, 1], torch.tensor([-0.6, 0.0, 0.8]))
     assert not task.valid_mask(flipped[None])[0, 0, 0]
+    batch = torch.stack([target, target * 0.5])  # batched: only the x channel of each sample changes sign
+    flipped_batch = task.flip_horizontal(batch)
+    assert torch.equal(flipped_batch[1, :, 0, 1], torch.tensor([-0.3, 0.0, 0.4]))
 
 
 @pytest.mark.parametrize("name", TASKS.names())

@@ -21,7 +21,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read image {path}: {error}. Replace or remove the file.") from None
 
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from scenemtl.data.base import DenseDataset
+from scenemtl.errors import DataError
 
 
 class AugmentedDataset(Dataset):
@@ -74,6 +75,13 @@ def collate(samples: Sequence[dict]) -> dict:
     for key in samples[0]:
         if key == "meta":
             batch["meta"] = [s.get("meta", {}) for s in samples]
-        else:
-            batch[key] = torch.stack([s[key] for s in samples])
+            continue
+        shapes = {tuple(s[key].shape) for s in samples}
+        if len(shapes) > 1:
+            ids = [s.get("meta", {}).get("id") for s in samples]
+            raise DataError(
+                f"cannot batch '{key}' of different sizes {sorted(shapes)} (samples {ids}): set data.eval_pad to a "
+                "size at least as large as the largest image, or data.eval_batch_size=1 / a training crop"
+            )
+        batch[key] = torch.stack([s[key] for s in samples])
     return batch

@@ -7,6 +7,7 @@ import torch
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.render import CLASS_NAMES, SceneConfig, render_scene
+from scenemtl.errors import ConfigError
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 
@@ -42,7 +43,7 @@ class SyntheticScenes(DenseDataset):
     ) -> None:
         super().__init__(root, split, list(tasks) if tasks is not None else list(self.info.tasks))
         if height < 8 or width < 8:
-            raise ValueError(f"synthetic scenes need height and width ≥ 8, got {height}×{width}")
+            raise ConfigError(f"data.options: synthetic scenes need height and width ≥ 8, got {height}×{width}")
         self.config = SceneConfig(height=height, width=width, min_objects=min_objects, max_objects=max_objects)
         self.length = num_train if split == "train" else num_val
         self.seed = seed

@@ -94,7 +94,7 @@ class RandomCrop:
     def __init__(self, tasks: Mapping[str, Task], size: Sequence[int] | None, cat_max_ratio: float = 0.75) -> None:
         self.tasks, self.cat_max_ratio = tasks, cat_max_ratio
         self.size = (int(size[0]), int(size[1])) if size is not None else None
-        self.label_task = next((name for name, task in tasks.items() if hasattr(task, "class_names")), None)
+        self.label_task = next((name for name, task in tasks.items() if task.is_classification), None)
 
     def _offsets(self, sample: dict, size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
         height, width = sample["image"].shape[-2:]

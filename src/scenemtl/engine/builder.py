@@ -19,20 +19,28 @@ from scenemtl.registry import check_options
 from scenemtl.tasks import Task, build_task
 
 
-def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def select_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error naming ``option``."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: unknown device '{name}'. Use auto, cpu, cuda, cuda:N or mps.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available here. Use train.device=cpu or auto.")
+        raise ConfigError(f"{option}: unknown device '{name}'. Use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{option} is '{name}' but no CUDA device is available here. Use cpu or auto.")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{option} is '{name}' but only {count} CUDA device(s) exist (cuda:0..cuda:{count - 1}).")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"{option} is 'mps' but MPS is not available here. Use cpu or auto.")
     return device
 
 
@@ -81,10 +89,15 @@ def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo
 def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, rank: int = 0, world: int = 1):
     """A loader over ``(index, seed)`` keys from a resumable per-epoch sampler."""
     sampler = EpochSampler(len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world)
+    if len(dataset) == 0:
+        raise DataError(f"the training split '{dataset.split}' of dataset '{config.data.name}' is empty")
     loader = DataLoader(
         AugmentedDataset(dataset, transform),
         batch_size=config.data.batch_size,
         sampler=sampler,
+        # a loader of its own RNG: creating an iterator must not draw from torch's global one,
+        # or a resumed run (one more iterator) would drift from an uninterrupted one
+        generator=torch.Generator().manual_seed(config.seed),
         num_workers=config.data.num_workers,
         collate_fn=collate,
         drop_last=len(dataset) >= config.data.batch_size * world,
@@ -101,7 +114,20 @@ def eval_loader(config: Config, dataset: DenseDataset, transform: T.Compose) -> 
         shuffle=False,
         num_workers=config.data.num_workers,
         collate_fn=collate,
+        generator=torch.Generator().manual_seed(config.seed),
     )
+
+
+def check_eval_pad(config: Config, dataset: DenseDataset) -> None:
+    """Before training: the first evaluation image must fit ``data.eval_pad`` (found out at the end otherwise)."""
+    if config.data.eval_pad is None or len(dataset) == 0:
+        return
+    height, width = dataset.sample(0)["image"].shape[-2:]
+    if height > config.data.eval_pad[0] or width > config.data.eval_pad[1]:
+        raise ConfigError(
+            f"data.eval_pad {list(config.data.eval_pad)} is smaller than the evaluation image {height}×{width}; "
+            "evaluation pads and never resizes, so give a size at least as large"
+        )
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Task], CheckpointMeta]:

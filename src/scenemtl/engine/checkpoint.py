@@ -113,9 +113,17 @@ def save_checkpoint(
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoint folders under ``folder``, oldest first."""
+    """Complete checkpoint folders under ``folder``, oldest first.
+
+    A ``.step_N.old`` folder without its ``step_N`` is what a crash between the two renames of
+    a re-save leaves; it is renamed back first, so that write loses nothing either.
+    """
     if not folder.is_dir():
         return []
+    for old in folder.glob(".step_*.old"):
+        final = folder / old.name[1:-4]
+        if not final.exists() and (old / MODEL_FILE).is_file():
+            old.rename(final)
     found = [p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / MODEL_FILE).is_file()]
     return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
 
@@ -146,15 +154,18 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{file} is not a readable safetensors checkpoint ({error})") from None
     if "config" not in metadata:
         raise CheckpointError(f"{file} has no scenemtl metadata: it was not written by scenemtl (see `scenemtl --help`)")
-    return CheckpointMeta(
-        config=validate(json.loads(metadata["config"]), f"stored in {file}"),
-        step=int(metadata.get("step", 0)),
-        class_names=json.loads(metadata.get("class_names", "{}")),
-        palettes=json.loads(metadata.get("palettes", "{}")),
-        mean=tuple(json.loads(metadata["mean"])),
-        std=tuple(json.loads(metadata["std"])),
-        version=metadata.get("scenemtl_version", "?"),
-    )
+    try:
+        return CheckpointMeta(
+            config=validate(json.loads(metadata["config"]), f"stored in {file}"),
+            step=int(metadata.get("step", 0)),
+            class_names=json.loads(metadata.get("class_names", "{}")),
+            palettes=json.loads(metadata.get("palettes", "{}")),
+            mean=tuple(json.loads(metadata["mean"])),
+            std=tuple(json.loads(metadata["std"])),
+            version=metadata.get("scenemtl_version", "?"),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{file} has damaged scenemtl metadata ({type(error).__name__}: {error})") from None
 
 
 def _short(keys: list[str], limit: int = 6) -> str:
@@ -204,7 +215,7 @@ def compare_to_config(meta: CheckpointMeta, config: Config, file: Path) -> None:
         differences.append(f"architecture '{stored.model.arch}' vs config '{config.model.arch}'")
     if stored.model.backbone.name != config.model.backbone.name:
         differences.append(f"backbone '{stored.model.backbone.name}' vs config '{config.model.backbone.name}'")
-    if list(stored.tasks) != list(config.tasks):
+    if set(stored.tasks) != set(config.tasks):
         differences.append(f"tasks {list(stored.tasks)} vs config {list(config.tasks)}")
     if differences:
         raise CheckpointError(f"checkpoint {file} is for another model: " + "; ".join(differences))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -57,16 +58,31 @@ def evaluate(
 
 
 def load_reference(reference: str | Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]] | None:
-    """Single-task reference numbers: inline, or the ``metrics`` of a results file ``scenemtl eval`` wrote."""
-    if reference is None or isinstance(reference, Mapping):
-        return None if reference is None else {t: dict(m) for t, m in reference.items()}
-    path = Path(reference)
-    if not path.is_file():
-        raise ConfigError(f"reference: results file not found: {path} (run `scenemtl eval` on the single-task model)")
-    try:
-        return json.loads(path.read_text())["metrics"]
-    except (json.JSONDecodeError, KeyError) as error:
-        raise ConfigError(f"reference: {path} is not a scenemtl results file ({error})") from None
+    """Single-task reference numbers: inline, or the ``metrics`` of a results file ``scenemtl eval`` wrote.
+
+    Relative paths are relative to the working directory. Values must be numbers (checked now,
+    not in the middle of training); ``results_report`` leaves out of Δm a task whose reference
+    or result is zero or not finite, and lists it under ``delta_m_skipped``.
+    """
+    if reference is None:
+        return None
+    if isinstance(reference, Mapping):
+        values = {t: dict(m) for t, m in reference.items()}
+    else:
+        path = Path(reference)
+        if not path.is_file():
+            raise ConfigError(f"reference: results file not found: {path} (train or `scenemtl eval` the single-task model first)")
+        try:
+            values = json.loads(path.read_text())["metrics"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ConfigError(f"reference: {path} is not a scenemtl results file ({error})") from None
+    for task, numbers in values.items():
+        if not isinstance(numbers, Mapping):
+            raise ConfigError(f"reference: '{task}' must map metric names to numbers, got {numbers!r}")
+        for name, value in numbers.items():
+            if value is not None and not isinstance(value, (int, float)):
+                raise ConfigError(f"reference: '{task}/{name}' must be a number, got {value!r}")
+    return values
 
 
 def results_report(
@@ -86,11 +102,28 @@ def results_report(
         "delta_m": None,
     }
     if reference:
-        usable = {t: [metrics[t].main] for t in metrics if t in reference and metrics[t].main in reference[t]}
+        def usable_value(value: Any) -> bool:
+            return isinstance(value, (int, float)) and math.isfinite(value) and value != 0
+
+        referenced = [t for t in metrics if t in reference and metrics[t].main in reference[t]]
+        usable = {
+            t: [metrics[t].main]
+            for t in referenced
+            if usable_value(reference[t][metrics[t].main]) and usable_value(values[t][metrics[t].main])
+        }
+        report["delta_m_skipped"] = sorted(set(referenced) - set(usable))
         if usable:
             report["delta_m"] = delta_m(values, reference, report["directions"], usable)
             report["delta_m_tasks"] = sorted(usable)
     return report
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)
 
 
 def format_table(report: Mapping[str, Any]) -> str:

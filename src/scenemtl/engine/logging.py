@@ -15,7 +15,9 @@ from tqdm import tqdm
 class RunLogger:
     """Writes ``metrics.jsonl`` and TensorBoard events under a run folder (only on rank 0)."""
 
-    def __init__(self, folder: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, folder: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
+    ) -> None:
         self.enabled = enabled
         self.folder = folder
         self._jsonl = None
@@ -23,11 +25,16 @@ class RunLogger:
         if not enabled:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(folder / "metrics.jsonl", "a", buffering=1)
+        path = folder / "metrics.jsonl"
+        if resume_step is not None and path.exists():
+            _truncate_after(path, resume_step)
+        self._jsonl = open(path, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+            # purge_step drops events logged after the checkpoint by the interrupted run
+            purge = resume_step + 1 if resume_step is not None else None
+            self._writer = SummaryWriter(log_dir=str(folder / "tensorboard"), purge_step=purge)
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         """Record ``values`` (flat or nested one level) at ``step`` under the tag prefix ``kind``."""
@@ -48,6 +55,20 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Drop the records an interrupted run wrote after the checkpoint it is resumed from."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the crash
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(f"{line}\n" for line in kept))
+    temporary.replace(path)
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -43,7 +43,7 @@ class Predictor:
     """Runs a checkpoint's model on images of any size (padded to a multiple of 32, cropped back)."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
-        self.device = select_device(device)
+        self.device = select_device(device, option="--device")
         self.model, self.tasks, self.meta = model_from_checkpoint(checkpoint, self.device)
         self.mean = torch.tensor(self.meta.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.meta.std).view(1, 3, 1, 1)

@@ -38,6 +38,14 @@ class StreamingMetric:
             if value.device != device:
                 setattr(self, name, value.to(device))
 
+    def _inputs(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """The tensors on a device with float64 support (MPS has none: the CPU then); states follow."""
+        device = tensors[0].device
+        if device.type == "mps":
+            device = torch.device("cpu")
+        self._to(device)
+        return [t.to(device) for t in tensors]
+
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Accumulate one batch: ``prediction`` from ``Task.predict``, ``target`` as in the data contract."""
         raise NotImplementedError

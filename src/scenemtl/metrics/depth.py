@@ -30,7 +30,7 @@ class DepthMetric(StreamingMetric):
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of depth maps in metres (``[B,1,H,W]``)."""
-        self._to(prediction.device)
+        prediction, target = self._inputs(prediction, target)
         valid = torch.isfinite(target) & (target > 0)
         if self.max_depth is not None:
             valid &= target < self.max_depth

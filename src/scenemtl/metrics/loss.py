@@ -29,7 +29,7 @@ class LossMetric(StreamingMetric):
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add the losses of a batch."""
-        self._to(prediction.device)
+        prediction, target = self._inputs(prediction, target)
         losses = self.pixel_loss(prediction, target)
         self.total += losses.double().sum()
         self.count += losses.numel()

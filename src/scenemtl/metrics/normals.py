@@ -49,7 +49,7 @@ class NormalsMetric(StreamingMetric):
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of normal maps (``[B,3,H,W]``)."""
-        self._to(prediction.device)
+        prediction, target = self._inputs(prediction, target)
         valid = (target != 0).any(dim=1) & torch.isfinite(target).all(dim=1)
         angle = angular_error(prediction, target)[valid]
         self.count += angle.numel()

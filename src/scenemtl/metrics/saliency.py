@@ -29,12 +29,13 @@ class SaliencyMetric(StreamingMetric):
         self.add_state("true_pos", torch.zeros(n, dtype=torch.float64))
         self.add_state("pred_pos", torch.zeros(n, dtype=torch.float64))
         self.add_state("actual_pos", torch.zeros((), dtype=torch.float64))
+        self.add_state("valid", torch.zeros((), dtype=torch.float64))
         self.add_state("intersection", torch.zeros((), dtype=torch.float64))
         self.add_state("union", torch.zeros((), dtype=torch.float64))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of saliency probabilities and {0,1} targets (255 ignored)."""
-        self._to(prediction.device)
+        prediction, target = self._inputs(prediction, target)
         valid = target != self.ignore_index
         prob = prediction[valid].double()
         gt = target[valid] > 0.5
@@ -42,12 +43,15 @@ class SaliencyMetric(StreamingMetric):
         self.true_pos += (above & gt[None, :]).sum(1).to(self.true_pos)
         self.pred_pos += above.sum(1).to(self.pred_pos)
         self.actual_pos += gt.sum()
+        self.valid += gt.numel()
         binary = prob >= 0.5
         self.intersection += (binary & gt).sum()
         self.union += (binary | gt).sum()
 
     def compute(self) -> dict[str, float]:
-        """``max_f`` and ``iou`` in percent, and the threshold that gave ``max_f``."""
+        """``max_f`` and ``iou`` in percent, and the threshold that gave ``max_f`` (NaN without labels)."""
+        if self.valid == 0:
+            return {"max_f": float("nan"), "iou": float("nan"), "max_f_threshold": float("nan")}
         precision = self.true_pos / self.pred_pos.clamp_min(1)
         recall = self.true_pos / self.actual_pos.clamp_min(1)
         b2 = self.beta_squared

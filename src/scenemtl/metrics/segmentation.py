@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import torch
 
+from scenemtl.errors import DataError
 from scenemtl.metrics.base import StreamingMetric
 
 
 class ConfusionMatrixMetric(StreamingMetric):
     """mIoU and pixel accuracy from one confusion matrix accumulated over every valid pixel.
 
-    As the MTAN (post-2020), InvPT and DenseMTL evaluation code: IoU_c = TP/(TP+FP+FN) on the
-    accumulated matrix; mIoU is the mean over the classes that occur in the ground truth or the
-    prediction (a class absent from both has no IoU and is left out, as ``nanmean``).
+    IoU_c = TP/(TP+FP+FN) on the matrix accumulated over the whole evaluation set (MTAN since
+    2020, InvPT, ATRC, DenseMTL). ``miou`` averages over all classes, a class absent from both
+    ground truth and prediction counting 0, as InvPT's ``eval_semseg`` (on full benchmarks every
+    class occurs, and the variants agree); ``miou_present`` averages over the classes that occur
+    (DenseMTL's ``nanmean``).
     """
 
-    directions = {"miou": True, "pixel_acc": True}
+    directions = {"miou": True, "miou_present": True, "pixel_acc": True}
     main = "miou"
     variant = "accumulated"
 
@@ -28,12 +31,13 @@ class ConfusionMatrixMetric(StreamingMetric):
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of class-id maps (``prediction`` and ``target`` of the same shape)."""
-        self._to(prediction.device)
+        prediction, target = self._inputs(prediction, target)
         valid = target != self.ignore_index
         gt = target[valid].long()
         pred = prediction[valid].long()
         if gt.numel() and (gt.max() >= self.num_classes or gt.min() < 0):
-            raise ValueError(f"target has class id {int(gt.max())} outside 0..{self.num_classes - 1}")
+            bad = int(gt.max()) if gt.max() >= self.num_classes else int(gt.min())
+            raise DataError(f"a target holds class id {bad}, outside 0..{self.num_classes - 1} (and 255 = ignore)")
         index = gt * self.num_classes + pred
         counts = torch.bincount(index, minlength=self.num_classes**2)
         self.confusion += counts.reshape(self.num_classes, self.num_classes).to(self.confusion)
@@ -46,11 +50,12 @@ class ConfusionMatrixMetric(StreamingMetric):
         return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
 
     def compute(self) -> dict[str, float]:
-        """``miou`` and ``pixel_acc`` in percent, plus ``iou/<class>`` for each class."""
+        """``miou``, ``miou_present`` and ``pixel_acc`` in percent, plus ``iou/<class>`` for each class."""
         iou = self.per_class_iou()
         total = self.confusion.sum()
         result = {
-            "miou": float(iou.nanmean() * 100) if total > 0 else float("nan"),
+            "miou": float(iou.nan_to_num(0.0).mean() * 100) if total > 0 else float("nan"),
+            "miou_present": float(iou.nanmean() * 100) if total > 0 else float("nan"),
             "pixel_acc": float(self.confusion.diag().sum() / total * 100) if total > 0 else float("nan"),
         }
         for name, value in zip(self.class_names, iou.tolist()):

@@ -2,7 +2,8 @@
 
 from scenemtl.models import hps as _hps  # noqa: F401  (registers hps, stl)
 from scenemtl.models.backbones import SUGGESTED_BACKBONES, Backbone
+from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import MODELS, build_model, register_model
 
-__all__ = ["MODELS", "SUGGESTED_BACKBONES", "Backbone", "ModelOutput", "build_model", "register_model"]
+__all__ = ["MODELS", "SUGGESTED_BACKBONES", "Backbone", "ModelOutput", "MultiTaskModel", "build_model", "register_model"]

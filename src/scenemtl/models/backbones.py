@@ -53,7 +53,10 @@ class Backbone(nn.Module):
                     f"cannot load weights '{config.weights}' for backbone '{config.name}': {error}. "
                     "Give a local file in model.backbone.weights, or null for random initialisation."
                 ) from None
-            raise
+            raise ConfigError(
+                f"backbone '{config.name}' cannot serve as a dense feature extractor ({error}); "
+                "see `scenemtl list backbones`"
+            ) from None
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
 

@@ -9,13 +9,14 @@ from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.models.backbones import Backbone
+from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.heads import FPNHead, upsample_to
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
 
 
-class HardSharing(nn.Module):
+class HardSharing(MultiTaskModel):
     """One shared backbone and one decoder head per task (Caruana, 1997: "Multitask Learning")."""
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task]) -> None:
@@ -47,7 +48,7 @@ class HardSharing(nn.Module):
             self.heads[name].init_output_bias(prior)
 
 
-class SingleTaskNetworks(nn.Module):
+class SingleTaskNetworks(MultiTaskModel):
     """Independent backbone + head per task: the single-task baselines, trained side by side.
 
     With several tasks this is exactly as many separate networks (no parameter is shared), so one

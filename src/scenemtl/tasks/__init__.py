@@ -40,7 +40,7 @@ def build_task(
 ) -> Task:
     """Create the task ``name`` with its config ``options``; class names and palettes come from the dataset."""
     cls = TASKS.get(name)
-    check_options(cls, options, f"tasks.{name}", reserved=("name", "class_names", "palette"))
+    check_options(cls, options, f"tasks.{name}", reserved=("name", "class_names", "palette"), also=("weight",))
     kwargs = dict(options)
     if "class_names" in inspect.signature(cls.__init__).parameters:
         if not class_names or name not in class_names:

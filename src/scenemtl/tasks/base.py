@@ -24,6 +24,8 @@ class Task:
     pad_value: float = 255.0
     #: dtype of the target tensor
     target_dtype: torch.dtype = torch.float32
+    #: a class-id map (the crop's class-ratio rule and label checks look for one)
+    is_classification: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name

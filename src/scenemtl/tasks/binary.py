@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from scenemtl.errors import ConfigError
 from scenemtl.metrics import LossMetric, SaliencyMetric
 from scenemtl.tasks.base import Task, balanced_bce
 from scenemtl.tasks.colors import colorize_gray
@@ -24,8 +25,8 @@ class BinaryTask(Task):
 
     def __init__(self, name: str, pos_weight: float | None) -> None:
         super().__init__(name)
-        if pos_weight is not None and not 0.0 < pos_weight < 1.0:
-            raise ValueError(f"task '{name}': pos_weight must lie in (0, 1), got {pos_weight}")
+        if pos_weight is not None and not (isinstance(pos_weight, (int, float)) and 0.0 < pos_weight < 1.0):
+            raise ConfigError(f"tasks.{name}.pos_weight must be a number in (0, 1), got {pos_weight!r}")
         self.pos_weight = pos_weight
 
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,7 @@ class NormalsTask(Task):
         return colorize_normals(prediction.float().cpu().numpy())
 
     def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
-        """Mirror left–right and negate the x component."""
+        """Mirror left–right and negate the x component (``[3,H,W]`` or ``[B,3,H,W]``)."""
         flipped = target.flip(-1).clone()
-        flipped[0] = -flipped[0]
+        flipped[..., 0, :, :] *= -1
         return flipped

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scenemtl.errors import ConfigError
 from scenemtl.metrics import ConfusionMatrixMetric
 from scenemtl.tasks.base import Task
 from scenemtl.tasks.colors import colorize_labels, label_palette
@@ -21,11 +22,12 @@ class SegmentationTask(Task):
 
     pad_value = float(IGNORE_INDEX)
     target_dtype = torch.int64
+    is_classification = True
 
     def __init__(self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None) -> None:
         super().__init__(name)
         if len(class_names) < 2:
-            raise ValueError(f"task '{name}' needs at least 2 classes, got {list(class_names)}")
+            raise ConfigError(f"task '{name}' needs at least 2 classes, the dataset gives {list(class_names)}")
         self.class_names = list(class_names)
         self.out_channels = len(self.class_names)
         self.palette = np.asarray(palette, dtype=np.uint8) if palette is not None else label_palette(self.out_channels)

@@ -1,0 +1,30 @@
+"""The protocol every architecture implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from scenemtl.models.output import ModelOutput
+
+
+class MultiTaskModel(nn.Module):
+    """Base class of registered architectures: ``forward(image) -> ModelOutput``.
+
+    ``shared_parameters`` names what every task's loss reaches (what gradient balancers act on);
+    ``init_output_bias`` starts each task's output at its training prior.
+    """
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Per-task logits at the input size (and deep-supervision outputs in ``aux``)."""
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters shared by all tasks (none by default)."""
+        return []
+
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Set each task's output bias to ``priors[task]`` logits."""
+        raise NotImplementedError
