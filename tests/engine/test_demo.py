@@ -6,6 +6,7 @@ import pytest
 
 from scenemtl.engine.demo import MARKER, run_demo
 from scenemtl.errors import ScenemtlError
+from scenemtl.metrics import relative_change
 
 TINY = ["data.options.height=32", "data.options.width=48", "data.options.num_train=16", "data.options.num_val=8",
         "data.batch_size=4", "model.head_channels=8", "train.device=cpu"]
@@ -20,7 +21,12 @@ def test_demo_writes_a_report_with_baselines_and_checks(tmp_path, capsys):
     assert len(report["checks"]) == 10  # five tasks, STL and HPS
     # the trivial baseline is the majority class: its mIoU is one class's IoU averaged over present classes
     assert 0 < report["trivial"]["semseg"]["miou"] < 50
-    assert report["delta_m"]["trivial"] < 0
+    # Δm of a row is the mean relative change of its main metrics against the STL row
+    expected = sum(
+        relative_change(report["trivial"][t][m], report["stl"][t][m], higher_is_better=t in ("semseg", "saliency"))
+        for t, m in report["main"].items()
+    ) / len(report["main"])
+    assert report["delta_m"]["trivial"] == pytest.approx(expected)
     table = capsys.readouterr().out
     assert "| trivial (constant) |" in table and "| HPS (shared backbone) |" in table
     assert len(list((out / "predictions" / "panels").glob("*.png"))) == 4

@@ -13,10 +13,22 @@ from scenemtl.tasks import Task
 
 
 def estimate_priors(
-    dataset: DenseDataset, tasks: Mapping[str, Task], max_samples: int = 256, show_progress: bool = True
+    dataset: DenseDataset,
+    tasks: Mapping[str, Task],
+    max_samples: int = 256,
+    show_progress: bool = True,
+    pixel_stride: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Each task's ``output_prior`` from up to ``max_samples`` evenly spaced, un-augmented training samples."""
+    """Each task's ``output_prior`` from up to ``max_samples`` evenly spaced, un-augmented training samples.
+
+    Each sample is read once; with ``pixel_stride`` > 1 only every n-th pixel of each target is
+    kept (the statistics barely change, and memory stays small on large images).
+    """
     count = min(len(dataset), max_samples)
-    indices = np.linspace(0, len(dataset) - 1, count).round().astype(int) if count else []
-    samples = [dataset.sample(int(i)) for i in progress(indices, desc="priors", leave=False, disable=not show_progress)]
-    return {name: task.output_prior(s[name][None] for s in samples) for name, task in tasks.items()}
+    indices = [int(i) for i in np.linspace(0, len(dataset) - 1, count).round()] if count else []
+    targets: dict[str, list[torch.Tensor]] = {name: [] for name in tasks}
+    for i in progress(indices, desc="priors", leave=False, disable=not show_progress):
+        sample = dataset.sample(i)
+        for name in tasks:
+            targets[name].append(sample[name][None][..., ::pixel_stride, ::pixel_stride].clone())
+    return {name: task.output_prior(targets[name]) for name, task in tasks.items()}

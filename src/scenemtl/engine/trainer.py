@@ -91,7 +91,7 @@ class Trainer:
         if resume:
             self._restore(existing[-1])
         elif config.train.init_output_bias:
-            priors = estimate_priors(self.train_set, self.tasks, show_progress=progress)
+            priors = estimate_priors(self.train_set, self.tasks, show_progress=progress, pixel_stride=4)
             self.model.init_output_bias({name: prior.to(self.device) for name, prior in priors.items()})
         self.logger = RunLogger(self.run_dir, enabled=log, resume_step=self.step if resume else None)
         if log and not (resume and (self.run_dir / "config.yaml").exists()):
