@@ -22,8 +22,6 @@ class Task:
     out_channels: int = 1
     #: value that marks padded / unlabelled target pixels
     pad_value: float = 255.0
-    #: dtype of the target tensor
-    target_dtype: torch.dtype = torch.float32
     #: a class-id map (the crop's class-ratio rule and label checks look for one)
     is_classification: bool = False
 

@@ -21,7 +21,6 @@ class SegmentationTask(Task):
     """Per-pixel classification: cross-entropy with ignore 255, argmax, accumulated mIoU."""
 
     pad_value = float(IGNORE_INDEX)
-    target_dtype = torch.int64
     is_classification = True
 
     def __init__(self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None) -> None:
