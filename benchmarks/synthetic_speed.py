@@ -23,12 +23,12 @@ from scenemtl.engine.trainer import Trainer
 
 def timed_steps(trainer: Trainer, batches: list[dict], steps: int) -> float:
     """Optimiser steps per second over ``steps`` steps (after one warm-up step)."""
-    trainer.train_step(batches[0])
+    trainer.train_step([batches[0]])
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for i in range(steps):
-        trainer.train_step(batches[i % len(batches)])
+        trainer.train_step([batches[i % len(batches)]])
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)

@@ -12,12 +12,17 @@ from scenemtl.errors import ScenemtlError
 
 def _train(args: argparse.Namespace) -> int:
     from scenemtl.config import load_config
+    from scenemtl.engine.distributed import cleanup
     from scenemtl.engine.evaluate import format_table
     from scenemtl.engine.trainer import Trainer
 
     config = load_config(args.config, args.set)
-    report = Trainer(config, resume=args.resume, progress=not args.quiet).fit()
-    if report is None:  # stopped by a signal; the trainer said how to resume
+    try:
+        trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
+        report = trainer.fit()
+    finally:
+        cleanup()
+    if report is None or not trainer.dist.is_main:  # stopped by a signal (the trainer said how to resume)
         return 0
     print(format_table(report))
     print(f"run folder: {config.run_dir}")
@@ -28,6 +33,7 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.config import load_config
     from scenemtl.engine import builder
     from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve
+    from scenemtl.engine.distributed import cleanup, setup
     from scenemtl.engine.evaluate import evaluate, format_table, load_reference, results_report, write_json
     from scenemtl.errors import CheckpointError
     from scenemtl.models import build_model
@@ -36,7 +42,6 @@ def _eval(args: argparse.Namespace) -> int:
     file = resolve(args.checkpoint)
     meta = read_meta(file)
     compare_to_config(meta, config, file)
-    device = builder.select_device(config.train.device)
     info = builder.dataset_info(config)
     if tuple(meta.mean) != tuple(info.mean) or tuple(meta.std) != tuple(info.std):
         raise CheckpointError(
@@ -45,15 +50,24 @@ def _eval(args: argparse.Namespace) -> int:
         )
     tasks = builder.build_tasks(config, info)
     dataset = builder.build_dataset(config, args.split or config.data.val_split)
-    loader = builder.eval_loader(config, dataset, builder.build_transform(config, tasks, info, train=False))
-    config.model.backbone.weights = None
-    model = build_model(config.model, tasks)
-    load_weights(model, file)
-    metrics = evaluate(model.to(device), tasks, loader, device, config.train.precision, progress=not args.quiet)
+    try:
+        place = setup(config.train.device)  # under torchrun: each process scores its share, metrics are summed
+        transform = builder.build_transform(config, tasks, info, train=False)
+        loader = builder.eval_loader(config, dataset, transform, place.rank, place.world_size)
+        config.model.backbone.weights = None
+        model = build_model(config.model, tasks)
+        load_weights(model, file)
+        progress = not args.quiet and place.is_main
+        metrics = evaluate(model.to(place.device), tasks, loader, place.device, config.train.precision, progress)
+    finally:
+        cleanup()
     report = results_report(
         metrics, load_reference(config.reference),
-        {"name": config.name, "checkpoint": str(file), "step": meta.step, "split": dataset.split},
+        {"name": config.name, "checkpoint": str(file), "step": meta.step, "split": dataset.split,
+         "processes": place.world_size},
     )
+    if not place.is_main:
+        return 0
     out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}_step{meta.step}.json"
     write_json(out, report)
     print(format_table(report))

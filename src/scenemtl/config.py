@@ -112,12 +112,26 @@ class TrainConfig(Strict):
     poly_power: float = Field(0.9, ge=0)
     grad_clip: float | None = Field(None, gt=0)
     init_output_bias: bool = True
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # fp16 uses a gradient scaler; bf16 needs none
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # micro-batches per optimiser step: global batch = data.batch_size × processes × accumulation
+    accumulation: int = Field(1, ge=1)
+    channels_last: bool = False
+    compile: bool = False
+    activation_checkpointing: bool = False
+    # several processes (torchrun): SyncBatchNorm (CUDA only), and DDP's unused-parameter search
+    sync_bn: bool = False
+    find_unused_parameters: bool = False
+    # a non-finite loss: stop with an error naming the task, or skip the step and count it
+    nonfinite: Literal["error", "skip"] = "error"
     device: str = "auto"
     log_every: int = Field(20, ge=1)
     eval_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
+    log_images: bool = True
+    # Weights & Biases project name (needs `pip install wandb`); None: off
+    wandb: str | None = None
 
 
 class Config(Strict):

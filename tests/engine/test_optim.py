@@ -46,7 +46,7 @@ def test_bf16_autocast_and_grad_clipping_train(tiny_config):
 
     trainer.optimizer.register_step_pre_hook(record_gradient_norm)
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    stats = trainer.train_step(next(iter(trainer.loader)))
+    stats = trainer.train_step([next(iter(trainer.loader))])
     assert seen["dtype"] == torch.bfloat16
     assert norms[0] <= 0.01 * 1.001  # clipped to train.grad_clip
     assert all(torch.isfinite(torch.tensor(v)) for v in stats["loss"].values())

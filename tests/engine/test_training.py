@@ -34,12 +34,12 @@ RESUME = ["train.steps=5", "data.options.num_train=10", "train.keep_checkpoints=
           "model.backbone.options={drop_path_rate: 0.2}"]
 
 
-@pytest.mark.parametrize("stop_at, position, epoch", [(3, 4, 1), (2, 8, 0)])  # mid-epoch; end of an epoch
+@pytest.mark.parametrize("stop_at, position, epoch", [(2, 8, 0), (3, 12, 0)])  # mid-epoch; end of an epoch
 def test_resume_continues_to_the_same_weights(tiny_config, stop_at, position, epoch):
     straight = Trainer(tiny_config(*RESUME, "name=straight"), progress=False)
     straight.fit()
     interrupted = Trainer(tiny_config(*RESUME, "name=resumed"), progress=False)
-    assert interrupted.fit(stop_at=stop_at) is None  # 10 samples, batches of 4: 2 steps per epoch
+    assert interrupted.fit(stop_at=stop_at) is None  # 10 samples padded to 12, batches of 4: 3 steps per epoch
     assert (interrupted.position, interrupted.epoch) == (position, epoch)
     resumed = Trainer(tiny_config(*RESUME, "name=resumed"), resume=True, progress=False)
     assert resumed.step == stop_at
@@ -52,11 +52,13 @@ def test_resume_continues_to_the_same_weights(tiny_config, stop_at, position, ep
     steps = [json.loads(line)["step"] for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == sorted(set(steps))
-    if stop_at != 3:
+    if stop_at != 2:
         return
     # logs and results were written
     records = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert {r["kind"] for r in records} == {"train", "val"}
+    assert {r["kind"] for r in records} == {"run", "train", "val"}
+    assert records[0]["global_batch"] == 4 and records[0]["processes"] == 1
+    assert all(r["memory_mib"] > 0 for r in records if r["kind"] == "train")
     assert any((straight.run_dir / "tensorboard").iterdir())
     assert json.loads((straight.run_dir / "results.json").read_text())["metrics"]["semseg"]["miou"] >= 0
 
@@ -143,4 +145,4 @@ def test_non_finite_loss_names_the_task_and_step(tiny_config):
     with torch.no_grad():
         trainer.model.heads["depth"].classifier.weight.fill_(float("nan"))
     with pytest.raises(ScenemtlError, match="task 'depth'.*step 1"):
-        trainer.train_step(batch)
+        trainer.train_step([batch])

@@ -36,15 +36,20 @@ class EpochSampler(Sampler):
     """Shuffles every epoch from ``(seed, epoch)``; yields ``(index, augmentation seed)``.
 
     ``start(epoch, skip)`` positions it ``skip`` samples into an epoch (for exact resume). With
-    ``num_replicas > 1`` each rank takes an interleaved share of the permutation, padded by
-    repetition so that all ranks see the same number of samples.
+    ``num_replicas > 1`` the permutation is cut into blocks of ``block`` samples (the per-process
+    batch) dealt to the ranks in turn, padded by repetition so that every rank sees as many
+    samples. Block ``b`` of the permutation is therefore the same micro-batch whether it goes to
+    rank ``b mod W`` of W processes or is the ``b``-th accumulation step of one process, which is
+    what makes W processes equal one process with W-fold gradient accumulation.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1) -> None:
+    def __init__(
+        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1, block: int = 1
+    ) -> None:
         if size == 0:
             raise ValueError("cannot sample from an empty dataset")
         self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.rank, self.num_replicas = rank, num_replicas
+        self.rank, self.num_replicas, self.block = rank, num_replicas, max(1, block)
         self.epoch, self.skip = 0, 0
 
     def start(self, epoch: int, skip: int = 0) -> None:
@@ -53,7 +58,8 @@ class EpochSampler(Sampler):
 
     def per_replica(self) -> int:
         """Samples each rank sees per epoch."""
-        return -(-self.size // self.num_replicas)
+        chunk = self.block * self.num_replicas
+        return -(-self.size // chunk) * self.block
 
     def __len__(self) -> int:
         return self.per_replica() - self.skip
@@ -62,11 +68,24 @@ class EpochSampler(Sampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
         total = self.per_replica() * self.num_replicas
-        order = np.concatenate([order, order[: total - self.size]])
+        order = np.resize(order, total)  # pads by repeating the permutation from its start
         seeds = rng.integers(0, 2**63 - 1, size=total)
-        positions = range(self.rank, total, self.num_replicas)
-        for position in list(positions)[self.skip :]:
+        positions = [p for p in range(total) if (p // self.block) % self.num_replicas == self.rank]
+        for position in positions[self.skip :]:
             yield int(order[position]), int(seeds[position])
+
+
+class ShardSampler(Sampler):
+    """Evaluation: rank ``r`` of ``W`` takes indices r, r+W, …, without padding (no sample counts twice)."""
+
+    def __init__(self, size: int, rank: int = 0, num_replicas: int = 1) -> None:
+        self.indices = list(range(rank, size, num_replicas))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
 
 
 def collate(samples: Sequence[dict]) -> dict:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from scenemtl.config import Config
 from scenemtl.data import DATASETS, DatasetInfo, DenseDataset, transforms as T
-from scenemtl.data.loader import AugmentedDataset, EpochSampler, collate
+from scenemtl.data.loader import AugmentedDataset, EpochSampler, ShardSampler, collate
 from scenemtl.engine.checkpoint import CheckpointMeta, load_weights, read_meta
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.models import build_model
@@ -88,7 +88,9 @@ def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo
 
 def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, rank: int = 0, world: int = 1):
     """A loader over ``(index, seed)`` keys from a resumable per-epoch sampler."""
-    sampler = EpochSampler(len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world)
+    sampler = EpochSampler(
+        len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world, block=config.data.batch_size
+    )
     if len(dataset) == 0:
         raise DataError(f"the training split '{dataset.split}' of dataset '{config.data.name}' is empty")
     loader = DataLoader(
@@ -100,18 +102,18 @@ def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, ra
         generator=torch.Generator().manual_seed(config.seed),
         num_workers=config.data.num_workers,
         collate_fn=collate,
-        drop_last=len(dataset) >= config.data.batch_size * world,
+        drop_last=True,  # the sampler pads each rank's share to whole batches
         persistent_workers=config.data.num_workers > 0,
     )
     return loader, sampler
 
 
-def eval_loader(config: Config, dataset: DenseDataset, transform: T.Compose) -> DataLoader:
-    """A loader over the evaluation split in order."""
+def eval_loader(config: Config, dataset: DenseDataset, transform: T.Compose, rank: int = 0, world: int = 1) -> DataLoader:
+    """A loader over this rank's share of the evaluation split, in order (every sample exactly once overall)."""
     return DataLoader(
         AugmentedDataset(dataset, transform),
         batch_size=config.data.eval_batch_size,
-        shuffle=False,
+        sampler=ShardSampler(len(dataset), rank, world),
         num_workers=config.data.num_workers,
         collate_fn=collate,
         generator=torch.Generator().manual_seed(config.seed),

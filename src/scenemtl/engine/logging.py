@@ -11,19 +11,35 @@ from typing import Any
 
 from tqdm import tqdm
 
+from scenemtl.errors import ConfigError
+
 
 class RunLogger:
     """Writes ``metrics.jsonl`` and TensorBoard events under a run folder (only on rank 0)."""
 
     def __init__(
-        self, folder: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
+        self,
+        folder: Path,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+        wandb_project: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.enabled = enabled
         self.folder = folder
         self._jsonl = None
         self._writer = None
+        self._wandb = None
         if not enabled:
             return
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError(f"train.wandb is '{wandb_project}' but wandb is not installed: pip install wandb") from None
+            self._wandb = wandb.init(project=wandb_project, name=folder.name, config=config, dir=str(folder),
+                                     resume="allow")
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "metrics.jsonl"
         if resume_step is not None and path.exists():
@@ -42,10 +58,27 @@ class RunLogger:
             return
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
         self._jsonl.write(json.dumps(record, default=_jsonable) + "\n")
+        scalars = {
+            f"{kind}/{key}": value
+            for key, value in _flatten(values).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        }
         if self._writer is not None:
-            for key, value in _flatten(values).items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self._writer.add_scalar(f"{kind}/{key}", value, step)
+            for key, value in scalars.items():
+                self._writer.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def log_image(self, tag: str, step: int, picture: Any) -> None:
+        """An HxWx3 uint8 picture in TensorBoard (and W&B)."""
+        if not self.enabled:
+            return
+        if self._writer is not None:
+            self._writer.add_image(tag, picture, step, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({tag: wandb.Image(picture)}, step=step)
 
     def close(self) -> None:
         """Flush and close the files."""
@@ -55,6 +88,9 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
 
 def _truncate_after(path: Path, step: int) -> None:

@@ -60,6 +60,10 @@ class Backbone(nn.Module):
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """timm's gradient checkpointing of the backbone's stages."""
+        self.body.set_grad_checkpointing(enabled)
+
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps, finest first."""
         return self.body(image)

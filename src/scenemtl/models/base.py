@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from scenemtl.errors import ConfigError
 from scenemtl.models.output import ModelOutput
 
 
@@ -28,3 +29,10 @@ class MultiTaskModel(nn.Module):
     def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
         """Set each task's output bias to ``priors[task]`` logits."""
         raise NotImplementedError
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute activations in the backward pass instead of storing them (less memory, more time)."""
+        raise ConfigError(
+            f"architecture '{getattr(self, 'arch', type(self).__name__)}' does not support "
+            "train.activation_checkpointing; set it to false"
+        )

@@ -47,6 +47,10 @@ class HardSharing(MultiTaskModel):
         for name, prior in priors.items():
             self.heads[name].init_output_bias(prior)
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint the backbone (the heads are small)."""
+        self.backbone.set_activation_checkpointing(enabled)
+
 
 class SingleTaskNetworks(MultiTaskModel):
     """Independent backbone + head per task: the single-task baselines, trained side by side.
@@ -74,6 +78,11 @@ class SingleTaskNetworks(MultiTaskModel):
         """Start each task's output at its training prior."""
         for name, prior in priors.items():
             self.networks[name].init_output_bias({name: prior})
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint every network's backbone."""
+        for network in self.networks.values():
+            network.set_activation_checkpointing(enabled)
 
 
 @register_model("hps")

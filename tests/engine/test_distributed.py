@@ -1,0 +1,66 @@
+"""torchrun on CPU: two Gloo processes equal one process with the same global batch."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import TINY
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def run(command: list[str], cwd: Path) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    raw = dict(TINY, out_dir=str(tmp_path / "runs" / "{name}"))
+    # every pixel labelled (no zoom padding): each process's loss is then a mean over as many pixels
+    raw["data"] = dict(raw["data"], augment={"scale": None, "flip": True, "photometric": False})
+    raw["data"]["options"] = dict(raw["data"]["options"], num_train=16)
+    raw["train"] = dict(raw["train"], device="cpu", steps=4)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def parameters(run_dir: Path) -> dict:
+    state = load_file(str(sorted((run_dir / "checkpoints").glob("step_*"))[-1] / "model.safetensors"))
+    return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(config_file, tmp_path):
+    cli = ["-m", "scenemtl.cli"]
+    run([*TORCHRUN, *cli, "train", str(config_file), "--quiet", "--set", "name=ddp"], tmp_path)
+    # one process: batch 4 × 2 accumulation steps = the global batch of 2 processes × 4
+    run([sys.executable, *cli, "train", str(config_file), "--quiet", "--set", "name=one", "--set", "train.accumulation=2"],
+        tmp_path)
+    ddp, one = parameters(tmp_path / "runs" / "ddp"), parameters(tmp_path / "runs" / "one")
+    assert ddp.keys() == one.keys()
+    for key in ddp:
+        assert (ddp[key] - one[key]).abs().max() <= 1e-5, key
+    log = [json.loads(line) for line in (tmp_path / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["kind"] == "run" and log[0]["global_batch"] == 8 and log[0]["processes"] == 2
+
+    # evaluation of one checkpoint: two processes, each half of the split, give the one-process numbers
+    checkpoint = str(tmp_path / "runs" / "ddp")
+    run([*TORCHRUN, *cli, "eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", "two.json"], tmp_path)
+    run([sys.executable, *cli, "eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", "one.json"],
+        tmp_path)
+    two = json.loads((tmp_path / "two.json").read_text())
+    single = json.loads((tmp_path / "one.json").read_text())
+    assert two["processes"] == 2
+    for task, values in single["metrics"].items():
+        for name, value in values.items():
+            assert two["metrics"][task][name] == pytest.approx(value, rel=1e-6, nan_ok=True), (task, name)
