@@ -1,12 +1,14 @@
 """Throughput and memory options: fp16 with a gradient scaler, accumulation, channels-last, checkpointing."""
 
 import pytest
+import timm
 import torch
 
 from scenemtl.engine import checkpoint as ckpt
 from scenemtl.engine.distributed import DistInfo
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ConfigError
+from scenemtl.models.backbones import _version
 
 
 def test_fp16_uses_a_gradient_scaler_that_is_checkpointed(tiny_config):
@@ -28,6 +30,7 @@ def grads(trainer: Trainer, batches: list) -> dict:
     return {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.skipif(_version(timm.__version__) < (1, 0, 31), reason="activation checkpointing needs timm ≥ 1.0.31")
 def test_activation_checkpointing_gives_the_same_gradients(tiny_config):
     batch = next(iter(Trainer(tiny_config("name=data"), progress=False, log=False).loader))
     plain = grads(Trainer(tiny_config("name=plain"), progress=False, log=False), [batch])
@@ -79,3 +82,9 @@ def test_evaluation_logs_prediction_pictures(tiny_config):
     events.Reload()
     assert {"val/prediction", "val/target"} <= set(events.Tags()["images"])
     assert {"train/memory_mib", "train/lr", "train/loss/depth"} <= set(events.Tags()["scalars"])
+
+
+def test_activation_checkpointing_needs_a_timm_that_supports_it(tiny_config, monkeypatch):
+    monkeypatch.setattr(timm, "__version__", "1.0.29")
+    with pytest.raises(ConfigError, match="timm ≥ 1.0.31"):
+        Trainer(tiny_config("train.activation_checkpointing=true"), progress=False, log=False)

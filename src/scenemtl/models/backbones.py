@@ -61,12 +61,23 @@ class Backbone(nn.Module):
         self.strides: list[int] = list(self.body.feature_info.reduction())
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
-        """timm's gradient checkpointing of the backbone's stages."""
+        """timm's gradient checkpointing of the backbone's stages (needs timm ≥ 1.0.31)."""
+        # timm 1.0.29 and 1.0.30 checkpoint feature stages after an in-place ReLU, and backward
+        # then fails ("modified by an inplace operation"); 1.0.31 works (both seen here)
+        if enabled and _version(timm.__version__) < (1, 0, 31):
+            raise ConfigError(
+                f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "
+                "pip install -U timm, or set it to false"
+            )
         self.body.set_grad_checkpointing(enabled)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps, finest first."""
         return self.body(image)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
 
 
 def _weights(config: BackboneConfig) -> tuple[bool, dict | None]:
