@@ -77,13 +77,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="global batch per step")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
+                        help="a subset to run (fp32 always runs first, as the reference)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
     rows = []
-    for variant in VARIANTS:
+    for variant in ["fp32"] + [v for v in args.variants if v != "fp32"]:
         if variant in CUDA_ONLY and args.device == "cpu":
             continue
         command = [sys.executable, __file__, "--one", variant, "--backbone", args.backbone, "--size", str(args.size),

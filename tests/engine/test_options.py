@@ -14,7 +14,11 @@ from scenemtl.models.backbones import _version
 def test_fp16_uses_a_gradient_scaler_that_is_checkpointed(tiny_config):
     trainer = Trainer(tiny_config("train.precision=fp16", "train.steps=2", "train.grad_clip=1.0"), progress=False)
     assert trainer.scaler.is_enabled()
+    seen = []
+    conv = next(m for m in trainer.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype) and None)
     trainer.fit()
+    assert seen and seen[0] == torch.float16  # autocast really ran in half precision
     state = ckpt.load_trainer_state(ckpt.list_checkpoints(trainer.checkpoint_dir)[-1])
     assert state["scaler"]["scale"] > 0
     resumed = Trainer(tiny_config("train.precision=fp16", "train.steps=3", "train.grad_clip=1.0"), resume=True,

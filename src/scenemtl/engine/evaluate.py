@@ -20,10 +20,13 @@ from scenemtl.metrics import StreamingMetric, delta_m
 from scenemtl.tasks import Task
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast when asked for, otherwise nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """Autocast to bf16 or fp16 as ``precision`` asks; nothing for fp32."""
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
     return nullcontext()
 
 
