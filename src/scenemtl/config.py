@@ -120,6 +120,7 @@ class TrainConfig(Strict):
     compile: bool = False
     activation_checkpointing: bool = False
     # several processes (torchrun): SyncBatchNorm (CUDA only), and DDP's unused-parameter search
+    # (on by itself for architectures that need it)
     sync_bn: bool = False
     find_unused_parameters: bool = False
     # a non-finite loss: stop with an error naming the task, or skip the step and count it

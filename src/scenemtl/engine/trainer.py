@@ -110,7 +110,7 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.find_unused_parameters,
+                find_unused_parameters=cfg.find_unused_parameters or self.model.needs_unused_parameters,
             )
         if cfg.compile:
             self.net = torch.compile(self.net)

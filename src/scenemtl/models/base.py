@@ -15,8 +15,12 @@ class MultiTaskModel(nn.Module):
     """Base class of registered architectures: ``forward(image) -> ModelOutput``.
 
     ``shared_parameters`` names what every task's loss reaches (what gradient balancers act on);
-    ``init_output_bias`` starts each task's output at its training prior.
+    ``init_output_bias`` starts each task's output at its training prior. An architecture some of
+    whose parameters get no gradient in a step sets ``needs_unused_parameters`` (DDP then searches
+    for them, which costs time, so it is off otherwise).
     """
+
+    needs_unused_parameters: bool = False
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Per-task logits at the input size (and deep-supervision outputs in ``aux``)."""
