@@ -130,7 +130,7 @@ def test_sigint_stops_after_a_step_with_a_checkpoint_to_resume(config_file, tmp_
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+    while not (run / "metrics.jsonl").exists() or '"train"' not in (run / "metrics.jsonl").read_text():
         assert process.poll() is None and time.time() < deadline, process.communicate()
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)

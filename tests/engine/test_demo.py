@@ -23,7 +23,7 @@ def test_demo_writes_a_report_with_baselines_and_checks(tmp_path, capsys):
     assert 0 < report["trivial"]["semseg"]["miou"] < 50
     # Δm of a row is the mean relative change of its main metrics against the STL row
     expected = sum(
-        relative_change(report["trivial"][t][m], report["stl"][t][m], higher_is_better=t in ("semseg", "saliency"))
+        relative_change(report["trivial"][t][m], report["stl"][t][m], higher_is_better=report["directions"][t][m])
         for t, m in report["main"].items()
     ) / len(report["main"])
     assert report["delta_m"]["trivial"] == pytest.approx(expected)

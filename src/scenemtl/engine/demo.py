@@ -114,7 +114,7 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True, overrid
     predict_files(hps_trainer.checkpoint_dir, [inputs], out / "predictions", device=hps_config.train.device, progress=False)
 
     elapsed = time.perf_counter() - started
-    report = {"trivial": trivial, "stl": stl["metrics"], "hps": hps["metrics"], "main": mains,
+    report = {"trivial": trivial, "stl": stl["metrics"], "hps": hps["metrics"], "main": mains, "directions": directions,
               "delta_m": {"trivial": delta(trivial), "hps": delta(hps["metrics"])},
               "checks": {name: ok for name, ok in checks}, "steps": steps, "seconds": round(elapsed, 1),
               "threads": torch.get_num_threads()}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from scenemtl.errors import ConfigError
-from scenemtl.metrics import LossMetric, SaliencyMetric
+from scenemtl.metrics import BoundaryMetric, LossMetric, SaliencyMetric
 from scenemtl.tasks.base import Task, balanced_bce
 from scenemtl.tasks.colors import colorize_gray
 from scenemtl.tasks.registry import register_task
@@ -56,12 +56,26 @@ class BinaryTask(Task):
 class EdgeTask(BinaryTask):
     """Boundary detection: balanced BCE with a fixed positive weight (0.95, InvPT's default).
 
-    Evaluated here by its validation loss, as the seeds' training code does; the ODS/OIS
-    F-measure is computed by the boundary benchmark.
+    Evaluated by SEISM's ODS/OIS F-measure and AP (``metrics.boundary``; ``max_dist`` 0.011 as
+    NYUD, 0.0075 for PASCAL; ``thresholds`` 'hed' or 'mtinet'; ``nms``), and by the validation
+    loss the seeds' training code logs. ``boundary_metric=False`` keeps only the loss (faster).
     """
 
-    def __init__(self, name: str = "edge", pos_weight: float = 0.95) -> None:
+    def __init__(
+        self,
+        name: str = "edge",
+        pos_weight: float = 0.95,
+        max_dist: float = 0.011,
+        thresholds: str = "hed",
+        nms: bool = True,
+        boundary_metric: bool = True,
+    ) -> None:
         super().__init__(name, pos_weight)
+        if not 0 < max_dist < 1:
+            raise ConfigError(f"tasks.{name}.max_dist is a fraction of the image diagonal in (0, 1), got {max_dist}")
+        if thresholds not in ("hed", "mtinet"):
+            raise ConfigError(f"tasks.{name}.thresholds must be 'hed' (SEISM, 101) or 'mtinet' (99), got {thresholds!r}")
+        self.max_dist, self.thresholds, self.nms, self.boundary_metric = max_dist, thresholds, nms, boundary_metric
 
     def _pixel_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = target != IGNORE
@@ -70,9 +84,11 @@ class EdgeTask(BinaryTask):
         w = self.pos_weight
         return -(w * y * p.log() + (1 - w) * (1 - y) * (1 - p).log())
 
-    def metric(self) -> LossMetric:
-        """The balanced BCE over every labelled pixel of the evaluation set."""
-        return LossMetric(self._pixel_loss)
+    def metric(self) -> BoundaryMetric | LossMetric:
+        """ODS/OIS F and AP (and the loss), or only the balanced BCE over the labelled pixels."""
+        if not self.boundary_metric:
+            return LossMetric(self._pixel_loss)
+        return BoundaryMetric(self.max_dist, self.thresholds, self.nms, IGNORE, pixel_loss=self._pixel_loss)
 
 
 @register_task("saliency")
