@@ -37,7 +37,10 @@ def test_train_eval_predict_end_to_end(config_file, tmp_path, capsys):
     report = json.loads(results.read_text())
     trained = json.loads((run / "results.json").read_text())
     assert report["metrics"]["depth"]["rmse"] == pytest.approx(trained["metrics"]["depth"]["rmse"], rel=1e-6)
-    assert report["variants"]["semseg"] == "accumulated"
+    assert report["variants"]["semseg"] == "accumulated confusion matrix"
+    assert len(report["curves"]["edge"]["precision"]) == 101 and "odsF" in report["metrics"]["edge"]
+    markdown = results.with_suffix(".md").read_text()
+    assert "| edge | odsF ↑ |" in markdown and "**semseg: IoU per class**" in markdown and "| floor |" in markdown
 
     rng = np.random.default_rng(0)
     images = tmp_path / "images"

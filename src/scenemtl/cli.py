@@ -34,7 +34,7 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.engine import builder
     from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve
     from scenemtl.engine.distributed import cleanup, setup
-    from scenemtl.engine.evaluate import evaluate, format_table, load_reference, results_report, write_json
+    from scenemtl.engine.evaluate import evaluate, format_report, format_table, load_reference, results_report, write_json
     from scenemtl.errors import CheckpointError
     from scenemtl.models import build_model
 
@@ -70,8 +70,9 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}_step{meta.step}.json"
     write_json(out, report)
+    out.with_suffix(".md").write_text(format_report(report))
     print(format_table(report))
-    print(f"results: {out}")
+    print(f"results: {out} (and {out.with_suffix('.md').name})")
     return 0
 
 

@@ -148,3 +148,39 @@ def test_delta_m_signs_follow_metric_direction():
     dm = delta_m(results, reference, directions, {"semseg": ["miou"], "depth": ["rmse"]})
     assert dm == pytest.approx((10.0 + 10.0) / 2)
     assert relative_change(0.55, 0.50, higher_is_better=False) == pytest.approx(-10.0)
+
+
+def test_per_image_miou_averages_each_images_miou():
+    metric = ConfusionMatrixMetric(2, per_image=True)
+    metric.update(torch.tensor([[[0, 0, 0, 0]], [[1, 1, 1, 1]]]), torch.tensor([[[0, 0, 0, 1]], [[1, 1, 1, 1]]]))
+    # image 1: class 0 IoU 3/4, class 1 IoU 0 → 37.5; image 2: only class 1, IoU 1 → 100
+    result = metric.compute()
+    assert result["miou"] == pytest.approx((37.5 + 100) / 2)
+    assert "per-image" in metric.variant
+    pooled = ConfusionMatrixMetric(2)
+    pooled.update(torch.tensor([[[0, 0, 0, 0]], [[1, 1, 1, 1]]]), torch.tensor([[[0, 0, 0, 1]], [[1, 1, 1, 1]]]))
+    assert pooled.compute()["miou"] == pytest.approx((75 + 80) / 2)  # accumulated: class 0 3/4, class 1 4/5
+
+
+def test_depth_per_image_variant_and_cap():
+    pred = torch.tensor([[[[1.0, 1.0]]], [[[2.0, 2.0]]]])
+    gt = torch.tensor([[[[2.0, 1.0]]], [[[2.0, 100.0]]]])
+    per_image = DepthMetric(per_image=True, max_depth=50)
+    per_image.update(pred, gt)
+    # image 1: MSE 0.5; image 2: the 100 m pixel is capped away, MSE 0 → RMSE = sqrt(mean MSE) = 0.5
+    assert per_image.compute()["rmse"] == pytest.approx(0.5)
+    assert per_image.compute()["abs_rel"] == pytest.approx((0.25 + 0) / 2)
+    assert "per-image" in per_image.variant and "50" in per_image.variant
+
+
+def test_saliency_mtinet_protocol_averages_per_image_precision_and_recall():
+    metric = SaliencyMetric(protocol="mtinet")
+    prob = torch.tensor([[[[0.95, 0.1, 0.1, 0.1]]], [[[0.95, 0.95, 0.1, 0.1]]]])
+    gt = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[1.0, 0.0, 0.0, 0.0]]]])
+    metric.update(prob, gt)
+    # at every threshold in 0.2…0.9: image 1 P=1, R=1/2; image 2 P=1/2, R=1 → mean P = mean R = 3/4, F = 3/4
+    result = metric.compute()
+    assert result["max_f"] == pytest.approx(75.0, abs=1e-6)
+    assert result["iou"] == pytest.approx(50.0, abs=1e-6)  # Jaccard 1/2 on both images
+    with pytest.raises(ValueError, match="protocol"):
+        SaliencyMetric(protocol="nope")

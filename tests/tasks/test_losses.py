@@ -137,3 +137,25 @@ def test_output_priors_predict_the_trivial_baselines():
     edge = build_task("edge", {})
     e = torch.tensor([[[[1.0, 0.0, 0.0, 0.0, 255.0]]]])
     assert edge.constant_prediction(edge.output_prior([e]), e)[0, 0, 0, 0].item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "name, options, variant",
+    [
+        ("semseg", {"miou": "per_image"}, "per-image"),
+        ("semseg", {}, "accumulated"),
+        ("depth", {"pooling": "image", "max_depth": 80}, "per-image mean, depth < 80 m"),
+        ("depth", {}, "pixel-pooled"),
+        ("saliency", {"protocol": "mtinet"}, "MTI-Net"),
+        ("saliency", {}, "dataset-pooled, beta2=0.3"),
+        ("edge", {"thresholds": "mtinet", "nms": False, "max_dist": 0.0075}, "MTI-Net 99 thresholds"),
+        ("edge", {}, "SEISM HED 101 thresholds, >, NMS, maxDist 0.011"),
+    ],
+)
+def test_metric_variants_are_task_options_and_named_in_reports(name, options, variant):
+    assert variant in build_task(name, options, CLASSES).metric().variant
+
+
+def test_unknown_variant_names_the_option():
+    with pytest.raises(ConfigError, match="tasks.depth.pooling"):
+        build_task("depth", {"pooling": "median"})

@@ -104,6 +104,9 @@ def results_report(
         "variants": {name: m.variant for name, m in metrics.items()},
         "delta_m": None,
     }
+    curves = {name: m.curves() for name, m in metrics.items() if hasattr(m, "curves")}
+    if curves:  # precision/recall over thresholds (boundaries)
+        report["curves"] = curves
     if reference:
         def usable_value(value: Any) -> bool:
             return isinstance(value, (int, float)) and math.isfinite(value) and value != 0
@@ -139,3 +142,22 @@ def format_table(report: Mapping[str, Any]) -> str:
     if report.get("delta_m") is not None:
         lines.append(f"| all | Δm ↑ | {report['delta_m']:+.2f} % |")
     return "\n".join(lines)
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The full Markdown report: every metric with its variant, Δm, and per-class IoU tables."""
+    parts = [format_table(report), "", "| task | variant | metrics |", "|---|---|---|"]
+    for task, values in report["metrics"].items():
+        shown = ", ".join(
+            f"{name} {value:.4g}" for name, value in values.items() if "/" not in name and isinstance(value, float)
+        )
+        parts.append(f"| {task} | {report['variants'].get(task, '')} | {shown} |")
+    if report.get("delta_m_skipped"):
+        parts.append(f"\nΔm leaves out {', '.join(report['delta_m_skipped'])} (a reference or result of 0 or NaN).")
+    for task, values in report["metrics"].items():
+        classes = {name[4:]: value for name, value in values.items() if name.startswith("iou/")}
+        if classes:
+            parts += ["", f"**{task}: IoU per class**", "", "| class | IoU |", "|---|---|"]
+            parts += [f"| {name} | {value:.2f} |" if math.isfinite(value) else f"| {name} | absent |"
+                      for name, value in classes.items()]
+    return "\n".join(parts) + "\n"

@@ -32,7 +32,7 @@ from scenemtl.engine.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from scenemtl.engine.evaluate import autocast, evaluate, format_table, load_reference, move, results_report, write_json
+from scenemtl.engine.evaluate import autocast, evaluate, format_report, load_reference, move, results_report, write_json
 from scenemtl.engine.logging import RunLogger, progress as progress_bar
 from scenemtl.engine.optim import build_optimizer, build_scheduler
 from scenemtl.engine.priors import estimate_priors
@@ -349,7 +349,7 @@ class Trainer:
                 self.logger.log_image(f"val/{tag}", self.step, picture)
         if final and self.logger.enabled:
             write_json(self.run_dir / "results.json", report)
-            (self.run_dir / "results.md").write_text(format_table(report) + "\n")
+            (self.run_dir / "results.md").write_text(format_report(report))
         self.net.train()
         return report
 

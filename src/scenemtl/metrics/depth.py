@@ -20,12 +20,16 @@ class DepthMetric(StreamingMetric):
 
     directions = {"rmse": False, "log_rmse": False, "abs_rel": False, "sq_rel": False, "abs_err": False, "delta1": True}
     main = "rmse"
-    variant = "pixel-pooled"
+    _SUMS = ("sq_err", "sq_log_err", "abs_rel_sum", "sq_rel_sum", "abs_err_sum", "delta1_count")
 
-    def __init__(self, max_depth: float | None = None) -> None:
+    def __init__(self, max_depth: float | None = None, per_image: bool = False) -> None:
         super().__init__()
         self.max_depth = max_depth
-        for name in ("count", "sq_err", "sq_log_err", "abs_rel_sum", "sq_rel_sum", "abs_err_sum", "delta1_count"):
+        self.per_image = per_image
+        cap = f", depth < {max_depth} m" if max_depth is not None else ""
+        # per image (DenseMTL, MTAN): each image's errors averaged over images; RMSE = sqrt(mean of per-image MSE)
+        self.variant = ("per-image mean" if per_image else "pixel-pooled") + cap
+        for name in ("count", *self._SUMS):
             self.add_state(name, torch.zeros((), dtype=torch.float64))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
@@ -34,20 +38,24 @@ class DepthMetric(StreamingMetric):
         valid = torch.isfinite(target) & (target > 0)
         if self.max_depth is not None:
             valid &= target < self.max_depth
-        gt = target[valid].double()
-        pred = prediction[valid].double().clamp_min(1e-9)
-        diff = pred - gt
-        ratio = torch.maximum(pred / gt, gt / pred)
-        self.count += gt.numel()
-        self.sq_err += (diff**2).sum()
-        self.sq_log_err += ((pred.log() - gt.log()) ** 2).sum()
-        self.abs_rel_sum += (diff.abs() / gt).sum()
-        self.sq_rel_sum += (diff**2 / gt).sum()
-        self.abs_err_sum += diff.abs().sum()
-        self.delta1_count += (ratio < 1.25).sum()
+        groups = [(prediction[i][valid[i]], target[i][valid[i]]) for i in range(target.shape[0])] if self.per_image \
+            else [(prediction[valid], target[valid])]
+        for pred, gt in groups:
+            gt = gt.double()
+            if self.per_image and gt.numel() == 0:
+                continue
+            pred = pred.double().clamp_min(1e-9)
+            diff = pred - gt
+            ratio = torch.maximum(pred / gt, gt / pred)
+            values = (diff**2, (pred.log() - gt.log()) ** 2, diff.abs() / gt, diff**2 / gt, diff.abs(),
+                      (ratio < 1.25).double())
+            for name, value in zip(self._SUMS, values):
+                total = value.mean() if self.per_image else value.sum()
+                setattr(self, name, getattr(self, name) + total)
+            self.count += 1 if self.per_image else gt.numel()
 
     def compute(self) -> dict[str, float]:
-        """The pooled errors (metres; δ<1.25 in percent)."""
+        """The errors (metres; δ<1.25 in percent), pooled over pixels or averaged over images."""
         n = float(self.count)
         if n == 0:
             return {name: float("nan") for name in self.directions}

@@ -18,24 +18,43 @@ class SaliencyMetric(StreamingMetric):
 
     directions = {"max_f": True, "iou": True}
     main = "max_f"
-    variant = "dataset-pooled, beta2=0.3"
 
-    def __init__(self, beta_squared: float = 0.3, threshold_step: float = 0.05, ignore_index: int = 255) -> None:
+    def __init__(
+        self, beta_squared: float = 0.3, threshold_step: float = 0.05, ignore_index: int = 255, protocol: str = "pooled"
+    ) -> None:
         super().__init__()
-        self.beta_squared = beta_squared
+        if protocol not in ("pooled", "mtinet"):
+            raise ValueError(f"saliency protocol must be 'pooled' (ATRC/InvPT) or 'mtinet', got {protocol!r}")
+        self.protocol = protocol
         self.ignore_index = ignore_index
-        n = round(1 / threshold_step) - 1
-        self.thresholds = torch.arange(1, n + 1, dtype=torch.float64) * threshold_step
+        if protocol == "mtinet":
+            # MTI-Net's eval_sal: per-image precision/recall/Jaccard averaged over images, 15 thresholds, β = 1
+            self.beta_squared = 1.0
+            self.thresholds = torch.linspace(0.2, 0.9, 15, dtype=torch.float64)
+            self.variant = "MTI-Net: per-image mean P/R, 15 thresholds 0.2–0.9, beta2=1; iou = max mean Jaccard"
+        else:
+            self.beta_squared = beta_squared
+            n = round(1 / threshold_step) - 1
+            self.thresholds = torch.arange(1, n + 1, dtype=torch.float64) * threshold_step
+            self.variant = f"dataset-pooled, beta2={beta_squared}"
+        n = len(self.thresholds)
         self.add_state("true_pos", torch.zeros(n, dtype=torch.float64))
         self.add_state("pred_pos", torch.zeros(n, dtype=torch.float64))
         self.add_state("actual_pos", torch.zeros((), dtype=torch.float64))
         self.add_state("valid", torch.zeros((), dtype=torch.float64))
         self.add_state("intersection", torch.zeros((), dtype=torch.float64))
         self.add_state("union", torch.zeros((), dtype=torch.float64))
+        self.add_state("image_precision", torch.zeros(n, dtype=torch.float64))
+        self.add_state("image_recall", torch.zeros(n, dtype=torch.float64))
+        self.add_state("image_jaccard", torch.zeros(n, dtype=torch.float64))
+        self.add_state("images", torch.zeros((), dtype=torch.float64))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of saliency probabilities and {0,1} targets (255 ignored)."""
         prediction, target = self._inputs(prediction, target)
+        if self.protocol == "mtinet":
+            self._update_per_image(prediction, target)
+            return
         valid = target != self.ignore_index
         prob = prediction[valid].double()
         gt = target[valid] > 0.5
@@ -48,10 +67,35 @@ class SaliencyMetric(StreamingMetric):
         self.intersection += (binary & gt).sum()
         self.union += (binary | gt).sum()
 
+    def _update_per_image(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        thresholds = self.thresholds.to(prediction.device)
+        for image_pred, image_target in zip(prediction, target):
+            valid = image_target != self.ignore_index
+            if not valid.any():
+                continue
+            prob = image_pred[valid].double()
+            gt = image_target[valid] > 0.5
+            above = prob[None, :] > thresholds[:, None]
+            true_pos = (above & gt[None]).sum(1).double()
+            predicted, actual = above.sum(1).double(), gt.sum().double()
+            # MTI-Net's jaccard.py: tp/(tp+fp+1e-12), tp/(tp+fn+1e-12); Jaccard 1 when both sides are empty
+            self.image_precision += true_pos / (predicted + 1e-12)
+            self.image_recall += true_pos / (actual + 1e-12)
+            union = (above | gt[None]).sum(1).double()
+            self.image_jaccard += torch.where(union > 0, true_pos / union.clamp_min(1), 1.0)
+            self.images += 1
+            self.valid += gt.numel()
+
     def compute(self) -> dict[str, float]:
         """``max_f`` and ``iou`` in percent, and the threshold that gave ``max_f`` (NaN without labels)."""
         if self.valid == 0:
             return {"max_f": float("nan"), "iou": float("nan"), "max_f_threshold": float("nan")}
+        if self.protocol == "mtinet":
+            precision, recall = self.image_precision / self.images, self.image_recall / self.images
+            f = 2 * precision * recall / (precision + recall + 1e-12)
+            best = int(f.argmax())
+            return {"max_f": float(f[best]) * 100, "iou": float((self.image_jaccard / self.images).max()) * 100,
+                    "max_f_threshold": float(self.thresholds[best])}
         precision = self.true_pos / self.pred_pos.clamp_min(1)
         recall = self.true_pos / self.actual_pos.clamp_min(1)
         b2 = self.beta_squared

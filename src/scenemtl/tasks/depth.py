@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from scenemtl.errors import ConfigError
 from scenemtl.metrics import DepthMetric
 from scenemtl.tasks.base import Task, masked_mean
 from scenemtl.tasks.colors import colorize_scalar
@@ -19,15 +20,17 @@ class DepthTask(Task):
 
     Invalid pixels are 0 or non-finite in the target (the contract's single marker; the seeds'
     255 / −1 encodings are converted by their loaders). ``max_depth`` caps evaluation as
-    TaskPrompter's 80 m.
+    TaskPrompter's 80 m. ``pooling``: 'pixel' (InvPT, ATRC) or 'image' (DenseMTL, MTAN).
     """
 
     out_channels = 1
     pad_value = 0.0
 
-    def __init__(self, name: str = "depth", max_depth: float | None = None) -> None:
+    def __init__(self, name: str = "depth", max_depth: float | None = None, pooling: str = "pixel") -> None:
         super().__init__(name)
-        self.max_depth = max_depth
+        if pooling not in ("pixel", "image"):
+            raise ConfigError(f"tasks.{name}.pooling must be 'pixel' or 'image', got {pooling!r}")
+        self.max_depth, self.pooling = max_depth, pooling
 
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels with a finite depth > 0."""
@@ -45,7 +48,7 @@ class DepthTask(Task):
 
     def metric(self) -> DepthMetric:
         """Pixel-pooled depth errors."""
-        return DepthMetric(max_depth=self.max_depth)
+        return DepthMetric(max_depth=self.max_depth, per_image=self.pooling == "image")
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
         """The mean valid training depth."""

@@ -18,13 +18,22 @@ IGNORE_INDEX = 255
 
 
 class SegmentationTask(Task):
-    """Per-pixel classification: cross-entropy with ignore 255, argmax, accumulated mIoU."""
+    """Per-pixel classification: cross-entropy with ignore 255, argmax, mIoU.
+
+    ``miou``: 'accumulated' (one confusion matrix over the set: InvPT, ATRC, MTAN since 2020) or
+    'per_image' (each image's mIoU averaged: MTAN before 2020).
+    """
 
     pad_value = float(IGNORE_INDEX)
     is_classification = True
 
-    def __init__(self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None) -> None:
+    def __init__(
+        self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None, miou: str = "accumulated"
+    ) -> None:
         super().__init__(name)
+        if miou not in ("accumulated", "per_image"):
+            raise ConfigError(f"tasks.{name}.miou must be 'accumulated' or 'per_image', got {miou!r}")
+        self.per_image = miou == "per_image"
         if len(class_names) < 2:
             raise ConfigError(f"task '{name}' needs at least 2 classes, the dataset gives {list(class_names)}")
         self.class_names = list(class_names)
@@ -47,7 +56,7 @@ class SegmentationTask(Task):
 
     def metric(self) -> ConfusionMatrixMetric:
         """Accumulated confusion matrix over this task's classes."""
-        return ConfusionMatrixMetric(self.out_channels, IGNORE_INDEX, self.class_names)
+        return ConfusionMatrixMetric(self.out_channels, IGNORE_INDEX, self.class_names, per_image=self.per_image)
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
         """Log class frequencies of the labelled training pixels (add-one smoothed)."""
