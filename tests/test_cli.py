@@ -40,6 +40,14 @@ def test_train_eval_predict_end_to_end(config_file, tmp_path, capsys):
     assert report["variants"]["semseg"] == "accumulated confusion matrix"
     assert len(report["curves"]["edge"]["precision"]) == 101 and "odsF" in report["metrics"]["edge"]
     markdown = results.with_suffix(".md").read_text()
+    pngs = tmp_path / "edge_pngs"
+    assert main(["eval", str(config_file), "--checkpoint", str(run), "--out", str(tmp_path / "e2.json"), "--quiet",
+                 "--save-png", f"edge={pngs}"]) == 0
+    saved = sorted(pngs.glob("*.png"))
+    assert [p.stem for p in saved] == [f"val_{i:05d}" for i in range(8)]
+    assert Image.open(saved[0]).size == (48, 32) and Image.open(saved[0]).mode == "L"
+    assert main(["eval", str(config_file), "--checkpoint", str(run), "--save-png", f"normals={tmp_path / 'n'}"]) == 2
+    assert not (tmp_path / "n").exists()
     assert "| edge | odsF ↑ |" in markdown and "**semseg: IoU per class**" in markdown and "| floor |" in markdown
 
     rng = np.random.default_rng(0)

@@ -34,6 +34,8 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.engine import builder
     from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve
     from scenemtl.engine.distributed import cleanup, setup
+    from scenemtl.engine.export import PngWriter, parse_save_png
+    from scenemtl.errors import ConfigError
     from scenemtl.engine.evaluate import evaluate, format_report, format_table, load_reference, results_report, write_json
     from scenemtl.errors import CheckpointError
     from scenemtl.models import build_model
@@ -58,7 +60,13 @@ def _eval(args: argparse.Namespace) -> int:
         model = build_model(config.model, tasks)
         load_weights(model, file)
         progress = not args.quiet and place.is_main
-        metrics = evaluate(model.to(place.device), tasks, loader, place.device, config.train.precision, progress)
+        folders = parse_save_png(args.save_png)
+        unknown = [t for t in folders if t not in tasks]
+        if unknown:
+            raise ConfigError(f"--save-png: no task {unknown} in this model; its tasks are {list(tasks)}")
+        writers = {task: PngWriter(folder, task) for task, folder in folders.items()}
+        metrics = evaluate(model.to(place.device), tasks, loader, place.device, config.train.precision, progress,
+                           writers)
     finally:
         cleanup()
     report = results_report(
@@ -133,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     ev.add_argument("--out", default=None, help="results JSON (default: <run>/eval/results_<split>_step<N>.json)")
+    ev.add_argument("--save-png", action="append", default=[], metavar="TASK=FOLDER",
+                    help="also save each prediction as <id>.png (e.g. edge=results/edge for SEISM's MATLAB benchmark)")
     common(ev)
     ev.set_defaults(func=_eval)
 

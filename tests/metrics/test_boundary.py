@@ -183,3 +183,16 @@ def test_perfect_prediction_scores_100_without_nms():
     assert exact.compute()["odsF"] == pytest.approx(100.0) and exact.compute()["oisF"] == pytest.approx(100.0)
     # with SEISM's NMS, boundary pixels within 5 px of the image border fade out, so recall drops a little
     assert 90 < seism.compute()["odsF"] < 100
+
+
+def test_a_listed_subset_of_images_is_scored_alone():
+    probability, boundary = scene(1)
+    other, other_boundary = scene(2)
+    prediction = torch.from_numpy(np.stack([probability, other]).astype(np.float32))[:, None]
+    target = torch.from_numpy(np.stack([boundary, other_boundary]).astype(np.float32))[:, None]
+    subset, alone = BoundaryMetric(image_ids={"b"}), BoundaryMetric()
+    subset.update(prediction, target, ids=["a", "b"])
+    alone.update(prediction[1:], target[1:])
+    assert int(subset.images) == 1 and subset.compute()["odsF"] == alone.compute()["odsF"]
+    with pytest.raises(ValueError, match="ids"):
+        subset.update(prediction, target)

@@ -159,3 +159,11 @@ def test_metric_variants_are_task_options_and_named_in_reports(name, options, va
 def test_unknown_variant_names_the_option():
     with pytest.raises(ConfigError, match="tasks.depth.pooling"):
         build_task("depth", {"pooling": "median"})
+
+
+def test_edge_image_ids_file_selects_seism_subsets(tmp_path):
+    with pytest.raises(ConfigError, match="tasks.edge.image_ids: id list not found"):
+        build_task("edge", {"image_ids": str(tmp_path / "test_new.txt")})
+    (tmp_path / "test_new.txt").write_text("2008_000002\n2008_000003\n\n")
+    metric = build_task("edge", {"image_ids": str(tmp_path / "test_new.txt")}).metric()
+    assert metric.image_ids == {"2008_000002", "2008_000003"} and "2 listed images" in metric.variant

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,14 @@ def evaluate(
     device: torch.device,
     precision: str = "fp32",
     progress: bool = True,
+    writers: Mapping[str, Callable[[torch.Tensor, list[dict]], None]] | None = None,
 ) -> dict[str, StreamingMetric]:
-    """Run the model over ``batches`` and return each task's metric, synchronised across processes."""
+    """Run the model over ``batches`` and return each task's metric, synchronised across processes.
+
+    ``writers`` maps a task to a callable that receives each batch's predictions and ``meta``
+    (to save them, e.g. boundary PNGs for SEISM). Metrics with ``selects_images`` receive the
+    sample ids too (to score a subset, e.g. SEISM's PASCAL ``test_new``).
+    """
     was_training = model.training
     model.eval()
     metrics = {name: task.metric() for name, task in tasks.items()}
@@ -52,8 +58,15 @@ def evaluate(
         batch = move(batch, device)
         with autocast(device, precision):
             output = model(batch["image"])
+        ids = [str(meta.get("id", "")) for meta in batch.get("meta", [])]
         for name, task in tasks.items():
-            metrics[name].update(task.predict(output.final[name].float()), batch[name])
+            prediction = task.predict(output.final[name].float())
+            if getattr(metrics[name], "selects_images", False):
+                metrics[name].update(prediction, batch[name], ids=ids)
+            else:
+                metrics[name].update(prediction, batch[name])
+            if writers and name in writers:
+                writers[name](prediction, batch.get("meta", []))
     for metric in metrics.values():
         metric.sync()
     model.train(was_training)

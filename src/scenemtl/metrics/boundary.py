@@ -182,6 +182,7 @@ class BoundaryMetric(StreamingMetric):
         apply_nms: bool = True,
         ignore_index: float = 255.0,
         pixel_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        image_ids: set[str] | None = None,
     ) -> None:
         super().__init__()
         if thresholds not in ("hed", "mtinet"):
@@ -189,8 +190,12 @@ class BoundaryMetric(StreamingMetric):
         self.thresholds = HED_THRESHOLDS if thresholds == "hed" else MTINET_THRESHOLDS
         self.max_dist, self.apply_nms, self.ignore_index = max_dist, apply_nms, ignore_index
         self.strict = thresholds == "hed"
+        # score only these images (SEISM scores PASCAL on its 2,498-image ``test_new`` half)
+        self.image_ids = image_ids
+        self.selects_images = image_ids is not None
         self.variant = (f"SEISM {'HED 101 thresholds, >' if self.strict else 'MTI-Net 99 thresholds, >='}"
-                        f"{', NMS' if apply_nms else ''}, maxDist {max_dist}")
+                        f"{', NMS' if apply_nms else ''}, maxDist {max_dist}"
+                        f"{f', {len(image_ids)} listed images' if image_ids is not None else ''}")
         self.add_state("counts", torch.zeros(len(self.thresholds), 4, dtype=torch.float64))
         self.add_state("ois_counts", torch.zeros(4, dtype=torch.float64))
         self.add_state("images", torch.zeros((), dtype=torch.float64))
@@ -199,9 +204,14 @@ class BoundaryMetric(StreamingMetric):
         self.add_state("loss_sum", torch.zeros((), dtype=torch.float64))
         self.add_state("loss_count", torch.zeros((), dtype=torch.float64))
 
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of boundary probabilities ``[B,1,H,W]`` and {0,1,255} targets."""
+    def update(self, prediction: torch.Tensor, target: torch.Tensor, ids: list[str] | None = None) -> None:
+        """Add a batch of boundary probabilities ``[B,1,H,W]`` and {0,1,255} targets (of samples ``ids``)."""
         prediction, target = self._inputs(prediction, target)
+        if self.image_ids is not None:
+            if ids is None:
+                raise ValueError("this boundary metric scores a subset of images: pass the samples' ids")
+            keep = [i for i, name in enumerate(ids) if name in self.image_ids]
+            prediction, target = prediction[keep], target[keep]
         if self.pixel_loss is not None:
             losses = self.pixel_loss(prediction, target)
             self.loss_sum += losses.double().sum()

@@ -59,6 +59,8 @@ class EdgeTask(BinaryTask):
     Evaluated by SEISM's ODS/OIS F-measure and AP (``metrics.boundary``; ``max_dist`` 0.011 as
     NYUD, 0.0075 for PASCAL; ``thresholds`` 'hed' or 'mtinet'; ``nms``), and by the validation
     loss the seeds' training code logs. ``boundary_metric=False`` keeps only the loss (faster).
+    ``image_ids``: a text file of ids (one per line) to score only those images, e.g. SEISM's
+    ``gt_sets/PASCALContext/test_new.txt``, the half of PASCAL val that published numbers use.
     """
 
     def __init__(
@@ -69,8 +71,10 @@ class EdgeTask(BinaryTask):
         thresholds: str = "hed",
         nms: bool = True,
         boundary_metric: bool = True,
+        image_ids: str | None = None,
     ) -> None:
         super().__init__(name, pos_weight)
+        self.image_ids = _read_ids(image_ids, f"tasks.{name}.image_ids") if image_ids else None
         if not 0 < max_dist < 1:
             raise ConfigError(f"tasks.{name}.max_dist is a fraction of the image diagonal in (0, 1), got {max_dist}")
         if thresholds not in ("hed", "mtinet"):
@@ -88,7 +92,8 @@ class EdgeTask(BinaryTask):
         """ODS/OIS F and AP (and the loss), or only the balanced BCE over the labelled pixels."""
         if not self.boundary_metric:
             return LossMetric(self._pixel_loss)
-        return BoundaryMetric(self.max_dist, self.thresholds, self.nms, IGNORE, pixel_loss=self._pixel_loss)
+        return BoundaryMetric(self.max_dist, self.thresholds, self.nms, IGNORE, pixel_loss=self._pixel_loss,
+                              image_ids=self.image_ids)
 
 
 @register_task("saliency")
@@ -110,3 +115,16 @@ class SaliencyTask(BinaryTask):
     def metric(self) -> SaliencyMetric:
         """Max F and IoU under the configured protocol."""
         return SaliencyMetric(protocol=self.protocol)
+
+
+def _read_ids(path: str, option: str) -> set[str]:
+    """Sample ids, one per line, from a text file; a missing file is an error naming the option."""
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{option}: id list not found: {file}")
+    ids = {line.strip() for line in file.read_text().splitlines() if line.strip()}
+    if not ids:
+        raise ConfigError(f"{option}: {file} lists no ids")
+    return ids
