@@ -28,7 +28,8 @@ def worker(rank: int, world: int, init: str, queue) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     metrics = make()
     for name, (pred, target) in data().items():
-        metrics[name].update(pred[rank::world], target[rank::world])  # each process sees half
+        for i in range(rank, 4, world):  # each process sees half, one image per batch
+            metrics[name].update(pred[i : i + 1], target[i : i + 1])
         metrics[name].sync()
     queue.put((rank, {name: m.compute() for name, m in metrics.items()}))
     dist.destroy_process_group()
@@ -52,5 +53,5 @@ def test_two_processes_give_the_one_process_numbers(tmp_path):
     for rank in range(2):
         for task, values in expected.items():
             for key, value in values.items():
-                # integer statistics (confusion, counts) agree exactly; float sums up to summation order
-                assert results[rank][task][key] == pytest.approx(value, rel=1e-12, nan_ok=True), (rank, task, key)
+                # counts are integers and real sums fixed point: the numbers agree to the last bit
+                assert results[rank][task][key] == value or (value != value and results[rank][task][key] != results[rank][task][key]), (rank, task, key)

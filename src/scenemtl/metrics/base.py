@@ -6,11 +6,37 @@ import torch
 import torch.distributed as dist
 
 
+#: fixed point of real-valued sums: two int64 limbs, 2⁻¹⁶ and 2⁻⁴⁰ (range ±1.4e14, resolution 9e-13)
+_HIGH, _LOW = 2.0**16, 2.0**24
+
+
+def fixed_point(values: torch.Tensor) -> torch.Tensor:
+    """Sum over dim 0 of per-image reals as ``[..., 2]`` int64 limbs: integer addition is exact in any order."""
+    scaled = values.double() * _HIGH
+    high = torch.floor(scaled)
+    low = torch.round((scaled - high) * _LOW)
+    return torch.stack([high.to(torch.int64).sum(0), low.to(torch.int64).sum(0)], dim=-1)
+
+
+def fixed_zero(*shape: int) -> torch.Tensor:
+    """An empty fixed-point sum of the given shape (for ``add_state``)."""
+    return torch.zeros(*shape, 2, dtype=torch.int64)
+
+
+def from_fixed(limbs: torch.Tensor) -> torch.Tensor:
+    """The real value(s) of a fixed-point sum, float64."""
+    return (limbs[..., 0].double() + limbs[..., 1].double() / _LOW) / _HIGH
+
+
 class StreamingMetric:
     """Accumulates sufficient statistics as tensors; ``sync`` sums them over all processes.
 
     Subclasses call ``add_state`` in ``__init__`` and implement ``update`` and ``compute``.
     ``directions`` maps each reported metric name to True when higher is better.
+
+    Counts are integers. Real-valued sums are computed per image and added as int64 fixed point
+    (``fixed_point``), so the totals do not depend on how images are split into batches or
+    across processes: evaluation under torchrun gives the one-process numbers exactly.
     """
 
     directions: dict[str, bool] = {}
@@ -23,7 +49,7 @@ class StreamingMetric:
         self._defaults: dict[str, torch.Tensor] = {}
 
     def add_state(self, name: str, default: torch.Tensor) -> None:
-        """Register a summable state tensor (float64 for exact accumulation)."""
+        """Register a summable state tensor (int64 fixed point for real sums, float64 for counts)."""
         self._defaults[name] = default.clone()
         setattr(self, name, default.clone())
 

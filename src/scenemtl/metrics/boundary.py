@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from scenemtl.metrics import _boundary_kernels as kernels
-from scenemtl.metrics.base import StreamingMetric
+from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 #: SEISM's parameters/HED.txt: 0.001, 0.01, 0.02, …, 0.99, 0.999
 HED_THRESHOLDS = np.array([0.001] + [k / 100 for k in range(1, 100)] + [0.999])
@@ -201,7 +201,7 @@ class BoundaryMetric(StreamingMetric):
         self.add_state("images", torch.zeros((), dtype=torch.float64))
         # the task's loss over the labelled pixels, as the seeds' training code logs for edges
         self.pixel_loss = pixel_loss
-        self.add_state("loss_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("loss_sum", fixed_zero())
         self.add_state("loss_count", torch.zeros((), dtype=torch.float64))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor, ids: list[str] | None = None) -> None:
@@ -213,9 +213,10 @@ class BoundaryMetric(StreamingMetric):
             keep = [i for i, name in enumerate(ids) if name in self.image_ids]
             prediction, target = prediction[keep], target[keep]
         if self.pixel_loss is not None:
-            losses = self.pixel_loss(prediction, target)
-            self.loss_sum += losses.double().sum()
-            self.loss_count += losses.numel()
+            for image_prediction, image_target in zip(prediction, target):  # per image: exact in any batching
+                losses = self.pixel_loss(image_prediction[None], image_target[None])
+                self.loss_sum += fixed_point(losses.double().sum()[None])
+                self.loss_count += losses.numel()
         for probability, labels in zip(prediction[:, 0].float().cpu().numpy(), target[:, 0].cpu().numpy()):
             valid = labels != self.ignore_index
             if not valid.any():
@@ -237,7 +238,7 @@ class BoundaryMetric(StreamingMetric):
 
     def compute(self) -> dict[str, float]:
         """``odsF``, ``oisF`` and ``ap`` in percent, with the ODS threshold, precision and recall."""
-        loss = {"loss": float(self.loss_sum / self.loss_count)} if self.loss_count > 0 else {}
+        loss = {"loss": float(from_fixed(self.loss_sum)) / float(self.loss_count)} if self.loss_count > 0 else {}
         if self.images == 0:
             return {"odsF": float("nan"), "oisF": float("nan"), "ap": float("nan"), **loss}
         precision, recall, f = f_measure(self.counts.cpu().numpy())

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from scenemtl.metrics.base import StreamingMetric
+from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 
 class LossMetric(StreamingMetric):
@@ -24,16 +24,17 @@ class LossMetric(StreamingMetric):
     def __init__(self, pixel_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.pixel_loss = pixel_loss
-        self.add_state("total", torch.zeros((), dtype=torch.float64))
+        self.add_state("total", fixed_zero())
         self.add_state("count", torch.zeros((), dtype=torch.float64))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add the losses of a batch."""
         prediction, target = self._inputs(prediction, target)
-        losses = self.pixel_loss(prediction, target)
-        self.total += losses.double().sum()
-        self.count += losses.numel()
+        for image_prediction, image_target in zip(prediction, target):  # per image: exact in any batching
+            losses = self.pixel_loss(image_prediction[None], image_target[None])
+            self.total += fixed_point(losses.double().sum()[None])
+            self.count += losses.numel()
 
     def compute(self) -> dict[str, float]:
         """The mean loss."""
-        return {"loss": float(self.total / self.count) if self.count > 0 else float("nan")}
+        return {"loss": float(from_fixed(self.total)) / float(self.count) if self.count > 0 else float("nan")}

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from scenemtl.metrics.base import StreamingMetric
+from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 #: histogram resolution for the streaming median, in degrees
 BIN_WIDTH = 0.01
@@ -42,8 +42,8 @@ class NormalsMetric(StreamingMetric):
     def __init__(self) -> None:
         super().__init__()
         self.add_state("count", torch.zeros((), dtype=torch.float64))
-        self.add_state("angle_sum", torch.zeros((), dtype=torch.float64))
-        self.add_state("angle_sq_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("angle_sum", fixed_zero())
+        self.add_state("angle_sq_sum", fixed_zero())
         self.add_state("within", torch.zeros(len(self.thresholds), dtype=torch.float64))
         self.add_state("histogram", torch.zeros(round(180 / BIN_WIDTH), dtype=torch.float64))
 
@@ -51,10 +51,13 @@ class NormalsMetric(StreamingMetric):
         """Add a batch of normal maps (``[B,3,H,W]``)."""
         prediction, target = self._inputs(prediction, target)
         valid = (target != 0).any(dim=1) & torch.isfinite(target).all(dim=1)
-        angle = angular_error(prediction, target)[valid]
+        angles = angular_error(prediction, target)
+        # per-image sums in fixed point: the totals do not depend on batching or processes
+        sums = torch.stack([torch.stack([a[v].sum(), (a[v] ** 2).sum()]) for a, v in zip(angles, valid)])
+        self.angle_sum += fixed_point(sums[:, 0])
+        self.angle_sq_sum += fixed_point(sums[:, 1])
+        angle = angles[valid]
         self.count += angle.numel()
-        self.angle_sum += angle.sum()
-        self.angle_sq_sum += (angle**2).sum()
         for i, t in enumerate(self.thresholds):
             self.within[i] += (angle < t).sum()
         bins = (angle / BIN_WIDTH).long().clamp(0, self.histogram.numel() - 1)
@@ -78,9 +81,9 @@ class NormalsMetric(StreamingMetric):
         if n == 0:
             return {name: float("nan") for name in self.directions}
         result = {
-            "mean": float(self.angle_sum) / n,
+            "mean": float(from_fixed(self.angle_sum)) / n,
             "median": self._median(),
-            "rmse": math.sqrt(float(self.angle_sq_sum) / n),
+            "rmse": math.sqrt(float(from_fixed(self.angle_sq_sum)) / n),
         }
         for t, count in zip(self.thresholds, self.within.tolist()):
             result[f"within_{t:g}"] = count / n * 100

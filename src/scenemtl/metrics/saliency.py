@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from scenemtl.metrics.base import StreamingMetric
+from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 
 class SaliencyMetric(StreamingMetric):
@@ -44,9 +44,9 @@ class SaliencyMetric(StreamingMetric):
         self.add_state("valid", torch.zeros((), dtype=torch.float64))
         self.add_state("intersection", torch.zeros((), dtype=torch.float64))
         self.add_state("union", torch.zeros((), dtype=torch.float64))
-        self.add_state("image_precision", torch.zeros(n, dtype=torch.float64))
-        self.add_state("image_recall", torch.zeros(n, dtype=torch.float64))
-        self.add_state("image_jaccard", torch.zeros(n, dtype=torch.float64))
+        self.add_state("image_precision", fixed_zero(n))
+        self.add_state("image_recall", fixed_zero(n))
+        self.add_state("image_jaccard", fixed_zero(n))
         self.add_state("images", torch.zeros((), dtype=torch.float64))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
@@ -79,10 +79,10 @@ class SaliencyMetric(StreamingMetric):
             true_pos = (above & gt[None]).sum(1).double()
             predicted, actual = above.sum(1).double(), gt.sum().double()
             # MTI-Net's jaccard.py: tp/(tp+fp+1e-12), tp/(tp+fn+1e-12); Jaccard 1 when both sides are empty
-            self.image_precision += true_pos / (predicted + 1e-12)
-            self.image_recall += true_pos / (actual + 1e-12)
+            self.image_precision += fixed_point((true_pos / (predicted + 1e-12))[None])
+            self.image_recall += fixed_point((true_pos / (actual + 1e-12))[None])
             union = (above | gt[None]).sum(1).double()
-            self.image_jaccard += torch.where(union > 0, true_pos / union.clamp_min(1), 1.0)
+            self.image_jaccard += fixed_point(torch.where(union > 0, true_pos / union.clamp_min(1), 1.0)[None])
             self.images += 1
             self.valid += gt.numel()
 
@@ -91,10 +91,11 @@ class SaliencyMetric(StreamingMetric):
         if self.valid == 0:
             return {"max_f": float("nan"), "iou": float("nan"), "max_f_threshold": float("nan")}
         if self.protocol == "mtinet":
-            precision, recall = self.image_precision / self.images, self.image_recall / self.images
+            precision = from_fixed(self.image_precision) / self.images
+            recall = from_fixed(self.image_recall) / self.images
             f = 2 * precision * recall / (precision + recall + 1e-12)
             best = int(f.argmax())
-            return {"max_f": float(f[best]) * 100, "iou": float((self.image_jaccard / self.images).max()) * 100,
+            return {"max_f": float(f[best]) * 100, "iou": float((from_fixed(self.image_jaccard) / self.images).max()) * 100,
                     "max_f_threshold": float(self.thresholds[best])}
         precision = self.true_pos / self.pred_pos.clamp_min(1)
         recall = self.true_pos / self.actual_pos.clamp_min(1)

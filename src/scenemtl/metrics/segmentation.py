@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from scenemtl.errors import DataError
-from scenemtl.metrics.base import StreamingMetric
+from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 
 class ConfusionMatrixMetric(StreamingMetric):
@@ -32,7 +32,7 @@ class ConfusionMatrixMetric(StreamingMetric):
         # the per-image variant (MTAN before Nov. 2020: about 8 points lower) averages each image's mIoU
         self.variant = "per-image mean of mIoU over present classes" if per_image else "accumulated confusion matrix"
         self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.float64))
-        self.add_state("image_miou_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("image_miou_sum", fixed_zero())
         self.add_state("images", torch.zeros((), dtype=torch.float64))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
@@ -53,7 +53,7 @@ class ConfusionMatrixMetric(StreamingMetric):
                 if keep.any():
                     single = torch.bincount(image_target[keep].long() * self.num_classes + image_pred[keep].long(),
                                             minlength=self.num_classes**2).reshape(self.num_classes, -1).double()
-                    self.image_miou_sum += _iou(single).nanmean()
+                    self.image_miou_sum += fixed_point(_iou(single).nanmean()[None])
                     self.images += 1
 
     def per_class_iou(self) -> torch.Tensor:
@@ -65,7 +65,7 @@ class ConfusionMatrixMetric(StreamingMetric):
         iou = self.per_class_iou()
         total = self.confusion.sum()
         accumulated = float(iou.nan_to_num(0.0).mean() * 100) if total > 0 else float("nan")
-        per_image = float(self.image_miou_sum / self.images * 100) if self.images > 0 else float("nan")
+        per_image = float(from_fixed(self.image_miou_sum)) / float(self.images) * 100 if self.images > 0 else float("nan")
         result = {
             "miou": per_image if self.per_image else accumulated,
             "miou_present": float(iou.nanmean() * 100) if total > 0 else float("nan"),
