@@ -46,3 +46,18 @@ def tiny_config(tmp_path: Path):
         return validate(raw, "(test)")
 
     return make
+
+
+def loss_before_and_after_fit(trainer) -> tuple[float, float]:
+    """The summed task losses on the first training batch before and after ``trainer.fit()``."""
+    batch = next(iter(trainer.loader))
+
+    def total_loss() -> float:
+        with torch.no_grad():
+            output = trainer.model(batch["image"])
+            return sum(trainer.task_losses(output, batch).values()).item()
+
+    before = total_loss()
+    trainer.fit()
+    trainer.model.train()
+    return before, total_loss()

@@ -113,6 +113,31 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from scenemtl.engine.benchmark import format_balancing_table, load_benchmark, run_balancing_benchmark
+    from scenemtl.errors import ConfigError
+
+    bench, base = load_benchmark(args.config, args.set)
+    updates = {}
+    if args.methods:
+        wanted = args.methods.split(",")
+        chosen = [m for m in bench.methods if (m if isinstance(m, str) else m.row) in wanted]
+        missing = sorted(set(wanted) - {m if isinstance(m, str) else m.row for m in chosen})
+        if missing:
+            raise ConfigError(f"--methods: {missing} not in the benchmark's methods")
+        updates["methods"] = chosen
+    if args.seeds:
+        updates["seeds"] = [int(s) for s in args.seeds.split(",")]
+    if args.out:
+        updates["out_dir"] = args.out
+    bench = bench.model_copy(update=updates)
+    summary = run_balancing_benchmark(bench, base, progress=not args.quiet)
+    print(format_balancing_table(summary))
+    out = bench.out_dir.replace("{name}", bench.name)
+    print(f"results: {out}/results.md (and results.json)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from scenemtl.engine.demo import run_demo
 
@@ -157,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls = commands.add_parser("list", help="list tasks, models, backbones, datasets and balancers")
     ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers"])
     ls.set_defaults(func=_list)
+
+    bench = commands.add_parser("benchmark", help="compare methods over several seeds")
+    kinds = bench.add_subparsers(dest="kind", required=True)
+    balancing = kinds.add_parser("balancing", help="task-balancing methods × seeds on one experiment: mean ± std, Δm, cost")
+    balancing.add_argument("--config", required=True, help="benchmark YAML (e.g. configs/synthetic/balancing.yaml)")
+    balancing.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override every run's experiment, e.g. train.steps=100")
+    balancing.add_argument("--methods", default=None, help="comma-separated subset of the methods' rows")
+    balancing.add_argument("--seeds", default=None, help="comma-separated seeds (default: the file's)")
+    balancing.add_argument("--out", default=None, help="output folder (default: the file's out_dir)")
+    common(balancing)
+    balancing.set_defaults(func=_benchmark)
 
     demo = commands.add_parser("demo", help="train STL and HPS on synthetic scenes and compare them")
     demo.add_argument("--out", default="runs/demo")

@@ -109,7 +109,12 @@ class TrainConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0)
     warmup_steps: int = Field(20, ge=0)
+    # learning-rate schedule after warm-up: poly (InvPT, ATRC) or step decay (MTAN's StepLR)
+    schedule: Literal["poly", "step"] = "poly"
     poly_power: float = Field(0.9, ge=0)
+    # step schedule: multiply the rate by decay_gamma every decay_every optimiser steps
+    decay_every: int | None = Field(None, ge=1)
+    decay_gamma: float = Field(0.5, gt=0)
     grad_clip: float | None = Field(None, gt=0)
     init_output_bias: bool = True
     # fp16 uses a gradient scaler; bf16 needs none

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -64,3 +65,25 @@ def test_two_processes_train_like_one_with_the_same_global_batch(config_file, tm
     for task, values in single["metrics"].items():
         for name, value in values.items():
             assert two["metrics"][task][name] == pytest.approx(value, rel=1e-6, nan_ok=True), (task, name)
+
+
+@pytest.mark.parametrize("balancer", ["uncertainty", "upgrad"])
+def test_balancers_under_two_processes_equal_one_with_accumulation(config_file, tmp_path, balancer):
+    # a learned loss weighting (its log-variances are averaged by hand: they live outside DDP) and a
+    # gradient aggregator (the Jacobian is averaged over processes before it is aggregated)
+    cli = ["-m", "scenemtl.cli"]
+    options = ["--quiet", "--set", f"balancer.name={balancer}"]
+    run([*TORCHRUN, *cli, "train", str(config_file), *options, "--set", "name=ddp"], tmp_path)
+    run([sys.executable, *cli, "train", str(config_file), *options, "--set", "name=one", "--set", "train.accumulation=2"],
+        tmp_path)
+    ddp, one = parameters(tmp_path / "runs" / "ddp"), parameters(tmp_path / "runs" / "one")
+    for key in ddp:
+        assert (ddp[key] - one[key]).abs().max() <= 1e-5, key
+    states = [torch.load(sorted((tmp_path / "runs" / name / "checkpoints").glob("step_*"))[-1] / "trainer.pt",
+                         weights_only=True)["balancer"] for name in ("ddp", "one")]
+    for key, value in states[0].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.allclose(value, states[1][key], atol=1e-5), key
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "train"]
+    assert sum(losses[-1].values()) < sum(losses[0].values())

@@ -54,3 +54,21 @@ def test_bf16_autocast_and_grad_clipping_train(tiny_config):
     # the scored outputs stay float32 (bf16 would round depth by ~0.4 %)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert trainer.model(torch.randn(1, 3, 32, 48)).final["depth"].dtype == torch.float32
+
+
+def test_step_schedule_halves_the_rate_every_decay_steps():
+    from scenemtl.errors import ConfigError
+
+    config = TrainConfig(steps=10, lr=1e-4, optimizer="adam", warmup_steps=0, schedule="step", decay_every=4,
+                         decay_gamma=0.5)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = build_optimizer(config, [param])
+    scheduler = build_scheduler(config, optimizer)
+    rates = []
+    for _ in range(9):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1e-4] * 4 + [5e-5] * 4 + [2.5e-5])
+    with pytest.raises(ConfigError, match="decay_every"):
+        build_scheduler(TrainConfig(schedule="step"), optimizer)

@@ -9,23 +9,13 @@ from scenemtl.engine import checkpoint as ckpt
 from scenemtl.engine.builder import model_from_checkpoint
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import CheckpointError, ScenemtlError
+from tests.conftest import loss_before_and_after_fit
 
 
 def test_training_lowers_the_loss(tiny_config):
     config = tiny_config("train.steps=40", "data.options.num_train=8", "data.augment.scale=null",
                          "data.augment.flip=false", "data.augment.photometric=false", "train.lr=3e-3")
-    trainer = Trainer(config, progress=False, log=False)
-    batch = next(iter(trainer.loader))
-
-    def total_loss():
-        with torch.no_grad():
-            output = trainer.model(batch["image"])
-            return sum(trainer.task_losses(output, batch).values()).item()
-
-    before = total_loss()
-    trainer.fit()
-    trainer.model.train()
-    after = total_loss()
+    before, after = loss_before_and_after_fit(Trainer(config, progress=False, log=False))
     assert after < 0.7 * before, (before, after)
 
 

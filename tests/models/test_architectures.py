@@ -15,8 +15,12 @@ def all_tasks():
     return {name: build_task(name, {}, CLASSES) for name in TASKS.names()}
 
 
+#: narrow variants of the architectures whose width is fixed by their paper
+TINY_OPTIONS = {"segnet": {"filters": [4, 8, 8, 16, 16]}, "mtan": {"filters": [4, 8, 8, 16, 16]}}
+
+
 def tiny_model_config(arch: str) -> ModelConfig:
-    return ModelConfig(arch=arch, backbone={"name": "test_resnet"}, head_channels=8)
+    return ModelConfig(arch=arch, backbone={"name": "test_resnet"}, head_channels=8, options=TINY_OPTIONS.get(arch, {}))
 
 
 @pytest.mark.parametrize("arch", MODELS.names())

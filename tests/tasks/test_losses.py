@@ -167,3 +167,16 @@ def test_edge_image_ids_file_selects_seism_subsets(tmp_path):
     (tmp_path / "test_new.txt").write_text("2008_000002\n2008_000003\n\n")
     metric = build_task("edge", {"image_ids": str(tmp_path / "test_new.txt")}).metric()
     assert metric.image_ids == {"2008_000002", "2008_000003"} and "2 listed images" in metric.variant
+
+
+def test_normals_cosine_loss_is_one_minus_the_mean_cosine():
+    task = build_task("normals", {"loss": "cosine"})
+    target = torch.zeros(1, 3, 2, 2)
+    target[0, 2] = 1.0
+    target[0, :, 1, 1] = 0.0  # invalid
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 2] = 2.0  # aligned after normalisation
+    logits[0, 0, 0, 0], logits[0, 2, 0, 0] = 1.0, 0.0  # orthogonal at one pixel
+    assert float(task.loss(logits, target)) == pytest.approx(1 - 2 / 3)
+    with pytest.raises(ConfigError, match="cosine"):
+        build_task("normals", {"loss": "dot"})

@@ -5,10 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scenemtl.balancing.base import BALANCERS, Balancer, EqualWeights, FixedWeights, LossWeighting, register_balancer
+from scenemtl.balancing import gradient, weighting  # noqa: F401  (registers the methods)
+from scenemtl.balancing.base import (
+    BALANCERS,
+    Balancer,
+    EqualWeights,
+    FixedWeights,
+    LossWeighting,
+    StepContext,
+    register_balancer,
+)
+from scenemtl.balancing.gradient import GradientBalancer
 from scenemtl.registry import check_options
 
-__all__ = ["BALANCERS", "Balancer", "EqualWeights", "FixedWeights", "LossWeighting", "build_balancer", "register_balancer"]
+__all__ = [
+    "BALANCERS", "Balancer", "EqualWeights", "FixedWeights", "GradientBalancer", "LossWeighting", "StepContext",
+    "build_balancer", "register_balancer",
+]
 
 
 def build_balancer(name: str, tasks: Sequence[str], weights: Mapping[str, float], options: Mapping[str, Any]) -> Balancer:

@@ -74,6 +74,34 @@ def any_process(info: DistInfo, flag: bool) -> bool:
     return bool(value.item())
 
 
+def _communicable(info: DistInfo, tensor: torch.Tensor) -> torch.Tensor:
+    # Gloo reduces CPU tensors, NCCL CUDA ones
+    return tensor.to(info.device) if info.device.type == "cuda" else tensor.cpu()
+
+
+def all_reduce_mean(info: DistInfo, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` averaged over processes (itself in one process), on its own device."""
+    if not info.distributed:
+        return tensor
+    value = _communicable(info, tensor.detach()).clone()
+    dist.all_reduce(value)
+    return value.div_(info.world_size).to(tensor.device)
+
+
+def all_reduce_grads(info: DistInfo, params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over processes in one flat buffer (a missing gradient counts as zero)."""
+    if not info.distributed or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _communicable(info, torch.cat([g.reshape(-1).float() for g in grads]))
+    dist.all_reduce(flat)
+    flat.div_(info.world_size)
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset: offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
+        offset += p.numel()
+
+
 def cleanup() -> None:
     """Leave the process group if one was joined."""
     if dist.is_available() and dist.is_initialized():

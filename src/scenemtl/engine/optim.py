@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from scenemtl.config import TrainConfig
+from scenemtl.errors import ConfigError
 
 
-def build_optimizer(config: TrainConfig, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """AdamW, Adam or SGD (with momentum) over the trainable parameters."""
-    params = [p for p in parameters if p.requires_grad]
+def build_optimizer(
+    config: TrainConfig, parameters: Iterable[nn.Parameter], extra_groups: Sequence[dict] = ()
+) -> torch.optim.Optimizer:
+    """AdamW, Adam or SGD (with momentum) over the trainable parameters (plus ``extra_groups``, e.g. a balancer's)."""
+    trainable = [p for p in parameters if p.requires_grad]
+    params: list = [{"params": trainable}, *extra_groups] if extra_groups else trainable
+    every = trainable + [p for group in extra_groups for p in group["params"]]
     # the fused kernels are several times faster (4× for AdamW on a CPU with many small tensors)
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    fused = bool(every) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in every)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
     if config.optimizer == "adam":
@@ -32,8 +37,20 @@ def poly_factor(step: int, total: int, power: float, warmup: int) -> float:
     return max(0.0, 1.0 - progress) ** power
 
 
+def step_factor(step: int, every: int, gamma: float, warmup: int) -> float:
+    """LR multiplier: linear warm-up, then ×gamma every ``every`` steps (MTAN's StepLR, counted in steps)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    return gamma ** (step // every)
+
+
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step poly schedule (InvPT/ATRC's), stepped once per optimiser step."""
+    """A per-step poly (InvPT/ATRC's) or step-decay (MTAN's) schedule, stepped once per optimiser step."""
+    if config.schedule == "step":
+        if config.decay_every is None:
+            raise ConfigError("train.schedule=step needs train.decay_every (optimiser steps between decays)")
+        every, gamma, warmup = config.decay_every, config.decay_gamma, config.warmup_steps
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: step_factor(step, every, gamma, warmup))
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: poly_factor(step, config.steps, config.poly_power, config.warmup_steps)
     )

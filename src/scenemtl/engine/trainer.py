@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from scenemtl.balancing import build_balancer
+from scenemtl.balancing import StepContext, build_balancer
 from scenemtl.config import Config
 from scenemtl.data import DenseDataset
 from scenemtl.engine import builder, distributed
@@ -87,7 +87,11 @@ class Trainer:
         weights = {name: task.weight for name, task in config.tasks.items()}
         self.balancer = build_balancer(config.balancer.name, list(self.tasks), weights, config.balancer.options)
         self.balancer.to(self.device)
-        self.optimizer = build_optimizer(cfg, list(self.model.parameters()) + list(self.balancer.parameters()))
+        self.optimizer = build_optimizer(cfg, self.model.parameters(), self.balancer.optimizer_groups())
+        self._shared = self.model.shared_parameters()
+        if self.balancer.needs_features and hasattr(self.model, "cut_features"):
+            self.model.cut_features = True
+        self._parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         rank, world = self.dist.rank, self.dist.world_size
@@ -175,42 +179,74 @@ class Trainer:
                     )
         self._checked_labels = True
 
+    def _context(self, count: int) -> StepContext:
+        # fp16: the scaler's current factor (scaling a unit tensor also starts the scaler, as scale(loss) would)
+        grad_scale = float(self.scaler.scale(torch.ones((), device=self.device))) if self.scaler.is_enabled() else 1.0
+        return StepContext(
+            shared=self._shared,
+            parameters=self._parameters,
+            scale=grad_scale / count,
+            grad_scale=grad_scale,
+            step=self.step + 1,
+            seed=self.config.seed,
+            device=self.device,
+            all_reduce_mean=lambda tensor: distributed.all_reduce_mean(self.dist, tensor),
+        )
+
+    def _forward_losses(self, batch: dict) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
+        image = batch["image"]
+        if self.config.train.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.config.train.precision):
+            output = self.net(image)
+        return output, self.task_losses(output, batch)
+
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
-        """One optimiser step over ``train.accumulation`` micro-batches; returns losses, weights, skipped."""
+        """One optimiser step over ``train.accumulation`` micro-batches; returns losses, weights, skipped.
+
+        The balancer back-propagates each micro-batch's losses and completes the step's gradients
+        in ``finish``. A balancer that synchronises gradients itself (gradient aggregation) runs
+        every micro-batch outside DDP's hooks; the gradients it did not synchronise are then
+        averaged here.
+        """
         cfg = self.config.train
         if not self._checked_labels:
             self._check_labels(micro_batches[0])
         totals: dict[str, float] = {}
-        weights: dict[str, float] = {}
-        shared = self.model.shared_parameters()
         count = len(micro_batches)
+        ctx = self._context(count)
+        manual_sync = self.balancer.synchronizes_gradients and self.dist.distributed
         try:
             for i, batch in enumerate(micro_batches):
                 batch = move(batch, self.device)
-                image = batch["image"]
-                if cfg.channels_last:
-                    image = image.contiguous(memory_format=torch.channels_last)
                 last = i == count - 1
-                sync = self.net.no_sync() if (self.dist.distributed and not last and hasattr(self.net, "no_sync")) else nullcontext()
+                hooks_off = manual_sync or not last
+                sync = self.net.no_sync() if (self.dist.distributed and hooks_off and hasattr(self.net, "no_sync")) else nullcontext()
                 with sync:
-                    with autocast(self.device, cfg.precision):
-                        output = self.net(image)
-                    losses = self.task_losses(output, batch)
+                    output, losses = self._forward_losses(batch)
                     bad = self._non_finite(losses)
                     if bad is not None:
                         return self._bad_step(bad, losses[bad])
-                    # each micro-batch's share of the step; the scaler's factor (fp16) is uniform over tasks
-                    scaled = {name: self.scaler.scale(loss / count) for name, loss in losses.items()}
-                    weights = self.balancer.backward(scaled, shared)
+                    ctx.features, ctx.feature_sources = output.features, output.feature_sources
+                    self.balancer.backward(losses, ctx)
+                    ctx.features, ctx.feature_sources = (), ()
                 for name, loss in losses.items():
                     totals[name] = totals.get(name, 0.0) + float(loss.detach()) / count
+            weights = self.balancer.finish(ctx)
         except torch.OutOfMemoryError:
             self.optimizer.zero_grad(set_to_none=True)
+            self.balancer.discard()
             raise ScenemtlError(
                 f"out of memory at step {self.step + 1} with data.batch_size={self.config.data.batch_size}: lower "
                 "data.batch_size (raise train.accumulation to keep the global batch), or set train.precision=bf16 "
                 "or train.activation_checkpointing=true"
             ) from None
+        if self.dist.distributed:
+            done = self.balancer.synchronized()
+            todo = [p for p in self.balancer.parameters() if p.requires_grad and p not in done]
+            if manual_sync:
+                todo += [p for p in self._parameters if p not in done]
+            distributed.all_reduce_grads(self.dist, todo)
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -218,10 +254,24 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.balancer.after_step(lambda: self._recompute_losses(micro_batches))
         return {"loss": totals, "weight": weights, "skipped": False}
+
+    @torch.no_grad()
+    def _recompute_losses(self, batches: list[dict]) -> dict[str, torch.Tensor]:
+        """The step's losses (mean over its micro-batches) under the updated parameters, for balancers that compare."""
+        sums: dict[str, torch.Tensor] = {}
+        for batch in batches:
+            batch = move(batch, self.device)
+            with (self.net.no_sync() if hasattr(self.net, "no_sync") else nullcontext()):
+                _, losses = self._forward_losses(batch)
+            for name, loss in losses.items():
+                sums[name] = sums.get(name, 0) + loss.detach().float() / len(batches)
+        return sums
 
     def _bad_step(self, task: str, loss: torch.Tensor) -> dict[str, Any]:
         self.optimizer.zero_grad(set_to_none=True)
+        self.balancer.discard()
         if self.config.train.nonfinite == "error":
             raise ScenemtlError(
                 f"the loss of task '{task}' is {loss.item()} at step {self.step + 1}; lower train.lr, set "
@@ -230,6 +280,15 @@ class Trainer:
         self.skipped += 1
         return {"loss": {}, "weight": {}, "skipped": True}
 
+    def _end_epoch(self) -> None:
+        """Hand the balancer the epoch-averaged unweighted losses, averaged over processes."""
+        names = sorted(self.epoch_loss)
+        if names:
+            means = torch.tensor([self.epoch_loss[k][0] / max(self.epoch_loss[k][1], 1) for k in names], dtype=torch.float64)
+            means = distributed.all_reduce_mean(self.dist, means)
+            self.balancer.end_epoch(dict(zip(names, means.tolist())))
+        self.epoch_loss = {}
+
     def _micro_batches(self) -> Iterator[dict]:
         """Batches across epochs; the position advances as each batch is handed out (for exact resume)."""
         while True:
@@ -237,8 +296,7 @@ class Trainer:
             for batch in self.loader:
                 self.position += batch["image"].shape[0]
                 yield batch
-            self.balancer.end_epoch({k: s / max(n, 1) for k, (s, n) in self.epoch_loss.items()})
-            self.epoch_loss = {}
+            self._end_epoch()
             self.epoch, self.position = self.epoch + 1, 0
 
     def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:

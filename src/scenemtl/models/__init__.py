@@ -1,6 +1,7 @@
 """Architectures (registered by name), backbones and decoder blocks."""
 
 from scenemtl.models import hps as _hps  # noqa: F401  (registers hps, stl)
+from scenemtl.models import segnet as _segnet  # noqa: F401  (registers segnet, mtan)
 from scenemtl.models.backbones import SUGGESTED_BACKBONES, Backbone
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.output import ModelOutput

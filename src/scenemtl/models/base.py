@@ -21,6 +21,9 @@ class MultiTaskModel(nn.Module):
     """
 
     needs_unused_parameters: bool = False
+    #: set by gradient balancers: forward returns the shared representation and the detached
+    #: copies the heads read (``ModelOutput.features``); architectures without one such cut ignore it
+    cut_features: bool = False
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Per-task logits at the input size (and deep-supervision outputs in ``aux``)."""

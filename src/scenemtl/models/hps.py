@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from scenemtl.config import ModelConfig
+from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.heads import FPNHead, upsample_to
@@ -34,9 +35,13 @@ class HardSharing(MultiTaskModel):
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Logits of every task at the input size."""
-        features = self.backbone(image)
+        sources = self.backbone(image)
         size = image.shape[-2:]
-        return ModelOutput(final={name: upsample_to(head(features), size) for name, head in self.heads.items()})
+        features = [f.detach().requires_grad_() for f in sources] if self.cut_features else sources
+        final = {name: upsample_to(head(features), size) for name, head in self.heads.items()}
+        if self.cut_features:
+            return ModelOutput(final=final, features=tuple(features), feature_sources=tuple(sources))
+        return ModelOutput(final=final)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The parameters every task's loss reaches (what gradient balancers act on)."""
@@ -53,15 +58,22 @@ class HardSharing(MultiTaskModel):
 
 
 class SingleTaskNetworks(MultiTaskModel):
-    """Independent backbone + head per task: the single-task baselines, trained side by side.
+    """One independent network per task: the single-task baselines, trained side by side.
 
     With several tasks this is exactly as many separate networks (no parameter is shared), so one
-    run gives every single-task reference for Δm.
+    run gives every single-task reference for Δm. Each network is the registered architecture
+    ``per_task`` (default ``hps``: backbone + head) built for its one task, with ``per_task_options``.
     """
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task]) -> None:
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps",
+                 per_task_options: Mapping | None = None) -> None:
         super().__init__()
-        self.networks = nn.ModuleDict({name: HardSharing(config, {name: task}) for name, task in tasks.items()})
+        from scenemtl.models.registry import build_model
+
+        if per_task == "stl":
+            raise ConfigError("model.options.per_task cannot be 'stl' itself; name an architecture such as hps or segnet")
+        single = config.model_copy(update={"arch": per_task, "options": dict(per_task_options or {})})
+        self.networks = nn.ModuleDict({name: build_model(single, {name: task}) for name, task in tasks.items()})
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Each task's logits from its own network."""
@@ -92,6 +104,7 @@ def hps(config: ModelConfig, tasks: Mapping[str, Task]) -> HardSharing:
 
 
 @register_model("stl")
-def stl(config: ModelConfig, tasks: Mapping[str, Task]) -> SingleTaskNetworks:
-    """Single-task learning: one independent network per task."""
-    return SingleTaskNetworks(config, tasks)
+def stl(config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps",
+        per_task_options: Mapping | None = None) -> SingleTaskNetworks:
+    """Single-task learning: one independent network (architecture ``per_task``) per task."""
+    return SingleTaskNetworks(config, tasks, per_task, per_task_options)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scenemtl.errors import ConfigError
 from scenemtl.metrics import NormalsMetric
 from scenemtl.metrics.normals import unit_vectors
 from scenemtl.tasks.base import Task, masked_mean
@@ -19,22 +20,32 @@ from scenemtl.tasks.registry import register_task
 class NormalsTask(Task):
     """Surface normals: L1 on the L2-normalised prediction, summed over xyz, averaged over valid pixels.
 
-    As InvPT's ``L1Loss(normalize=True)``. Invalid pixels are the all-zero vector. A horizontal
-    flip negates the x component.
+    As InvPT's ``L1Loss(normalize=True)``; ``loss: cosine`` is MTAN's 1 − mean over valid pixels
+    of n̂·n instead. Invalid pixels are the all-zero vector. A horizontal flip negates the x
+    component.
     """
 
     out_channels = 3
     pad_value = 0.0
+
+    def __init__(self, name: str = "normals", loss: str = "l1") -> None:
+        super().__init__(name)
+        if loss not in ("l1", "cosine"):
+            raise ConfigError(f"tasks.{name}.loss must be 'l1' (InvPT) or 'cosine' (MTAN), got {loss!r}")
+        self.loss_kind = loss
 
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels whose normal is not the zero vector."""
         return (target != 0).any(dim=1) & torch.isfinite(target).all(dim=1)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Σ_xyz |n̂ − n| over valid pixels / number of valid pixels."""
+        """Σ_xyz |n̂ − n| (or 1 − n̂·n) over valid pixels / number of valid pixels."""
         valid = self.valid_mask(target)
         clean = torch.where(valid[:, None], target, torch.zeros_like(target))
-        per_pixel = (unit_vectors(logits.float()) - clean).abs().sum(dim=1)
+        unit = unit_vectors(logits.float())
+        if self.loss_kind == "cosine":
+            return 1 - masked_mean((unit * clean).sum(dim=1), valid)
+        per_pixel = (unit - clean).abs().sum(dim=1)
         return masked_mean(per_pixel, valid)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,218 @@
+"""SegNet and MTAN-SegNet: the networks of MTAN's NYUv2-13 benchmark (Liu et al., CVPR 2019).
+
+Written from the architecture MTAN's ``im2im_pred`` scripts define, layer for layer, so that the
+parameter counts (and state layouts, up to names) match: a SegNet encoder-decoder with filters
+64-128-256-512-512 (``wide``: 1024 last; ``deep``: two convolutions per block), max-pooling with
+indices and unpooling, and per task a prediction block (3×3 then 1×1 convolution, no norm).
+
+- ``segnet``: the shared SegNet with one prediction block per task (MTAN's "split, standard").
+  With one task it is MTAN's single-task SegNet; ``stl`` with ``model.options.per_task=segnet``
+  gives the single-task references.
+- ``mtan``: MTAN-SegNet, the shared SegNet plus per-task soft-attention modules on every
+  encoder and decoder level (1×1 conv-BN-ReLU-1×1 conv-BN-sigmoid masks applied to the shared
+  features), with the 3×3 blocks between attention levels (``encoder_block_att`` /
+  ``decoder_block_att``) shared by the tasks.
+
+Differences from the scripts, none of which changes a parameter: the task heads output logits
+(the tasks apply log-softmax / L2 normalisation in their losses and predictions); unpooling and
+the decoder attention's upsampling take the encoder's sizes, so inputs need not be multiples of
+32 (identical results when they are, e.g. 288×384); ``uncertainty`` weighting lives in the
+balancer, not in the model (MTAN's ``logsigma``: the scripts print 3 more parameters).
+``filters`` (five channel counts) narrows the network for tests and CPU trials; it is not a
+paper setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scenemtl.config import ModelConfig
+from scenemtl.errors import ConfigError, ScenemtlError
+from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.output import ModelOutput
+from scenemtl.models.registry import register_model
+from scenemtl.tasks import Task
+
+Variant = Literal["standard", "wide", "deep"]
+
+
+def _filters(variant: Variant, filters: Sequence[int] | None = None) -> list[int]:
+    if filters is not None:
+        if len(filters) != 5 or any(int(c) < 1 for c in filters):
+            raise ConfigError(f"model.options.filters must be five positive channel counts, got {list(filters)}")
+        return [int(c) for c in filters]
+    return [64, 128, 256, 512, 1024] if variant == "wide" else [64, 128, 256, 512, 512]
+
+
+def conv_block(cin: int, cout: int, deep: bool = False) -> nn.Sequential:
+    """3×3 conv-BN-ReLU (twice when ``deep``)."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    if deep:
+        layers += [nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def prediction_block(channels: int, out_channels: int) -> nn.Sequential:
+    """MTAN's task head: 3×3 conv then 1×1 conv to the task's outputs."""
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, out_channels, 1))
+
+
+def attention_block(cin: int, mid: int, cout: int) -> nn.Sequential:
+    """MTAN's soft-attention mask: 1×1 conv-BN-ReLU-1×1 conv-BN-sigmoid."""
+    return nn.Sequential(
+        nn.Conv2d(cin, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+        nn.Conv2d(mid, cout, 1), nn.BatchNorm2d(cout), nn.Sigmoid(),
+    )
+
+
+def init_like_mtan(module: nn.Module) -> None:
+    """Xavier-normal convolutions with zero bias; BN weight 1, bias 0 (MTAN's initialisation)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class SegNetTrunk(nn.Module):
+    """The SegNet encoder-decoder; ``forward`` returns every level's features for attention modules."""
+
+    def __init__(self, variant: Variant = "standard", filters: Sequence[int] | None = None) -> None:
+        super().__init__()
+        f, deep = _filters(variant, filters), variant == "deep"
+        self.filters = f
+        self.encoder_block = nn.ModuleList([conv_block(3, f[0], deep)] + [conv_block(f[i], f[i + 1], deep) for i in range(4)])
+        self.decoder_block = nn.ModuleList([conv_block(f[0], f[0], deep)] + [conv_block(f[i + 1], f[i], deep) for i in range(4)])
+        self.conv_block_enc = nn.ModuleList([conv_block(f[0], f[0], deep), conv_block(f[1], f[1], deep)])
+        self.conv_block_dec = nn.ModuleList([conv_block(f[0], f[0], deep), conv_block(f[0], f[0], deep)])
+        for i in range(1, 4):
+            self.conv_block_enc.append(nn.Sequential(conv_block(f[i + 1], f[i + 1], deep), conv_block(f[i + 1], f[i + 1], deep)))
+            self.conv_block_dec.append(nn.Sequential(conv_block(f[i], f[i], deep), conv_block(f[i], f[i], deep)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Encoder features before/after each level's second block, unpooled maps and decoder outputs."""
+        if min(x.shape[-2:]) < 32:
+            raise ScenemtlError(f"SegNet pools five times by 2: inputs must be at least 32×32 pixels, got {tuple(x.shape[-2:])}")
+        first, second, sizes, indices = [], [], [], []
+        for i in range(5):
+            first.append(self.encoder_block[i](x))
+            second.append(self.conv_block_enc[i](first[-1]))
+            sizes.append(second[-1].shape[-2:])
+            x, index = F.max_pool2d(second[-1], 2, 2, return_indices=True)
+            indices.append(index)
+        upsampled, decoded = [], []
+        for i in range(5):
+            level = 4 - i
+            x = F.max_unpool2d(x, indices[level], 2, 2, output_size=sizes[level])
+            upsampled.append(x)
+            x = self.conv_block_dec[level](self.decoder_block[level](x))
+            decoded.append(x)
+        return {"first": first, "second": second, "upsampled": upsampled, "decoded": decoded}
+
+
+class _SegNetModel(MultiTaskModel):
+    """What both SegNet models share: ``heads`` of prediction blocks whose last convolution gives the logits."""
+
+    heads: nn.ModuleDict
+
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Start each task's output at its training prior."""
+        for name, prior in priors.items():
+            with torch.no_grad():
+                self.heads[name][-1].bias.copy_(prior.to(self.heads[name][-1].bias))
+
+
+class SegNetSplit(_SegNetModel):
+    """Shared SegNet, one prediction block per task (MTAN's "split, standard"; one task: single-task SegNet)."""
+
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard",
+                 filters: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.trunk = SegNetTrunk(variant, filters)
+        self.heads = nn.ModuleDict({name: prediction_block(self.trunk.filters[0], task.out_channels)
+                                    for name, task in tasks.items()})
+        init_like_mtan(self)
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Every task's logits at the input size."""
+        source = self.trunk(image)["decoded"][-1]
+        feature = source.detach().requires_grad_() if self.cut_features else source
+        final = {name: head(feature) for name, head in self.heads.items()}
+        if self.cut_features:
+            return ModelOutput(final=final, features=(feature,), feature_sources=(source,))
+        return ModelOutput(final=final)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The SegNet trunk."""
+        return list(self.trunk.parameters())
+
+
+class MTANSegNet(_SegNetModel):
+    """MTAN-SegNet: the shared SegNet and per-task attention masks on all ten levels."""
+
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], filters: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.trunk = SegNetTrunk("standard", filters)
+        f = self.trunk.filters
+        # shared by the tasks: the 3×3 blocks between attention levels
+        self.encoder_block_att = nn.ModuleList([conv_block(f[i], f[i + 1]) for i in range(4)] + [conv_block(f[4], f[4])])
+        self.decoder_block_att = nn.ModuleList([conv_block(f[0], f[0])] + [conv_block(f[i + 1], f[i]) for i in range(3)]
+                                               + [conv_block(f[4], f[4])])
+        self.encoder_att = nn.ModuleDict({
+            name: nn.ModuleList([attention_block(f[0], f[0], f[0])]
+                                + [attention_block(2 * f[i + 1], f[i + 1], f[i + 1]) for i in range(4)])
+            for name in tasks
+        })
+        self.decoder_att = nn.ModuleDict({
+            name: nn.ModuleList([attention_block(2 * f[0], f[0], f[0])]
+                                + [attention_block(f[i + 1] + f[i], f[i], f[i]) for i in range(4)])
+            for name in tasks
+        })
+        self.heads = nn.ModuleDict({name: prediction_block(f[0], task.out_channels) for name, task in tasks.items()})
+        init_like_mtan(self)
+
+    def _task(self, name: str, shared: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+        encoder_att, decoder_att = self.encoder_att[name], self.decoder_att[name]
+        x = None
+        for j in range(5):
+            inputs = shared["first"][j] if j == 0 else torch.cat([shared["first"][j], x], dim=1)
+            attended = encoder_att[j](inputs) * shared["second"][j]
+            x = F.max_pool2d(self.encoder_block_att[j](attended), 2, 2)
+        for j in range(5):
+            level = 4 - j
+            up = shared["upsampled"][j]
+            x = F.interpolate(x, size=up.shape[-2:], mode="bilinear", align_corners=True)
+            x = self.decoder_block_att[level](x)
+            x = decoder_att[level](torch.cat([up, x], dim=1)) * shared["decoded"][j]
+        return self.heads[name](x)
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Every task's logits at the input size."""
+        shared = self.trunk(image)
+        return ModelOutput(final={name: self._task(name, shared) for name in self.heads})
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The SegNet trunk and the attention levels' shared 3×3 blocks."""
+        return [*self.trunk.parameters(), *self.encoder_block_att.parameters(), *self.decoder_block_att.parameters()]
+
+
+@register_model("segnet")
+def segnet(config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard",
+           filters: Sequence[int] | None = None) -> SegNetSplit:
+    """Shared SegNet with per-task prediction blocks (``variant``: standard, wide or deep)."""
+    if variant not in ("standard", "wide", "deep"):
+        raise ConfigError(f"model.options.variant must be standard, wide or deep (got {variant!r})")
+    return SegNetSplit(config, tasks, variant, filters)
+
+
+@register_model("mtan")
+def mtan(config: ModelConfig, tasks: Mapping[str, Task], filters: Sequence[int] | None = None) -> MTANSegNet:
+    """MTAN-SegNet (Liu et al., CVPR 2019): shared SegNet plus per-task attention."""
+    return MTANSegNet(config, tasks, filters)
