@@ -96,7 +96,10 @@ def test_matching_is_maximum_cardinality_and_never_below_bsds():
         assert ours == len(nx.bipartite.maximum_matching(graph, top_nodes=top)) // 2
 
 
-def test_f_measure_of_generated_maps_equals_the_bsds_matcher_within_1e_3():
+def test_f_measure_of_generated_maps_is_the_bsds_matchers_or_slightly_above():
+    # BSDS's matcher adds random outlier edges, so its count varies from call to call (with the
+    # number of earlier calls in the process) and can only lose matches against our maximum
+    # matching. Over 40 repeated calls on these maps the gap was 0 to 1.04e-3 in F.
     thresholds = np.array([0.3, 0.5, 0.7])
     ours = np.zeros((3, 4))
     reference = np.zeros((3, 4))
@@ -108,7 +111,8 @@ def test_f_measure_of_generated_maps_equals_the_bsds_matcher_within_1e_3():
             prediction = thin(probability > t)
             matched_pred, matched_gt = bsds_counts(prediction, gt, 0.0075)
             reference[k] += (matched_gt, gt.sum(), matched_pred, prediction.sum())
-    assert np.allclose(f_measure(ours)[2], f_measure(reference)[2], atol=1e-3)
+    gap = f_measure(ours)[2] - f_measure(reference)[2]
+    assert np.all(gap >= -1e-12) and np.all(gap <= 2.5e-3), gap
 
 
 def test_counts_by_hand_shift_within_and_beyond_the_match_distance():
