@@ -98,10 +98,15 @@ def _list(args: argparse.Namespace) -> int:
     from scenemtl.models import MODELS, SUGGESTED_BACKBONES
     from scenemtl.tasks import TASKS
 
+    def describe(name: str) -> str:
+        info = DATASETS.get(name).info
+        tasks = ", ".join(f"{t} ({len(info.class_names[t])} classes)" if t in info.class_names else t for t in info.tasks)
+        return f"{name:<16} {tasks}"
+
     sections = {
         "tasks": TASKS.names(),
         "models": MODELS.names(),
-        "datasets": DATASETS.names(),
+        "datasets": [describe(name) for name in DATASETS.names()],
         "balancers": BALANCERS.names(),
         "backbones": [*SUGGESTED_BACKBONES, "(any timm model that supports features_only)"],
     }
@@ -136,6 +141,41 @@ def _benchmark(args: argparse.Namespace) -> int:
     out = bench.out_dir.replace("{name}", bench.name)
     print(f"results: {out}/results.md (and results.json)")
     return 0
+
+
+def _dataset_options(pairs: list[str]) -> dict:
+    import yaml
+
+    from scenemtl.errors import ConfigError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option '{pair}': expected KEY=VALUE, e.g. --option classes=19")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def _data(args: argparse.Namespace) -> int:
+    from scenemtl.data import DATASETS
+    from scenemtl.registry import check_options
+
+    cls = DATASETS.get(args.name)
+    if args.action == "download":
+        from scenemtl.data.download import download
+
+        for path in download(args.name, args.root):
+            print(f"ready: {path}")
+        return 0
+    from scenemtl.data.check import check_dataset
+
+    options = _dataset_options(args.option)
+    check_options(cls, options, "--option", ("root", "split", "tasks"), owner=args.name)
+    splits = args.split.split(",") if args.split else None
+    report = check_dataset(args.name, args.root, splits, options)
+    print(report.format(limit=args.limit))
+    return 0 if report.ok else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -194,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     balancing.add_argument("--out", default=None, help="output folder (default: the file's out_dir)")
     common(balancing)
     balancing.set_defaults(func=_benchmark)
+
+    data = commands.add_parser("data", help="download a dataset, or check a copy of one")
+    actions = data.add_subparsers(dest="action", required=True)
+    dl = actions.add_parser("download", help="fetch, verify and extract a dataset's public archives (resumable)")
+    dl.add_argument("name", help="dataset name (see `scenemtl list datasets`)")
+    dl.add_argument("--root", required=True, help="folder to download and extract into")
+    dl.set_defaults(func=_data)
+    ck = actions.add_parser("check", help="read every sample of a copy and report what is missing or wrong")
+    ck.add_argument("name", help="dataset name (see `scenemtl list datasets`)")
+    ck.add_argument("--root", required=True, help="the dataset folder (as data.root)")
+    ck.add_argument("--split", default=None, help="comma-separated splits (default: all)")
+    ck.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a data.options entry")
+    ck.add_argument("--limit", type=int, default=50, help="problems listed before the rest are counted")
+    ck.set_defaults(func=_data)
 
     demo = commands.add_parser("demo", help="train STL and HPS on synthetic scenes and compare them")
     demo.add_argument("--out", default="runs/demo")

@@ -40,6 +40,10 @@ class DenseDataset(Dataset):
 
     info: DatasetInfo
     splits: tuple[str, ...] = ("train", "val")
+    # image sizes (H, W) of the release as distributed; ``data check`` warns about others
+    release_sizes: tuple[tuple[int, int], ...] = ()
+    # where it can be fetched and how (``scenemtl data download``): see data/download.py
+    archives: tuple = ()
 
     def __init__(self, root: str | None, split: str, tasks: list[str]) -> None:
         from scenemtl.errors import ConfigError, did_you_mean
@@ -54,6 +58,14 @@ class DenseDataset(Dataset):
         self.root = root
         self.split = split
         self.tasks = list(tasks)
+        # the release recognised in ``root`` (datasets distributed in several forms say which)
+        self.variant: str = self.info.name
+        # remarks about the copy that do not make it unusable (``data check`` prints them)
+        self.notes: list[str] = []
+
+    def sample_id(self, index: int) -> str:
+        """The release's id of sample ``index`` (file stem or split-list entry)."""
+        return str(index)
 
     def sample(self, index: int) -> dict:
         """One raw sample (no augmentation, image not normalised)."""

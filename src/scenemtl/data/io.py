@@ -1,0 +1,108 @@
+"""Reading dataset files: every failure is a DataError that names the file and says what to do.
+
+The loaders of the real releases read through these functions only, so that a truncated PNG, a
+missing ``.npy`` or a ``.mat`` without the expected field is reported the same way everywhere
+(and ``scenemtl data check`` can list every such problem of a copy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from scenemtl.errors import DataError
+
+_PIL_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+
+
+def _missing(path: Path, what: str, fix: str) -> DataError:
+    return DataError(f"missing file {path} ({what}); {fix}")
+
+
+def read_image(path: str | Path, what: str = "image", fix: str = "re-extract it from the release",
+               mode: str | None = "RGB") -> np.ndarray:
+    """An image file as a numpy array: ``mode='RGB'`` gives H×W×3 uint8; ``mode=None`` keeps the stored
+    values (palette indices of a label PNG, 16-bit depth PNGs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, what, fix)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if mode is not None and image.mode != mode:
+                image = image.convert(mode)
+            return np.array(image)
+    except _PIL_ERRORS as error:
+        raise DataError(f"cannot read {what} {path}: {error}. The file is corrupt or truncated; {fix}") from None
+
+
+def read_label_png(path: str | Path, what: str = "label map", fix: str = "re-extract it from the release") -> np.ndarray:
+    """A single-channel label PNG as stored (palette indices or grey values), H×W."""
+    array = read_image(path, what, fix, mode=None)
+    if array.ndim != 2:
+        raise DataError(f"{path}: a {what} must have one channel, found shape {array.shape}; {fix}")
+    return array
+
+
+def read_npy(path: str | Path, what: str = "array", fix: str = "re-extract it from the release") -> np.ndarray:
+    """``np.load`` without pickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, what, fix)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"cannot read {what} {path}: {error}; {fix}") from None
+
+
+def read_mat(path: str | Path, what: str = ".mat file", fix: str = "re-extract it from the release") -> dict[str, Any]:
+    """A MATLAB (v5) file as scipy reads it, structs as nested ``mat_struct`` objects."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, what, fix)
+    try:
+        return loadmat(path, struct_as_record=False, squeeze_me=True)
+    except (MatReadError, ValueError, OSError, TypeError, NotImplementedError) as error:
+        raise DataError(f"cannot read {what} {path}: {error}; {fix}") from None
+
+
+def read_json(path: str | Path, what: str = "JSON file", fix: str = "re-extract it from the release") -> Any:
+    """A JSON file."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, what, fix)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise DataError(f"cannot read {what} {path}: {error}; {fix}") from None
+
+
+def read_split(path: str | Path, fix: str = "re-extract it from the release") -> list[str]:
+    """A split list: one id per line (blank lines and surrounding spaces ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing split file {path}; {fix}")
+    try:
+        ids = [line.strip() for line in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read split file {path}: {error}; {fix}") from None
+    ids = [i for i in ids if i]
+    if not ids:
+        raise DataError(f"split file {path} lists no ids; {fix}")
+    return ids
+
+
+def require_folder(path: str | Path, what: str, fix: str) -> Path:
+    """A folder that must exist."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"no folder {path} ({what}); {fix}")
+    return path
