@@ -1,5 +1,6 @@
 """NYUD-v2 in both releases (NYUDv2 PNG, NYUD_MT JPG+NPY): decoding, `data check`, augmentation alignment, recipe."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,6 @@ from scenemtl.config import load_config
 from scenemtl.data.check import check_dataset
 from scenemtl.data.nyud import CLASS_NAMES, MT_RELEASE, NYUD, PNG_RELEASE
 from scenemtl.engine.builder import build_tasks, build_transform, dataset_info
-from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ConfigError, DataError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "nyud"
@@ -151,16 +151,17 @@ def test_recipe_augmentation_keeps_every_target_aligned(tmp_path, monkeypatch):
     assert flips == {1.0, -1.0}
 
 
-def test_recipe_trains_and_evaluates_on_the_release(tmp_path, monkeypatch):
+def test_recipe_trains_and_evaluates_from_the_command_line(tmp_path, capsys):
     root = write_nyud(tmp_path / "NYUDv2", ids=(("a", "b", "c", "d"), ("e", "f")), size=(32, 40))
-    monkeypatch.setenv("SCENEMTL_NYUD", str(root))
-    config = load_config(CONFIGS / "hps.yaml", [
-        f"out_dir={tmp_path / 'runs'}", "model.backbone.name=test_resnet", "model.backbone.weights=null",
-        "model.head_channels=8", "model.decoder_stride=8", "data.augment.crop=[32,40]", "data.eval_pad=[32,40]",
-        "data.batch_size=2", "data.eval_batch_size=2", "data.num_workers=0", "train.steps=2", "train.device=cpu",
-        "train.eval_every=0", "train.checkpoint_every=0"])
-    assert config.train.optimizer == "sgd" and config.tasks["edge"].weight == 50
-    report = Trainer(config, progress=False, log=False).fit()
-    metrics = report["metrics"]
-    assert set(metrics) == set(TASKS)
-    assert 0 <= metrics["semseg"]["miou"] <= 1 and metrics["depth"]["rmse"] > 0 and "odsF" in str(metrics["edge"])
+    shrink = [f"data.root={root}", f"out_dir={tmp_path / 'runs'}", "model.backbone.name=test_resnet",
+              "model.backbone.weights=null", "model.head_channels=8", "model.decoder_stride=8",
+              "data.augment.crop=[32,40]", "data.eval_pad=[32,40]", "data.batch_size=2", "data.eval_batch_size=2",
+              "data.num_workers=0", "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"]
+    config = str(CONFIGS / "hps.yaml")
+    assert main(["train", config, "--quiet", *[x for item in shrink for x in ("--set", item)]]) == 0
+    assert main(["eval", config, "--quiet", "--checkpoint", str(tmp_path / "runs"),
+                 *[x for item in shrink for x in ("--set", item)]]) == 0
+    results = json.loads(next((tmp_path / "runs" / "eval").glob("results_val_step2.json")).read_text())
+    metrics = results["metrics"]
+    assert set(metrics) == set(TASKS) and 0 <= metrics["semseg"]["miou"] <= 1 and metrics["depth"]["rmse"] > 0
+    assert "odsF" in metrics["edge"]

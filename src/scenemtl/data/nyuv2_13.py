@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
+from scenemtl.data.download import Archive
+from scenemtl.data.io import read_npy
 from scenemtl.errors import ConfigError, DataError
 
 CLASS_NAMES = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table",
@@ -36,14 +38,9 @@ def _palette() -> np.ndarray:
     return rng.integers(0, 256, size=(len(CLASS_NAMES), 3), dtype=np.uint8)
 
 
-def load_npy(path: Path, shape_hint: str) -> np.ndarray:
-    """``np.load`` without pickles; a missing or unreadable file names itself."""
-    if not path.is_file():
-        raise DataError(f"missing file {path} ({shape_hint}); the copy is incomplete: {HELP}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"cannot read {path}: {error}. Re-extract that file from the release.") from None
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """One file of the release; a missing or unreadable file names itself."""
+    return read_npy(path, what, f"the copy is incomplete: {HELP}")
 
 
 @register_dataset("nyuv2_13")
@@ -57,6 +54,14 @@ class NYUv2Thirteen(DenseDataset):
         palettes={"semseg": _palette()},
         mean=(0.0, 0.0, 0.0),
         std=(1.0, 1.0, 1.0),
+    )
+    release_sizes = ((288, 384),)
+    archives = (
+        Archive(
+            "nyuv2.zip",
+            manual="MTAN's README (lorenmt/mtan) links the preprocessed NYUv2 from a Dropbox folder, which has no "
+                   "direct address; download nyuv2.zip from there",
+        ),
     )
 
     def __init__(self, root: str | None, split: str, tasks: list[str]) -> None:
