@@ -101,7 +101,7 @@ def _list(args: argparse.Namespace) -> int:
     def describe(name: str) -> str:
         info = DATASETS.get(name).info
         tasks = ", ".join(f"{t} ({len(info.class_names[t])} classes)" if t in info.class_names else t for t in info.tasks)
-        return f"{name:<16} {tasks}"
+        return f"{name:<18} {tasks}"
 
     sections = {
         "tasks": TASKS.names(),

@@ -1,6 +1,7 @@
 """Datasets (registered by name), joint transforms and loading."""
 
 from scenemtl.data import nyuv2_13 as _nyuv2_13  # noqa: F401  (registers 'nyuv2_13')
+from scenemtl.data import cityscapes as _cityscapes  # noqa: F401  (registers the cityscapes* datasets)
 from scenemtl.data import nyud as _nyud  # noqa: F401  (registers 'nyud')
 from scenemtl.data import synthetic as _synthetic  # noqa: F401  (registers 'synthetic')
 from scenemtl.data.base import DATASETS, DatasetInfo, DenseDataset, register_dataset

@@ -10,7 +10,7 @@ from scenemtl.errors import ConfigError
 from scenemtl.registry import check_options
 from scenemtl.tasks.base import Task, balanced_bce, masked_mean
 from scenemtl.tasks.binary import EdgeTask, SaliencyTask
-from scenemtl.tasks.depth import DepthTask
+from scenemtl.tasks.depth import DepthTask, InverseDepthTask
 from scenemtl.tasks.normals import NormalsTask
 from scenemtl.tasks.registry import TASKS, register_task
 from scenemtl.tasks.segmentation import HumanParts, SegmentationTask, SemanticSegmentation
@@ -20,6 +20,7 @@ __all__ = [
     "DepthTask",
     "EdgeTask",
     "HumanParts",
+    "InverseDepthTask",
     "NormalsTask",
     "SaliencyTask",
     "SegmentationTask",

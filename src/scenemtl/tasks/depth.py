@@ -64,3 +64,31 @@ class DepthTask(Task):
         """Nearest resampling; with ``adjust_values``, depth is divided by the zoom (as the seeds do)."""
         resized = super().resize(target, size, zoom, adjust_values)
         return resized / zoom if adjust_values else resized
+
+
+@register_task("inverse_depth")
+class InverseDepthTask(DepthTask):
+    """Inverse depth (disparity-like values in any unit): L1 on valid pixels, the depth errors on its values.
+
+    MTAN's preprocessed Cityscapes stores rescaled stereo disparity (about 0..0.49) in its
+    ``depth`` folder: the values grow as things come closer and are not metres, so errors
+    computed on them (MTAN reports the absolute and relative error) cannot be compared with
+    metric depth errors. Reading them as depth is a known pitfall (lorenmt/mtan issues #15 and
+    #25); a task of its own keeps the two apart in configs, reports and checkpoints.
+
+    Invalid pixels are 0 or non-finite, as for depth. Under a random zoom with
+    ``adjust_values`` the values are multiplied by the zoom (an object shown ``z`` times larger
+    looks ``z`` times closer: depth divides by ``z``, inverse depth multiplies).
+    """
+
+    def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
+        super().__init__(name, max_depth=None, pooling=pooling)
+
+    def resize(self, target: torch.Tensor, size: tuple[int, int], zoom: float, adjust_values: bool) -> torch.Tensor:
+        """Nearest resampling; with ``adjust_values``, inverse depth is multiplied by the zoom."""
+        resized = Task.resize(self, target, size, zoom, adjust_values)
+        return resized * zoom if adjust_values else resized
+
+    def colorize(self, prediction: torch.Tensor) -> np.ndarray:
+        """Inverse depth through the colour ramp: far dark, near bright, scaled to the map's own range."""
+        return super().colorize(prediction)
