@@ -28,6 +28,10 @@ sys.path.insert(0, str(REPO))  # the fixture writers live in tests/
 DATASETS = {
     "nyud": ("configs/nyud/hps.yaml", "SCENEMTL_NYUD", "tests.data.test_nyud:write_nyud",
              lambda n: {"ids": ([f"{i:04d}" for i in range(n)], ["val"]), "size": (425, 560)}),
+    "cityscapes": ("configs/cityscapes/hps.yaml", "SCENEMTL_CITYSCAPES", "tests.data.test_cityscapes:write_cityscapes",
+                   lambda n: {"size": (1024, 2048), "cities": {"train": {"aachen": n}, "val": {"frankfurt": 1}}}),
+    "cityscapes_npy": ("configs/cityscapes_npy/hps.yaml", "SCENEMTL_CITYSCAPES_NPY",
+                       "tests.data.test_cityscapes:write_cityscapes_npy", lambda n: {"counts": (n, 1), "size": (128, 256)}),
 }
 
 

@@ -47,11 +47,11 @@ def expected_depth(p: np.ndarray, baseline: float, fx: float) -> np.ndarray:
     return np.where(d > 0, baseline * fx / np.where(d > 0, d, 1), 0.0)
 
 
-def write_cityscapes(root: Path, size=(16, 32), small: bool = False) -> Path:
+def write_cityscapes(root: Path, size=(16, 32), small: bool = False, cities: dict = CITIES) -> Path:
     """The official layout: leftImg8bit/, gtFine/ labelIds, disparity/ uint16, camera/ JSON (+ a half-size copy)."""
     rng = np.random.default_rng(0)
     h, w = size
-    for split, cities in CITIES.items():
+    for split, cities in cities.items():
         for city, count in cities.items():
             for k in range(count):
                 stem = f"{city}_{k:06d}_{19 + k:06d}"

@@ -106,3 +106,21 @@ def require_folder(path: str | Path, what: str, fix: str) -> Path:
     if not path.is_dir():
         raise DataError(f"no folder {path} ({what}); {fix}")
     return path
+
+
+def read_png_opencv(path: str | Path, what: str, fix: str, anydepth: bool = False) -> np.ndarray:
+    """A PNG through OpenCV, for what Pillow cannot read: 16-bit colour PNGs (Pillow keeps their high
+    byte). ``anydepth=False``: the stored channels (``IMREAD_UNCHANGED``), reordered to the file's
+    RGB(A) order; ``anydepth=True``: OpenCV's one-channel reading (``IMREAD_ANYDEPTH``, colour
+    turned grey with its own weights), as the seeds read 16-bit depth PNGs."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, what, fix)
+    array = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH if anydepth else cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise DataError(f"cannot read {what} {path}: OpenCV could not decode it. The file is corrupt or truncated; {fix}")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    return array

@@ -1,0 +1,89 @@
+"""What DenseMTL's loaders of SYNTHIA and Virtual KITTI 2 share: the split rule, resizing, normalisation.
+
+Facts from ``astra-vision/DenseMTL`` (``dataset/utils.py``, ``dataset/synthia.py``,
+``dataset/vkitti2.py``, ``vendor/monodepth2/resnet_encoder.py``); see the two loaders' docstrings.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from scenemtl.errors import ConfigError, DataError
+
+# DenseMTL's input normalisation (monodepth2's encoder: (x - 0.45) / 0.225)
+DENSEMTL_MEAN = (0.45, 0.45, 0.45)
+DENSEMTL_STD = (0.225, 0.225, 0.225)
+FAR_CODE = 65535  # the largest 16-bit depth code
+SPLIT_RULES = ("disjoint", "densemtl")
+TRAIN_SHARE = 0.8
+
+
+def densemtl_split(ids: Sequence[str], split: str, seed: int, rule: str) -> list[str]:
+    """DenseMTL's ``prepare_filenames`` on a sorted listing: shuffle, first 80 % train, the rest val.
+
+    ``rule='disjoint'``: val is the rest of the same permutation. ``rule='densemtl'``: val is the
+    tail of a second shuffle by the same generator, as DenseMTL builds its val set (overlapping train).
+    """
+    ordered = sorted(ids)
+    rng = random.Random(seed)
+    first = list(ordered)
+    rng.shuffle(first)
+    cut = int(len(ordered) * TRAIN_SHARE)
+    if split == "train":
+        return first[:cut]
+    if rule == "disjoint":
+        return first[cut:]
+    second = list(ordered)
+    rng.shuffle(second)
+    return second[cut:]
+
+
+def check_split_options(name: str, split_seed: int, split_rule: str) -> None:
+    """ConfigError for a split rule or seed that cannot work."""
+    if split_rule not in SPLIT_RULES:
+        raise ConfigError(f"data.options.split_rule for '{name}' must be one of {list(SPLIT_RULES)}, "
+                          f"got {split_rule!r}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+        raise ConfigError(f"data.options.split_seed for '{name}' must be an integer, got {split_seed!r}")
+
+
+def check_resize(name: str, resize: Sequence[int] | None) -> tuple[int, int] | None:
+    """``resize`` as (H, W), or None; a ConfigError for anything else."""
+    if resize is None:
+        return None
+    try:
+        height, width = (int(v) for v in resize)
+        ok = all(float(v) == int(v) for v in resize) and height > 0 and width > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"data.options.resize for '{name}' must be [height, width] (positive integers) or null, "
+                          f"got {resize!r}")
+    return height, width
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """H×W×3 uint8 resized with Pillow's Lanczos filter (DenseMTL's ``Image.ANTIALIAS``)."""
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.LANCZOS))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """H×W uint8 label map resized with Pillow's nearest neighbour (pixel-centre sampling), as DenseMTL."""
+    return np.array(Image.fromarray(labels).resize((size[1], size[0]), Image.Resampling.NEAREST))
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """H×W float32 depth resized with Pillow's nearest neighbour: the same pixels as ``resize_labels`` picks."""
+    return np.array(Image.fromarray(np.asarray(depth, dtype=np.float32)).resize((size[1], size[0]),
+                                                                              Image.Resampling.NEAREST))
+
+
+def size_error(path: Path, what: str, found: tuple[int, ...], image: tuple[int, int], image_path: Path) -> DataError:
+    """The DataError of a target whose size differs from its image."""
+    return DataError(f"{path}: the {what} is {tuple(found[:2])} but its image {image_path.name} is {tuple(image)}; "
+                     "re-extract both files from the release")
