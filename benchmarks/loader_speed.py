@@ -32,6 +32,11 @@ DATASETS = {
                    lambda n: {"size": (1024, 2048), "cities": {"train": {"aachen": n}, "val": {"frankfurt": 1}}}),
     "cityscapes_npy": ("configs/cityscapes_npy/hps.yaml", "SCENEMTL_CITYSCAPES_NPY",
                        "tests.data.test_cityscapes:write_cityscapes_npy", lambda n: {"counts": (n, 1), "size": (128, 256)}),
+    # 80/20 random splits: generate n / 0.8 frames so that the training split holds about n
+    "synthia": ("configs/synthia/hps.yaml", "SCENEMTL_SYNTHIA", "tests.data.test_synthia:write_synthia",
+                lambda n: {"count": round(n / 0.8) + 2, "size": (760, 1280)}),
+    "vkitti2": ("configs/vkitti2/hps.yaml", "SCENEMTL_VKITTI2", "tests.data.test_vkitti2:write_vkitti2",
+                lambda n: {"frames": (("Scene01", round(n / 0.8) + 2),), "size": (375, 1242)}),
 }
 
 

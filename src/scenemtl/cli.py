@@ -143,6 +143,15 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info(args: argparse.Namespace) -> int:
+    from scenemtl.config import load_config
+    from scenemtl.engine.info import model_info
+
+    config = load_config(args.config, args.set)
+    print(model_info(config, tuple(args.size) if args.size else None).format())
+    return 0
+
+
 def _dataset_options(pairs: list[str]) -> dict:
     import yaml
 
@@ -234,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     balancing.add_argument("--out", default=None, help="output folder (default: the file's out_dir)")
     common(balancing)
     balancing.set_defaults(func=_benchmark)
+
+    info = commands.add_parser("info", help="parameters (shared and per task) and GFLOPs of a config's model")
+    info.add_argument("config")
+    info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    info.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the config's crop)")
+    info.set_defaults(func=_info)
 
     data = commands.add_parser("data", help="download a dataset, or check a copy of one")
     actions = data.add_subparsers(dest="action", required=True)
