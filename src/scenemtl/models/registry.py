@@ -10,7 +10,26 @@ from scenemtl.registry import Registry, check_options
 from scenemtl.tasks import Task
 
 MODELS: Registry = Registry("architecture")
-register_model = MODELS.register
+
+
+def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_tasks: int = 1,
+                   tasks: tuple[str, ...] | None = None):
+    """Register an architecture factory ``factory(config, tasks, **options)`` under ``name``.
+
+    ``tiny``: options that make it narrow enough for the test suite (architectures whose widths
+    are fixed by their paper, e.g. SegNet's filters); ``min_tasks``: the fewest tasks it is defined
+    for; ``tasks``: the task names it supports (None: any). The architecture test reads these, so
+    a new architecture is tested without editing the test.
+    """
+
+    def decorator(factory):
+        MODELS.register(name)(factory)
+        factory.tiny_options = dict(tiny or {})
+        factory.min_tasks = min_tasks
+        factory.supported_tasks = tasks
+        return factory
+
+    return decorator
 
 
 def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskModel:

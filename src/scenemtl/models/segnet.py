@@ -203,7 +203,7 @@ class MTANSegNet(_SegNetModel):
         return [*self.trunk.parameters(), *self.encoder_block_att.parameters(), *self.decoder_block_att.parameters()]
 
 
-@register_model("segnet")
+@register_model("segnet", tiny={"filters": [4, 8, 8, 16, 16]})
 def segnet(config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard",
            filters: Sequence[int] | None = None) -> SegNetSplit:
     """Shared SegNet with per-task prediction blocks (``variant``: standard, wide or deep)."""
@@ -212,7 +212,7 @@ def segnet(config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "s
     return SegNetSplit(config, tasks, variant, filters)
 
 
-@register_model("mtan")
+@register_model("mtan", tiny={"filters": [4, 8, 8, 16, 16]})
 def mtan(config: ModelConfig, tasks: Mapping[str, Task], filters: Sequence[int] | None = None) -> MTANSegNet:
     """MTAN-SegNet (Liu et al., CVPR 2019): shared SegNet plus per-task attention."""
     return MTANSegNet(config, tasks, filters)
