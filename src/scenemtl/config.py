@@ -79,6 +79,9 @@ class BackboneConfig(Strict):
     weights: str | None = None
     out_indices: tuple[int, ...] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # 'concat': every level of stride ≥ 4 upsampled to 1/4 and concatenated into one map (the HRNet
+    # representation of ATRC, MTI-Net's PAD-Net baseline and HRNet segmentation heads)
+    fuse: Literal["none", "concat"] = "none"
 
 
 class ModelConfig(Strict):

@@ -28,7 +28,18 @@ SUGGESTED_BACKBONES = (
 
 
 class Backbone(nn.Module):
-    """A timm ``features_only`` network; ``channels`` and ``strides`` describe its outputs."""
+    """A timm ``features_only`` network; ``channels`` and ``strides`` describe its outputs.
+
+    Dilated ResNets: ``options: {output_stride: 8}`` (or 16), timm's dilation of the last stages
+    (strides then read 2, 4, 8, 8, 8). HRNets return their raw branches (timm's
+    ``feature_location=''``, 18/36/72/144 channels for W18) unless ``options.feature_location`` says
+    otherwise: timm's default ('incre') adds the classification head's channel-increase blocks,
+    which the dense-prediction HRNets of the seeds (ATRC, MTI-Net) do not have. ``fuse: concat``
+    upsamples every level of stride ≥ 4 to 1/4 (bilinear) and concatenates them into one map, the
+    representation those seeds' heads read (270 channels for W18, 720 for W48). HRNets need sides
+    divisible by 32: other inputs are zero-padded at the bottom and right and the maps cropped back
+    to ⌈side / stride⌉, so any image size works.
+    """
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
@@ -38,6 +49,11 @@ class Backbone(nn.Module):
             hint = f" Similar timm models: {', '.join(near)}." if near else ""
             raise ConfigError(f"unknown backbone 'model.backbone.name: {config.name}'.{hint} See `scenemtl list`.")
         kwargs = dict(config.options)
+        # HRNet's fuse layers upsample by fixed factors: it needs sides divisible by its coarsest stride
+        self.pad_multiple: int | None = None
+        if config.name.split(".")[0].startswith("hrnet"):
+            kwargs.setdefault("feature_location", "")
+            self.pad_multiple = 32
         if config.out_indices is not None:
             kwargs["out_indices"] = config.out_indices
         pretrained, overlay = _weights(config)
@@ -59,6 +75,11 @@ class Backbone(nn.Module):
             ) from None
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
+        self.fuse_levels: list[int] | None = None
+        if config.fuse == "concat":
+            self.fuse_levels = [i for i, s in enumerate(self.strides) if s >= 4] or [len(self.strides) - 1]
+            self.channels = [sum(self.channels[i] for i in self.fuse_levels)]
+            self.strides = [self.strides[self.fuse_levels[0]]]
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """timm's gradient checkpointing of the backbone's stages (needs timm ≥ 1.0.31)."""
@@ -72,8 +93,22 @@ class Backbone(nn.Module):
         self.body.set_grad_checkpointing(enabled)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps, finest first."""
-        return self.body(image)
+        """Feature maps, finest first (one map with ``fuse: concat``)."""
+        if self.pad_multiple is None:
+            features = self.body(image)
+        else:  # pad bottom/right to the multiple, then crop each map to ⌈side / stride⌉
+            height, width = image.shape[-2:]
+            m = self.pad_multiple
+            padded = nn.functional.pad(image, (0, -width % m, 0, -height % m))
+            features = [f[..., : -(-height // s), : -(-width // s)]
+                        for f, s in zip(self.body(padded), self.body.feature_info.reduction())]
+        if self.fuse_levels is None:
+            return features
+        selected = [features[i] for i in self.fuse_levels]
+        size = selected[0].shape[-2:]
+        resized = [f if f.shape[-2:] == size else
+                   nn.functional.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in selected]
+        return [torch.cat(resized, dim=1)]
 
 
 def _version(text: str) -> tuple[int, ...]:
