@@ -2,6 +2,7 @@
 
 from scenemtl.models import hps as _hps  # noqa: F401  (registers hps, stl)
 from scenemtl.models import segnet as _segnet  # noqa: F401  (registers segnet, mtan)
+from scenemtl.models import xtam as _xtam  # noqa: F401  (registers xtam)
 from scenemtl.models.backbones import SUGGESTED_BACKBONES, Backbone
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.output import ModelOutput

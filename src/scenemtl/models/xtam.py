@@ -1,0 +1,387 @@
+"""DenseMTL's cross-task attention (Lopes et al., WACV 2023: "Cross-task Attention Mechanism for Dense Multi-task Learning").
+
+Structure (astra-vision/DenseMTL, setup ``ours-cxatt``: ``models/ours_xatt.py``, ``models/components.py``,
+``vendor/mtlpt/layers.py``, the decoder ``vendor/monodepth2/decoder.py`` with its ASPP
+``vendor/three_ways/model_parts.py``, configs ``configs/*/resnet101_ours_*.yml``):
+
+- a shared encoder: ResNet-101 with a dilated last stage (``use_dilation: [False, False, True]``,
+  output stride 16; here any timm backbone, ``resnet101.tv_in1k`` with ``output_stride: 16`` in the
+  configs), whose five feature maps (strides 2, 4, 8, 16, 16) feed
+- one decoder per task (the "padnet+" head, a monodepth2-style U-Net): levels i = 4 … 0, each
+  ``conv0`` then, after a nearest ×2 upsampling where the skip is finer (and always at level 0),
+  concatenation with the encoder feature ``i - 1`` (levels > 0) and ``conv1``. Level 4's ``conv0``
+  is an ASPP (``intermediate_aspp: True``; 1×1 branch, 3×3 branches at rates 6/12/18, image pooling,
+  each conv-BN-ReLU without bias, 1×1 projection-BN-ReLU, dropout 0.5); every other conv is a 3×3
+  convolution with reflection padding and bias followed by ELU (``ConvBlock``, ``batch_norm: False``).
+  Widths ``num_ch_dec: [64, 128, 128, 256, 256]`` (level 0 … 4). A 1×1 convolution ("side") reads
+  levels 0 and 1 (``active_scales: [0, 1]``): scale 0 is the final prediction at the input size,
+  scale 1 (stride 2) is deeply supervised (``aux['scale1']``; DenseMTL's losses use ``scales: [0, 1]``);
+- the decoders run in two sections (``enc_layers: [[4, 3, 2, 1], [0]]``); between them, on the
+  level-1 features (128 channels, stride 2; ``stages: [1]``), the cross-task block. For every ordered
+  pair source s → target t (``ablation: ['SxTAM', 'SA', 'add']``):
+  an extractor (3×3 conv with bias, ReLU) on s's feature; a spatial self-attention gate on it
+  (``SABlock``: sigmoid(3×3 conv) × 3×3 conv, both without bias, to half the channels); the spatial
+  cross-task attention (``SxTAM``): query from t's feature sub-sampled (nearest) by 4, key and value
+  from the extracted feature max-pooled by 4 (``stage_nb[1] = (128, 4)``: attention at 1/8 of the
+  input), each a 1×1 conv-BN-ReLU without bias, softmax(QKᵀ/√C) over the source positions, the
+  attended values upsampled (nearest) back and multiplied by a channel-wise ``alpha`` initialised to
+  zeros; the pair's message is a 1×1 conv-BN-ReLU projection (``Project``, no bias) of
+  [SA, SxTAM] (C/2 + C channels) to C. Each target then adds a 1×1 conv-BN-ReLU fusion (``post``)
+  of its (T - 1) concatenated messages to its own feature (``add``: the feature is not concatenated).
+
+At initialisation ``alpha`` = 0, so the cross-task *attention* contributes nothing (its output is
+exactly zero); the self-attention messages do flow from the start, as in the official code (the
+block does not reduce to the identity at initialisation there either). With one task there is no
+pair and the model is the task's decoder on the encoder. ``shared_parameters()``: the encoder.
+
+Parameters of the cross-task block at C channels, per pair: extractor 9C² + C, SA 2·9·C·C/2,
+SxTAM 3(C² + 2C) + C, projection 1.5C·C + 2C; per target: fusion (T - 1)C² + 2C. At C = 128:
+369,920 per pair, 773,120 for two tasks, 2,318,592 for three, 4,636,672 for four (tested).
+
+Official name → ours (for a key map): ``heads.<t>.decoder.<k>`` (index k in the order
+upconv(4,0), skip(4), upconv(4,1), …, upconv(0,0), upconv(0,1), side(0), side(1)) →
+``decoders.<t>.levels.<i>.conv0/conv1``, ``decoders.<t>.side.<scale>``; ``m.<t>.1.extract_<s>`` →
+``xtam.messages.<t>.<s>.extract``; ``SA_<s>.attention/conv`` → ``.self_attention.gate/conv``;
+``SxTAM_<s>.conv_b/conv_c/conv_d/alpha`` → ``.cross_attention.query/key/value/alpha``;
+``proj_<s>`` → ``.project``; ``post`` → ``xtam.fuse.<t>``.
+
+Differences from the official code, and why:
+
+- The official fusion concatenates the messages in the iteration order of a Python ``set`` of task
+  names (it changes with hash randomisation between runs); here the order of ``tasks``, so the
+  model is reproducible. Loading an official ``post`` weight needs the order its run used.
+- Sizes need not be multiples of 32: the decoder upsamples to the skip's size and the attention
+  pads its upsampled output (replicating the last row/column) to the query's size; for inputs
+  divisible by the encoder's largest stride (16 for the dilated ResNet-101: 448×576, 512×1024) both
+  are exactly the official nearest ×2 / ×4 (checked against the official modules, outputs equal to
+  float round-off with the same weights).
+- The image-pooling BatchNorm of the ASPP uses its running statistics when a training batch has a
+  single image (PyTorch's would raise there; DenseMTL trains with batches of 2).
+- The ResNet normalises nothing itself (DenseMTL's encoder maps [0, 1] images with
+  (x - 0.45)/0.225; here the data's ImageNet normalisation). Weights: DenseMTL's torchvision
+  ImageNet ResNet-101 is timm's ``resnet101.tv_in1k``.
+- Output widths come from the tasks (edges: one logit for the binary loss, where DenseMTL's
+  two-class cross-entropy uses two). The training loop sums the scale-0 and scale-1 losses; DenseMTL
+  averages them (a global factor 1/2 on the loss: Adam hardly sees it, the gradient clipping does).
+  DenseMTL bilinearly upsamples the scale-1 logits with ``align_corners=True``; ``upsample_to`` uses
+  False. DenseMTL
+  selects its best checkpoint on the scale-1 metrics; evaluation here reads the final (scale-0,
+  attention-refined) output.
+- Options beyond the paper's configuration: ``decoder_channels`` (widths per level; the default is
+  DenseMTL's for five-level backbones and its first entries for shallower ones), ``stage`` (the
+  decoder level after which the block sits, official 1), ``attention_pool`` (official table by
+  level 0…4: 8, 4, 2, 1, 1), ``deep_supervision``. ``model.head_channels`` and
+  ``model.decoder_stride`` do not apply: the decoder's widths are the paper's and it reads every level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scenemtl.config import ModelConfig
+from scenemtl.errors import ConfigError, ScenemtlError
+from scenemtl.models.backbones import Backbone
+from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.heads import fp32_conv, upsample_to
+from scenemtl.models.output import ModelOutput
+from scenemtl.models.registry import register_model
+from scenemtl.tasks import Task
+
+#: DenseMTL's ``num_ch_dec`` (decoder level 0 … 4)
+DECODER_CHANNELS = (64, 128, 128, 256, 256)
+#: DenseMTL's ``stage_nb``: max-pool factor of the attention's key/value at each decoder level
+STAGE_POOL = {0: 8, 1: 4, 2: 2, 3: 1, 4: 1}
+
+
+def conv_elu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """monodepth2's ``ConvBlock``: 3×3 convolution with reflection padding and bias, then ELU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect"), nn.ELU(inplace=True))
+
+
+def conv_bn_relu_nobias(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
+    """Conv (no bias) → BatchNorm → ReLU: the ASPP branches, DenseMTL's ``Project`` and the attention's projections."""
+    padding = dilation * (kernel_size // 2)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class _PooledBatchNorm(nn.BatchNorm2d):
+    """BatchNorm of the image-pooling branch: a batch with one value per channel uses the running statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class ImagePooling(nn.Sequential):
+    """ASPP's image-level branch: global average, 1×1 conv-BN-ReLU (no bias), broadcast back to the input size."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                         _PooledBatchNorm(out_channels), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features, bilinearly resized to ``x``'s size."""
+        return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling as DenseMTL's decoders use it (1×1, one 3×3 per rate, image pooling)."""
+
+    def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int], pooling: bool = True) -> None:
+        super().__init__()
+        branches: list[nn.Module] = [conv_bn_relu_nobias(in_channels, out_channels)]
+        branches += [conv_bn_relu_nobias(in_channels, out_channels, 3, int(rate)) for rate in rates]
+        if pooling:
+            branches.append(ImagePooling(in_channels, out_channels))
+        self.convs = nn.ModuleList(branches)
+        self.project = nn.Sequential(*conv_bn_relu_nobias(len(branches) * out_channels, out_channels), nn.Dropout(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenated branches, projected."""
+        return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
+
+
+class DecoderLevel(nn.Module):
+    """One level of DenseMTL's decoder: ``conv0``, upsampling to the skip, concatenation, ``conv1``."""
+
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, aspp_rates: Sequence[int] | None) -> None:
+        super().__init__()
+        self.conv0 = ASPP(in_channels, out_channels, aspp_rates) if aspp_rates else conv_elu(in_channels, out_channels)
+        self.conv1 = conv_elu(out_channels + skip_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        """``skip`` None: the last level, which upsamples by 2 without a skip."""
+        x = self.conv0(x)
+        if skip is None:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        else:
+            if x.shape[-2:] != skip.shape[-2:]:
+                x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = torch.cat([x, skip], dim=1)
+        return self.conv1(x)
+
+
+class Decoder(nn.Module):
+    """DenseMTL's "padnet+" decoder of one task: levels L-1 … 0 over the encoder's L feature maps."""
+
+    def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], out_channels: int,
+                 aspp_rates: Sequence[int], scales: Sequence[int] = (0, 1)) -> None:
+        super().__init__()
+        top = len(encoder_channels) - 1
+        self.levels = nn.ModuleList(
+            DecoderLevel(
+                encoder_channels[top] if i == top else channels[i + 1],
+                channels[i],
+                encoder_channels[i - 1] if i > 0 else 0,
+                aspp_rates if i == top else None,
+            )
+            for i in range(top + 1)
+        )
+        self.side = nn.ModuleDict({str(s): nn.Conv2d(channels[s], out_channels, 1) for s in scales})
+
+    def run(self, features: Sequence[torch.Tensor], x: torch.Tensor | None, levels: Sequence[int],
+            taps: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Run ``levels`` (descending) from ``x`` (None: the coarsest encoder feature); keep each level's output in ``taps``."""
+        for i in levels:
+            x = self.levels[i](features[-1] if x is None else x, features[i - 1] if i > 0 else None)
+            taps[i] = x
+        return x
+
+
+class SpatialSelfAttention(nn.Module):
+    """PAD-Net's spatial self-attention gate (``SABlock``): sigmoid(3×3 conv) × 3×3 conv, no bias."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.gate = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.Sigmoid())
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Gated features."""
+        return self.conv(x) * self.gate(x)
+
+
+class SpatialCrossTaskAttention(nn.Module):
+    """SxTAM: the target's feature attends over the source's, at 1/``pool`` resolution; scaled by ``alpha`` (zeros at init)."""
+
+    def __init__(self, channels: int, pool: int) -> None:
+        super().__init__()
+        self.pool = pool
+        self.query = conv_bn_relu_nobias(channels, channels)
+        self.key = conv_bn_relu_nobias(channels, channels)
+        self.value = conv_bn_relu_nobias(channels, channels)
+        self.alpha = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """Attended source values at the target's size."""
+        s = self.pool
+        height, width = target.shape[-2] // s, target.shape[-1] // s
+        if height < 1 or width < 1:
+            raise ScenemtlError(
+                f"xtam: the cross-task attention pools its {tuple(target.shape[-2:])} features by {s}; "
+                "the input image is too small for it"
+            )
+        # nearest sub-sampling by s (DenseMTL: nn.Upsample(scale_factor=1/s)) and max-pooling by s
+        query = self.query(target[..., ::s, ::s][..., :height, :width])
+        pooled = F.max_pool2d(source, s, s) if s > 1 else source
+        key, value = self.key(pooled), self.value(pooled)
+        # softmax(Q Kᵀ / √C) V over the source positions
+        out = F.scaled_dot_product_attention(
+            query.flatten(2).transpose(1, 2), key.flatten(2).transpose(1, 2), value.flatten(2).transpose(1, 2)
+        )
+        out = out.transpose(1, 2).reshape(query.shape)
+        if s > 1:
+            out = F.interpolate(out, scale_factor=s, mode="nearest")
+            pad_h, pad_w = target.shape[-2] - out.shape[-2], target.shape[-1] - out.shape[-1]
+            if pad_h or pad_w:
+                out = F.pad(out, (0, pad_w, 0, pad_h), mode="replicate")
+        return out * self.alpha
+
+
+class CrossTaskMessage(nn.Module):
+    """The message of one source task to one target: extractor, SA, SxTAM, 1×1 projection of [SA, SxTAM]."""
+
+    def __init__(self, channels: int, pool: int) -> None:
+        super().__init__()
+        self.extract = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.self_attention = SpatialSelfAttention(channels, channels // 2)
+        self.cross_attention = SpatialCrossTaskAttention(channels, pool)
+        self.project = conv_bn_relu_nobias(channels // 2 + channels, channels)
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """The projected message at the target's resolution."""
+        extracted = self.extract(source)
+        return self.project(torch.cat([self.self_attention(extracted), self.cross_attention(target, extracted)], dim=1))
+
+
+class CrossTaskAttention(nn.Module):
+    """xTAM for every ordered task pair, fused into each target by addition (DenseMTL's ``add``)."""
+
+    def __init__(self, tasks: Sequence[str], channels: int, pool: int) -> None:
+        super().__init__()
+        tasks = list(tasks)
+        if len(tasks) < 2:
+            raise ConfigError("xtam: the cross-task attention needs at least two tasks")
+        self.messages = nn.ModuleDict({
+            t: nn.ModuleDict({s: CrossTaskMessage(channels, pool) for s in tasks if s != t}) for t in tasks
+        })
+        self.fuse = nn.ModuleDict({t: conv_bn_relu_nobias((len(tasks) - 1) * channels, channels) for t in tasks})
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each task's feature plus the fused messages of the others."""
+        out = {}
+        for t, sources in self.messages.items():
+            messages = [message(features[t], features[s]) for s, message in sources.items()]
+            out[t] = features[t] + self.fuse[t](torch.cat(messages, dim=1))
+        return out
+
+
+class DenseMTLXTAM(MultiTaskModel):
+    """Shared encoder, per-task DenseMTL decoders, cross-task attention between the two decoder sections."""
+
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], decoder_channels: Sequence[int] | None = None,
+                 aspp_rates: Sequence[int] = (6, 12, 18), stage: int = 1, attention_pool: int | None = None,
+                 deep_supervision: bool = True) -> None:
+        super().__init__()
+        self.backbone = Backbone(config.backbone)
+        levels = len(self.backbone.channels)
+        channels = _decoder_channels(decoder_channels, levels)
+        rates = _positive_ints(aspp_rates, "aspp_rates")
+        if not rates:
+            raise ConfigError("model.options.aspp_rates must name at least one dilation rate, e.g. [6, 12, 18]")
+        if isinstance(stage, bool) or not isinstance(stage, int) or not 1 <= stage <= levels - 1:
+            raise ConfigError(
+                f"model.options.stage must be a decoder level between 1 and {levels - 1} (the block sits after it; "
+                f"DenseMTL: 1), got {stage!r}"
+            )
+        pool = STAGE_POOL.get(stage, 1) if attention_pool is None else attention_pool
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+            raise ConfigError(f"model.options.attention_pool must be a positive integer, got {attention_pool!r}")
+        if channels[stage] < 2:
+            raise ConfigError(f"model.options.decoder_channels: level {stage} needs at least 2 channels (the "
+                              f"self-attention halves them), got {channels[stage]}")
+        self.stage, self.pool = stage, pool
+        self.scales = (0, 1) if deep_supervision else (0,)
+        self.decoders = nn.ModuleDict({
+            name: Decoder(self.backbone.channels, channels, task.out_channels, rates, self.scales)
+            for name, task in tasks.items()
+        })
+        self.xtam = CrossTaskAttention(list(tasks), channels[stage], pool) if len(tasks) > 1 else None
+        self.sections = (list(range(levels - 1, stage - 1, -1)), list(range(stage - 1, -1, -1)))
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Final (scale-0) logits of every task at the input size; scale-1 logits in ``aux['scale1']``."""
+        sources = self.backbone(image)
+        features = [f.detach().requires_grad_() for f in sources] if self.cut_features else sources
+        size = image.shape[-2:]
+        taps: dict[str, dict[int, torch.Tensor]] = {name: {} for name in self.decoders}
+        x = {name: decoder.run(features, None, self.sections[0], taps[name]) for name, decoder in self.decoders.items()}
+        if self.xtam is not None:
+            x = self.xtam(x)
+        for name, decoder in self.decoders.items():
+            decoder.run(features, x[name], self.sections[1], taps[name])
+        final = {name: upsample_to(fp32_conv(d.side["0"], taps[name][0]), size) for name, d in self.decoders.items()}
+        aux = {}
+        if 1 in self.scales:
+            aux["scale1"] = {name: upsample_to(fp32_conv(d.side["1"], taps[name][1]), size)
+                             for name, d in self.decoders.items()}
+        if self.cut_features:
+            return ModelOutput(final=final, aux=aux, features=tuple(features), feature_sources=tuple(sources))
+        return ModelOutput(final=final, aux=aux)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The encoder's parameters."""
+        return list(self.backbone.parameters())
+
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Start each task's outputs (final and deeply supervised) at its training prior."""
+        with torch.no_grad():
+            for name, prior in priors.items():
+                for side in self.decoders[name].side.values():
+                    side.bias.copy_(prior.to(side.bias))
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint the encoder."""
+        self.backbone.set_activation_checkpointing(enabled)
+
+
+def _positive_ints(values: Sequence[int], key: str) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
+    ):
+        raise ConfigError(f"model.options.{key} must be a list of positive integers, got {values!r}")
+    return list(values)
+
+
+def _decoder_channels(values: Sequence[int] | None, levels: int) -> list[int]:
+    if values is None:
+        if levels > len(DECODER_CHANNELS):
+            raise ConfigError(
+                f"xtam: the backbone gives {levels} feature maps; DenseMTL's decoder widths cover 5. "
+                f"Give model.options.decoder_channels ({levels} widths, finest level first)"
+            )
+        return list(DECODER_CHANNELS[:levels])
+    channels = _positive_ints(values, "decoder_channels")
+    if len(channels) != levels:
+        raise ConfigError(
+            f"model.options.decoder_channels must give one width per backbone feature map ({levels}, finest level "
+            f"first; DenseMTL: {list(DECODER_CHANNELS)}), got {len(channels)}"
+        )
+    return channels
+
+
+@register_model("xtam", tiny={"decoder_channels": [4, 8, 8, 8, 8]})
+def xtam(config: ModelConfig, tasks: Mapping[str, Task], decoder_channels: Sequence[int] | None = None,
+         aspp_rates: Sequence[int] = (6, 12, 18), stage: int = 1, attention_pool: int | None = None,
+         deep_supervision: bool = True) -> DenseMTLXTAM:
+    """DenseMTL (Lopes et al., WACV 2023): per-task decoders with cross-task attention at decoder level ``stage``."""
+    return DenseMTLXTAM(config, tasks, decoder_channels, aspp_rates, stage, attention_pool, deep_supervision)
