@@ -1,6 +1,8 @@
 """Architectures (registered by name), backbones and decoder blocks."""
 
 from scenemtl.models import hps as _hps  # noqa: F401  (registers hps, stl)
+from scenemtl.models import mtinet as _mtinet  # noqa: F401  (registers mtinet)
+from scenemtl.models import padnet as _padnet  # noqa: F401  (registers padnet)
 from scenemtl.models import segnet as _segnet  # noqa: F401  (registers segnet, mtan)
 from scenemtl.models import xtam as _xtam  # noqa: F401  (registers xtam)
 from scenemtl.models.backbones import SUGGESTED_BACKBONES, Backbone

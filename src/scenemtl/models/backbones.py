@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import timm
@@ -38,7 +39,8 @@ class Backbone(nn.Module):
     upsamples every level of stride ≥ 4 to 1/4 (bilinear) and concatenates them into one map, the
     representation those seeds' heads read (270 channels for W18, 720 for W48). HRNets need sides
     divisible by 32: other inputs are zero-padded at the bottom and right and the maps cropped back
-    to ⌈side / stride⌉, so any image size works.
+    to ⌈side / stride⌉, so any image size works. timm's HRNet is made to compute as the seeds'
+    segmentation HRNet (``behave_like_seg_hrnet``: bilinear fuse upsampling, norm momentum 0.01).
     """
 
     def __init__(self, config: BackboneConfig) -> None:
@@ -75,6 +77,8 @@ class Backbone(nn.Module):
             ) from None
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
+        if self.pad_multiple is not None:
+            behave_like_seg_hrnet(self.body.modules())
         self.fuse_levels: list[int] | None = None
         if config.fuse == "concat":
             self.fuse_levels = [i for i, s in enumerate(self.strides) if s >= 4] or [len(self.strides) - 1]
@@ -126,4 +130,20 @@ def _weights(config: BackboneConfig) -> tuple[bool, dict | None]:
             f"model.backbone.weights: file not found: {path}. Give a local weight file, 'timm' to download, or null."
         )
     return True, {"file": str(path)}
+
+
+def behave_like_seg_hrnet(modules: Iterable[nn.Module]) -> None:
+    """Make timm's (classification) HRNet compute as the segmentation HRNet the seeds use.
+
+    The weights are the same layer for layer; two things differ. The fuse layers of timm's
+    HRNet upsample the coarser branches with nearest neighbours, those of the segmentation code
+    (``models/seg_hrnet.py`` of the MTI-Net re-implementation) bilinearly (align_corners False);
+    and its batch norms use momentum 0.1, the segmentation code 0.01 (``BN_MOMENTUM``).
+    """
+    for module in modules:
+        if isinstance(module, nn.Upsample):
+            module.mode = "bilinear"
+            module.align_corners = False
+        elif isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.01
 

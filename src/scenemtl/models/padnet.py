@@ -1,0 +1,143 @@
+"""PAD-Net (Xu et al., CVPR 2018: "PAD-Net: Multi-Tasks Guided Prediction-and-Distillation Network").
+
+Structure, as the MTI-Net authors re-implemented it for their survey's benchmark
+(SimonVandenhende/Multi-Task-Learning-PyTorch, ``models/padnet.py``, ``utils/common_config.py``,
+configs ``configs/{nyud,pascal}/hrnet18/pad_net.yml``), a single-scale variant of the paper's
+network:
+
+1. Backbone features: every level of stride ≥ ``decoder_stride`` bilinearly resized to the finest
+   of them and concatenated, then a 1×1 conv (with bias)-BN-ReLU at the same width
+   (``fuse: true``; the official ``HighResolutionFuse`` that ``backbone_kwargs.fuse_hrnet: True``
+   appends to HRNet-18: its four branches at 1/4, 18+36+72+144 = 270 channels).
+2. Initial predictions, per task: two ResNet bottlenecks to ``head_channels`` (256 in the
+   official code; the first one projects its input with a 1×1 conv-BN) and a 1×1 conv to the
+   task's outputs. They are deep supervision only: ``ModelOutput.aux["initial"]``, at input size.
+3. Multi-modal distillation (``models/padnet.py:MultiTaskDistillationModule``): each task's
+   feature plus, from every other task, a spatial-attention-gated message (``SABlock``: a 3×3
+   conv times the sigmoid of another 3×3 conv, both without bias); default PyTorch
+   initialisation (nothing is zero-initialised).
+4. Final heads, per task: two bottlenecks and a 1×1 conv, bilinearly upsampled to the input.
+
+Losses (``losses/loss_schemes.py:PADNetLoss``): every task's loss on its initial prediction
+(upsampled bilinearly to the label size) and on its final prediction, both with the task's own
+weight, summed. This is what the training loop does with ``aux``: no separate weighting.
+``shared_parameters`` are the backbone's and the fuse layer's (which the official code makes part
+of the backbone): the trunk before the tasks split, what gradient balancers act on. Through the
+distillation gates every task's loss also reaches the other tasks' initial branches; those are
+not counted as shared (they belong to one task each), and with ``cut_features`` the cut is the
+fuse layer's output.
+
+Parameters at HRNet-18 (timm ``hrnet_w18_small_v2``, 3,860,720) with ``head_channels: 256``:
+15,661,128 more for the four NYUD tasks, 25,444,272 for the five PASCAL tasks.
+
+Other backbones: the official configurations run PAD-Net on HRNet only (its code would also take
+a ResNet's last stage, without the fuse layer). Here the same rule serves any timm backbone: with
+``decoder_stride: 32`` and ``fuse: false`` it is that ResNet variant; with ``backbone.fuse:
+concat`` the backbone already returns the one concatenated map, and the result is the same as
+with HRNet's separate branches.
+
+Differences from the official code: the official configurations distinguish main tasks from
+auxiliary ones (NYUD: semseg and depth, with edges and normals as auxiliary tasks supervised
+only on their initial predictions); here every task is a main task with a final head (the
+4-task NYUD / 5-task PASCAL setting of later papers). With HRNet backbones the timm model is
+made to upsample bilinearly in its fuse layers and to use batch-norm momentum 0.01, as the
+official segmentation HRNet (``models/seg_hrnet.py``; same parameters as timm's, 3,860,720 for
+W18-small-v2). PAD-Net needs two tasks: the distillation has nothing to pass with one (the
+official code fails there too), so a single task is a ConfigError. The paper's original
+network (its own encoder, auxiliary-task set and deconvolutional decoders) is not what the
+benchmark tables of later work use and is not offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scenemtl.config import ModelConfig
+from scenemtl.errors import ConfigError
+from scenemtl.models.backbones import Backbone
+from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.distillation import Bottleneck, MultiModalDistillation
+from scenemtl.models.heads import fp32_conv, upsample_to
+from scenemtl.models.output import ModelOutput
+from scenemtl.models.registry import register_model
+from scenemtl.tasks import Task
+
+
+class PADNet(MultiTaskModel):
+    """Backbone → fused map → initial predictions → multi-modal distillation → final heads."""
+
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True) -> None:
+        super().__init__()
+        if len(tasks) < 2:
+            raise ConfigError(
+                f"padnet needs at least two tasks (its distillation passes messages between tasks), got {list(tasks)}; "
+                "use model.arch=hps for one task"
+            )
+        width = config.head_channels
+        if width % Bottleneck.expansion:
+            raise ConfigError(
+                f"padnet: model.head_channels must be a multiple of 4 (its bottlenecks expand by 4), got {width}; "
+                "the official width is 256"
+            )
+        self.tasks = list(tasks)
+        self.backbone = Backbone(config.backbone)
+        strides = self.backbone.strides
+        self.levels = [i for i, s in enumerate(strides) if s >= config.decoder_stride] or [len(strides) - 1]
+        in_channels = sum(self.backbone.channels[i] for i in self.levels)
+        self.fuse = (
+            nn.Sequential(nn.Conv2d(in_channels, in_channels, 1), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True))
+            if fuse else nn.Identity()
+        )
+        planes = width // Bottleneck.expansion
+        self.initial = nn.ModuleDict({t: nn.Sequential(Bottleneck(in_channels, planes), Bottleneck(width, planes))
+                                      for t in self.tasks})
+        self.initial_out = nn.ModuleDict({t: nn.Conv2d(width, task.out_channels, 1) for t, task in tasks.items()})
+        self.distillation = MultiModalDistillation(self.tasks, width)
+        self.heads = nn.ModuleDict({
+            t: nn.Sequential(Bottleneck(width, planes), Bottleneck(width, planes),
+                             nn.Conv2d(width, task.out_channels, 1))
+            for t, task in tasks.items()
+        })
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Final logits of every task and its initial prediction (``aux["initial"]``), at the input size."""
+        size = image.shape[-2:]
+        levels = [f for i, f in enumerate(self.backbone(image)) if i in self.levels]
+        finest = levels[0].shape[-2:]
+        shared = self.fuse(torch.cat([f if f.shape[-2:] == finest else
+                                      F.interpolate(f, size=finest, mode="bilinear", align_corners=False)
+                                      for f in levels], dim=1))
+        x = shared.detach().requires_grad_() if self.cut_features else shared
+        task_features = {t: self.initial[t](x) for t in self.tasks}
+        initial = {t: upsample_to(fp32_conv(self.initial_out[t], task_features[t]), size) for t in self.tasks}
+        distilled = self.distillation(task_features)
+        final = {t: upsample_to(fp32_conv(self.heads[t][-1], self.heads[t][:-1](distilled[t])), size)
+                 for t in self.tasks}
+        if self.cut_features:
+            return ModelOutput(final=final, aux={"initial": initial}, features=(x,), feature_sources=(shared,))
+        return ModelOutput(final=final, aux={"initial": initial})
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The backbone's and the fuse layer's parameters (the trunk before the tasks split)."""
+        return [*self.backbone.parameters(), *self.fuse.parameters()]
+
+    @torch.no_grad()
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Start each task's final and initial predictions at its training prior."""
+        for name, prior in priors.items():
+            for conv in (self.heads[name][-1], self.initial_out[name]):
+                conv.bias.copy_(prior.to(conv.bias))
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint the backbone."""
+        self.backbone.set_activation_checkpointing(enabled)
+
+
+@register_model("padnet", min_tasks=2)
+def padnet(config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True) -> PADNet:
+    """PAD-Net: initial predictions, multi-modal distillation, final heads (``fuse``: 1×1 conv-BN-ReLU first)."""
+    return PADNet(config, tasks, fuse=fuse)
