@@ -3,6 +3,7 @@
 from scenemtl.data import nyuv2_13 as _nyuv2_13  # noqa: F401  (registers 'nyuv2_13')
 from scenemtl.data import cityscapes as _cityscapes  # noqa: F401  (registers the cityscapes* datasets)
 from scenemtl.data import nyud as _nyud  # noqa: F401  (registers 'nyud')
+from scenemtl.data import pascal_context as _pascal_context  # noqa: F401  (registers 'pascal_context')
 from scenemtl.data import synthetic as _synthetic  # noqa: F401  (registers 'synthetic')
 from scenemtl.data import synthia as _synthia  # noqa: F401  (registers 'synthia')
 from scenemtl.data import vkitti2 as _vkitti2  # noqa: F401  (registers 'vkitti2')

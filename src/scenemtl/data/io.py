@@ -68,7 +68,7 @@ def read_mat(path: str | Path, what: str = ".mat file", fix: str = "re-extract i
         raise _missing(path, what, fix)
     try:
         return loadmat(path, struct_as_record=False, squeeze_me=True)
-    except (MatReadError, ValueError, OSError, TypeError, NotImplementedError) as error:
+    except (MatReadError, ValueError, OSError, TypeError, NotImplementedError, IndexError, EOFError) as error:
         raise DataError(f"cannot read {what} {path}: {error}; {fix}") from None
 
 
