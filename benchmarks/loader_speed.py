@@ -28,6 +28,10 @@ sys.path.insert(0, str(REPO))  # the fixture writers live in tests/
 DATASETS = {
     "nyud": ("configs/nyud/hps.yaml", "SCENEMTL_NYUD", "tests.data.test_nyud:write_nyud",
              lambda n: {"ids": ([f"{i:04d}" for i in range(n)], ["val"]), "size": (425, 560)}),
+    "pascal_context": ("configs/pascal_context/hps.yaml", "SCENEMTL_PASCAL_CONTEXT",
+                       "tests.data.test_pascal_context:write_pascal",
+                       lambda n: {"splits": {"train": [f"2008_{i:06d}" for i in range(n)], "val": ["2009_000001"]},
+                                  "sizes": [(375, 500), (500, 375), (333, 500)]}),
     "cityscapes": ("configs/cityscapes/hps.yaml", "SCENEMTL_CITYSCAPES", "tests.data.test_cityscapes:write_cityscapes",
                    lambda n: {"size": (1024, 2048), "cities": {"train": {"aachen": n}, "val": {"frankfurt": 1}}}),
     "cityscapes_npy": ("configs/cityscapes_npy/hps.yaml", "SCENEMTL_CITYSCAPES_NPY",

@@ -29,6 +29,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from scenemtl.config import load_config
+    from scenemtl.engine.distributed import cleanup
+    from scenemtl.engine.evaluate import format_table
+    from scenemtl.engine.search import run_search
+    from scenemtl.models.atrc import format_genotype
+
+    config = load_config(args.config, args.set)
+    try:
+        trainer, report, path = run_search(config, resume=args.resume, progress=not args.quiet, out=args.out)
+    finally:
+        cleanup()
+    if not trainer.dist.is_main:
+        return 0
+    if report is not None:
+        print(format_table(report))
+    print(format_genotype(trainer.genotype()))
+    print(f"genotype (step {trainer.step}): {path}")
+    print(f"train ATRC with it: --set model.arch=atrc --set model.options.genotype={path}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from scenemtl.config import load_config
     from scenemtl.engine import builder
@@ -208,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     common(train)
     train.set_defaults(func=_train)
+
+    search = commands.add_parser("search", help="ATRC's architecture search: train atrc_search, write the genotype JSON")
+    search.add_argument("config", help="experiment YAML with model.arch: atrc_search")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=1000")
+    search.add_argument("--out", default=None, help="also write the genotype here (default: <run>/genotype.json only)")
+    search.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    common(search)
+    search.set_defaults(func=_search)
 
     ev = commands.add_parser("eval", help="evaluate a checkpoint on the config's validation split")
     ev.add_argument("config")
