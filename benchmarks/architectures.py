@@ -1,6 +1,6 @@
 """Every architecture on synthetic scenes with the same budget: Δm against STL, speed and peak memory.
 
-    python benchmarks/architectures.py [--file configs/synthetic/architectures.yaml] [--seeds 0,1]
+    python benchmarks/architectures.py [--file benchmarks/architectures.yaml] [--seeds 0,1]
                                        [--only hps,mtinet] [--steps 300] [--out runs/architectures]
 
 Each (architecture, seed) is trained by ``scenemtl train`` in a process of its own, so that its
@@ -47,7 +47,7 @@ def run(label: str, seed: int, experiment: Path, overrides: list[str], out: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--file", default="configs/synthetic/architectures.yaml")
+    parser.add_argument("--file", default="benchmarks/architectures.yaml")
     parser.add_argument("--seeds", default=None, help="comma-separated (default: the file's)")
     parser.add_argument("--only", default=None, help="comma-separated row labels")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the file's)")
