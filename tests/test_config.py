@@ -20,22 +20,33 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert config.model.backbone.name == "test_resnet"
 
 
-def test_shipped_configs_are_valid(monkeypatch, tmp_path):
+def test_shipped_configs_are_valid_and_build_their_models(monkeypatch, tmp_path):
     from pathlib import Path
 
+    import torch
     import yaml
 
     from scenemtl.engine.benchmark import load_benchmark
+    from scenemtl.engine.builder import build_tasks, dataset_info
+    from scenemtl.models import build_model
 
-    monkeypatch.setenv("SCENEMTL_NYUV2_13", str(tmp_path))
+    for variable in ("NYUV2_13", "NYUD", "PASCAL_CONTEXT", "CITYSCAPES", "CITYSCAPES_NPY", "SYNTHIA", "VKITTI2"):
+        monkeypatch.setenv(f"SCENEMTL_{variable}", str(tmp_path))
     configs = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
     assert configs
+    built = set()
     for path in configs:
         if "experiment" in (yaml.safe_load(path.read_text()) or {}):  # a benchmark of several runs
             bench, _ = load_benchmark(path)
             bench.specs()
-        else:
-            load_config(path)
+            continue
+        config = load_config(path)
+        config.model.backbone.weights = None
+        with torch.device("meta"):  # full size, no memory: the options and shapes are checked
+            model = build_model(config.model, build_tasks(config, dataset_info(config)))
+        assert sum(p.numel() for p in model.parameters()) > 0, path
+        built.add(config.model.arch)
+    assert {"hps", "stl", "cross_stitch", "mtan", "mtan_deeplab", "padnet", "mtinet", "atrc", "xtam"} <= built
 
 
 @pytest.mark.parametrize(
