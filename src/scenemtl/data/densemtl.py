@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from scenemtl.data.base import image_to_tensor
 from scenemtl.errors import ConfigError, DataError
 
 # DenseMTL's input normalisation (monodepth2's encoder: (x - 0.45) / 0.225)
@@ -87,3 +89,22 @@ def size_error(path: Path, what: str, found: tuple[int, ...], image: tuple[int, 
     """The DataError of a target whose size differs from its image."""
     return DataError(f"{path}: the {what} is {tuple(found[:2])} but its image {image_path.name} is {tuple(image)}; "
                      "re-extract both files from the release")
+
+
+
+def densemtl_sample(image: np.ndarray, targets: dict[str, np.ndarray], resize: tuple[int, int] | None, name: str,
+                    tasks: Sequence[str]) -> dict:
+    """A sample in the data contract from the decoded image, semseg ids and depth in metres, resized when asked."""
+    if resize is not None:
+        image = resize_image(image, resize)
+        if "semseg" in targets:
+            targets["semseg"] = resize_labels(targets["semseg"], resize)
+        if "depth" in targets:
+            targets["depth"] = resize_depth(targets["depth"], resize)
+    sample: dict = {"image": image_to_tensor(image)}
+    if "semseg" in targets:
+        sample["semseg"] = torch.from_numpy(targets["semseg"].astype(np.int64))
+    if "depth" in targets:
+        sample["depth"] = torch.from_numpy(np.ascontiguousarray(targets["depth"], dtype=np.float32))[None]
+    sample["meta"] = {"id": name, "size": tuple(int(s) for s in image.shape[:2]), "labelled": list(tasks)}
+    return sample

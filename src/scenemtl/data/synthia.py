@@ -70,12 +70,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
+from scenemtl.data.base import DatasetInfo, DenseDataset, register_dataset
 from scenemtl.data.download import Archive
 from scenemtl.data.densemtl import (DENSEMTL_MEAN, DENSEMTL_STD, FAR_CODE, check_resize, check_split_options,
-                                    densemtl_split, resize_depth, resize_image, resize_labels, size_error)
+                                    densemtl_sample, densemtl_split, size_error)
 from scenemtl.data.io import read_image, read_png_opencv
 from scenemtl.errors import ConfigError, DataError
 
@@ -199,16 +198,4 @@ class Synthia(DenseDataset):
             if self.far_invalid:
                 depth[centimetres == FAR_CODE] = 0.0
             targets["depth"] = depth
-        if self.resize is not None:
-            image = resize_image(image, self.resize)
-            if "semseg" in targets:
-                targets["semseg"] = resize_labels(targets["semseg"], self.resize)
-            if "depth" in targets:
-                targets["depth"] = resize_depth(targets["depth"], self.resize)
-        sample: dict = {"image": image_to_tensor(image)}
-        if "semseg" in targets:
-            sample["semseg"] = torch.from_numpy(targets["semseg"].astype(np.int64))
-        if "depth" in targets:
-            sample["depth"] = torch.from_numpy(np.ascontiguousarray(targets["depth"], dtype=np.float32))[None]
-        sample["meta"] = {"id": name, "size": tuple(int(s) for s in image.shape[:2]), "labelled": list(self.tasks)}
-        return sample
+        return densemtl_sample(image, targets, self.resize, name, self.tasks)
