@@ -57,6 +57,21 @@ class AugmentConfig(Strict):
         return crop
 
 
+class LabelsConfig(Strict):
+    """Which training labels are used: all, or a partial-label setting (see data/partial.py)."""
+
+    setting: Literal["full", "one-label", "random-labels"] = "full"
+    seed: int = 0
+    # a JSON availability map to read (written there when missing), or a published .pth/.npy
+    # flag file to import; None: generated from the seed and written to <run>/labels.json
+    file: str | None = None
+    # task order of an imported flag file (default: the published PASCAL-Context order)
+    flag_order: list[str] | None = None
+    # the per-sample loss is multiplied by (number of tasks / number of labelled tasks), as
+    # DiffusionMTL's SemiSupervisedMultiTaskLoss does
+    rescale: bool = True
+
+
 class DataConfig(Strict):
     """Which dataset, where it lives, and how it is batched."""
 
@@ -70,6 +85,7 @@ class DataConfig(Strict):
     num_workers: int = Field(0, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     eval_pad: tuple[int, int] | None = None
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
 
 class BackboneConfig(Strict):

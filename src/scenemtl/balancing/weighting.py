@@ -99,12 +99,26 @@ class GeometricMeanLoss(LossWeighting):
         self.scalarizer = GeometricMean()
 
     def objective(self, losses: torch.Tensor) -> torch.Tensor:
-        """torchjd's geometric mean."""
-        return self.scalarizer(losses)
+        """torchjd's geometric mean over the tasks with a loss in this batch.
+
+        A task whose loss is exactly 0 had no label in the batch (partial labels): it is left out
+        of the product, which would otherwise be 0 with an undefined gradient.
+        """
+        present = losses > 0
+        if bool(present.all()):
+            return self.scalarizer(losses)
+        if not bool(present.any()):
+            return losses.sum()
+        return self.scalarizer(losses[present])
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
-        """∂GM/∂L_t = GM/(K·L_t)."""
-        return torch.exp(torch.log(losses).mean()) / (len(self.tasks) * losses)
+        """∂GM/∂L_t = GM/(K·L_t) over the tasks with a loss; 0 for the others."""
+        present = losses > 0
+        if not bool(present.any()):
+            return torch.ones_like(losses)
+        safe = torch.where(present, losses, torch.ones_like(losses))
+        mean = torch.exp(torch.log(safe[present]).mean())
+        return torch.where(present, mean / (int(present.sum()) * safe), torch.zeros_like(losses))
 
 
 @register_balancer("famo")

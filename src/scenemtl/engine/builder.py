@@ -142,3 +142,31 @@ def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[torch
     model = build_model(config.model, tasks)
     load_weights(model, path)
     return model.to(device).eval(), tasks, meta
+
+
+def partial_labels(config: Config, dataset: DenseDataset, tasks: Mapping[str, Task], write: bool = True) -> DenseDataset:
+    """The training split under ``data.labels`` (unchanged with ``setting: full``).
+
+    The availability map is read from ``data.labels.file`` when it exists (our JSON, or a
+    published ``.pth``/``.npy`` flag file), else generated from the seed and written to that file,
+    or to ``<run>/labels.json`` when no file is named (``write``: only the main process writes).
+    """
+    from scenemtl.data import partial
+
+    labels_config = config.data.labels
+    if labels_config.setting == "full":
+        return dataset
+    names = list(tasks)
+    path = Path(labels_config.file) if labels_config.file else config.run_dir / "labels.json"
+    if labels_config.file and path.exists():
+        if path.suffix in (".pth", ".npy"):
+            order = labels_config.flag_order or list(partial.PASCAL_FLAG_ORDER)
+            labels = {k: [t for t in v if t in names] for k, v in partial.import_flags(path, order).items()}
+        else:
+            labels = partial.read_availability(path, names)
+    else:
+        ids = [dataset.sample_id(i) for i in range(len(dataset))]
+        labels = partial.generate(ids, names, labels_config.setting, labels_config.seed)
+        if write:
+            partial.write_availability(path, labels, names, labels_config.setting, labels_config.seed)
+    return partial.PartialLabels(dataset, labels, {name: task.pad_value for name, task in tasks.items()})

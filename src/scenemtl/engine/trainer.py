@@ -83,6 +83,8 @@ class Trainer:
         if datasets is None:
             datasets = (builder.build_dataset(config, config.data.train_split), builder.build_dataset(config, config.data.val_split))
         self.train_set, self.val_set = datasets
+        self.train_set = builder.partial_labels(config, self.train_set, self.tasks, write=self.dist.is_main)
+        self.partial = config.data.labels.setting != "full"
         self.model = self._build_model()
         weights = {name: task.weight for name, task in config.tasks.items()}
         self.balancer = build_balancer(config.balancer.name, list(self.tasks), weights, config.balancer.options)
@@ -140,18 +142,40 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------
     def task_losses(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
-        """Each task's loss on the final prediction plus every deep-supervision stage."""
+        """Each task's loss on the final prediction plus every deep-supervision stage.
+
+        With partial labels (``data.labels``) the loss is taken per sample over the samples that
+        carry the task's label, each multiplied by (tasks / labelled tasks of that sample) when
+        ``rescale`` is on, summed and divided by the batch size (DiffusionMTL's scheme); a batch
+        without the task's label gives a zero loss with a zero gradient.
+        """
+        if self.partial:
+            return self._partial_losses(output, batch)
+        return {name: self._task_loss(name, task, output, batch[name]) for name, task in self.tasks.items()}
+
+    @staticmethod
+    def _task_loss(name: str, task, output: ModelOutput, target: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        pick = (lambda x: x) if rows is None else (lambda x: x[rows])  # noqa: E731
+        loss = task.loss(pick(output.final[name]), target)
+        for stage in output.aux.values():
+            if name in stage:
+                logits = pick(stage[name])
+                if logits.shape[-2:] != target.shape[-2:]:
+                    logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+                loss = loss + task.loss(logits, target)
+        return loss
+
+    def _partial_losses(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
+        labelled = [set(meta["labelled"]) for meta in batch["meta"]]
+        size, count = len(labelled), len(self.tasks)
         losses = {}
         for name, task in self.tasks.items():
-            target = batch[name]
-            loss = task.loss(output.final[name], target)
-            for stage in output.aux.values():
-                if name in stage:
-                    logits = stage[name]
-                    if logits.shape[-2:] != target.shape[-2:]:
-                        logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-                    loss = loss + task.loss(logits, target)
-            losses[name] = loss
+            loss = output.final[name].sum() * 0.0  # in the graph, so the head gets a (zero) gradient
+            for b, available in enumerate(labelled):
+                if name in available:
+                    scale = count / len(available) if self.config.data.labels.rescale else 1.0
+                    loss = loss + scale * self._task_loss(name, task, output, batch[name][b : b + 1], slice(b, b + 1))
+            losses[name] = loss / size
         return losses
 
     def _non_finite(self, losses: dict[str, torch.Tensor]) -> str | None:

@@ -1,0 +1,142 @@
+"""Partially annotated training data: which tasks are labelled on which image.
+
+The settings of the partial-label literature (MTPSL, Li et al. CVPR 2022; DiffusionMTL, Ye & Xu
+CVPR 2024):
+
+- ``one-label``: every training image carries exactly one task's label; tasks are balanced
+  (their counts differ by at most one: the images are shuffled with the seed and dealt to the
+  tasks in turn; MTPSL's PASCAL file has 1,000 or 999 images per task);
+- ``random-labels``: every image carries a random non-empty proper subset of the tasks (its size
+  uniform in 1..T−1, then the subset uniform; with one task, that task). MTPSL's PASCAL file has
+  1,538 / 1,529 / 1,541 / 390 images with 1 / 2 / 3 / 4 labels: importing it reproduces that
+  split exactly, generating gives a fresh one of the same kind.
+
+An availability map is ``{image id: [labelled task names]}``, stored as JSON
+(``{"setting", "seed", "tasks", "labels"}``) so that runs can share it. The published maps
+(DiffusionMTL's ``new_{onelabel,randomlabels}.pth``, MTPSL's ``onelabel.npy``: image id → 0/1 flags
+in the order semseg, human_parts, sal, normals, edge for PASCAL) are imported with
+``import_flags``. Evaluation always uses full labels.
+
+Unlabelled targets are marked in the target itself, as the data contract says: ``PartialLabels``
+fills them with their task's ignore value (``Task.pad_value``), so no loss and no prior estimate
+ever reads them, and ``meta['labelled']`` lists the labelled tasks of each sample.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scenemtl.data.base import DenseDataset
+from scenemtl.errors import ConfigError, DataError
+
+SETTINGS = ("one-label", "random-labels")
+#: the task order of the published PASCAL-Context flag files (DiffusionMTL, MTPSL)
+PASCAL_FLAG_ORDER = ("semseg", "human_parts", "saliency", "normals", "edge")
+
+
+def generate(ids: Sequence[str], tasks: Sequence[str], setting: str, seed: int) -> dict[str, list[str]]:
+    """A deterministic availability map for ``ids`` (see the module docstring)."""
+    if setting not in SETTINGS:
+        raise ConfigError(f"data.labels.setting: unknown setting '{setting}'; use full, {' or '.join(SETTINGS)}")
+    if not tasks:
+        raise ConfigError("partial labels need at least one task")
+    rng = np.random.default_rng(seed)
+    tasks = list(tasks)
+    order = rng.permutation(len(ids))
+    labels: dict[str, list[str]] = {}
+    if setting == "one-label":
+        for rank, index in enumerate(order):
+            labels[ids[index]] = [tasks[rank % len(tasks)]]
+        return {i: labels[i] for i in ids}
+    for index in order:
+        count = int(rng.integers(1, len(tasks))) if len(tasks) > 1 else 1
+        chosen = sorted(rng.choice(len(tasks), size=count, replace=False))
+        labels[ids[index]] = [tasks[c] for c in chosen]
+    return {i: labels[i] for i in ids}
+
+
+def write_availability(path: str | Path, labels: Mapping[str, Sequence[str]], tasks: Sequence[str], setting: str,
+                       seed: int | None) -> None:
+    """Write an availability map as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"setting": setting, "seed": seed, "tasks": list(tasks), "labels": {k: list(v) for k, v in labels.items()}}
+    path.write_text(json.dumps(body, indent=1))
+
+
+def read_availability(path: str | Path, tasks: Sequence[str]) -> dict[str, list[str]]:
+    """Read a JSON availability map; tasks it names that the run does not train are dropped."""
+    path = Path(path)
+    try:
+        body = json.loads(path.read_text())
+        labels = body["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"cannot read the label availability file {path}: {error!r}; write it again with "
+                        "data.labels (or delete it to have it generated)") from None
+    unknown = sorted({t for v in labels.values() for t in v} - set(body.get("tasks", tasks)) - set(tasks))
+    if unknown:
+        raise DataError(f"{path}: unknown task names {unknown}")
+    return {str(k): [t for t in v if t in tasks] for k, v in labels.items()}
+
+
+def import_flags(path: str | Path, order: Sequence[str] = PASCAL_FLAG_ORDER) -> dict[str, list[str]]:
+    """A published map (``.pth`` or ``.npy`` of ``{image id: 0/1 flags}``) as ``{id: [task names]}``.
+
+    ``.npy`` files hold a pickled dict: only import files from a source you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"label availability file not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            flags = np.load(path, allow_pickle=True).item()
+        else:
+            flags = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (any unreadable file is reported the same way)
+        raise DataError(f"cannot read the published label map {path}: {error}") from None
+    if not isinstance(flags, Mapping):
+        raise DataError(f"{path}: expected a mapping image id → task flags, found {type(flags).__name__}")
+    labels = {}
+    for key, value in flags.items():
+        value = [int(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+        if len(value) != len(order):
+            raise DataError(f"{path}: image {key} has {len(value)} flags, expected {len(order)} ({', '.join(order)})")
+        labels[str(key)] = [task for task, flag in zip(order, value) if flag]
+    return labels
+
+
+class PartialLabels(DenseDataset):
+    """A training split where each image keeps only its available tasks' labels."""
+
+    def __init__(self, dataset: DenseDataset, labels: Mapping[str, Sequence[str]], pad_values: Mapping[str, float]) -> None:
+        self.dataset, self.pad_values = dataset, dict(pad_values)
+        self.info, self.splits = dataset.info, dataset.splits
+        self.root, self.split, self.tasks = dataset.root, dataset.split, list(dataset.tasks)
+        self.variant, self.notes = dataset.variant, dataset.notes
+        ids = [dataset.sample_id(i) for i in range(len(dataset))]
+        missing = [i for i in ids if i not in labels]
+        if missing:
+            raise DataError(f"the label availability map lists {len(ids) - len(missing)} of the {len(ids)} training "
+                            f"images; missing e.g. {missing[:3]}. Generate it for this split (data.labels).")
+        self.available = [[t for t in self.tasks if t in labels[i]] for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def sample_id(self, index: int) -> str:
+        """The wrapped dataset's id."""
+        return self.dataset.sample_id(index)
+
+    def sample(self, index: int) -> dict:
+        """The sample with every unavailable task's target filled with its ignore value."""
+        sample = self.dataset.sample(index)
+        for task in self.tasks:
+            if task not in self.available[index] and task in sample:
+                sample[task] = torch.full_like(sample[task], self.pad_values[task])
+        sample.setdefault("meta", {})["labelled"] = list(self.available[index])
+        return sample
