@@ -136,3 +136,18 @@ def test_non_finite_loss_names_the_task_and_step(tiny_config):
         trainer.model.heads["depth"].classifier.weight.fill_(float("nan"))
     with pytest.raises(ScenemtlError, match="task 'depth'.*step 1"):
         trainer.train_step([batch])
+
+
+def test_deep_supervision_losses_take_the_stage_weights_the_model_gives(tiny_config):
+    from scenemtl.models.output import ModelOutput
+
+    trainer = Trainer(tiny_config(), progress=False, log=False)
+    batch = next(iter(trainer.loader))
+    output = trainer.model(batch["image"])
+    plain = trainer.task_losses(ModelOutput(final=output.final), batch)
+    aux = {"early": {name: value.detach() for name, value in output.final.items()}}
+    doubled = trainer.task_losses(ModelOutput(final=output.final, aux=aux), batch)
+    halved = trainer.task_losses(ModelOutput(final=output.final, aux=aux, aux_weights={"early": 0.5}), batch)
+    for name in plain:
+        assert doubled[name].item() == pytest.approx(2 * plain[name].item(), rel=1e-5)
+        assert halved[name].item() == pytest.approx(1.5 * plain[name].item(), rel=1e-5)

@@ -157,12 +157,12 @@ class Trainer:
     def _task_loss(name: str, task, output: ModelOutput, target: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
         pick = (lambda x: x) if rows is None else (lambda x: x[rows])  # noqa: E731
         loss = task.loss(pick(output.final[name]), target)
-        for stage in output.aux.values():
+        for key, stage in output.aux.items():
             if name in stage:
                 logits = pick(stage[name])
                 if logits.shape[-2:] != target.shape[-2:]:
                     logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-                loss = loss + task.loss(logits, target)
+                loss = loss + output.aux_weights.get(key, 1.0) * task.loss(logits, target)
         return loss
 
     def _partial_losses(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:

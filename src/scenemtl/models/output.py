@@ -12,7 +12,7 @@ class ModelOutput:
     """``final``: task → logits at the input size; ``aux``: stage name → task → logits (deep supervision).
 
     The training loop applies each task's loss to every entry of ``final`` and of each ``aux``
-    stage; evaluation and prediction read ``final`` only.
+    stage (times ``aux_weights[stage]``, default 1); evaluation and prediction read ``final`` only.
 
     ``features`` and ``feature_sources`` are filled only when the model's ``cut_features`` is set
     (by gradient balancers): ``feature_sources`` are the shared representation (e.g. the
@@ -23,5 +23,8 @@ class ModelOutput:
 
     final: dict[str, torch.Tensor]
     aux: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    #: stage → factor on that stage's losses (default 1; DiffusionMTL weighs its preliminary
+    #: predictions 0.5)
+    aux_weights: dict[str, float] = field(default_factory=dict)
     features: tuple[torch.Tensor, ...] = ()
     feature_sources: tuple[torch.Tensor, ...] = ()
