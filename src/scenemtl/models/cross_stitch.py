@@ -69,7 +69,7 @@ from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.heads import FPNHead, fp32_conv, upsample_to
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
-from scenemtl.models.segnet import SegNetTrunk, prediction_block
+from scenemtl.models.segnet import SegNetTrunk, init_like_mtan, prediction_block
 from scenemtl.tasks import Task
 
 Unit = Literal["channel", "mtan"]
@@ -100,17 +100,6 @@ class CrossStitchUnit(nn.Module):
         if self.unit == "channel":
             return list(torch.einsum("ijc,jbchw->ibchw", alpha, stacked).unbind(0))
         return [torch.einsum("j,jbchw->bchw", alpha, stacked)] * len(features)
-
-
-def _init_like_mtan_cross(module: nn.Module) -> None:
-    """Xavier-uniform convolutions with zero bias; BN weight 1, bias 0 (``model_segnet_cross.py``)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class CrossStitchTimm(MultiTaskModel):
@@ -188,7 +177,7 @@ class CrossStitchSegNet(MultiTaskModel):
         self.decoder_stitch = nn.ModuleList(CrossStitchUnit(k, c, unit, alpha_same, alpha_diff)
                                             for c in (f[4], f[3], f[2], f[1], f[0]))
         self.heads = nn.ModuleDict({name: prediction_block(f[0], task.out_channels) for name, task in tasks.items()})
-        _init_like_mtan_cross(self)
+        init_like_mtan(self, uniform=True)  # the cross-stitch script's Xavier-uniform
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Each task's logits at the input size."""

@@ -70,11 +70,14 @@ def attention_block(cin: int, mid: int, cout: int) -> nn.Sequential:
     )
 
 
-def init_like_mtan(module: nn.Module) -> None:
-    """Xavier-normal convolutions with zero bias; BN weight 1, bias 0 (MTAN's initialisation)."""
+def init_like_mtan(module: nn.Module, uniform: bool = False) -> None:
+    """Xavier-normal convolutions with zero bias; BN weight 1, bias 0 (MTAN's initialisation).
+
+    ``uniform``: Xavier-uniform instead, as MTAN's cross-stitch script (``model_segnet_cross.py``).
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_normal_(m.weight)
+            (nn.init.xavier_uniform_ if uniform else nn.init.xavier_normal_)(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
