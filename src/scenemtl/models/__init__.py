@@ -3,6 +3,7 @@
 from scenemtl.models import hps as _hps  # noqa: F401  (registers hps, stl)
 from scenemtl.models import atrc as _atrc  # noqa: F401  (registers atrc, atrc_search)
 from scenemtl.models import cross_stitch as _cross_stitch  # noqa: F401  (registers cross_stitch)
+from scenemtl.models import diffusionmtl as _diffusionmtl  # noqa: F401  (registers diffusionmtl)
 from scenemtl.models import mtan_deeplab as _mtan_deeplab  # noqa: F401  (registers mtan_deeplab)
 from scenemtl.models import mtinet as _mtinet  # noqa: F401  (registers mtinet)
 from scenemtl.models import padnet as _padnet  # noqa: F401  (registers padnet)
