@@ -43,3 +43,10 @@ class MultiTaskModel(nn.Module):
             f"architecture '{getattr(self, 'arch', type(self).__name__)}' does not support "
             "train.activation_checkpointing; set it to false"
         )
+
+
+def require_tasks(arch: str, tasks: Mapping[str, object], minimum: int, reason: str) -> None:
+    """ConfigError unless ``arch`` is given at least ``minimum`` tasks (``reason`` says why it needs them)."""
+    if len(tasks) < minimum:
+        raise ConfigError(f"{arch} needs at least {'two' if minimum == 2 else minimum} tasks ({reason}), got "
+                          f"{list(tasks)}; use model.arch=hps for fewer")

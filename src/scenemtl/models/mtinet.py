@@ -63,7 +63,7 @@ from torch import nn
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
-from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.base import MultiTaskModel, require_tasks
 from scenemtl.models.distillation import BasicBlock, MultiModalDistillation, SEBlock
 from scenemtl.models.heads import fp32_conv, upsample_to
 from scenemtl.models.output import ModelOutput
@@ -146,11 +146,7 @@ class MTINet(MultiTaskModel):
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task],
                  task_channels: int | Sequence[int] | None = None) -> None:
         super().__init__()
-        if len(tasks) < 2:
-            raise ConfigError(
-                f"mtinet needs at least two tasks (its distillation passes messages between tasks), got {list(tasks)}; "
-                "use model.arch=hps for one task"
-            )
+        require_tasks("mtinet", tasks, 2, "its distillation passes messages between tasks")
         self.tasks = list(tasks)
         self.backbone = Backbone(config.backbone)
         strides = self.backbone.strides

@@ -59,7 +59,7 @@ from torch import nn
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
-from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.base import MultiTaskModel, require_tasks
 from scenemtl.models.distillation import Bottleneck, MultiModalDistillation
 from scenemtl.models.heads import fp32_conv, upsample_to
 from scenemtl.models.output import ModelOutput
@@ -72,11 +72,7 @@ class PADNet(MultiTaskModel):
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True) -> None:
         super().__init__()
-        if len(tasks) < 2:
-            raise ConfigError(
-                f"padnet needs at least two tasks (its distillation passes messages between tasks), got {list(tasks)}; "
-                "use model.arch=hps for one task"
-            )
+        require_tasks("padnet", tasks, 2, "its distillation passes messages between tasks")
         width = config.head_channels
         if width % Bottleneck.expansion:
             raise ConfigError(
