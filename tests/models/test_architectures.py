@@ -17,8 +17,9 @@ def all_tasks():
 
 def tiny_model_config(arch: str) -> ModelConfig:
     """The architecture at test width: its registered ``tiny`` options on the tiny timm backbone."""
-    options = dict(MODELS.get(arch).tiny_options)
-    return ModelConfig(arch=arch, backbone={"name": "test_resnet"}, head_channels=8, decoder_stride=8, options=options)
+    factory = MODELS.get(arch)
+    return ModelConfig(arch=arch, backbone={"name": factory.tiny_backbone}, head_channels=8, decoder_stride=8,
+                       options=dict(factory.tiny_options))
 
 
 def task_sets(arch: str) -> list[tuple[str, ...]]:

@@ -1,6 +1,8 @@
 """Architectures (registered by name), backbones and decoder blocks."""
 
 from scenemtl.models import hps as _hps  # noqa: F401  (registers hps, stl)
+from scenemtl.models import invpt as _invpt  # noqa: F401  (registers invpt)
+from scenemtl.models import taskprompter as _taskprompter  # noqa: F401  (registers taskprompter)
 from scenemtl.models import atrc as _atrc  # noqa: F401  (registers atrc, atrc_search)
 from scenemtl.models import cross_stitch as _cross_stitch  # noqa: F401  (registers cross_stitch)
 from scenemtl.models import diffusionmtl as _diffusionmtl  # noqa: F401  (registers diffusionmtl)

@@ -25,6 +25,13 @@ SUGGESTED_BACKBONES = (
     "convnext_tiny",
     "hrnet_w18_small_v2",
     "hrnet_w48",
+    "vit_small_patch16_384",
+    "vit_base_patch16_384",
+    "vit_large_patch16_384",
+    "swin_tiny_patch4_window7_224",
+    "swin_small_patch4_window7_224",
+    "swin_base_patch4_window12_384",
+    "swin_large_patch4_window12_384",
 )
 
 
@@ -41,6 +48,13 @@ class Backbone(nn.Module):
     divisible by 32: other inputs are zero-padded at the bottom and right and the maps cropped back
     to ⌈side / stride⌉, so any image size works. timm's HRNet is made to compute as the seeds'
     segmentation HRNet (``behave_like_seg_hrnet``: bilinear fuse upsampling, norm momentum 0.01).
+
+    Transformers: Swin's four stages come as NCHW maps at strides 4–32 (timm's NHWC outputs are
+    permuted), at any size (timm's dynamic size and window padding; sides padded to a multiple
+    of 32 inside as for HRNet). A ViT gives its blocks as maps at stride 16 (timm's feature getter;
+    position embeddings resampled to the input's grid, sides padded to a multiple of the patch).
+    The transformer architectures (``invpt``, ``taskprompter``) read ViTs through
+    ``models/vit.ViTBackbone`` instead, which chooses the blocks and runs them itself.
     """
 
     def __init__(self, config: BackboneConfig) -> None:
@@ -53,9 +67,17 @@ class Backbone(nn.Module):
         kwargs = dict(config.options)
         # HRNet's fuse layers upsample by fixed factors: it needs sides divisible by its coarsest stride
         self.pad_multiple: int | None = None
-        if config.name.split(".")[0].startswith("hrnet"):
+        family = config.name.split(".")[0]
+        if family.startswith("hrnet"):
             kwargs.setdefault("feature_location", "")
             self.pad_multiple = 32
+        elif family.startswith("swin"):
+            kwargs.setdefault("strict_img_size", False)
+            kwargs.setdefault("dynamic_img_size", True)
+            self.pad_multiple = 32
+        elif family.startswith(("vit_", "test_vit", "deit")):
+            kwargs.setdefault("dynamic_img_size", True)
+            self.pad_multiple = 16
         if config.out_indices is not None:
             kwargs["out_indices"] = config.out_indices
         pretrained, overlay = _weights(config)
@@ -77,7 +99,9 @@ class Backbone(nn.Module):
             ) from None
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
-        if self.pad_multiple is not None:
+        # Swin's features are channels-last
+        self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
+        if family.startswith("hrnet"):
             behave_like_seg_hrnet(self.body.modules())
         self.fuse_levels: list[int] | None = None
         if config.fuse == "concat":
@@ -104,8 +128,11 @@ class Backbone(nn.Module):
             height, width = image.shape[-2:]
             m = self.pad_multiple
             padded = nn.functional.pad(image, (0, -width % m, 0, -height % m))
+            features = self.body(padded)
+            if self.channels_last:
+                features = [f.permute(0, 3, 1, 2) for f in features]
             features = [f[..., : -(-height // s), : -(-width // s)]
-                        for f, s in zip(self.body(padded), self.body.feature_info.reduction())]
+                        for f, s in zip(features, self.body.feature_info.reduction())]
         if self.fuse_levels is None:
             return features
         selected = [features[i] for i in self.fuse_levels]

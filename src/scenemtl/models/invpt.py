@@ -1,0 +1,419 @@
+"""InvPT (Ye & Xu, ECCV 2022: "Inverted Pyramid Multi-task Transformer for Dense Scene Understanding").
+
+Structure, as the official code (``prismformore/Multi-Task-Transformer``, ``InvPT/models/
+transformer_net.py``, ``models/transformers/{vit,transformer_decoder,invpt}.py``, configs
+``InvPT/configs/{pascal,nyud}/*_vitLp16.yml``):
+
+- **Encoder**: a ViT (``vit_large_patch16_384``, drop path 0.15) at the training size; the
+  outputs of blocks 6 and 12 and the normed output of block 24 (``layers``: 3/6/12 of ViT-B)
+  as maps at 1/16.
+- **Preliminary decoder** (``TransformerDecoder``): the last map bilinearly resized to 1/32
+  (``mtt_resolution_downsample_rate: 2``), per task two 3×3 conv-BN-ReLU blocks (C → C →
+  ``embed_dim`` 512) and a 1×1 conv giving the preliminary prediction (``aux["preliminary"]``,
+  intermediate supervision with the task's own loss and weight, as ``intermediate_supervision:
+  True``); feature and prediction concatenated → 1×1 ``mix_proj`` to D₀ = 512 + 64 = 576.
+- **UP-Transformer** (``InvPT``): three stages of dims D₀, D₀/2, D₀/4 at 1/32, 1/16, 1/8, each
+  one block over the tokens of **all tasks concatenated** (task × space): pre-norm, joint
+  attention with 2 heads whose queries come from a per-task depthwise 3×3 stride-2 conv + BN and
+  keys/values from average pooling with kernel = stride 2, 4, 8 (ceil mode) and shared linear
+  projections (with bias), softmax(q·kᵀ / √D) with D the stage's full width (as the official
+  ``scale = dim_out ** -0.5``), the output resized back to the stage's grid; then the MLP (ratio
+  4). **Attention message passing**: each stage's pre-softmax scores are resized ×2 over the
+  query grid and fused with the next stage's scores by a 1×1 conv over the heads (``fuse_attn``).
+  Stages 1 and 2 first upsample each task's map ×2 (``UpEmbed``: bilinear, two 3×3 convs with
+  dilation 2 + BN + ReLU) and add a backbone skip: block 12 through a 3×3 conv (1/16), block 6
+  through a stride-2 transposed conv (1/8). After each stage a LayerNorm over the concatenated
+  channels of all tasks (``norm_mts``).
+- **Multi-scale aggregation**: each stage's per-task features (stages 1, 2 reduced to D₀ by a
+  1×1 conv) resized to 1/4 and summed; 3×3 conv-BN-ReLU (``mt_proj``); a 1×1 head (``MLPHead``);
+  bilinear to the input size.
+
+Faithfulness: with ``scenemtl convert`` / ``scenemtl eval --checkpoint *.pth.tar`` the released
+``InvPT_{pascal,nyud}_vitLp16`` checkpoints load through ``OFFICIAL_KEYS`` (every key mapped or
+listed as unused) and this module computes the official forward.
+
+Differences from the official code, and why:
+
+- **Unused official parameters are not built**: the stage-0 skip conv (``scale_embed.2``,
+  computed but never added: stage 0 has no ``UpEmbed``), the stage-0 ``redu_chan`` and
+  ``fuse_attn`` (never called), and ``norm_mt`` (never called): 5,313,650 parameters for ViT-L on
+  PASCAL. They get no gradient in the official training either (hence its
+  ``find_unused_parameters=True``); the key map lists them as dropped. Saliency's final head is
+  one logit where the official has a two-class softmax (``w₁ − w₀``, exact; 577 parameters
+  fewer); its preliminary head keeps two channels because ``mix_proj`` reads both.
+- **Task order**: tasks are processed in the official order (semseg, depth, human_parts,
+  saliency, normals, edge; others after), whatever order the config lists them in, so the
+  per-task layouts of the joint norms and of checkpoints line up.
+- **Any input size**: the official code fixes the token grid in its rearranges. Here the input
+  is zero-padded at the bottom/right to a multiple of 64 (so the 1/32 grid is even, as the
+  message passing needs), the ViT's position embedding is resampled to the grid, and the outputs
+  are cropped back. The official sizes (512×512, 448×576) are multiples of 64: no padding there.
+  Message and skip resizes are written with target sizes instead of scale factors (identical on
+  those grids).
+- **Any backbone**: besides ViTs (``layers``), any timm backbone (Swin, ConvNeXt, ResNet) gives
+  its last three levels; a skip at the stage's stride uses a 3×3 conv, one at twice the stride
+  the transposed conv, others are resized first.
+- The decoder's stochastic depth is 0, as the official schedule ``linspace(0, 0.15, depth=1)``
+  makes it; the joint attention materialises its scores (the message passing needs them), so it
+  does not use ``scaled_dot_product_attention``; the encoder's attention does (timm).
+- Batch norms are ``BatchNorm2d`` (the official ``SyncBatchNorm``: ``train.sync_bn`` converts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import nn
+
+from scenemtl.config import ModelConfig
+from scenemtl.errors import ConfigError
+from scenemtl.models.backbones import Backbone
+from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.heads import conv_bn_relu, fp32_conv, upsample_to
+from scenemtl.models.official import (
+    KeyMap, Rule, canonical_order, official_channels, two_class_to_logit,
+)
+from scenemtl.models.output import ModelOutput
+from scenemtl.models.registry import register_model
+from scenemtl.models.vit import ViTBackbone, check_layers, default_layers
+from scenemtl.tasks import Task
+
+#: decoder stages: key/value pooling kernel = stride, and the stride of each stage's grid
+KV_STRIDES = (2, 4, 8)
+STAGE_STRIDES = (32, 16, 8)
+#: inputs are padded to a multiple of this: the 1/32 grid must be even for the message passing
+PAD_MULTIPLE = 64
+#: and to at least this: stage 0's query grid (1/64) then has 2×2 positions (batch norm in
+#: training needs more than one value per channel at batch 1)
+MIN_SIDE = 128
+
+
+def is_vit(name: str) -> bool:
+    """Whether a timm name is a plain Vision Transformer (read block by block)."""
+    return name.split(".")[0].startswith(("vit_", "test_vit", "deit_"))
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).transpose(1, 2)
+
+
+def _map(tokens: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *size)
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class JointAttention(nn.Module):
+    """Attention over every task's tokens at once, with the previous stage's scores fused in."""
+
+    def __init__(self, tasks: Sequence[str], dim: int, heads: int, kv_stride: int, message: bool) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.heads = heads
+        self.scale = dim ** -0.5  # the official scale: the stage's full width, not the head width
+        self.q_conv = nn.ModuleDict({
+            t: nn.Sequential(nn.Conv2d(dim, dim, 3, stride=2, padding=1, groups=dim, bias=False), nn.BatchNorm2d(dim))
+            for t in tasks
+        })
+        self.pool = nn.AvgPool2d(kv_stride, kv_stride, ceil_mode=True)
+        self.proj_q = nn.Linear(dim, dim)
+        self.proj_k = nn.Linear(dim, dim)
+        self.proj_v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fuse_attn = nn.Conv2d(2 * heads, heads, 1) if message else None
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, maps: Sequence[torch.Tensor], message: torch.Tensor | None
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-task outputs on the query grid (half the input grid) and the pre-softmax scores."""
+        queries = [self.q_conv[t](m) for t, m in zip(self.tasks, maps)]
+        q_size = queries[0].shape[-2:]
+        q = self._heads(self.proj_q(torch.cat([_tokens(x) for x in queries], dim=1)))
+        pooled = torch.cat([_tokens(self.pool(m)) for m in maps], dim=1)  # keys and values: the same pooling
+        k = self._heads(self.proj_k(pooled))
+        v = self._heads(self.proj_v(pooled))
+        scores = (q @ k.transpose(-2, -1)) * self.scale
+        if message is not None:
+            b, heads, rows, keys = message.shape
+            per_task = rows // len(self.tasks)
+            source = _source_grid(per_task, q_size)
+            parts = []
+            for chunk in message.split(per_task, dim=2):
+                grid = chunk.transpose(2, 3).reshape(b * heads, keys, *source)
+                grid = _resize(grid, q_size)
+                parts.append(grid.reshape(b, heads, keys, -1).transpose(2, 3))
+            scores = self.fuse_attn(torch.cat([scores, torch.cat(parts, dim=2)], dim=1))
+        out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(q.shape[0], -1, self.heads * v.shape[-1])
+        out = self.proj(out)
+        n = q_size[0] * q_size[1]
+        return [_map(part, q_size) for part in out.split(n, dim=1)], scores
+
+
+def _source_grid(tokens: int, q_size: Sequence[int]) -> tuple[int, int]:
+    """The previous stage's query grid: half of this one's in each side (rounded up)."""
+    h, w = -(-q_size[0] // 2), -(-q_size[1] // 2)
+    if h * w != tokens:
+        raise RuntimeError(f"attention message of {tokens} tokens does not fit a {h}×{w} grid")
+    return h, w
+
+
+class Mlp(nn.Sequential):
+    """Linear → GELU → Linear (named fc1/fc2 as timm's and the official ``Mlp``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+
+class JointBlock(nn.Module):
+    """Pre-norm joint attention (output resized back to the grid) and MLP over all tasks' tokens."""
+
+    def __init__(self, tasks: Sequence[str], dim: int, heads: int, mlp_ratio: float, kv_stride: int,
+                 message: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = JointAttention(tasks, dim, heads, kv_stride, message)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, maps: Sequence[torch.Tensor], message: torch.Tensor | None
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        size = maps[0].shape[-2:]
+        x = torch.cat([_tokens(m) for m in maps], dim=1)
+        normed = [_map(part, size) for part in self.norm1(x).split(size[0] * size[1], dim=1)]
+        outputs, scores = self.attn(normed, message)
+        x = x + torch.cat([_tokens(_resize(o, size)) for o in outputs], dim=1)
+        x = x + self.mlp(self.norm2(x))
+        return [_map(part, size) for part in x.split(size[0] * size[1], dim=1)], scores
+
+
+def up_embed(in_channels: int, out_channels: int) -> nn.Sequential:
+    """The official ``UpEmbed``: ×2 bilinear, then two 3×3 convs (dilation 2, padding 2) + BN + ReLU."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(in_channels, out_channels, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Stage(nn.Module):
+    """One UP-Transformer stage: (per-task ×2 upsampling + backbone skip), then a joint block."""
+
+    def __init__(self, tasks: Sequence[str], index: int, in_channels: int, dim: int, heads: int,
+                 mlp_ratio: float) -> None:
+        super().__init__()
+        self.up = nn.ModuleDict({t: up_embed(in_channels, dim) for t in tasks}) if index > 0 else None
+        self.block = JointBlock(tasks, dim, heads, mlp_ratio, KV_STRIDES[index], message=index > 0)
+
+
+def skip_conv(in_channels: int, out_channels: int, stride: int, target: int) -> nn.Module:
+    """A backbone map at ``stride`` into a stage at ``target``: 3×3 conv, or a ×2 transposed conv."""
+    if stride == 2 * target:
+        return nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
+class InvPT(MultiTaskModel):
+    """ViT (or any backbone) → preliminary decoder → UP-Transformer with message passing → heads."""
+
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int], embed_dim: int,
+                 pred_channels: int, num_heads: Sequence[int], mlp_ratio: float, layers: Sequence[int] | None) -> None:
+        super().__init__()
+        self.task_names = canonical_order(tasks)
+        names = self.task_names
+        if is_vit(config.backbone.name):
+            self.backbone = ViTBackbone(config.backbone, img_size)
+            self.layers = check_layers(layers or default_layers(self.backbone.depth, 4)[:2] + (self.backbone.depth,),
+                                       self.backbone.depth, 3, "layers")
+            channels = [self.backbone.embed_dim] * 3
+            strides = [self.backbone.patch_size] * 3
+        else:
+            if layers is not None:
+                raise ConfigError("model.options.layers selects ViT blocks; other backbones give their last three levels")
+            self.backbone = Backbone(config.backbone)
+            if len(self.backbone.channels) < 3:
+                raise ConfigError(f"invpt needs a backbone with three levels or more; '{config.backbone.name}' "
+                                  f"gives {len(self.backbone.channels)}")
+            self.layers = None
+            channels, strides = self.backbone.channels[-3:], self.backbone.strides[-3:]
+        d0 = embed_dim + pred_channels
+        dims = [d0, d0 // 2, d0 // 4]
+        self.dims = dims
+        c_last = channels[-1]
+        self.out_channels = {t: tasks[t].out_channels for t in names}
+        self.preliminary = nn.ModuleDict({
+            t: nn.Sequential(conv_bn_relu(c_last, c_last), conv_bn_relu(c_last, embed_dim)) for t in names
+        })
+        self.intermediate = nn.ModuleDict({
+            t: nn.Conv2d(embed_dim, official_channels(t, tasks[t].out_channels), 1) for t in names
+        })
+        self.mix_proj = nn.ModuleDict({
+            t: nn.Conv2d(embed_dim + official_channels(t, tasks[t].out_channels), d0, 1) for t in names
+        })
+        self.skip_mid = skip_conv(channels[1], dims[1], strides[1], STAGE_STRIDES[1])
+        self.skip_fine = skip_conv(channels[0], dims[2], strides[0], STAGE_STRIDES[2])
+        self.stages = nn.ModuleList(
+            Stage(names, i, dims[max(i - 1, 0)], dims[i], num_heads[i], mlp_ratio) for i in range(3)
+        )
+        self.stage_norms = nn.ModuleList(nn.LayerNorm(len(names) * d) for d in dims)
+        self.reduce = nn.ModuleDict({str(i): nn.ModuleDict({t: nn.Conv2d(dims[i], d0, 1) for t in names})
+                                     for i in (1, 2)})
+        self.fuse = nn.ModuleDict({
+            t: nn.Sequential(nn.Conv2d(d0, d0, 3, padding=1), nn.BatchNorm2d(d0), nn.ReLU(inplace=True)) for t in names
+        })
+        self.heads = nn.ModuleDict({t: nn.Conv2d(d0, tasks[t].out_channels, 1) for t in names})
+        for stage in self.stages:  # the official InvPTStage initialisation
+            for module in stage.modules():
+                if isinstance(module, nn.Linear):
+                    trunc_normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
+                elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+        for block in self.fuse.values():
+            trunc_normal_(block[0].weight, std=0.02)
+
+    official_key_map: KeyMap  # set below
+
+    def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        if self.layers is not None:
+            return self.backbone.features(image, self.layers, norm_last=True)
+        return self.backbone(image)[-3:]
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """Final and preliminary logits of every task at the input size."""
+        height, width = image.shape[-2:]
+        pad_h = max(MIN_SIDE, -(-height // PAD_MULTIPLE) * PAD_MULTIPLE) - height
+        pad_w = max(MIN_SIDE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE) - width
+        padded = F.pad(image, (0, pad_w, 0, pad_h))
+        size = padded.shape[-2:]
+        grids = [(size[0] // s, size[1] // s) for s in STAGE_STRIDES]
+        fine, mid, last = self._features(padded)
+        x = _resize(last, grids[0])
+        skips = {1: _resize(self.skip_mid(mid), grids[1]), 2: _resize(self.skip_fine(fine), grids[2])}
+
+        inter, maps = {}, []
+        for t in self.task_names:
+            feature = self.preliminary[t](x)
+            inter[t] = fp32_conv(self.intermediate[t], feature)
+            maps.append(self.mix_proj[t](torch.cat([feature, inter[t].to(feature.dtype)], dim=1)))
+
+        quarter = (size[0] // 4, size[1] // 4)
+        aggregated = [0.0] * len(self.task_names)
+        message = None
+        for i, stage in enumerate(self.stages):
+            if stage.up is not None:
+                maps = [stage.up[t](m) + skips[i] for t, m in zip(self.task_names, maps)]
+            maps, message = stage.block(maps, message)
+            grid = maps[0].shape[-2:]
+            normed = self.stage_norms[i](torch.cat([_tokens(m) for m in maps], dim=2))
+            for k, (t, part) in enumerate(zip(self.task_names, normed.split(self.dims[i], dim=2))):
+                task_x = _map(part, grid)
+                if i > 0:
+                    task_x = self.reduce[str(i)][t](task_x)
+                aggregated[k] = aggregated[k] + _resize(task_x, quarter)
+
+        final, preliminary = {}, {}
+        for k, t in enumerate(self.task_names):
+            logits = fp32_conv(self.heads[t], self.fuse[t](aggregated[k]))
+            final[t] = upsample_to(logits, size)[..., :height, :width]
+            preliminary[t] = upsample_to(two_class_to_logit(t, inter[t]), size)[..., :height, :width]
+        return ModelOutput(final=final, aux={"preliminary": preliminary})
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The backbone, the skips and the joint blocks' shared projections, norms and MLPs."""
+        per_task = {id(p) for m in self.modules() if isinstance(m, nn.ModuleDict) and set(m) <= set(self.task_names)
+                    for p in m.parameters()}
+        return [p for p in self.parameters() if id(p) not in per_task]
+
+    @torch.no_grad()
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Start each task's final and preliminary outputs at its training prior."""
+        for name, prior in priors.items():
+            self.heads[name].bias.copy_(prior.to(self.heads[name].bias))
+            bias = self.intermediate[name].bias
+            if bias.shape[0] == 2 * prior.shape[0]:  # two-class: softmax(0, p) = sigmoid(p)
+                bias.zero_()
+                bias[1:].copy_(prior.to(bias))
+            else:
+                bias.copy_(prior.to(bias))
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint the backbone's blocks (stages for CNN backbones)."""
+        self.backbone.set_activation_checkpointing(enabled)
+
+
+_D = "multi_task_decoder."
+_S = _D + "invpt.invpt_stages.{n}."
+OFFICIAL_KEYS = KeyMap(
+    method="InvPT",
+    signature=_D,
+    rules=[
+        Rule("backbone.{rest}", "backbone.vit.{rest}"),
+        Rule(_D + "preliminary_decoder.{t}.{n}.conv.weight", "preliminary.{t}.{n}.0.weight"),
+        Rule(_D + "preliminary_decoder.{t}.{n}.bn1.{rest}", "preliminary.{t}.{n}.1.{rest}"),
+        Rule(_D + "intermediate_head.{t}.{rest}", "intermediate.{t}.{rest}"),
+        Rule(_D + "scale_embed.0.{rest}", "skip_fine.{rest}"),
+        Rule(_D + "scale_embed.1.{rest}", "skip_mid.{rest}"),
+        Rule(_D + "invpt.mix_proj.{t}.0.{rest}", "mix_proj.{t}.{rest}"),
+        Rule(_S + "patch_embed.{ti}.proj.{m}.{rest}", "stages.{n}.up.{t}.{m}.{rest}"),
+        Rule(_S + "blocks.0.attn.conv_proj_q.{ti}.conv.weight", "stages.{n}.block.attn.q_conv.{t}.0.weight"),
+        Rule(_S + "blocks.0.attn.conv_proj_q.{ti}.bn.{rest}", "stages.{n}.block.attn.q_conv.{t}.1.{rest}"),
+        Rule(_S + "blocks.0.{rest}", "stages.{n}.block.{rest}"),
+        Rule(_D + "invpt.norm_mts.{n}.{rest}", "stage_norms.{n}.{rest}"),
+        Rule(_D + "invpt.redu_chan.{n}.{ti}.{rest}", "reduce.{n}.{t}.{rest}"),
+        Rule(_D + "invpt.mt_proj.{t}.{rest}", "fuse.{t}.{rest}"),
+        Rule("heads.{t}.linear_pred.{rest}", "heads.{t}.{rest}", two_class=True),
+    ],
+    drop={
+        _D + "scale_embed.2.{rest}": "stage-0 skip: computed, never added (stage 0 has no UpEmbed)",
+        _D + "invpt.redu_chan.0.{rest}": "stage 0 is not reduced (already D0 wide)",
+        _D + "invpt.norm_mt.{rest}": "never called",
+        _D + "invpt.invpt_stages.0.blocks.0.attn.fuse_attn.{rest}": "stage 0 receives no message",
+    },
+)
+InvPT.official_key_map = OFFICIAL_KEYS
+
+
+def _positive_ints(value: object, name: str, count: int | None = None) -> None:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if (count is not None and len(values) != count) or any(
+            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+        shape = f"{count} positive integers" if count else "a positive integer"
+        raise ConfigError(f"model.options.{name} must be {shape}, got {value!r}")
+
+
+@register_model("invpt", tiny={"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
+                tiny_backbone="test_vit")
+def invpt(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int] = (512, 512),
+          embed_dim: int = 512, pred_channels: int = 64, num_heads: Sequence[int] = (2, 2, 2),
+          mlp_ratio: float = 4.0, layers: Sequence[int] | None = None) -> InvPT:
+    """InvPT with the official widths (ViT-L: ``embed_dim`` 512 + 64 prediction channels, 2 heads per stage)."""
+    _positive_ints(list(img_size), "img_size", 2)
+    _positive_ints(embed_dim, "embed_dim")
+    _positive_ints(pred_channels, "pred_channels")
+    _positive_ints(list(num_heads), "num_heads", 3)
+    d0 = embed_dim + pred_channels
+    if d0 % 4:
+        raise ConfigError(f"model.options: embed_dim + pred_channels ({d0}) must be divisible by 4 (stage widths D, D/2, D/4)")
+    for i, (heads, dim) in enumerate(zip(num_heads, (d0, d0 // 2, d0 // 4))):
+        if dim % heads:
+            raise ConfigError(f"model.options.num_heads[{i}] = {heads} does not divide stage {i}'s width {dim}")
+    if not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
+        raise ConfigError(f"model.options.mlp_ratio must be positive, got {mlp_ratio!r}")
+    return InvPT(config, tasks, tuple(img_size), embed_dim, pred_channels, tuple(num_heads), float(mlp_ratio),
+                 tuple(layers) if layers is not None else None)

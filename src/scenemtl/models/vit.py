@@ -1,0 +1,150 @@
+"""Vision Transformers from timm as the encoders of the transformer architectures (InvPT, TaskPrompter).
+
+``ViTBackbone`` holds a timm ``VisionTransformer`` (``vit_small/base/large_patch16_384`` or any
+other, e.g. the tiny ``test_vit``) built for the architecture's training size, so its position
+embedding is stored on that grid, as the seeds' checkpoints store it (timm resamples pretrained
+embeddings on loading). The architectures run its blocks themselves, one at a time, so they can
+read intermediate blocks (InvPT: blocks 6/12/24 of ViT-L; TaskPrompter: every block, prompted),
+checkpoint blocks' activations, and insert their own tokens. Attention of the plain blocks goes
+through timm's ``Attention`` (``torch.nn.functional.scaled_dot_product_attention``).
+
+Inputs of another size work when their sides divide by the patch size: the position embedding
+is resampled bicubically to the new grid (timm's ``resample_abs_pos_embed``), as the seeds do
+when they load ImageNet weights at their training size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from scenemtl.config import BackboneConfig
+from scenemtl.errors import ConfigError, ScenemtlError
+from scenemtl.models.backbones import _version, _weights
+
+
+def default_layers(depth: int, count: int = 4) -> tuple[int, ...]:
+    """Evenly spaced 1-based block numbers ending at the last block: 6/12/18/24 of 24, 3/6/9/12 of 12."""
+    return tuple(sorted({max(1, depth * k // count) for k in range(1, count + 1)}))
+
+
+class ViTBackbone(nn.Module):
+    """A timm Vision Transformer run block by block; ``grid`` is the token grid of the training size."""
+
+    def __init__(self, config: BackboneConfig, img_size: Sequence[int], class_token: bool = True) -> None:
+        super().__init__()
+        if not timm.is_model(config.name):
+            near = timm.list_models("vit_*patch16*")[:8]
+            raise ConfigError(f"unknown backbone 'model.backbone.name: {config.name}'. ViTs: {', '.join(near)}, …")
+        kwargs = dict(config.options)
+        pretrained, overlay = _weights(config)
+        try:
+            vit = timm.create_model(config.name, pretrained=pretrained, pretrained_cfg_overlay=overlay,
+                                    img_size=tuple(img_size), num_classes=0, global_pool="", **kwargs)
+        except TypeError as error:
+            raise ConfigError(f"backbone '{config.name}' rejects model.backbone.options: {error}") from None
+        except (OSError, RuntimeError) as error:
+            raise ScenemtlError(
+                f"cannot load weights '{config.weights}' for backbone '{config.name}': {error}. "
+                "Give a local file in model.backbone.weights, or null for random initialisation."
+            ) from None
+        if not isinstance(vit, VisionTransformer):
+            raise ConfigError(f"model.backbone.name: this architecture needs a Vision Transformer "
+                              f"(e.g. vit_large_patch16_384), got '{config.name}' ({type(vit).__name__})")
+        if not class_token and vit.cls_token is not None:
+            vit.cls_token = None  # the architecture has no class token; its position slot stays (unused)
+        self.vit = vit
+        self.name = config.name
+        self.embed_dim: int = vit.embed_dim
+        self.depth = len(vit.blocks)
+        self.num_heads: int = vit.blocks[0].attn.num_heads
+        self.patch_size: int = vit.patch_embed.patch_size[0]
+        self.grid: tuple[int, int] = tuple(vit.patch_embed.grid_size)
+        #: prefix tokens (class, registers) that ``pos_embed`` carries in front of the grid
+        self.embed_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        self.checkpointing = False
+
+    def check_size(self, height: int, width: int) -> tuple[int, int]:
+        """The token grid of an input, or a ConfigError if its sides do not divide by the patch size."""
+        p = self.patch_size
+        if height % p or width % p:
+            raise ConfigError(f"{self.name}: input {height}×{width} is not a multiple of the patch size {p}")
+        return height // p, width // p
+
+    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """``pos_embed`` (prefix slots and grid), resampled to ``grid`` if it is not the training grid."""
+        if tuple(grid) == self.grid:
+            return self.vit.pos_embed
+        return resample_abs_pos_embed(self.vit.pos_embed, new_size=list(grid), old_size=list(self.grid),
+                                      num_prefix_tokens=self.embed_prefix)
+
+    def patch_tokens(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch tokens ``[B, h·w, C]`` with their position embedding (no prefix tokens) and the grid."""
+        grid = self.check_size(*image.shape[-2:])
+        x = self.vit.patch_embed(image)
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        return x + self.position_embedding(grid)[:, self.embed_prefix:], grid
+
+    def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """All tokens as timm's ViT embeds them (class/register tokens first) and the grid."""
+        grid = self.check_size(*image.shape[-2:])
+        vit = self.vit
+        x = vit.patch_embed(image)  # B×h×w×C (dynamic size) or B×N×C
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        pos = self.position_embedding(grid)
+        if vit.no_embed_class:
+            x = torch.cat([*prefix, x + pos], dim=1)
+        else:
+            x = torch.cat([*prefix, x], dim=1) + pos
+        return vit.norm_pre(vit.patch_drop(vit.pos_drop(x))), grid
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens in front of the patch tokens in ``embed``'s output."""
+        return sum(t is not None for t in (self.vit.cls_token, self.vit.reg_token))
+
+    def block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``index`` (0-based), checkpointed when activation checkpointing is on."""
+        blk = self.vit.blocks[index]
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(blk, x, use_reentrant=False)
+        return blk(x)
+
+    def features(self, image: torch.Tensor, layers: Sequence[int], norm_last: bool = True) -> list[torch.Tensor]:
+        """Outputs of the 1-based blocks ``layers`` as ``[B, C, h, w]`` maps; the last one normed if asked."""
+        x, (h, w) = self.embed(image)
+        prefix = self.prefix_tokens
+        wanted = set(layers)
+        maps = []
+        for index in range(max(layers)):
+            x = self.block(index, x)
+            if index + 1 in wanted:
+                tokens = self.vit.norm(x) if norm_last and index + 1 == max(layers) else x
+                maps.append(tokens[:, prefix:].transpose(1, 2).reshape(x.shape[0], -1, h, w))
+        return maps
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass."""
+        if enabled and _version(timm.__version__) < (1, 0, 31):
+            raise ConfigError(
+                f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "
+                "pip install -U timm, or set it to false"
+            )
+        self.checkpointing = enabled
+
+
+def check_layers(layers: Sequence[int], depth: int, count: int, option: str) -> tuple[int, ...]:
+    """Validate 1-based, increasing block numbers within the ViT's depth."""
+    layers = tuple(layers)
+    if (len(layers) != count or any(not isinstance(k, int) or isinstance(k, bool) for k in layers)
+            or list(layers) != sorted(set(layers)) or layers[0] < 1 or layers[-1] > depth):
+        raise ConfigError(f"model.options.{option} must be {count} increasing block numbers in 1…{depth} "
+                          f"(e.g. {list(default_layers(depth, count))}), got {list(layers)}")
+    return layers
