@@ -62,16 +62,21 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.errors import CheckpointError
     from scenemtl.models import build_model
 
+    from scenemtl.models.official import is_official_file, load_official_into
+
     config = load_config(args.config, args.set)
     file = resolve(args.checkpoint)
-    meta = read_meta(file)
-    compare_to_config(meta, config, file)
+    official = is_official_file(file)  # a seed's .pth.tar: converted through the architecture's key map
     info = builder.dataset_info(config)
-    if tuple(meta.mean) != tuple(info.mean) or tuple(meta.std) != tuple(info.std):
-        raise CheckpointError(
-            f"checkpoint {file} was trained with normalisation mean {meta.mean} std {meta.std}, but dataset "
-            f"'{info.name}' uses mean {info.mean} std {info.std}; evaluate it on the data it was trained for"
-        )
+    if not official:
+        meta = read_meta(file)
+        compare_to_config(meta, config, file)
+        if tuple(meta.mean) != tuple(info.mean) or tuple(meta.std) != tuple(info.std):
+            raise CheckpointError(
+                f"checkpoint {file} was trained with normalisation mean {meta.mean} std {meta.std}, but dataset "
+                f"'{info.name}' uses mean {info.mean} std {info.std}; evaluate it on the data it was trained for"
+            )
+        step = meta.step
     tasks = builder.build_tasks(config, info)
     dataset = builder.build_dataset(config, args.split or config.data.val_split)
     try:
@@ -80,7 +85,10 @@ def _eval(args: argparse.Namespace) -> int:
         loader = builder.eval_loader(config, dataset, transform, place.rank, place.world_size)
         config.model.backbone.weights = None
         model = build_model(config.model, tasks)
-        load_weights(model, file)
+        if official:
+            step = int(load_official_into(model, file).get("iter_count", 0) or 0)
+        else:
+            load_weights(model, file)
         progress = not args.quiet and place.is_main
         folders = parse_save_png(args.save_png)
         unknown = [t for t in folders if t not in tasks]
@@ -93,12 +101,12 @@ def _eval(args: argparse.Namespace) -> int:
         cleanup()
     report = results_report(
         metrics, load_reference(config.reference),
-        {"name": config.name, "checkpoint": str(file), "step": meta.step, "split": dataset.split,
+        {"name": config.name, "checkpoint": str(file), "step": step, "split": dataset.split,
          "processes": place.world_size},
     )
     if not place.is_main:
         return 0
-    out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}_step{meta.step}.json"
+    out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}_step{step}.json"
     write_json(out, report)
     out.with_suffix(".md").write_text(format_report(report))
     print(format_table(report))
@@ -109,8 +117,28 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from scenemtl.engine.predict import predict_files
 
-    panels = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet)
+    config = None
+    if args.config:
+        from scenemtl.config import load_config
+
+        config = load_config(args.config, args.set)
+    panels = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet,
+                           config=config)
     print(f"wrote predictions for {len(panels)} image(s) to {args.out}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from scenemtl.config import load_config
+    from scenemtl.engine.convert import convert_official
+
+    config = load_config(args.config, args.set)
+    folder, dropped, step = convert_official(config, args.checkpoint, args.out)
+    print(f"converted {args.checkpoint} (step {step}) for {config.model.arch}: {folder / 'model.safetensors'}")
+    if dropped:
+        print(f"left out {len(dropped)} official tensors the official forward never uses "
+              f"(see the architecture's docstring): {', '.join(dropped[:4])}{', …' if len(dropped) > 4 else ''}")
+    print(f"evaluate it: scenemtl eval {args.config} --checkpoint {folder}")
     return 0
 
 
@@ -241,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("eval", help="evaluate a checkpoint on the config's validation split")
     ev.add_argument("config")
-    ev.add_argument("--checkpoint", required=True, help="model.safetensors, a step_N folder or a run folder")
+    ev.add_argument("--checkpoint", required=True,
+                    help="model.safetensors, a step_N folder, a run folder, or an official InvPT/TaskPrompter .pth.tar")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     ev.add_argument("--out", default=None, help="results JSON (default: <run>/eval/results_<split>_step<N>.json)")
@@ -255,8 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--config", default=None,
+                    help="the model's config, needed only for an official .pth.tar checkpoint (InvPT, TaskPrompter)")
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the --config")
     common(pr)
     pr.set_defaults(func=_predict)
+
+    cv = commands.add_parser("convert", help="write an official InvPT/TaskPrompter .pth.tar as a scenemtl checkpoint")
+    cv.add_argument("config", help="the config that builds the checkpoint's model (e.g. configs/pascal_context/invpt.yaml)")
+    cv.add_argument("checkpoint", help="the official file, e.g. InvPT_pascal_vitLp16.pth.tar")
+    cv.add_argument("--out", required=True, help="folder for step_N/model.safetensors")
+    cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cv.set_defaults(func=_convert)
 
     ls = commands.add_parser("list", help="list tasks, models, backbones, datasets and balancers")
     ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers"])

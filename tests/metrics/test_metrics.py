@@ -184,3 +184,20 @@ def test_saliency_mtinet_protocol_averages_per_image_precision_and_recall():
     assert result["iou"] == pytest.approx(50.0, abs=1e-6)  # Jaccard 1/2 on both images
     with pytest.raises(ValueError, match="protocol"):
         SaliencyMetric(protocol="nope")
+
+
+def test_saliency_invpt_protocol_applies_the_second_sigmoid_of_the_official_meter():
+    # probabilities 0.3 (salient) and 0.1, 0.5 (not): sigmoid gives 0.574, 0.525, 0.622
+    prob = torch.tensor([[[[0.3, 0.1, 0.5, 0.9]]]])
+    gt = torch.tensor([[[[1.0, 0.0, 0.0, 1.0]]]])
+    invpt, pooled = SaliencyMetric(protocol="invpt"), SaliencyMetric()
+    invpt.update(prob, gt)
+    pooled.update(prob, gt)
+    # the official meter: thresholds 0.05…0.95 on sigmoid(p); at 0.55 the 0.3 and 0.9 pixels are in,
+    # 0.1 is out, 0.5 is in: P = 2/3, R = 1; at 0.6: 0.5 and 0.9 in: P = 1/2, R = 1/2; at 0.65–0.7: 0.9: P = 1, R = 1/2
+    f = [1.3 * p * r / (0.3 * p + r) for p, r in ((2 / 3, 1.0), (0.5, 0.5), (1.0, 0.5))]
+    assert invpt.compute()["max_f"] == pytest.approx(max(f) * 100, abs=1e-6)
+    assert invpt.compute()["max_f_threshold"] == pytest.approx(0.65, abs=1e-6)  # first of the tied 0.65, 0.7
+    # plain thresholds on p instead: at 0.25 (p ≥ 0.3: 0.3, 0.5, 0.9) P = 2/3, R = 1; at 0.55: P = 1, R = 1/2
+    assert pooled.compute()["max_f"] == pytest.approx(max(1.3 * (2 / 3) / (0.2 + 1), 1.3 * 0.5 / (0.3 + 0.5)) * 100)
+    assert "second sigmoid" in invpt.variant

@@ -11,6 +11,13 @@ pass in evaluation mode at batch 1. It counts 2 FLOPs per multiply-add of convol
 products; the tables of this field (fvcore's counter, e.g. InvPT's 555.57 "GFLOPs") count one per
 multiply-add, so both are reported: ``gmacs`` (the papers' "GFLOPs") and ``gflops`` (= 2 × gmacs).
 
+fvcore's counter on the official InvPT code (NYUD, ViT-L, 448×576; checked outside this
+repository) gives 597.53 G: our count of ``configs/nyud/invpt.yaml`` is 596.53 GMACs, the same
+convolutions (232.52), linear layers (313.46) and attention products (50.55), less the 1.00 G of
+layer norms, batch norms and bilinear resizes that fvcore counts and PyTorch's counter does not.
+(The 555.57 "GFLOPs" quoted for InvPT by MQTransformer's README is 42 G below fvcore's count of
+the official model; its counting setup is not stated.)
+
 Against published counts (tests/engine/test_info.py): MTAN-SegNet on NYUv2-13
 (``configs/nyuv2_13/mtan.yaml``) has 44,229,073 parameters, the 44.2 M and 1.77 × a single-task
 SegNet (24,981,069) of the MTAN paper's Table (Liu et al., CVPR 2019), and 216.05 GMACs at
@@ -41,6 +48,9 @@ class ModelInfo:
     per_task: dict[str, int] = field(default_factory=dict)
     unused: int = 0
     gmacs: float = 0.0
+    #: the same model in its official checkpoint layout (InvPT, TaskPrompter), and published figures
+    official: int | None = None
+    published: str | None = None
 
     @property
     def gflops(self) -> float:
@@ -55,6 +65,11 @@ class ModelInfo:
         lines += [f"  {task}: {count:,} ({count / 1e6:.2f} M)" for task, count in self.per_task.items()]
         if self.unused:
             lines.append(f"  reached by no task's output: {self.unused:,}")
+        if self.official is not None:
+            lines.append(f"official checkpoint layout: {self.official:,} ({self.official / 1e6:.2f} M; "
+                         f"{self.official - self.total:+,}: parameters its forward never uses, two-class heads)")
+        if self.published:
+            lines.append(f"published: {self.published}")
         lines.append(f"compute: {self.gmacs:.2f} GMACs (the papers' 'GFLOPs', fvcore's convention) = "
                      f"{self.gflops:.2f} GFLOPs (2 per multiply-add)")
         return "\n".join(lines)
@@ -93,12 +108,17 @@ def parameter_reach(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, 
 
 
 def count_macs(model: torch.nn.Module, size: tuple[int, int]) -> float:
-    """Multiply-adds (×1e9) of one evaluation-mode forward pass at batch 1."""
+    """Multiply-adds (×1e9) of one evaluation-mode forward pass at batch 1.
+
+    Attention runs through ``scaled_dot_product_attention``'s math backend here: PyTorch's counter
+    has no formula for the fused CPU kernel and would leave attention out.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(torch.randn(1, 3, *size))
     return counter.get_total_flops() / 2 / 1e9
 
@@ -118,8 +138,22 @@ def model_info(config: Config, size: tuple[int, int] | None = None, reach_size: 
     counts = {n: p.numel() for n, p in model.named_parameters()}
     owners: dict[str, list[str]] = {n: [t for t, names in reach.items() if n in names] for n in counts}
     per_task = {t: sum(counts[n] for n, o in owners.items() if o == [t]) for t in tasks}
+    from scenemtl.models.official import official_parameter_count
+
     return ModelInfo(
         arch=config.model.arch, backbone=config.model.backbone.name, size=size, total=sum(counts.values()),
         shared=sum(counts[n] for n, o in owners.items() if len(o) > 1), per_task=per_task,
         unused=sum(counts[n] for n, o in owners.items() if not o), gmacs=count_macs(model, size),
+        official=official_parameter_count(model),
+        published=PUBLISHED.get((config.model.arch, config.model.backbone.name.split(".")[0], config.data.name)),
     )
+
+
+#: published parameter counts and compute (REFERENCE.md, efficiency table); only NYUD figures exist
+#: for these two (no paper or README states them for PASCAL-Context)
+PUBLISHED = {
+    ("invpt", "vit_large_patch16_384", "nyud"): "402.1 M parameters, 555.57 GFLOPs at 448×576 (MQTransformer's "
+                                                "README, fvcore convention = our GMACs)",
+    ("taskprompter", "vit_large_patch16_384", "nyud"): "373 M parameters, 416 GFLOPs (TaskPrompter's table, "
+                                                       "quoted by M2H's README)",
+}

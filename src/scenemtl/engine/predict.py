@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from scenemtl.data.images import list_images, read_rgb
+from scenemtl.config import Config
 from scenemtl.engine.builder import model_from_checkpoint, select_device
+from scenemtl.engine.checkpoint import resolve
+from scenemtl.engine.convert import model_from_official
+from scenemtl.errors import CheckpointError
+from scenemtl.models.official import is_official_file
 from scenemtl.engine.evaluate import autocast
 from scenemtl.engine.logging import progress as progress_bar
 from scenemtl.tasks import Task
@@ -42,9 +47,17 @@ def make_panel(image: np.ndarray, pictures: dict[str, np.ndarray]) -> Image.Imag
 class Predictor:
     """Runs a checkpoint's model on images of any size (padded to a multiple of 32, cropped back)."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "auto", config: Config | None = None) -> None:
         self.device = select_device(device, option="--device")
-        self.model, self.tasks, self.meta = model_from_checkpoint(checkpoint, self.device)
+        file = resolve(checkpoint)
+        if is_official_file(file):  # a seed's .pth.tar: the config says which model it is
+            if config is None:
+                raise CheckpointError(f"{file} is an official checkpoint without scenemtl metadata: give the config "
+                                      "of its model with --config (e.g. configs/pascal_context/invpt.yaml)")
+            model, self.tasks, self.meta, _ = model_from_official(config, file)
+            self.model = model.to(self.device).eval()
+        else:
+            self.model, self.tasks, self.meta = model_from_checkpoint(file, self.device)
         self.mean = torch.tensor(self.meta.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.meta.std).view(1, 3, 1, 1)
         self.precision = self.meta.config.train.precision
@@ -66,7 +79,7 @@ class Predictor:
 
 
 def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "auto",
-                  progress: bool = True) -> list[Path]:
+                  progress: bool = True, config: Config | None = None) -> list[Path]:
     """Predict every input image; write ``<task>/<stem>.png`` and ``.npy`` and ``panels/<stem>.png``.
 
     All inputs are read before anything is written, so a corrupt file stops the run with an
@@ -74,7 +87,7 @@ def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str
     """
     files = list_images(list(inputs))
     images = [read_rgb(path) for path in files]
-    predictor = Predictor(checkpoint, device)
+    predictor = Predictor(checkpoint, device, config)
     out = Path(out_dir)
     stems = _unique_stems(files)
     written = []

@@ -12,8 +12,14 @@ class SaliencyMetric(StreamingMetric):
 
     As ATRC's ``MaxF``: thresholds 0.05, 0.10, …, 0.95 on the saliency probability; true
     positives, predicted positives and actual positives summed over every valid pixel of the
-    dataset; F_β = (1+β²)PR/(β²P+R) at each threshold; the best is reported. (InvPT's meter
-    applies a second sigmoid before thresholding; that variant is not this one.)
+    dataset; F_β = (1+β²)PR/(β²P+R) at each threshold; the best is reported.
+
+    ``protocol: invpt`` reproduces the meter of InvPT, TaskPrompter and DiffusionMTL
+    (``evaluation/eval_sal.py`` with ``utils.get_output``): the saliency probability is stored as
+    ``255·p``, divided by 255 and, because its shape equals the target's, squashed by a **second
+    sigmoid** before the thresholds ``arange(0.05, 1, 0.05)`` (float32, ``>=``). sigmoid maps [0, 1]
+    to [0.5, 0.731], so only the thresholds 0.55–0.70 (p ≥ 0.20, 0.41, 0.62, 0.85) and "every
+    pixel positive" are in effect. Use it to compare with those papers' tables.
     """
 
     directions = {"max_f": True, "iou": True}
@@ -23,8 +29,8 @@ class SaliencyMetric(StreamingMetric):
         self, beta_squared: float = 0.3, threshold_step: float = 0.05, ignore_index: int = 255, protocol: str = "pooled"
     ) -> None:
         super().__init__()
-        if protocol not in ("pooled", "mtinet"):
-            raise ValueError(f"saliency protocol must be 'pooled' (ATRC/InvPT) or 'mtinet', got {protocol!r}")
+        if protocol not in ("pooled", "mtinet", "invpt"):
+            raise ValueError(f"saliency protocol must be 'pooled' (ATRC), 'invpt' or 'mtinet', got {protocol!r}")
         self.protocol = protocol
         self.ignore_index = ignore_index
         if protocol == "mtinet":
@@ -32,6 +38,10 @@ class SaliencyMetric(StreamingMetric):
             self.beta_squared = 1.0
             self.thresholds = torch.linspace(0.2, 0.9, 15, dtype=torch.float64)
             self.variant = "MTI-Net: per-image mean P/R, 15 thresholds 0.2–0.9, beta2=1; iou = max mean Jaccard"
+        elif protocol == "invpt":
+            self.beta_squared = beta_squared
+            self.thresholds = torch.arange(threshold_step, 1, threshold_step, dtype=torch.float32).double()
+            self.variant = f"InvPT meter: dataset-pooled, beta2={beta_squared}, second sigmoid on the probability"
         else:
             self.beta_squared = beta_squared
             n = round(1 / threshold_step) - 1
@@ -58,7 +68,10 @@ class SaliencyMetric(StreamingMetric):
         valid = target != self.ignore_index
         prob = prediction[valid].double()
         gt = target[valid] > 0.5
-        above = prob[None, :] >= self.thresholds.to(prob.device)[:, None]
+        scored = prob
+        if self.protocol == "invpt":  # 255·p / 255, then sigmoid again, in float32 as the official meter
+            scored = torch.sigmoid(prediction[valid].float() * 255 / 255).double()
+        above = scored[None, :] >= self.thresholds.to(prob.device)[:, None]
         self.true_pos += (above & gt[None, :]).sum(1).to(self.true_pos)
         self.pred_pos += above.sum(1).to(self.pred_pos)
         self.actual_pos += gt.sum()

@@ -36,8 +36,8 @@ Differences from the official code, and why:
 
 - **Unused official parameters are not built**: the stage-0 skip conv (``scale_embed.2``,
   computed but never added: stage 0 has no ``UpEmbed``), the stage-0 ``redu_chan`` and
-  ``fuse_attn`` (never called), and ``norm_mt`` (never called): 5,313,650 parameters for ViT-L on
-  PASCAL. They get no gradient in the official training either (hence its
+  ``fuse_attn`` (never called), and ``norm_mt`` (never called): 6,972,202 parameters for ViT-L on
+  PASCAL, 6,639,562 on NYUD. They get no gradient in the official training either (hence its
   ``find_unused_parameters=True``); the key map lists them as dropped. Saliency's final head is
   one logit where the official has a two-class softmax (``w₁ − w₀``, exact; 577 parameters
   fewer); its preliminary head keeps two channels because ``mix_proj`` reads both.
@@ -286,6 +286,14 @@ class InvPT(MultiTaskModel):
                     nn.init.zeros_(module.bias)
         for block in self.fuse.values():
             trunc_normal_(block[0].weight, std=0.02)
+        self._unbuilt = (c_last * d0 * 9 + d0  # scale_embed.2
+                         + len(names) * (d0 * d0 + d0)  # redu_chan.0
+                         + 2 * len(names) * dims[2]  # norm_mt
+                         + 2 * num_heads[0] * num_heads[0] + num_heads[0])  # stage 0's fuse_attn
+
+    def unbuilt_official_parameters(self) -> int:
+        """Parameters of the official model its forward never uses (not built here; see the docstring)."""
+        return self._unbuilt
 
     official_key_map: KeyMap  # set below
 

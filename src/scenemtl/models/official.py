@@ -294,3 +294,24 @@ def load_official_into(model: torch.nn.Module, path: str | Path) -> dict[str, ob
     converted, dropped = convert_state(state, model, key_map, list(model.task_names), source=str(path))
     model.load_state_dict(converted)
     return {**extra, "dropped": dropped}
+
+
+def official_parameter_count(model: torch.nn.Module) -> int | None:
+    """Parameters of the same model in the official layout (None without a key map).
+
+    Our parameters under their official names (a two-class head counts twice its one-logit
+    width) plus those the official code builds but its forward never uses
+    (``model.unbuilt_official_parameters()``).
+    """
+    key_map = getattr(model, "official_key_map", None)
+    if key_map is None:
+        return None
+    total = 0
+    for key, value in model.named_parameters():
+        mapped = key_map.to_official(key, model.task_names)
+        if mapped is None:
+            raise KeyError(f"no official name for {key}")
+        name, rule = mapped
+        twice = rule.two_class and value.shape[0] == 1 and _two_class_task(name)
+        total += value.numel() * (2 if twice else 1)
+    return total + model.unbuilt_official_parameters()

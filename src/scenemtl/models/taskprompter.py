@@ -146,6 +146,11 @@ class TaskPrompter(MultiTaskModel):
 
     official_key_map: KeyMap  # set below
 
+    def unbuilt_official_parameters(self) -> int:
+        """The official last block's ``token_trans1``, which reaches no output (not built here)."""
+        feedback = self.chan_feedback[0]
+        return feedback.weight.numel() + feedback.bias.numel()
+
     def _block(self, index: int, x: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One prompted ViT block: new tokens and prompts, raw prompt scores ``[B,H,T,T+N]`` and channel scores."""
         blk = self.backbone.vit.blocks[index]
@@ -215,7 +220,8 @@ class TaskPrompter(MultiTaskModel):
         x = image if tuple(size) == self.img_size else F.interpolate(
             image, size=self.img_size, mode="bilinear", align_corners=False)
         tokens, _ = self.backbone.patch_tokens(x)
-        prompts = self.prompts[None].expand(tokens.shape[0], -1, -1)
+        # a copy, not an expanded view: FlopCounterMode's module hooks reject no-grad views of parameters
+        prompts = self.prompts[None].repeat(tokens.shape[0], 1, 1)
         totals: list[torch.Tensor | float] = [0.0] * len(self.task_names)
         level = 0
         for index in range(self.backbone.depth):

@@ -43,6 +43,7 @@ class ViTBackbone(nn.Module):
             near = timm.list_models("vit_*patch16*")[:8]
             raise ConfigError(f"unknown backbone 'model.backbone.name: {config.name}'. ViTs: {', '.join(near)}, …")
         kwargs = dict(config.options)
+        kwargs.setdefault("dynamic_img_size", True)  # other grids: position embedding resampled per input
         pretrained, overlay = _weights(config)
         try:
             vit = timm.create_model(config.name, pretrained=pretrained, pretrained_cfg_overlay=overlay,

@@ -102,14 +102,15 @@ class SaliencyTask(BinaryTask):
 
     The seeds predict two channels and use a two-class balanced cross-entropy; one logit with
     this loss is the same function (softmax over two logits is the sigmoid of their difference).
-    ``protocol``: 'pooled' (ATRC/InvPT max F with β² = 0.3 over dataset-pooled counts) or
-    'mtinet' (per-image precision/recall averaged, β = 1).
+    ``protocol``: 'pooled' (ATRC's max F with β² = 0.3 over dataset-pooled counts), 'invpt'
+    (the same with InvPT/TaskPrompter's second sigmoid, to compare with their tables) or 'mtinet'
+    (per-image precision/recall averaged, β = 1).
     """
 
     def __init__(self, name: str = "saliency", pos_weight: float | None = None, protocol: str = "pooled") -> None:
         super().__init__(name, pos_weight)
-        if protocol not in ("pooled", "mtinet"):
-            raise ConfigError(f"tasks.{name}.protocol must be 'pooled' or 'mtinet', got {protocol!r}")
+        if protocol not in ("pooled", "invpt", "mtinet"):
+            raise ConfigError(f"tasks.{name}.protocol must be 'pooled', 'invpt' or 'mtinet', got {protocol!r}")
         self.protocol = protocol
 
     def metric(self) -> SaliencyMetric:
