@@ -21,13 +21,22 @@ CLASSES = {"semseg": [str(i) for i in range(5)], "human_parts": [str(i) for i in
 TINY = {
     "invpt": {"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
     "taskprompter": {"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
+    "taskprompter_swin": {"img_size": [64, 128], "embed_dim": 12, "final_embed_dim": 10, "chan_embed_dim": 16,
+                          "chan_nheads": 4, "head": "deconv"},
 }
+TINY_SWIN = {"name": "swin_base_patch4_window12_384",
+             "options": {"embed_dim": 16, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 2, 4], "window_size": 4}}
+VARIANTS = list(TINY)
 
 
-def make(arch: str, tasks=PASCAL, seed: int = 0, **options):
+def make(variant: str, tasks=PASCAL, seed: int = 0, **options):
+    """A tiny model: ``invpt``, ``taskprompter`` (ViT) or ``taskprompter_swin`` (the Swin variant)."""
     torch.manual_seed(seed)
     built = {t: build_task(t, {}, CLASSES) for t in tasks}
-    config = ModelConfig(arch=arch, backbone={"name": "test_vit"}, options={**TINY[arch], **options})
+    arch, backbone = variant, {"name": "test_vit"}
+    if variant == "taskprompter_swin":
+        arch, backbone = "taskprompter", TINY_SWIN
+    config = ModelConfig(arch=arch, backbone=backbone, options={**TINY[variant], **options})
     model = build_model(config, built)
     with torch.no_grad():  # non-trivial batch-norm statistics, so evaluation mode is a real test
         for module in model.modules():
@@ -46,7 +55,7 @@ def official_file(model, path, extra: dict | None = None):
     return state
 
 
-@pytest.mark.parametrize("arch", ["invpt", "taskprompter"])
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_an_official_state_dict_converts_with_no_missing_or_unexpected_key_and_identical_outputs(arch, tmp_path):
     source = make(arch, seed=0)
     path = tmp_path / "official.pth.tar"
@@ -58,6 +67,12 @@ def test_an_official_state_dict_converts_with_no_missing_or_unexpected_key_and_i
         assert "multi_task_decoder.invpt.invpt_stages.2.blocks.0.attn.conv_proj_q.4.bn.weight" in state
         assert state["heads.sal.linear_pred.weight"].shape[0] == 2  # the official two-class saliency head
         assert state["multi_task_decoder.intermediate_head.sal.weight"].shape[0] == 2
+    elif arch == "taskprompter_swin":
+        assert "backbone.layers.1.blocks.1.chan_kv.weight" in state
+        assert "backbone.layers.2.downsample.spa_attn_ds.weight" in state
+        assert "backbone.layers.3.blocks.1.token_trans1.weight" not in state  # the last block has none
+        assert "backbone.multi_scale_fuse.sal.weight" in state
+        assert state["heads.sal.linear_pred.weight"].shape[0] == 2
     else:
         assert "backbone.task_prompts" in state and "backbone.cls_token" not in state
         assert "backbone.blocks.3.attn.token_trans.weight" in state
@@ -65,7 +80,7 @@ def test_an_official_state_dict_converts_with_no_missing_or_unexpected_key_and_i
         assert "backbone.ctr_attn_conv.0.edge.2.weight" in state
         assert state["heads.sal.linear_pred.weight"].shape[0] == 2
     target = make(arch, seed=1)
-    image = torch.randn(2, 3, 64, 64)
+    image = torch.randn(2, 3, *TINY[arch]["img_size"])
     with torch.no_grad():
         assert not torch.allclose(target(image).final["semseg"], source(image).final["semseg"])
         extra = load_official_into(target, path)
@@ -78,7 +93,7 @@ def test_an_official_state_dict_converts_with_no_missing_or_unexpected_key_and_i
             assert torch.equal(got.aux[stage][task], value)
 
 
-@pytest.mark.parametrize("arch", ["invpt", "taskprompter"])
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_the_config_task_order_does_not_matter(arch, tmp_path):
     source = make(arch, seed=0)
     path = tmp_path / "official.pth.tar"
@@ -88,7 +103,7 @@ def test_the_config_task_order_does_not_matter(arch, tmp_path):
     target = make(arch, tasks=tuple(shuffled), seed=2)
     assert target.task_names == source.task_names  # processed in the official order
     load_official_into(target, path)
-    image = torch.randn(1, 3, 64, 64)
+    image = torch.randn(1, 3, 64, 64)  # the Swin variant resizes it to its 64×128
     with torch.no_grad():
         assert all(torch.equal(target(image).final[t], source(image).final[t]) for t in PASCAL)
 
@@ -155,6 +170,7 @@ OFFICIAL_COUNTS = {
     "configs/nyud/taskprompter.yaml": 513_505_709,
     "configs/pascal_context/taskprompter.yaml": 401_104_864,
     "configs/pascal_context/taskprompter_vitb.yaml": 418_332_214,
+    "configs/cityscapes/taskprompter.yaml": 274_589_218,  # the Swin-B variant, less its 3D-detection head
 }
 
 
@@ -201,14 +217,14 @@ def test_invpt_takes_any_size_and_any_backbone():
         make("invpt", num_heads=[5, 2, 2])
 
 
-@pytest.mark.parametrize("arch", ["invpt", "taskprompter"])
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_activation_checkpointing_gives_the_same_gradients(arch):
     grads = []
     for enabled in (False, True):
         model = make(arch, tasks=("semseg", "saliency")).train()
         model.set_activation_checkpointing(enabled)
         torch.manual_seed(5)
-        output = model(torch.randn(2, 3, 64, 64))
+        output = model(torch.randn(2, 3, *TINY[arch]["img_size"]))
         sum(v.float().square().mean() for v in output.final.values()).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
@@ -216,7 +232,7 @@ def test_activation_checkpointing_gives_the_same_gradients(arch):
         assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
 
 
-@pytest.mark.parametrize("arch", ["invpt", "taskprompter"])
+@pytest.mark.parametrize("arch", VARIANTS)
 def test_bf16_autocast_runs_and_stays_close(arch):
     model = make(arch, tasks=("semseg", "depth"))
     image = torch.randn(1, 3, 64, 64)
@@ -263,3 +279,19 @@ def test_swin_and_vit_serve_the_cnn_architectures_too():
     assert model.backbone.strides == [16, 16, 16]
     invpt = build_model(ModelConfig(arch="invpt", backbone=swin, options={"embed_dim": 16, "pred_channels": 8}), tasks)
     assert invpt(torch.randn(1, 3, 33, 47)).final["depth"].shape[-2:] == (33, 47)
+
+
+def test_swin_taskprompter_takes_any_size_and_checks_its_options():
+    model = make("taskprompter_swin", tasks=("semseg", "depth")).train()
+    output = model(torch.randn(2, 3, 45, 70))
+    assert output.final["depth"].shape == (2, 1, 45, 70)
+    sum(v.square().mean() for v in output.final.values()).backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]  # every parameter reaches an output
+    with pytest.raises(ConfigError, match="no use_ctr or layers"):
+        make("taskprompter_swin", use_ctr=True)
+    with pytest.raises(ConfigError, match="must be\n?.*squares"):
+        make("taskprompter_swin", chan_embed_dim=15)
+    with pytest.raises(ConfigError, match="chan_embed_dim is the Swin variant's"):
+        make("taskprompter", chan_embed_dim=16)
+    with pytest.raises(ConfigError, match="must divide by 32"):
+        make("taskprompter_swin", img_size=[48, 96])

@@ -51,7 +51,8 @@ Differences from the official code, and why:
   edge; others after) so the prompt rows line up with checkpoints. Saliency's head is one logit
   (official: two-class softmax; ``w₁ − w₀`` is exact; ``final_embed_dim`` + 1 parameters fewer).
 - Batch norms are ``BatchNorm2d`` (official ``convert_sync_batchnorm``: ``train.sync_bn``).
-- The Swin-B variant of the official code (Cityscapes-3D with 3D detection) is not built here.
+- The Swin variant of the official code is ``models/taskprompter_swin.py`` (chosen by a ``swin_*``
+  backbone).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ class TaskPrompter(MultiTaskModel):
                  head: str) -> None:
         super().__init__()
         if not is_vit(config.backbone.name):
-            raise ConfigError(f"taskprompter runs on a ViT (e.g. vit_large_patch16_384), not '{config.backbone.name}'")
+            raise ConfigError(f"taskprompter runs on a ViT (e.g. vit_large_patch16_384) or a Swin "
+                              f"(swin_base_patch4_window12_384), not '{config.backbone.name}'")
         self.task_names = canonical_order(tasks)
         names = self.task_names
         self.img_size = tuple(img_size)
@@ -288,19 +290,38 @@ OFFICIAL_KEYS = KeyMap(
 TaskPrompter.official_key_map = OFFICIAL_KEYS
 
 
-@register_model("taskprompter", tiny={"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 16, "chan_nheads": 4},
+@register_model("taskprompter", tiny={"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
                 tiny_backbone="test_vit")
 def taskprompter(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int] = (512, 512),
-                 embed_dim: int = 300, final_embed_dim: int = 350, chan_nheads: int = 1, use_ctr: bool = True,
-                 layers: Sequence[int] | None = None, head: str = "conv") -> TaskPrompter:
-    """TaskPrompter with the released PASCAL ViT-L widths (``embed_dim`` 300, ``final_embed_dim`` 350, CTR on)."""
+                 embed_dim: int = 300, final_embed_dim: int = 350, chan_nheads: int = 1, use_ctr: bool | None = None,
+                 layers: Sequence[int] | None = None, head: str = "conv", chan_embed_dim: int | None = None
+                 ) -> MultiTaskModel:
+    """TaskPrompter with the released PASCAL ViT-L widths (``embed_dim`` 300, ``final_embed_dim`` 350, CTR on).
+
+    With a ``swin_*`` backbone, the official Swin variant (``models/taskprompter_swin.py``):
+    ``embed_dim`` is its ``level_embed_dim``, ``chan_embed_dim`` (default 256) the width of its
+    channel prompts; cross-task reweighting and ``layers`` do not exist there.
+    """
     _positive_ints(list(img_size), "img_size", 2)
     _positive_ints(embed_dim, "embed_dim")
     _positive_ints(final_embed_dim, "final_embed_dim")
     _positive_ints(chan_nheads, "chan_nheads")
-    if not isinstance(use_ctr, bool):
+    if use_ctr is not None and not isinstance(use_ctr, bool):
         raise ConfigError(f"model.options.use_ctr must be true or false, got {use_ctr!r}")
     if head not in ("conv", "deconv"):
         raise ConfigError(f"model.options.head must be 'conv' (ConvHead) or 'deconv' (DEConvHead), got {head!r}")
-    return TaskPrompter(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_nheads, use_ctr,
-                        tuple(layers) if layers is not None else None, head)
+    if config.backbone.name.split(".")[0].startswith("swin"):
+        from scenemtl.models.taskprompter_swin import TaskPrompterSwin
+
+        if use_ctr or layers is not None:
+            raise ConfigError("model.options: the Swin variant of TaskPrompter has no use_ctr or layers "
+                              "(its four levels are the stages); remove them")
+        if chan_embed_dim is not None:
+            _positive_ints(chan_embed_dim, "chan_embed_dim")
+        return TaskPrompterSwin(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_embed_dim or 256,
+                                chan_nheads, head)
+    if chan_embed_dim is not None:
+        raise ConfigError("model.options.chan_embed_dim is the Swin variant's; on a ViT the channel prompts span "
+                          "the token grid of img_size")
+    return TaskPrompter(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_nheads,
+                        True if use_ctr is None else use_ctr, tuple(layers) if layers is not None else None, head)
