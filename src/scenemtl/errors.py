@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class ScenemtlError(Exception):
@@ -34,3 +34,16 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     near = nearest(name, choices)
     hint = f" Did you mean '{near}'?" if near else ""
     return f"{hint} Valid choices: {', '.join(choices) or '(none)'}."
+
+
+def short_list(items: Sequence[str], limit: int = 6) -> str:
+    """The first ``limit`` items, comma-separated, and how many more there are."""
+    shown = ", ".join(items[:limit])
+    return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def key_mismatch(missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str], limit: int = 6) -> str:
+    """'missing keys: …; unexpected keys: …; shape mismatch: …' for the non-empty lists (for checkpoint errors)."""
+    parts = [f"{label}: {short_list(sorted(keys), limit)}" for label, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)) if keys]
+    return "; ".join(parts)

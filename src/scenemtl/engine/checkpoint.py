@@ -25,7 +25,7 @@ from torch import nn
 
 from scenemtl import __version__
 from scenemtl.config import Config, validate
-from scenemtl.errors import CheckpointError
+from scenemtl.errors import CheckpointError, key_mismatch
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer.pt"
@@ -168,11 +168,6 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{file} has damaged scenemtl metadata ({type(error).__name__}: {error})") from None
 
 
-def _short(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a checkpoint's weights into ``model``; any key or shape mismatch is listed in the error."""
     file = resolve(path)
@@ -185,14 +180,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     unexpected = sorted(set(state) - set(expected))
     shapes = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_short(unexpected)}")
-        if shapes:
-            parts.append("shape mismatch: " + _short([f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(shapes)]))
-        raise CheckpointError(f"checkpoint {file} does not fit this model ({'; '.join(parts)})")
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes]
+        raise CheckpointError(f"checkpoint {file} does not fit this model ({key_mismatch(missing, unexpected, shapes)})")
     model.load_state_dict(state)
 
 

@@ -111,13 +111,7 @@ class Backbone(nn.Module):
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """timm's gradient checkpointing of the backbone's stages (needs timm ≥ 1.0.31)."""
-        # timm 1.0.29 and 1.0.30 checkpoint feature stages after an in-place ReLU, and backward
-        # then fails ("modified by an inplace operation"); 1.0.31 works (both seen here)
-        if enabled and _version(timm.__version__) < (1, 0, 31):
-            raise ConfigError(
-                f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "
-                "pip install -U timm, or set it to false"
-            )
+        require_checkpointing_timm(enabled)
         self.body.set_grad_checkpointing(enabled)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
@@ -140,6 +134,17 @@ class Backbone(nn.Module):
         resized = [f if f.shape[-2:] == size else
                    nn.functional.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in selected]
         return [torch.cat(resized, dim=1)]
+
+
+def require_checkpointing_timm(enabled: bool) -> None:
+    """ConfigError when activation checkpointing is asked for with a timm older than 1.0.31."""
+    # timm 1.0.29 and 1.0.30 checkpoint feature stages after an in-place ReLU, and backward
+    # then fails ("modified by an inplace operation"); 1.0.31 works (both seen here)
+    if enabled and _version(timm.__version__) < (1, 0, 31):
+        raise ConfigError(
+            f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "
+            "pip install -U timm, or set it to false"
+        )
 
 
 def _version(text: str) -> tuple[int, ...]:

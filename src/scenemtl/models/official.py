@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from scenemtl.errors import CheckpointError
+from scenemtl.errors import CheckpointError, key_mismatch, short_list
 
 #: the order in which the InvPT/TaskPrompter code lists tasks (``utils/config.py``); per-task
 #: tensors (prompts, channel blocks of joint norms) are laid out in it
@@ -158,11 +158,6 @@ class KeyMap:
         return None
 
 
-def _short(keys: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def convert_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, key_map: KeyMap,
                   tasks: Sequence[str], source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Our state dict from an official one, and the official keys left out as unused.
@@ -172,7 +167,7 @@ def convert_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, key
     expected = model.state_dict()
     if key_map.signature and not any(k.startswith(key_map.signature) for k in state):
         raise CheckpointError(f"{source} is not a {key_map.method} checkpoint (no '{key_map.signature}…' keys; "
-                              f"it starts with {_short(sorted(state)[:3], 3)}); use the config of the model it was "
+                              f"it starts with {short_list(sorted(state)[:3], 3)}); use the config of the model it was "
                               "trained as")
     out: dict[str, torch.Tensor] = {}
     unknown, dropped, shapes = [], [], []
@@ -194,19 +189,13 @@ def convert_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, key
         out[ours] = value.to(target.dtype)
     missing = sorted(set(expected) - set(out) - {k for k in expected if _is_derived(k)})
     if unknown or missing or shapes:
-        parts = []
-        if unknown:
-            parts.append(f"unexpected keys: {_short(sorted(unknown))}")
-        if missing:
-            parts.append(f"missing keys: {_short(missing)}")
-        if shapes:
-            parts.append(f"shape mismatch: {_short(sorted(shapes))}")
         hint = ""
         heads = sorted({m.group(1) for k in state for m in [re.match(r"heads\.([a-z_]+)\.", k)] if m})
         if heads:
             hint = (f" The checkpoint has heads for {heads}; the config's tasks are "
                     f"{[official_name(t) for t in tasks]} (official names).")
-        raise CheckpointError(f"{source} does not fit this {key_map.method} model ({'; '.join(parts)}).{hint}")
+        raise CheckpointError(f"{source} does not fit this {key_map.method} model "
+                              f"({key_mismatch(missing, unknown, shapes, limit=8)}).{hint}")
     for key in expected:
         if key not in out:  # derived buffers (e.g. batch-norm step counters) keep the model's values
             out[key] = expected[key]

@@ -101,7 +101,21 @@ class ConvHead(nn.Module):
         return fp32_conv(self.pred, self.proj(x))
 
 
-class TaskPrompter(MultiTaskModel):
+class PromptedModel(MultiTaskModel):
+    """What both TaskPrompter variants share: heads named ``heads[task].pred``, a backbone that checkpoints blocks."""
+
+    @torch.no_grad()
+    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
+        """Start each task's output at its training prior."""
+        for name, prior in priors.items():
+            self.heads[name].pred.bias.copy_(prior.to(self.heads[name].pred.bias))
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint every prompted block."""
+        self.backbone.set_activation_checkpointing(enabled)
+
+
+class TaskPrompter(PromptedModel):
     """A ViT whose every block carries one prompt per task; spatial and channel prompting at four depths."""
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int], embed_dim: int,
@@ -143,7 +157,7 @@ class TaskPrompter(MultiTaskModel):
         }) for _ in levels) if use_ctr else None
         for module in [self.chan_query, self.chan_feedback, self.decode_spatial, self.decode_channel, self.fuse,
                        *([self.ctr] if use_ctr else [])]:
-            module.apply(_init_vit_weights)
+            module.apply(init_vit_weights)
         self.heads = nn.ModuleDict({t: ConvHead(f, tasks[t].out_channels, deconv=head == "deconv") for t in names})
 
     official_key_map: KeyMap  # set below
@@ -248,18 +262,8 @@ class TaskPrompter(MultiTaskModel):
         """The ViT, the prompts (they attend to each other) and the channel-prompt projections."""
         return [*self.backbone.parameters(), self.prompts, *self.chan_query.parameters(), *self.chan_feedback.parameters()]
 
-    @torch.no_grad()
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            self.heads[name].pred.bias.copy_(prior.to(self.heads[name].pred.bias))
 
-    def set_activation_checkpointing(self, enabled: bool = True) -> None:
-        """Checkpoint every prompted block."""
-        self.backbone.set_activation_checkpointing(enabled)
-
-
-def _init_vit_weights(module: nn.Module) -> None:
+def init_vit_weights(module: nn.Module) -> None:
     """The official initialisation of the prompting modules (timm's ViT rule: Linear N(0, .02), norms 1/0)."""
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)

@@ -52,11 +52,11 @@ from torch.utils.checkpoint import checkpoint
 
 from scenemtl.config import BackboneConfig, ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError
-from scenemtl.models.backbones import _version, _weights
-from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.backbones import _weights, require_checkpointing_timm
 from scenemtl.models.invpt import Mlp
 from scenemtl.models.official import KeyMap, Rule, canonical_order
 from scenemtl.models.output import ModelOutput
+from scenemtl.models.taskprompter import ConvHead, PromptedModel, init_vit_weights
 from scenemtl.tasks import Task
 
 
@@ -281,7 +281,7 @@ class PromptedSwin(nn.Module):
         self.layers = nn.ModuleList(stages)
         self.norm = nn.LayerNorm(dim * 2 ** (len(depths) - 1))
         self.embed_dim = dim
-        self.apply(_init_weights)
+        self.apply(init_vit_weights)  # as the official TaskPrompterSwin applies to itself
         self.checkpointing = False
         if config.weights is not None:
             self._load_timm_weights(config, img_size, options)
@@ -316,30 +316,16 @@ class PromptedSwin(nn.Module):
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in the backward pass."""
-        if enabled and _version(timm.__version__) < (1, 0, 31):
-            raise ConfigError(f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__})")
+        require_checkpointing_timm(enabled)
         self.checkpointing = enabled
 
 
-def _init_weights(module: nn.Module) -> None:
-    """timm's ViT rule, which the official ``TaskPrompterSwin`` applies to itself."""
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
-class TaskPrompterSwin(MultiTaskModel):
+class TaskPrompterSwin(PromptedModel):
     """TaskPrompter on a Swin Transformer: prompts in every window of every block, four levels fused."""
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int], embed_dim: int,
                  final_embed_dim: int, chan_embed_dim: int, chan_nheads: int, head: str) -> None:
         super().__init__()
-        from scenemtl.models.taskprompter import ConvHead
-
         self.task_names = canonical_order(tasks)
         names = self.task_names
         self.img_size = tuple(img_size)
@@ -416,16 +402,6 @@ class TaskPrompterSwin(MultiTaskModel):
     def shared_parameters(self) -> list[nn.Parameter]:
         """The prompted Swin and the prompts."""
         return [*self.backbone.parameters(), self.prompts]
-
-    @torch.no_grad()
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            self.heads[name].pred.bias.copy_(prior.to(self.heads[name].pred.bias))
-
-    def set_activation_checkpointing(self, enabled: bool = True) -> None:
-        """Checkpoint every prompted Swin block."""
-        self.backbone.set_activation_checkpointing(enabled)
 
 
 OFFICIAL_KEYS = KeyMap(

@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from scenemtl.config import BackboneConfig
 from scenemtl.errors import ConfigError, ScenemtlError
-from scenemtl.models.backbones import _version, _weights
+from scenemtl.models.backbones import _weights, require_checkpointing_timm
 
 
 def default_layers(depth: int, count: int = 4) -> tuple[int, ...]:
@@ -133,11 +133,7 @@ class ViTBackbone(nn.Module):
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in the backward pass."""
-        if enabled and _version(timm.__version__) < (1, 0, 31):
-            raise ConfigError(
-                f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "
-                "pip install -U timm, or set it to false"
-            )
+        require_checkpointing_timm(enabled)
         self.checkpointing = enabled
 
 
