@@ -49,3 +49,25 @@ def test_cli_prints_the_table_and_asks_for_a_size_when_the_config_has_none(tiny_
     assert "shared:" in out and "GMACs" in out and "at 32×48" in out
     with pytest.raises(ConfigError, match="--size"):
         input_size(tiny_config("data.options={}"))
+
+
+def test_transformers_report_their_official_layout_attention_and_published_figures(tiny_config):
+    from scenemtl.engine.info import published
+    from scenemtl.models.official import official_parameter_count
+
+    config = tiny_config("model.arch=taskprompter", "model.backbone.name=test_vit",
+                         "model.options={img_size: [32, 48], embed_dim: 8, final_embed_dim: 8}")
+    info = model_info(config, size=(32, 48), reach_size=(32, 48))
+    model = build_model(config.model, build_tasks(config, dataset_info(config)))
+    assert info.official == official_parameter_count(model) > info.total
+    assert "official checkpoint layout" in info.format()
+
+    class Attention(torch.nn.Module):  # q·kᵀ and attention·v through the fused kernel: 2 × 2 heads × 10 × 10 × 8
+        def forward(self, image):
+            q = image.flatten()[:160].reshape(1, 2, 10, 8)
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    assert count_macs(Attention(), (10, 16)) * 1e9 == pytest.approx(2 * 2 * 10 * 10 * 8)
+    assert published("invpt", "vit_large_patch16_384.augreg_in21k_ft_in1k", "nyud").startswith("402.1 M")
+    assert published("invpt", "vit_large_patch16_384", "pascal_context").startswith("none for pascal_context; on nyud")
+    assert published("hps", "resnet50", "nyud") is None

@@ -295,3 +295,19 @@ def test_swin_taskprompter_takes_any_size_and_checks_its_options():
         make("taskprompter", chan_embed_dim=16)
     with pytest.raises(ConfigError, match="must divide by 32"):
         make("taskprompter_swin", img_size=[48, 96])
+
+
+@pytest.mark.parametrize("arch, options", [(v, {}) for v in VARIANTS] + [("taskprompter", {"use_ctr": False})])
+def test_shared_parameters_are_what_every_task_reaches(arch, options):
+    model = make(arch, tasks=("semseg", "depth", "normals"), **options).train()
+    shared = {id(p) for p in model.shared_parameters()}
+    output = model(torch.randn(2, 3, *TINY[arch]["img_size"]))
+    names = dict(model.named_parameters())
+    reached = {}
+    for task in ("semseg", "depth", "normals"):
+        values = [output.final[task]] + [stage[task] for stage in output.aux.values()]
+        grads = torch.autograd.grad(sum(v.square().mean() for v in values), list(names.values()),
+                                    retain_graph=True, allow_unused=True)
+        reached[task] = {n for (n, p), g in zip(names.items(), grads) if g is not None}
+    everyone = set.intersection(*reached.values())
+    assert {n for n, p in names.items() if id(p) in shared} == everyone

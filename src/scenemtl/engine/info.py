@@ -145,15 +145,25 @@ def model_info(config: Config, size: tuple[int, int] | None = None, reach_size: 
         shared=sum(counts[n] for n, o in owners.items() if len(o) > 1), per_task=per_task,
         unused=sum(counts[n] for n, o in owners.items() if not o), gmacs=count_macs(model, size),
         official=official_parameter_count(model),
-        published=PUBLISHED.get((config.model.arch, config.model.backbone.name.split(".")[0], config.data.name)),
+        published=published(config.model.arch, config.model.backbone.name, config.data.name),
     )
 
 
-#: published parameter counts and compute (REFERENCE.md, efficiency table); only NYUD figures exist
-#: for these two (no paper or README states them for PASCAL-Context)
+#: published parameter counts and compute (REFERENCE.md, efficiency table), by architecture and
+#: backbone: the dataset they were stated for and the figures. Only NYUD figures exist for these
+#: two (no paper or README found states them for PASCAL-Context).
 PUBLISHED = {
-    ("invpt", "vit_large_patch16_384", "nyud"): "402.1 M parameters, 555.57 GFLOPs at 448×576 (MQTransformer's "
-                                                "README, fvcore convention = our GMACs)",
-    ("taskprompter", "vit_large_patch16_384", "nyud"): "373 M parameters, 416 GFLOPs (TaskPrompter's table, "
-                                                       "quoted by M2H's README)",
+    ("invpt", "vit_large_patch16_384"): ("nyud", "402.1 M parameters, 555.57 GFLOPs at 448×576 (MQTransformer's "
+                                                 "README; fvcore's convention = our GMACs)"),
+    ("taskprompter", "vit_large_patch16_384"): ("nyud", "373 M parameters, 416 GFLOPs (TaskPrompter's table, "
+                                                        "quoted by M2H's README)"),
 }
+
+
+def published(arch: str, backbone: str, dataset: str) -> str | None:
+    """The published figures of an architecture on its backbone, naming their dataset when it is another."""
+    found = PUBLISHED.get((arch, backbone.split(".")[0]))
+    if found is None:
+        return None
+    where, text = found
+    return text if where == dataset else f"none for {dataset}; on {where}: {text}"

@@ -343,10 +343,10 @@ class InvPT(MultiTaskModel):
         return ModelOutput(final=final, aux={"preliminary": preliminary})
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The backbone, the skips and the joint blocks' shared projections, norms and MLPs."""
-        per_task = {id(p) for m in self.modules() if isinstance(m, nn.ModuleDict) and set(m) <= set(self.task_names)
-                    for p in m.parameters()}
-        return [p for p in self.parameters() if id(p) not in per_task]
+        """Everything but the per-task tail (reduction, fusion, head): the joint attention makes
+        every task's preliminary decoder, queries and upsampling reach every task's loss."""
+        own = {id(p) for m in (self.reduce, self.fuse, self.heads) for p in m.parameters()}
+        return [p for p in self.parameters() if id(p) not in own]
 
     @torch.no_grad()
     def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:

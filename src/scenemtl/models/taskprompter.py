@@ -114,6 +114,16 @@ class PromptedModel(MultiTaskModel):
         """Checkpoint every prompted block."""
         self.backbone.set_activation_checkpointing(enabled)
 
+    def task_only_modules(self) -> list[nn.Module]:
+        """Modules only one task's outputs depend on."""
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """What every task's loss reaches: the encoder, the prompts (they attend to one another) and
+        whatever the per-task parts read."""
+        own = {id(p) for m in self.task_only_modules() for p in m.parameters()}
+        return [p for p in self.parameters() if id(p) not in own]
+
 
 class TaskPrompter(PromptedModel):
     """A ViT whose every block carries one prompt per task; spatial and channel prompting at four depths."""
@@ -258,9 +268,11 @@ class TaskPrompter(PromptedModel):
             final[task] = upsample_to(self.heads[task](feature), size)
         return ModelOutput(final=final)
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """The ViT, the prompts (they attend to each other) and the channel-prompt projections."""
-        return [*self.backbone.parameters(), self.prompts, *self.chan_query.parameters(), *self.chan_feedback.parameters()]
+    def task_only_modules(self) -> list[nn.Module]:
+        """The per-task decoding (shared through the cross-task reweighting when it is on) and heads."""
+        if self.ctr is not None:
+            return [self.ctr, self.heads]
+        return [self.decode_spatial, self.decode_channel, self.fuse, self.heads]
 
 
 def init_vit_weights(module: nn.Module) -> None:

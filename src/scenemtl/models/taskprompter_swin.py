@@ -399,9 +399,9 @@ class TaskPrompterSwin(PromptedModel):
                                         mode="bilinear", align_corners=False)
         return ModelOutput(final=final)
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """The prompted Swin and the prompts."""
-        return [*self.backbone.parameters(), self.prompts]
+    def task_only_modules(self) -> list[nn.Module]:
+        """The per-task decoding, fusion and heads."""
+        return [self.decode_spatial, self.decode_channel, self.fuse, self.multi_scale_fuse, self.heads]
 
 
 OFFICIAL_KEYS = KeyMap(
