@@ -45,9 +45,8 @@ def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
     """Time one architecture in one mode in this process."""
     import torch
 
-    from scenemtl.config import ModelConfig
+    from scenemtl.config import ModelConfig, load_config
     from scenemtl.engine.builder import build_tasks, dataset_info
-    from scenemtl.config import load_config
     from scenemtl.models import build_model
 
     torch.manual_seed(0)
@@ -119,6 +118,8 @@ def main() -> None:
                 print(f"{arch} {mode}: failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
                 continue
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    if not rows:
+        sys.exit("every run failed (see the lines above)")
     memory = "peak allocated" if args.device.startswith("cuda") else "peak RSS"
     lines = [f"{args.backbone}, {args.batch} × {args.size}×{args.size}, five tasks, device {rows[0]['device']}, "
              f"median of {args.repeats}",

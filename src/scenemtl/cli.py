@@ -62,7 +62,8 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.errors import CheckpointError
     from scenemtl.models import build_model
 
-    from scenemtl.models.official import is_official_file, load_official_into
+    from scenemtl.engine.convert import model_from_official
+    from scenemtl.models.official import is_official_file
 
     config = load_config(args.config, args.set)
     file = resolve(args.checkpoint)
@@ -84,10 +85,11 @@ def _eval(args: argparse.Namespace) -> int:
         transform = builder.build_transform(config, tasks, info, train=False)
         loader = builder.eval_loader(config, dataset, transform, place.rank, place.world_size)
         config.model.backbone.weights = None
-        model = build_model(config.model, tasks)
         if official:
-            step = int(load_official_into(model, file).get("iter_count", 0) or 0)
+            model, _, official_meta, _ = model_from_official(config, file)
+            step = official_meta.step
         else:
+            model = build_model(config.model, tasks)
             load_weights(model, file)
         progress = not args.quiet and place.is_main
         folders = parse_save_png(args.save_png)

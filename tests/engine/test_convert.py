@@ -79,3 +79,14 @@ def test_convert_refuses_a_file_for_other_tasks(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not fit this InvPT model" in err and "heads for ['sal']" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
+
+
+def test_predict_refuses_a_config_beside_a_scenemtl_checkpoint(tmp_path, capsys):
+    config_file = write_config(tmp_path, "invpt")
+    assert main(["train", str(config_file), "--quiet", "--set", "train.steps=1"]) == 0
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 48, 3), dtype=np.uint8)).save(image)
+    run = load_config(config_file).run_dir
+    assert main(["predict", str(image), "--checkpoint", str(run), "--config", str(config_file),
+                 "--out", str(tmp_path / "p")]) == 2
+    assert "drop --config" in capsys.readouterr().err

@@ -108,6 +108,33 @@ def test_the_config_task_order_does_not_matter(arch, tmp_path):
         assert all(torch.equal(target(image).final[t], source(image).final[t]) for t in PASCAL)
 
 
+@pytest.mark.parametrize("arch", VARIANTS)
+def test_the_key_maps_give_the_official_module_names_and_shapes(arch):
+    """Against the official state dicts of the same tiny models: every key name and shape, as the official
+    module definitions (prismformore/Multi-Task-Transformer at 870c6be) give them (tests/models/data/,
+    names and shapes only, generated outside this repository)."""
+    import json
+    from pathlib import Path
+
+    official = json.loads((Path(__file__).parent / "data" / "official_state_keys.json").read_text())[arch]
+    model = make(arch)
+    ours = {k: list(v.shape) for k, v in to_official_state(model, model.official_key_map, model.task_names).items()}
+    assert ours.keys() <= official.keys(), sorted(ours.keys() - official.keys())[:5]
+    assert {k: official[k] for k in ours} == ours
+    unbuilt = sorted(official.keys() - ours.keys())
+    assert all(model.official_key_map.dropped(k) for k in unbuilt), unbuilt
+    # and a state dict of those names and shapes converts with nothing missing or unexpected
+    state = {k: torch.randn(shape) if shape else torch.tensor(0) for k, shape in official.items()}
+    state = {k: (v.abs() + 0.5 if "running_var" in k else v) for k, v in state.items()}
+    converted, dropped = convert_state(state, model, model.official_key_map, model.task_names)
+    assert dropped == unbuilt
+    model.load_state_dict(converted)
+    official_params = sum(torch.Size(shape).numel() for k, shape in official.items()
+                          if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "relative_position_index",
+                                             "attn_mask")))
+    assert official_parameter_count(model) == official_params
+
+
 def test_parameters_the_official_forward_never_uses_are_dropped_and_named(tmp_path):
     source = make("invpt")
     d0, t = 24, len(PASCAL)
@@ -138,13 +165,15 @@ def test_unknown_missing_and_misshapen_keys_are_listed(tmp_path):
     del bad["multi_task_decoder.invpt.mt_proj.edge.0.weight"]
     bad["heads.semseg.linear_pred.weight"] = torch.zeros(7, 24, 1, 1)
     target = make("invpt", seed=1)
+    path = tmp_path / "bad.pth.tar"
+    torch.save({"model": bad}, path)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(CheckpointError) as error:
-        convert_state(bad, target, target.official_key_map, target.task_names, source="x.pth.tar")
+        load_official_into(target, path)
     message = str(error.value)
     assert "unexpected keys: multi_task_decoder.invpt.something_new.weight" in message
     assert "missing keys: fuse.edge.0.weight" in message
     assert "heads.semseg.linear_pred.weight (7, 24, 1, 1) vs heads.semseg.weight (5, 24, 1, 1)" in message
-    before = {k: v.clone() for k, v in target.state_dict().items()}
     assert all(torch.equal(v, target.state_dict()[k]) for k, v in before.items())  # nothing was loaded
 
 
@@ -218,7 +247,19 @@ def test_invpt_takes_any_size_and_any_backbone():
 
 
 @pytest.mark.parametrize("arch", VARIANTS)
-def test_activation_checkpointing_gives_the_same_gradients(arch):
+def test_activation_checkpointing_gives_the_same_gradients(arch, monkeypatch):
+    import scenemtl.models.taskprompter as taskprompter
+    import scenemtl.models.taskprompter_swin as swin
+    import scenemtl.models.vit as vit
+
+    calls = []
+
+    def counting(function, *args, **kwargs):
+        calls.append(function)
+        return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
+
+    for module in (vit, taskprompter, swin):
+        monkeypatch.setattr(module, "checkpoint", counting)
     grads = []
     for enabled in (False, True):
         model = make(arch, tasks=("semseg", "saliency")).train()
@@ -227,6 +268,7 @@ def test_activation_checkpointing_gives_the_same_gradients(arch):
         output = model(torch.randn(2, 3, *TINY[arch]["img_size"]))
         sum(v.float().square().mean() for v in output.final.values()).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert len(calls) == (0 if not enabled else 6 if arch != "taskprompter_swin" else 8)  # one per block
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
@@ -311,3 +353,29 @@ def test_shared_parameters_are_what_every_task_reaches(arch, options):
         reached[task] = {n for (n, p), g in zip(names.items(), grads) if g is not None}
     everyone = set.intersection(*reached.values())
     assert {n for n, p in names.items() if id(p) in shared} == everyone
+
+
+def test_option_mistakes_are_config_errors():
+    for arch, options, match in [
+        ("invpt", {"img_size": 512}, "img_size must be a list of 2"),
+        ("invpt", {"num_heads": 2}, "num_heads must be a list of 3"),
+        ("invpt", {"layers": 6}, "layers must be a list of 3"),
+        ("taskprompter", {"layers": [1, 2]}, "layers must be 3 increasing"),
+        ("taskprompter", {"head": "mlp"}, "head must be 'conv'"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            make(arch, **options)
+    tasks = {"depth": build_task("depth", {})}
+    with pytest.raises(ConfigError, match="patches of 14"):
+        build_model(ModelConfig(arch="invpt", backbone={"name": "vit_small_patch14_dinov2"},
+                                options={"img_size": [56, 56], "embed_dim": 8, "pred_channels": 8}), tasks)
+    with pytest.raises(ConfigError, match="Swin \\(v1"):
+        build_model(ModelConfig(arch="taskprompter", backbone={"name": "swinv2_tiny_window8_256"},
+                                options=TINY["taskprompter_swin"]), tasks)
+
+
+def test_info_of_a_configuration_the_official_code_lacks_has_no_official_layout():
+    tasks = {"depth": build_task("depth", {})}
+    model = build_model(ModelConfig(arch="invpt", backbone=TINY_SWIN, options={"embed_dim": 16, "pred_channels": 8}), tasks)
+    assert official_parameter_count(model) is None
+    assert official_parameter_count(make("invpt")) is not None

@@ -39,10 +39,7 @@ def model_from_official(config: Config, path: str | Path):
 
 def convert_official(config: Config, path: str | Path, out: str | Path) -> tuple[Path, list[str], int]:
     """Write ``out/step_N/model.safetensors`` from an official checkpoint; the dropped (unused) keys and step."""
-    from scenemtl.engine.builder import dataset_info
-
     model, _, meta, extra = model_from_official(config, path)
-    info = dataset_info(config)
-    folder = save_checkpoint(Path(out), meta.step, model, config, info.class_names, info.palettes, info.mean,
-                             info.std, trainer_state=None)
+    folder = save_checkpoint(Path(out), meta.step, model, config, meta.class_names, meta.palettes, meta.mean,
+                             meta.std, trainer_state=None)
     return folder, list(extra["dropped"]), meta.step

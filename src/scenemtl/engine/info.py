@@ -113,12 +113,19 @@ def count_macs(model: torch.nn.Module, size: tuple[int, int]) -> float:
     Attention runs through ``scaled_dot_product_attention``'s math backend here: PyTorch's counter
     has no formula for the fused CPU kernel and would leave attention out.
     """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from contextlib import nullcontext
+
     from torch.utils.flop_counter import FlopCounterMode
 
+    try:  # PyTorch ≥ 2.3; before it, attention stays uncounted
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        math_attention = sdpa_kernel(SDPBackend.MATH)
+    except ImportError:
+        math_attention = nullcontext()
     model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+    with torch.no_grad(), math_attention, counter:
         model(torch.randn(1, 3, *size))
     return counter.get_total_flops() / 2 / 1e9
 

@@ -57,6 +57,9 @@ class Predictor:
             model, self.tasks, self.meta, _ = model_from_official(config, file)
             self.model = model.to(self.device).eval()
         else:
+            if config is not None:
+                raise CheckpointError(f"{file} is a scenemtl checkpoint, which carries its own config: drop --config "
+                                      "(it is for official .pth.tar files)")
             self.model, self.tasks, self.meta = model_from_checkpoint(file, self.device)
         self.mean = torch.tensor(self.meta.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.meta.std).view(1, 3, 1, 1)

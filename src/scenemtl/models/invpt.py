@@ -231,14 +231,18 @@ class InvPT(MultiTaskModel):
     """ViT (or any backbone) → preliminary decoder → UP-Transformer with message passing → heads."""
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int], embed_dim: int,
-                 pred_channels: int, num_heads: Sequence[int], mlp_ratio: float, layers: Sequence[int] | None) -> None:
+                 pred_channels: int, num_heads: Sequence[int], mlp_ratio: float, layers: object) -> None:
         super().__init__()
         self.task_names = canonical_order(tasks)
         names = self.task_names
         if is_vit(config.backbone.name):
             self.backbone = ViTBackbone(config.backbone, img_size)
-            self.layers = check_layers(layers or default_layers(self.backbone.depth, 4)[:2] + (self.backbone.depth,),
-                                       self.backbone.depth, 3, "layers")
+            if PAD_MULTIPLE % self.backbone.patch_size:
+                raise ConfigError(f"invpt's decoder works at strides 32/16/8 of a patch-16 ViT; "
+                                  f"'{config.backbone.name}' has patches of {self.backbone.patch_size}")
+            depth = self.backbone.depth
+            self.layers = check_layers(default_layers(depth, 4)[:2] + (depth,) if layers is None else layers,
+                                       depth, 3, "layers")
             channels = [self.backbone.embed_dim] * 3
             strides = [self.backbone.patch_size] * 3
         else:
@@ -254,7 +258,6 @@ class InvPT(MultiTaskModel):
         dims = [d0, d0 // 2, d0 // 4]
         self.dims = dims
         c_last = channels[-1]
-        self.out_channels = {t: tasks[t].out_channels for t in names}
         self.preliminary = nn.ModuleDict({
             t: nn.Sequential(conv_bn_relu(c_last, c_last), conv_bn_relu(c_last, embed_dim)) for t in names
         })
@@ -398,6 +401,9 @@ InvPT.official_key_map = OFFICIAL_KEYS
 
 
 def _positive_ints(value: object, name: str, count: int | None = None) -> None:
+    """ConfigError unless ``value`` is a positive integer (or a list of ``count`` of them)."""
+    if count is not None and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"model.options.{name} must be a list of {count} positive integers, got {value!r}")
     values = value if isinstance(value, (list, tuple)) else [value]
     if (count is not None and len(values) != count) or any(
             not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
@@ -411,10 +417,10 @@ def invpt(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int
           embed_dim: int = 512, pred_channels: int = 64, num_heads: Sequence[int] = (2, 2, 2),
           mlp_ratio: float = 4.0, layers: Sequence[int] | None = None) -> InvPT:
     """InvPT with the official widths (ViT-L: ``embed_dim`` 512 + 64 prediction channels, 2 heads per stage)."""
-    _positive_ints(list(img_size), "img_size", 2)
+    _positive_ints(img_size, "img_size", 2)
     _positive_ints(embed_dim, "embed_dim")
     _positive_ints(pred_channels, "pred_channels")
-    _positive_ints(list(num_heads), "num_heads", 3)
+    _positive_ints(num_heads, "num_heads", 3)
     d0 = embed_dim + pred_channels
     if d0 % 4:
         raise ConfigError(f"model.options: embed_dim + pred_channels ({d0}) must be divisible by 4 (stage widths D, D/2, D/4)")
@@ -423,5 +429,4 @@ def invpt(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int
             raise ConfigError(f"model.options.num_heads[{i}] = {heads} does not divide stage {i}'s width {dim}")
     if not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
         raise ConfigError(f"model.options.mlp_ratio must be positive, got {mlp_ratio!r}")
-    return InvPT(config, tasks, tuple(img_size), embed_dim, pred_channels, tuple(num_heads), float(mlp_ratio),
-                 tuple(layers) if layers is not None else None)
+    return InvPT(config, tasks, tuple(img_size), embed_dim, pred_channels, tuple(num_heads), float(mlp_ratio), layers)

@@ -181,7 +181,7 @@ def convert_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, key
             continue
         ours, rule = mapped
         target = expected[ours]
-        if rule.two_class and value.shape[0] == 2 and target.shape[0] == 1:
+        if rule.two_class and value.shape[0] == 2 and target.shape[0] == 1 and _two_class_task(key):
             value = value[1:2] - value[0:1]
         if value.shape != target.shape:
             shapes.append(f"{key} {tuple(value.shape)} vs {ours} {tuple(target.shape)}")
@@ -249,7 +249,7 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
             state = raw[wrapper]
             extra = {k: v for k, v in raw.items() if k != wrapper and isinstance(v, (int, float, str))}
             break
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path} has no tensors under 'model', 'state_dict' or at its top level")
     if all(k.startswith("module.") for k in tensors):
@@ -286,7 +286,7 @@ def load_official_into(model: torch.nn.Module, path: str | Path) -> dict[str, ob
 
 
 def official_parameter_count(model: torch.nn.Module) -> int | None:
-    """Parameters of the same model in the official layout (None without a key map).
+    """Parameters of the same model in the official layout (None where the official code has no such model).
 
     Our parameters under their official names (a two-class head counts twice its one-logit
     width) plus those the official code builds but its forward never uses
@@ -298,8 +298,8 @@ def official_parameter_count(model: torch.nn.Module) -> int | None:
     total = 0
     for key, value in model.named_parameters():
         mapped = key_map.to_official(key, model.task_names)
-        if mapped is None:
-            raise KeyError(f"no official name for {key}")
+        if mapped is None:  # a configuration the official code does not have (e.g. InvPT on a Swin)
+            return None
         name, rule = mapped
         twice = rule.two_class and value.shape[0] == 1 and _two_class_task(name)
         total += value.numel() * (2 if twice else 1)

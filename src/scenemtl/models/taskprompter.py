@@ -140,14 +140,14 @@ class TaskPrompter(PromptedModel):
         self.img_size = tuple(img_size)
         self.backbone = ViTBackbone(config.backbone, img_size, class_token=False)
         vit = self.backbone
-        self.layers = check_layers(layers or default_layers(vit.depth, 4)[:3], vit.depth - 1, 3, "layers")
-        self.grid = vit.check_size(*self.img_size)
+        self.layers = check_layers(default_layers(vit.depth, 4)[:3] if layers is None else layers, vit.depth - 1, 3,
+                                   "layers")
+        self.grid = vit.grid
         windows = math.isqrt(chan_nheads)
         if windows * windows != chan_nheads or self.grid[0] % windows or self.grid[1] % windows:
             raise ConfigError(f"model.options.chan_nheads must be a square whose root divides the token grid "
                               f"{self.grid[0]}×{self.grid[1]} of img_size {list(self.img_size)}, got {chan_nheads}")
         self.windows = windows
-        self.use_ctr = use_ctr
         c, heads, pixels = vit.embed_dim, vit.num_heads, self.grid[0] * self.grid[1]
         self.prompts = nn.Parameter(torch.ones(len(names), c))
         trunc_normal_(self.prompts, mean=1.0, std=1.0)
@@ -245,7 +245,7 @@ class TaskPrompter(PromptedModel):
         size = image.shape[-2:]
         x = image if tuple(size) == self.img_size else F.interpolate(
             image, size=self.img_size, mode="bilinear", align_corners=False)
-        tokens, _ = self.backbone.patch_tokens(x)
+        tokens, _ = self.backbone.embed(x)  # patch tokens only: the class token was removed
         # a copy, not an expanded view: FlopCounterMode's module hooks reject no-grad views of parameters
         prompts = self.prompts[None].repeat(tokens.shape[0], 1, 1)
         totals: list[torch.Tensor | float] = [0.0] * len(self.task_names)
@@ -318,7 +318,7 @@ def taskprompter(config: ModelConfig, tasks: Mapping[str, Task], img_size: Seque
     ``embed_dim`` is its ``level_embed_dim``, ``chan_embed_dim`` (default 256) the width of its
     channel prompts; cross-task reweighting and ``layers`` do not exist there.
     """
-    _positive_ints(list(img_size), "img_size", 2)
+    _positive_ints(img_size, "img_size", 2)
     _positive_ints(embed_dim, "embed_dim")
     _positive_ints(final_embed_dim, "final_embed_dim")
     _positive_ints(chan_nheads, "chan_nheads")
@@ -340,4 +340,4 @@ def taskprompter(config: ModelConfig, tasks: Mapping[str, Task], img_size: Seque
         raise ConfigError("model.options.chan_embed_dim is the Swin variant's; on a ViT the channel prompts span "
                           "the token grid of img_size")
     return TaskPrompter(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_nheads,
-                        True if use_ctr is None else use_ctr, tuple(layers) if layers is not None else None, head)
+                        True if use_ctr is None else use_ctr, layers, head)

@@ -47,11 +47,12 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
+from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from scenemtl.config import BackboneConfig, ModelConfig
-from scenemtl.errors import ConfigError, ScenemtlError
+from scenemtl.errors import ConfigError, ScenemtlError, key_mismatch
 from scenemtl.models.backbones import _weights, require_checkpointing_timm
 from scenemtl.models.invpt import Mlp
 from scenemtl.models.official import KeyMap, Rule, canonical_order
@@ -152,6 +153,13 @@ class PromptedSwinBlock(nn.Module):
         s = side // n
         return x.reshape(b, rows, n, s, n, s).permute(0, 2, 4, 1, 3, 5).reshape(b, n * n, rows, s * s)
 
+    def _unwindows(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``_windows``: ``[B, n·n, R, D/(n·n)]`` → ``[B, R, D]``."""
+        b, _, rows, _ = x.shape
+        side, n = math.isqrt(self.chan_dim), self.chan_windows
+        s = side // n
+        return x.reshape(b, n, n, rows, s, s).permute(0, 3, 1, 4, 2, 5).reshape(b, rows, side * side)
+
     def forward(self, x: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Tokens, prompts, spatial maps ``[B, heads, T, H, W]`` and channel maps ``[B, T, C, n, n]``."""
         (h, w), window, shift = self.resolution, self.window, self.shift
@@ -182,9 +190,7 @@ class PromptedSwinBlock(nn.Module):
         x = x + self.drop_path(out)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         if not self.last:
-            mixed = (scores * self.chan_dim ** -0.5).softmax(dim=-1) @ self._windows(v)  # [B, n·n, T, D/(n·n)]
-            side, s = math.isqrt(self.chan_dim), math.isqrt(self.chan_dim) // n
-            mixed = mixed.reshape(b, n, n, t, s, s).permute(0, 3, 1, 4, 2, 5).reshape(b, t, side * side)
+            mixed = self._unwindows((scores * self.chan_dim ** -0.5).softmax(dim=-1) @ self._windows(v))
             prompt_out = prompt_out + self.token_trans1(self.chan_proj(mixed))
             prompts = prompts + self.drop_path(prompt_out)
             prompts = prompts + self.drop_path(self.mlp(self.norm2(prompts)))
@@ -253,6 +259,9 @@ class PromptedSwin(nn.Module):
                 shape = timm.create_model(config.name, img_size=img_size, **options)
             except TypeError as error:
                 raise ConfigError(f"backbone '{config.name}' rejects model.backbone.options: {error}") from None
+        if type(shape) is not SwinTransformer:
+            raise ConfigError(f"TaskPrompter's Swin variant is built on Swin (v1: swin_tiny/small/base/large_*), "
+                              f"not '{config.name}' ({type(shape).__name__})")
         dim, patch = shape.embed_dim, shape.patch_embed.patch_size[0]
         depths = [len(layer.blocks) for layer in shape.layers]
         heads = [layer.blocks[0].attn.num_heads for layer in shape.layers]
@@ -302,11 +311,19 @@ class PromptedSwin(nn.Module):
                 key = ".".join(["layers", str(int(parts[1]) - 1), *parts[2:]])
             state[key] = value
         own = self.state_dict()
-        shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
-        if shapes:
-            raise ScenemtlError(f"weights '{config.weights}' do not fit this Swin at img_size {list(img_size)}: "
-                                f"{', '.join(shapes[:4])}")
-        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        # every Swin weight must come from the file; the prompting layers are TaskPrompter's own
+        prompting = ("chan_q", "chan_kv", "token_trans", "chan_proj", "token_trans1", "process_chan_attn",
+                     "task_prompts_up", "spa_attn_ds")
+        swin = [k for k in own if not any(f".{name}." in f".{k}" for name in prompting)]
+        missing = [k for k in swin if k not in state]
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in swin
+                  if k in state and state[k].shape != own[k].shape]
+        if missing or shapes:
+            raise ScenemtlError(
+                f"weights '{config.weights}' do not fit this Swin at img_size {list(img_size)} "
+                f"({key_mismatch(missing, [], shapes)}); a window larger than a stage's grid is shrunk per side by "
+                "timm, so choose an img_size whose last stage is at least a window wide")
+        self.load_state_dict({k: state[k] for k in swin}, strict=False)
 
     def run_block(self, block: PromptedSwinBlock, x: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One block, checkpointed when activation checkpointing is on."""

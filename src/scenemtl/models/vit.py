@@ -85,15 +85,12 @@ class ViTBackbone(nn.Module):
         return resample_abs_pos_embed(self.vit.pos_embed, new_size=list(grid), old_size=list(self.grid),
                                       num_prefix_tokens=self.embed_prefix)
 
-    def patch_tokens(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Patch tokens ``[B, h·w, C]`` with their position embedding (no prefix tokens) and the grid."""
-        grid = self.check_size(*image.shape[-2:])
-        x = self.vit.patch_embed(image)
-        x = x.reshape(x.shape[0], -1, x.shape[-1])
-        return x + self.position_embedding(grid)[:, self.embed_prefix:], grid
-
     def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """All tokens as timm's ViT embeds them (class/register tokens first) and the grid."""
+        """The tokens as timm's ViT embeds them (its class/register tokens first, where it has them) and the grid.
+
+        A ViT built with ``class_token=False`` gives the patch tokens only, with the grid part of
+        the position embedding (its class slot stays unused), as TaskPrompter's official code.
+        """
         grid = self.check_size(*image.shape[-2:])
         vit = self.vit
         x = vit.patch_embed(image)  # B×h×w×C (dynamic size) or B×N×C
@@ -102,8 +99,8 @@ class ViTBackbone(nn.Module):
         pos = self.position_embedding(grid)
         if vit.no_embed_class:
             x = torch.cat([*prefix, x + pos], dim=1)
-        else:
-            x = torch.cat([*prefix, x], dim=1) + pos
+        else:  # the slots of removed prefix tokens are skipped
+            x = torch.cat([*prefix, x], dim=1) + pos[:, self.embed_prefix - len(prefix):]
         return vit.norm_pre(vit.patch_drop(vit.pos_drop(x))), grid
 
     @property
@@ -137,8 +134,11 @@ class ViTBackbone(nn.Module):
         self.checkpointing = enabled
 
 
-def check_layers(layers: Sequence[int], depth: int, count: int, option: str) -> tuple[int, ...]:
+def check_layers(layers: object, depth: int, count: int, option: str) -> tuple[int, ...]:
     """Validate 1-based, increasing block numbers within the ViT's depth."""
+    if not isinstance(layers, (list, tuple)):
+        raise ConfigError(f"model.options.{option} must be a list of {count} block numbers in 1…{depth} "
+                          f"(e.g. {list(default_layers(depth, count))}), got {layers!r}")
     layers = tuple(layers)
     if (len(layers) != count or any(not isinstance(k, int) or isinstance(k, bool) for k in layers)
             or list(layers) != sorted(set(layers)) or layers[0] < 1 or layers[-1] > depth):
