@@ -79,7 +79,7 @@ from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.distillation import BasicBlock
-from scenemtl.models.heads import fp32_conv, upsample_to
+from scenemtl.models.heads import Mlp, fp32_conv, upsample_to
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
@@ -110,19 +110,6 @@ class TimestepEmbedder(nn.Module):
         if self.frequencies % 2:
             embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
         return self.mlp(embedding.to(self.mlp[0].weight.dtype))
-
-
-class Mlp(nn.Module):
-    """Linear → GELU → Linear (timm's ``Mlp``)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class CrossAttention(nn.Module):

@@ -57,6 +57,19 @@ class FPNHead(nn.Module):
         return fp32_conv(self.classifier, self.refine(fused))
 
 
+class Mlp(nn.Module):
+    """Linear → GELU → Linear, named ``fc1``/``fc2`` as timm's ``Mlp`` (and the seeds' copies of it)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 def fp32_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """Apply an output convolution in float32 even under autocast: bf16 logits would round depth by ~0.4 %."""
     with torch.autocast(device_type=x.device.type, enabled=False):

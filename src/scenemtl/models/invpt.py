@@ -72,7 +72,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.heads import conv_bn_relu, fp32_conv, upsample_to
+from scenemtl.models.heads import Mlp, conv_bn_relu, fp32_conv, upsample_to
 from scenemtl.models.official import (
     KeyMap, Rule, canonical_order, official_channels, two_class_to_logit,
 )
@@ -165,16 +165,6 @@ def _source_grid(tokens: int, q_size: Sequence[int]) -> tuple[int, int]:
     if h * w != tokens:
         raise RuntimeError(f"attention message of {tokens} tokens does not fit a {h}×{w} grid")
     return h, w
-
-
-class Mlp(nn.Sequential):
-    """Linear → GELU → Linear (named fc1/fc2 as timm's and the official ``Mlp``)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
 
 
 class JointBlock(nn.Module):

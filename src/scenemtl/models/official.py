@@ -130,25 +130,22 @@ class KeyMap:
         values["ti"] = str(tasks.index(task))
         return values
 
-    def to_ours(self, key: str, tasks: Sequence[str]) -> tuple[str, Rule] | None:
-        """Our key for an official key (tasks in the model's order), or None if no rule fits."""
-        for regex, rule in self._official:
+    def _translate(self, key: str, tasks: Sequence[str], official: bool) -> tuple[str, Rule] | None:
+        for regex, rule in self._official if official else self._ours:
             match = regex.match(key)
             if match:
-                values = self._task_values(match.groupdict(), tasks, official=True)
+                values = self._task_values(match.groupdict(), tasks, official=official)
                 if values is not None:
-                    return self._fill(rule.ours, values), rule
+                    return self._fill(rule.ours if official else rule.official, values), rule
         return None
+
+    def to_ours(self, key: str, tasks: Sequence[str]) -> tuple[str, Rule] | None:
+        """Our key for an official key (tasks in the model's order), or None if no rule fits."""
+        return self._translate(key, tasks, official=True)
 
     def to_official(self, key: str, tasks: Sequence[str]) -> tuple[str, Rule] | None:
         """The official key for one of ours (the inverse of ``to_ours``)."""
-        for regex, rule in self._ours:
-            match = regex.match(key)
-            if match:
-                values = self._task_values(match.groupdict(), tasks, official=False)
-                if values is not None:
-                    return self._fill(rule.official, values), rule
-        return None
+        return self._translate(key, tasks, official=False)
 
     def dropped(self, key: str) -> str | None:
         """Why an official key is not loaded (unused by the official forward), or None."""

@@ -286,20 +286,29 @@ def init_vit_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+#: the names both TaskPrompter variants share: prompts, per-level decoding and fusion
+PROMPTING_RULES = (
+    Rule("backbone.task_prompts", "prompts"),
+    Rule("backbone.fea_decode_spa.{n}.{t}.0.{rest}", "decode_spatial.{n}.{t}.{rest}"),
+    Rule("backbone.fea_decode_chan.{n}.{t}.0.{rest}", "decode_channel.{n}.{t}.{rest}"),
+    Rule("backbone.fea_fuse.{n}.{t}.{rest}", "fuse.{n}.{t}.{rest}"),
+)
+#: and their heads (``ConvHead``/``DEConvHead``), matched after the backbone rules
+HEAD_RULES = (
+    Rule("heads.{t}.mt_proj.{rest}", "heads.{t}.proj.{rest}"),
+    Rule("heads.{t}.linear_pred.{rest}", "heads.{t}.pred.{rest}", two_class=True),
+)
+
 OFFICIAL_KEYS = KeyMap(
     method="TaskPrompter",
     signature="backbone.task_prompts",
     rules=[
-        Rule("backbone.task_prompts", "prompts"),
+        *PROMPTING_RULES,
         Rule("backbone.blocks.{n}.attn.token_trans.{rest}", "chan_query.{n}.{rest}"),
         Rule("backbone.blocks.{n}.attn.token_trans1.{rest}", "chan_feedback.{n}.{rest}"),
-        Rule("backbone.fea_decode_spa.{n}.{t}.0.{rest}", "decode_spatial.{n}.{t}.{rest}"),
-        Rule("backbone.fea_decode_chan.{n}.{t}.0.{rest}", "decode_channel.{n}.{t}.{rest}"),
-        Rule("backbone.fea_fuse.{n}.{t}.{rest}", "fuse.{n}.{t}.{rest}"),
         Rule("backbone.ctr_attn_conv.{n}.{t}.{rest}", "ctr.{n}.{t}.{rest}"),
         Rule("backbone.{rest}", "backbone.vit.{rest}"),
-        Rule("heads.{t}.mt_proj.{rest}", "heads.{t}.proj.{rest}"),
-        Rule("heads.{t}.linear_pred.{rest}", "heads.{t}.pred.{rest}", two_class=True),
+        *HEAD_RULES,
     ],
     drop={"backbone.blocks.{n}.attn.token_trans1.{rest}": "the last block's: its prompts are never read again"},
 )

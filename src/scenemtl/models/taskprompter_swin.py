@@ -54,10 +54,10 @@ from torch.utils.checkpoint import checkpoint
 from scenemtl.config import BackboneConfig, ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError, key_mismatch
 from scenemtl.models.backbones import _weights, require_checkpointing_timm
-from scenemtl.models.invpt import Mlp
+from scenemtl.models.heads import Mlp
 from scenemtl.models.official import KeyMap, Rule, canonical_order
 from scenemtl.models.output import ModelOutput
-from scenemtl.models.taskprompter import ConvHead, PromptedModel, init_vit_weights
+from scenemtl.models.taskprompter import HEAD_RULES, PROMPTING_RULES, ConvHead, PromptedModel, init_vit_weights
 from scenemtl.tasks import Task
 
 
@@ -425,14 +425,10 @@ OFFICIAL_KEYS = KeyMap(
     method="TaskPrompter (Swin)",
     signature="backbone.task_prompts",
     rules=[
-        Rule("backbone.task_prompts", "prompts"),
-        Rule("backbone.fea_decode_spa.{n}.{t}.0.{rest}", "decode_spatial.{n}.{t}.{rest}"),
-        Rule("backbone.fea_decode_chan.{n}.{t}.0.{rest}", "decode_channel.{n}.{t}.{rest}"),
-        Rule("backbone.fea_fuse.{n}.{t}.{rest}", "fuse.{n}.{t}.{rest}"),
+        *PROMPTING_RULES,
         Rule("backbone.multi_scale_fuse.{t}.{rest}", "multi_scale_fuse.{t}.{rest}"),
         Rule("backbone.{rest}", "backbone.{rest}"),
-        Rule("heads.{t}.mt_proj.{rest}", "heads.{t}.proj.{rest}"),
-        Rule("heads.{t}.linear_pred.{rest}", "heads.{t}.pred.{rest}", two_class=True),
+        *HEAD_RULES,
     ],
     drop={"backbone.layers.{n}.blocks.{m}.attn.relative_position_index": "derived from the window size",
           "backbone.layers.{n}.blocks.{m}.attn_mask": "derived from the window size and shift"},
