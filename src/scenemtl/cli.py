@@ -79,7 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
             )
         step = meta.step
     tasks = builder.build_tasks(config, info)
-    dataset = builder.build_dataset(config, args.split or config.data.val_split)
+    dataset = builder.build_dataset(config, args.split or config.data.val_split, evaluation=True)
     try:
         place = setup(config.train.device)  # under torchrun: each process scores its share, metrics are summed
         transform = builder.build_transform(config, tasks, info, train=False)
@@ -96,7 +96,8 @@ def _eval(args: argparse.Namespace) -> int:
         unknown = [t for t in folders if t not in tasks]
         if unknown:
             raise ConfigError(f"--save-png: no task {unknown} in this model; its tasks are {list(tasks)}")
-        writers = {task: PngWriter(folder, task) for task, folder in folders.items()}
+        writers = {task: PngWriter(folder, task, getattr(tasks[task], "quantize", "truncate"))
+                   for task, folder in folders.items()}
         metrics = evaluate(model.to(place.device), tasks, loader, place.device, config.train.precision, progress,
                            writers)
     finally:
@@ -112,6 +113,24 @@ def _eval(args: argparse.Namespace) -> int:
     write_json(out, report)
     out.with_suffix(".md").write_text(format_report(report))
     print(format_table(report))
+    print(f"results: {out} (and {out.with_suffix('.md').name})")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from scenemtl.engine.evaluate import format_report, format_table, write_json
+    from scenemtl.engine.score import score
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    report = score(args.dataset, args.root, args.split, args.pred, tasks, args.protocol, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path(args.pred) / f"results_{args.split}.json"
+    write_json(out, report)
+    out.with_suffix(".md").write_text(format_report(report))
+    print(format_table(report))
+    if report["extra_predictions"]:
+        extra = report["extra_predictions"]
+        print(f"{len(extra)} file(s) for ids outside split '{args.split}' were not scored: {', '.join(extra[:10])}"
+              + (" …" if len(extra) > 10 else ""))
     print(f"results: {out} (and {out.with_suffix('.md').name})")
     return 0
 
@@ -280,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also save each prediction as <id>.png (e.g. edge=results/edge for SEISM's MATLAB benchmark)")
     common(ev)
     ev.set_defaults(func=_eval)
+
+    sc = commands.add_parser("score", help="score saved predictions (<pred>/<task>/<id>.png …) without a model")
+    sc.add_argument("dataset", help="dataset name (see `scenemtl list datasets`)")
+    sc.add_argument("--root", required=True, help="the dataset folder (as data.root)")
+    sc.add_argument("--split", default="val", help="split the predictions are for (default: val)")
+    sc.add_argument("--pred", required=True, help="folder holding one sub-folder per task")
+    sc.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task folder in --pred)")
+    sc.add_argument("--protocol", default=None, help="evaluation protocol (invpt, mtinet, atrc, densemtl, mtan, sak)")
+    sc.add_argument("--out", default=None, help="results JSON (default: <pred>/results_<split>.json), and its .md")
+    common(sc)
+    sc.set_defaults(func=_score)
 
     pr = commands.add_parser("predict", help="predict every task on images of any size")
     pr.add_argument("inputs", nargs="+", help="image files or folders")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scenemtl.errors import ConfigError, did_you_mean
 
@@ -122,6 +122,48 @@ class BalancerConfig(Strict):
 class TrainConfig(Strict):
     """Optimisation and the training loop."""
 
+    class Selection(Strict):
+        """``train.selection``: keep the checkpoint that scores best on selection data, never the reported split.
+
+        The selection data is either a dataset split other than ``data.val_split`` (and
+        ``data.train_split``), or ``holdout`` training images drawn with ``seed`` and removed from
+        training (their ids go to ``<run>/selection_ids.json``). It is scored every
+        ``train.eval_every`` steps and at the last step; the best weights go to
+        ``checkpoints/best/`` and the final report on ``data.val_split`` uses them.
+        """
+
+        # 'delta_m' (needs 'reference:') or '<task>.<metric>', e.g. 'semseg.miou' (direction from the metric)
+        metric: str
+        split: str | None = None
+        holdout: int | None = Field(None, ge=1)
+        seed: int = 0  # the holdout draw (its own seed: every run seed holds out the same images)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _known_keys(cls, data: Any) -> Any:
+            if isinstance(data, dict):
+                for key in data:
+                    if key not in cls.model_fields:
+                        raise ValueError(f"unknown key '{key}'.{did_you_mean(str(key), cls.model_fields)}")
+            return data
+
+        @field_validator("metric")
+        @classmethod
+        def _metric_form(cls, metric: str) -> str:
+            if metric != "delta_m" and not re.fullmatch(r"[^.\s]+\.\S+", metric):
+                raise ValueError("must be 'delta_m' (needs 'reference:') or '<task>.<metric>' such as 'semseg.miou'")
+            return metric
+
+        @model_validator(mode="after")
+        def _one_source(self) -> TrainConfig.Selection:
+            if (self.split is None) == (self.holdout is None):
+                given = "both" if self.split is not None else "neither"
+                raise ValueError(
+                    f"give exactly one of split (a dataset split other than data.val_split) or holdout (a number "
+                    f"of training images to set aside), not {given}: e.g. train.selection.holdout=100"
+                )
+            return self
+
     steps: int = Field(500, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
@@ -157,6 +199,35 @@ class TrainConfig(Strict):
     log_images: bool = True
     # Weights & Biases project name (needs `pip install wandb`); None: off
     wandb: str | None = None
+    # None: the last checkpoint is the result. Else {metric, split | holdout, seed}: see Selection
+    selection: Selection | None = None
+
+    @model_validator(mode="after")
+    def _selection_needs_evaluations(self) -> TrainConfig:
+        if self.selection is not None and self.eval_every == 0:
+            raise ValueError(
+                "train.selection scores the selection data every train.eval_every steps, which is 0: "
+                "set train.eval_every to a positive number of steps (e.g. 100)"
+            )
+        return self
+
+
+class EvalConfig(Strict):
+    """How results are scored: a named protocol (``metrics/protocols.py``) sets every metric variant."""
+
+    # None: each task's own defaults; a name (invpt, mtinet, atrc, densemtl, mtan, sak) sets the
+    # variants of that codebase's tables; options written under tasks.<name> still override
+    protocol: str | None = None
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, protocol: str | None) -> str | None:
+        from scenemtl.metrics.protocols import PROTOCOLS
+
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol '{protocol}'.{did_you_mean(protocol, list(PROTOCOLS))} "
+                             f"Known: {', '.join(PROTOCOLS)}")
+        return protocol
 
 
 class Config(Strict):
@@ -178,6 +249,7 @@ class Config(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     balancer: BalancerConfig = Field(default_factory=BalancerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     reference: str | dict[str, dict[str, float]] | None = None
 
     @field_validator("tasks")

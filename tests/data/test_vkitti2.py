@@ -229,8 +229,10 @@ def test_recipe_trains_and_evaluates(tmp_path, monkeypatch):
         "model.head_channels=8", "data.options.resize=null", "data.eval_pad=[24,32]", "data.num_workers=0",
         "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"])
     assert cfg.train.optimizer == "adam" and cfg.train.decay_gamma == 0.1 and cfg.train.steps == 2
-    assert cfg.tasks["depth"].options == {"max_depth": 80.0, "pooling": "image"}
+    assert cfg.tasks["depth"].options == {} and cfg.eval.protocol == "densemtl"
     report = Trainer(cfg, progress=False, log=False).fit()
     metrics = report["metrics"]
+    assert report["protocol"] == "densemtl" and report["variants"]["depth"].startswith("per-image mean")
+    assert "clamped" in report["variants"]["depth"]
     assert set(metrics) == {"semseg", "depth"}
     assert 0 <= metrics["semseg"]["miou"] <= 100 and metrics["depth"]["rmse"] > 0  # mIoU in percent

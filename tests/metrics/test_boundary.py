@@ -68,7 +68,7 @@ def bsds_counts(prediction: np.ndarray, boundary: np.ndarray, max_dist: float) -
 
 def our_matches(prediction: np.ndarray, boundary: np.ndarray, max_dist: float) -> int:
     counts = boundary_counts(prediction.astype(float), boundary, max_dist, np.array([0.5]), apply_nms=False,
-                             quantize=False)
+                             quantize="none")
     return int(counts[0, 0])
 
 
@@ -105,7 +105,7 @@ def test_f_measure_of_generated_maps_is_the_bsds_matchers_or_slightly_above():
     reference = np.zeros((3, 4))
     for seed in range(6):
         probability, boundary = scene(seed, 96, 128)
-        ours += boundary_counts(probability, boundary, 0.0075, thresholds, apply_nms=False, quantize=False)
+        ours += boundary_counts(probability, boundary, 0.0075, thresholds, apply_nms=False, quantize="none")
         gt = thin(boundary)
         for k, t in enumerate(thresholds):
             prediction = thin(probability > t)
@@ -121,13 +121,13 @@ def test_counts_by_hand_shift_within_and_beyond_the_match_distance():
     radius = 0.011 * math.hypot(50, 50)  # 0.78 px: only exact positions match
     near = np.zeros((50, 50))
     near[25, 5:45] = 1
-    counts = boundary_counts(near, boundary, 0.011, np.array([0.5]), apply_nms=False, quantize=False)
+    counts = boundary_counts(near, boundary, 0.011, np.array([0.5]), apply_nms=False, quantize="none")
     assert counts[0].tolist() == [40, 40, 40, 40]
     far = np.zeros((50, 50))
     far[27, 5:45] = 1  # 2 px away, beyond 0.78 px
-    counts = boundary_counts(far, boundary, 0.011, np.array([0.5]), apply_nms=False, quantize=False)
+    counts = boundary_counts(far, boundary, 0.011, np.array([0.5]), apply_nms=False, quantize="none")
     assert counts[0].tolist() == [0, 40, 0, 40]
-    wide = boundary_counts(far, boundary, 0.06, np.array([0.5]), apply_nms=False, quantize=False)  # 4.2 px
+    wide = boundary_counts(far, boundary, 0.06, np.array([0.5]), apply_nms=False, quantize="none")  # 4.2 px
     assert wide[0].tolist() == [40, 40, 40, 40] and radius < 1
 
 

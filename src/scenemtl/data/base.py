@@ -44,6 +44,8 @@ class DenseDataset(Dataset):
     release_sizes: tuple[tuple[int, int], ...] = ()
     # where it can be fetched and how (``scenemtl data download``): see data/download.py
     archives: tuple = ()
+    # evaluation targets this dataset can provide (``Task.eval_target`` keys, e.g. ``edge_labels``)
+    provides_eval: tuple[str, ...] = ()
 
     def __init__(self, root: str | None, split: str, tasks: list[str]) -> None:
         from scenemtl.errors import ConfigError, did_you_mean
@@ -62,6 +64,12 @@ class DenseDataset(Dataset):
         self.variant: str = self.info.name
         # remarks about the copy that do not make it unusable (``data check`` prints them)
         self.notes: list[str] = []
+        # evaluation targets to add to each sample (set by the builder for evaluation splits)
+        self.eval_keys: tuple[str, ...] = ()
+
+    def request_eval_targets(self, keys) -> None:
+        """Add these evaluation targets (those this dataset provides) to every sample from now on."""
+        self.eval_keys = tuple(key for key in dict.fromkeys(keys) if key in self.provides_eval)
 
     def sample_id(self, index: int) -> str:
         """The release's id of sample ``index`` (file stem or split-list entry)."""

@@ -69,6 +69,8 @@ class NYUD(DenseDataset):
         class_names={"semseg": CLASS_NAMES},
         palettes={"semseg": _palette(40, 40)},
     )
+    # SEISM draws the boundary ground truth from this label image (metrics/boundary.py)
+    provides_eval = ("edge_labels",)
     archives = (
         Archive(
             "NYUDv2.tar.gz",
@@ -134,6 +136,12 @@ class NYUD(DenseDataset):
             if tuple(sample[task].shape[-2:]) != size:
                 raise DataError(f"{self._file(task, index)}: the {task} map is {tuple(sample[task].shape[-2:])} but "
                                 f"its image {image_path.name} is {size}; {FIX}")
+        if "edge_labels" in self.eval_keys:
+            labels = self._edge_labels(index)
+            if tuple(labels.shape[-2:]) != size:
+                raise DataError(f"{self._file('edge', index)}: the edge map is {tuple(labels.shape[-2:])} but its image "
+                                f"{image_path.name} is {size}; {FIX}")
+            sample["edge_labels"] = labels
         sample["meta"] = {"id": self.ids[index], "size": size, "labelled": list(self.tasks)}
         return sample
 
@@ -163,6 +171,21 @@ class NYUD(DenseDataset):
         if normals.ndim != 3 or normals.shape[-1] != 3:
             raise DataError(f"{path}: normals must be H×W×3, got shape {normals.shape}; {FIX}")
         return torch.from_numpy(np.ascontiguousarray(normals.transpose(2, 0, 1)))
+
+    def _edge_labels(self, index: int) -> torch.Tensor:
+        """The edge map read as a label image, SEISM's NYUD ground truth (``db_gt``: ``uint32(imread(edge png))``).
+
+        NYUD_MT stores 0/1 floats: rounded to integers, they separate the same regions.
+        """
+        if self.mt:
+            path = self._path("edge", index, ".npy")
+            labels = np.rint(np.asarray(read_npy(path, "NYUD edge map (0/1)", FIX), dtype=np.float64)).astype(np.int64)
+        else:
+            path = self._path("edge", index, ".png")
+            labels = read_label_png(path, "NYUD edge PNG (0/255)", FIX).astype(np.int64)
+        if labels.ndim != 2:
+            raise DataError(f"{path}: an edge map must be H×W, got shape {labels.shape}; {FIX}")
+        return torch.from_numpy(labels)[None]
 
     def _edge(self, index: int) -> torch.Tensor:
         if self.mt:

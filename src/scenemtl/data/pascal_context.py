@@ -76,7 +76,7 @@ from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, regis
 from scenemtl.data.download import Archive
 from scenemtl.data.io import read_image, read_json, read_label_png, read_mat, read_split, require_folder
 from scenemtl.errors import ConfigError, DataError
-from scenemtl.metrics.boundary import thin
+from scenemtl.metrics.boundary import relabel, thin
 from scenemtl.tasks.colors import label_palette
 
 VOC_CLASSES = [
@@ -182,6 +182,8 @@ class PascalContext(DenseDataset):
         class_names={"semseg": VOC_CLASSES, "human_parts": PART_NAMES},
         palettes={"semseg": label_palette(len(VOC_CLASSES)), "human_parts": label_palette(len(PART_NAMES))},
     )
+    # SEISM draws the boundary ground truth from this label image (metrics/boundary.py)
+    provides_eval = ("edge_labels",)
     archives = (
         Archive(
             "PASCAL_MT.tgz",
@@ -324,6 +326,12 @@ class PascalContext(DenseDataset):
                 raise DataError(f"{path}: the {task} map is {tuple(target.shape[-2:])} but its image {image_path.name} "
                                 f"is {size}; re-extract both from the release")
             sample[task] = target
+        if "edge_labels" in self.eval_keys:
+            labels, path = self._label_map(image_id, context)
+            if tuple(labels.shape) != size:
+                raise DataError(f"{path}: LabelMap is {tuple(labels.shape)} but its image {image_path.name} is {size}; "
+                                "re-extract both from the release")
+            sample["edge_labels"] = torch.from_numpy(relabel(labels))[None]
         sample["meta"] = {"id": image_id, "size": size, "labelled": list(self.tasks)}
         return sample
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from scenemtl.tasks import Task
+from scenemtl.tasks.base import EVAL_PAD
 
 
 def _targets(sample: dict, tasks: Mapping[str, Task]):
@@ -65,7 +66,8 @@ class RandomScale:
 
 
 def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], centre: bool) -> dict:
-    """Pad image (with 0) and targets (with each task's ignore value) up to ``size``; records ``meta['pad']``."""
+    """Pad image (with 0), targets (with each task's ignore value) and evaluation targets (with -1)
+    up to ``size``; records ``meta['pad']``."""
     height, width = sample["image"].shape[-2:]
     pad_h, pad_w = max(0, size[0] - height), max(0, size[1] - width)
     top, left = (pad_h // 2, pad_w // 2) if centre else (0, 0)
@@ -76,6 +78,8 @@ def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], c
             target = sample[name]
             padded = F.pad(target.reshape((-1,) + target.shape[-2:]).float(), borders, value=task.pad_value)
             sample[name] = padded.reshape(target.shape[:-2] + padded.shape[-2:]).to(target.dtype)
+        for key in {task.eval_target for task in tasks.values()} & set(sample):  # evaluation label images
+            sample[key] = F.pad(sample[key], borders, value=EVAL_PAD)
     meta = sample.setdefault("meta", {})
     meta["pad"] = (top, left, height, width)
     return sample

@@ -14,6 +14,7 @@ from scenemtl.data import DATASETS, DatasetInfo, DenseDataset, transforms as T
 from scenemtl.data.loader import AugmentedDataset, EpochSampler, ShardSampler, collate
 from scenemtl.engine.checkpoint import CheckpointMeta, load_weights, read_meta
 from scenemtl.errors import ConfigError, DataError
+from scenemtl.metrics.protocols import task_options
 from scenemtl.models import build_model
 from scenemtl.registry import check_options
 from scenemtl.tasks import Task, build_task
@@ -54,17 +55,30 @@ def build_tasks(config: Config, info: DatasetInfo) -> dict[str, Task]:
     missing = [name for name in config.tasks if name not in info.tasks]
     if missing:
         raise ConfigError(f"dataset '{info.name}' has no labels for task(s) {missing}; it provides {list(info.tasks)}")
-    return {name: build_task(name, cfg.options, info.class_names, info.palettes) for name, cfg in config.tasks.items()}
+    return {
+        name: build_task(name, task_options(config.eval.protocol, info.name, name, cfg.options), info.class_names,
+                         info.palettes, protocol=config.eval.protocol)
+        for name, cfg in config.tasks.items()
+    }
 
 
-def build_dataset(config: Config, split: str) -> DenseDataset:
-    """The configured dataset's ``split`` with the configured tasks."""
+def build_dataset(config: Config, split: str, evaluation: bool | None = None) -> DenseDataset:
+    """The configured dataset's ``split`` with the configured tasks.
+
+    ``evaluation`` (default: any split but ``data.train_split``) adds the evaluation targets the
+    tasks' metrics need and the dataset has (``Task.eval_target``, e.g. SEISM's label images).
+    """
+    from scenemtl.tasks import TASKS
+
     cls = DATASETS.get(config.data.name)
     check_options(cls, config.data.options, "data.options", ("root", "split", "tasks"), owner=config.data.name)
     root = config.data_root
     if root is not None and not Path(root).is_dir():
         raise DataError(f"data.root: dataset folder not found: {root}. Give the folder the archive was extracted to.")
-    return cls(root=config.data_root, split=split, tasks=list(config.tasks), **config.data.options)
+    dataset = cls(root=config.data_root, split=split, tasks=list(config.tasks), **config.data.options)
+    if evaluation if evaluation is not None else split != config.data.train_split:
+        dataset.request_eval_targets(TASKS.get(name).eval_target for name in config.tasks)
+    return dataset
 
 
 def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo, train: bool) -> T.Compose:
@@ -138,7 +152,9 @@ def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[torch
     config = meta.config.model_copy(deep=True)
     config.model.backbone.weights = None  # the checkpoint has the trained weights
     palettes = {k: np.asarray(v, dtype=np.uint8) for k, v in meta.palettes.items()}
-    tasks = {name: build_task(name, cfg.options, meta.class_names, palettes) for name, cfg in config.tasks.items()}
+    dataset = config.data.name
+    tasks = {name: build_task(name, task_options(config.eval.protocol, dataset, name, cfg.options), meta.class_names,
+                              palettes, protocol=config.eval.protocol) for name, cfg in config.tasks.items()}
     model = build_model(config.model, tasks)
     load_weights(model, path)
     return model.to(device).eval(), tasks, meta

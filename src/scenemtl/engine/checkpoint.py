@@ -6,6 +6,9 @@ predict with nothing else) and ``trainer.pt`` (optimiser, scheduler, balancer, R
 the position in the data, read back with ``torch.load(weights_only=True)`` so no pickled code
 runs). The folder is written under a temporary name, flushed to disk, then renamed, so a crash
 mid-write never damages an existing checkpoint.
+
+With ``train.selection`` the best weights so far are kept in ``best/`` (same writer, weights
+only, never pruned and never resumed from); its metadata holds the selection score and step.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from scenemtl.errors import CheckpointError, key_mismatch
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer.pt"
+BEST_DIR = "best"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -43,6 +47,8 @@ class CheckpointMeta:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     version: str
+    # a ``best/`` checkpoint: metric, score, step and selection data that chose it
+    selection: dict[str, Any] | None = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -74,11 +80,17 @@ def save_checkpoint(
     std: tuple[float, float, float],
     trainer_state: dict[str, Any] | None,
     keep: int | None = None,
+    name: str | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``folder/step_NNNNNNN`` atomically; keep only the newest ``keep`` checkpoints."""
+    """Write ``folder/step_NNNNNNN`` (or ``folder/name``) atomically; keep only the newest ``keep`` step checkpoints.
+
+    ``selection`` (for ``best/``) is stored in the metadata as JSON.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step_{step:07d}"
-    temporary = folder / f".step_{step:07d}.tmp"
+    name = name or f"step_{step:07d}"
+    final = folder / name
+    temporary = folder / f".{name}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     metadata = {
@@ -90,6 +102,8 @@ def save_checkpoint(
         "mean": json.dumps(list(mean)),
         "std": json.dumps(list(std)),
     }
+    if selection is not None:
+        metadata["selection"] = json.dumps(selection)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(weights, str(temporary / MODEL_FILE), metadata=metadata)
     _fsync_file(temporary / MODEL_FILE)
@@ -98,7 +112,7 @@ def save_checkpoint(
         _fsync_file(temporary / STATE_FILE)
     _fsync_dir(temporary)
     if final.exists():
-        old = folder / f".step_{step:07d}.old"
+        old = folder / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
         temporary.rename(final)
@@ -116,11 +130,12 @@ def list_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoint folders under ``folder``, oldest first.
 
     A ``.step_N.old`` folder without its ``step_N`` is what a crash between the two renames of
-    a re-save leaves; it is renamed back first, so that write loses nothing either.
+    a re-save leaves; it is renamed back first, so that write loses nothing either (the same
+    for ``.best.old``). ``best/`` is not listed.
     """
     if not folder.is_dir():
         return []
-    for old in folder.glob(".step_*.old"):
+    for old in folder.glob(".*.old"):
         final = folder / old.name[1:-4]
         if not final.exists() and (old / MODEL_FILE).is_file():
             old.rename(final)
@@ -129,7 +144,10 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def resolve(path: str | Path) -> Path:
-    """Accept a ``model.safetensors`` file, a ``step_N`` folder, a ``checkpoints`` folder or a run folder."""
+    """Accept a ``model.safetensors`` file, a ``step_N`` or ``best`` folder, a ``checkpoints`` folder or a run folder.
+
+    A ``checkpoints`` or run folder resolves to its latest ``step_N`` (``best`` must be named).
+    """
     path = Path(path)
     if path.is_file():
         return path
@@ -163,6 +181,7 @@ def read_meta(path: str | Path) -> CheckpointMeta:
             mean=tuple(json.loads(metadata["mean"])),
             std=tuple(json.loads(metadata["std"])),
             version=metadata.get("scenemtl_version", "?"),
+            selection=json.loads(metadata["selection"]) if "selection" in metadata else None,
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{file} has damaged scenemtl metadata ({type(error).__name__}: {error})") from None

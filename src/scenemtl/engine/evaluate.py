@@ -48,12 +48,15 @@ def evaluate(
     """Run the model over ``batches`` and return each task's metric, synchronised across processes.
 
     ``writers`` maps a task to a callable that receives each batch's predictions and ``meta``
-    (to save them, e.g. boundary PNGs for SEISM). Metrics with ``selects_images`` receive the
-    sample ids too (to score a subset, e.g. SEISM's PASCAL ``test_new``).
+    (to save them, e.g. boundary PNGs for SEISM). Metrics receive what their ``wants`` names:
+    ``ids`` (the samples' ids, to score a subset, e.g. SEISM's PASCAL ``test_new``) and
+    ``eval_target`` (the task's evaluation target when the batch has it, e.g. SEISM's label images).
     """
     was_training = model.training
     model.eval()
     metrics = {name: task.metric() for name, task in tasks.items()}
+    for name, task in tasks.items():
+        metrics[name].eval_protocol = task.eval_protocol
     for batch in progress_bar(batches, desc="eval", leave=False, disable=not progress):
         batch = move(batch, device)
         with autocast(device, precision):
@@ -61,16 +64,23 @@ def evaluate(
         ids = [str(meta.get("id", "")) for meta in batch.get("meta", [])]
         for name, task in tasks.items():
             prediction = task.predict(output.final[name].float())
-            if getattr(metrics[name], "selects_images", False):
-                metrics[name].update(prediction, batch[name], ids=ids)
-            else:
-                metrics[name].update(prediction, batch[name])
+            metrics[name].update(prediction, batch[name], **metric_context(metrics[name], task, batch, ids))
             if writers and name in writers:
                 writers[name](prediction, batch.get("meta", []))
     for metric in metrics.values():
         metric.sync()
     model.train(was_training)
     return metrics
+
+
+def metric_context(metric: StreamingMetric, task: Task, batch: Mapping[str, Any], ids: list[str]) -> dict[str, Any]:
+    """The extra inputs a metric asks for (``wants``) that this batch has: sample ids, the task's evaluation target."""
+    context: dict[str, Any] = {}
+    if "ids" in metric.wants:
+        context["ids"] = ids
+    if "eval_target" in metric.wants and task.eval_target is not None and task.eval_target in batch:
+        context["eval_target"] = batch[task.eval_target]
+    return context
 
 
 def load_reference(reference: str | Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]] | None:
@@ -117,6 +127,8 @@ def results_report(
         "variants": {name: m.variant for name, m in metrics.items()},
         "delta_m": None,
     }
+    protocols = {m.eval_protocol for m in metrics.values()}
+    report.setdefault("protocol", protocols.pop() if len(protocols) == 1 else None)
     curves = {name: m.curves() for name, m in metrics.items() if hasattr(m, "curves")}
     if curves:  # precision/recall over thresholds (boundaries)
         report["curves"] = curves
@@ -159,7 +171,13 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 def format_report(report: Mapping[str, Any]) -> str:
     """The full Markdown report: every metric with its variant, Δm, and per-class IoU tables."""
-    parts = [format_table(report), "", "| task | variant | metrics |", "|---|---|---|"]
+    header = []
+    if report.get("protocol"):
+        from scenemtl.metrics.protocols import PROTOCOLS
+
+        protocol = PROTOCOLS.get(report["protocol"])
+        header = [f"Protocol **{report['protocol']}**" + (f": {protocol.description}." if protocol else "."), ""]
+    parts = header + [format_table(report), "", "| task | variant | metrics |", "|---|---|---|"]
     for task, values in report["metrics"].items():
         shown = ", ".join(
             f"{name} {value:.4g}" for name, value in values.items() if "/" not in name and isinstance(value, float)

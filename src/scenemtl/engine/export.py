@@ -9,16 +9,18 @@ import torch
 from PIL import Image
 
 from scenemtl.errors import ConfigError
+from scenemtl.metrics.boundary import to_levels
 
 
-def png_array(prediction: torch.Tensor, task: str) -> np.ndarray:
-    """uint8 ``[H,W]``: class ids as they are, a probability map as ``round(255·p)`` (as the seeds save edges)."""
+def png_array(prediction: torch.Tensor, task: str, quantize: str = "truncate") -> np.ndarray:
+    """uint8 ``[H,W]``: class ids as they are, a probability map as ``uint8(255·p)`` (truncated, as the seeds
+    save edges and saliency; ``quantize='round'`` rounds)."""
     if not prediction.is_floating_point():
         if int(prediction.max(initial=0) if prediction.numel() else 0) > 255:
             raise ConfigError(f"--save-png {task}: class ids above 255 do not fit an 8-bit PNG")
         return prediction.cpu().numpy().astype(np.uint8)
     if prediction.dim() == 3 and prediction.shape[0] == 1:
-        return np.round(prediction[0].clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
+        return to_levels(prediction[0].cpu().numpy(), "truncate" if quantize == "none" else quantize)
     raise ConfigError(
         f"--save-png {task}: its predictions have {prediction.shape[0]} channels; PNG export takes class maps and "
         "one-channel probabilities (edge, saliency)"
@@ -28,15 +30,15 @@ def png_array(prediction: torch.Tensor, task: str) -> np.ndarray:
 class PngWriter:
     """Writes ``<folder>/<id>.png`` per sample, with evaluation padding cropped away (SEISM's layout)."""
 
-    def __init__(self, folder: str | Path, task: str) -> None:
+    def __init__(self, folder: str | Path, task: str, quantize: str = "truncate") -> None:
         self.folder = Path(folder)
-        self.task = task
+        self.task, self.quantize = task, quantize
         self.written = 0
 
     def __call__(self, predictions: torch.Tensor, metas: list[dict]) -> None:
         """Save one batch."""
         for prediction, meta in zip(predictions, metas):
-            array = png_array(prediction, self.task)
+            array = png_array(prediction, self.task, self.quantize)
             self.folder.mkdir(parents=True, exist_ok=True)  # only once a prediction converts
             top, left, height, width = meta.get("pad", (0, 0, *array.shape[-2:]))
             Image.fromarray(array[top : top + height, left : left + width]).save(self.folder / f"{meta['id']}.png")

@@ -1,9 +1,11 @@
 """Compiled kernels of the boundary benchmark (numba): thinning, non-maximum suppression, matching.
 
 Written from the published definitions: MATLAB's ``bwmorph(..., 'thin', Inf)`` (Lam, Lee and
-Suen 1992, the two-subiteration rule), Piotr Dollár's ``edgesNmsMex`` (bilinear comparison along
-the edge normal, a 1.01 margin, boundary fade), and a maximum-cardinality bipartite matching
-(Hopcroft–Karp) between prediction and ground-truth pixels closer than the match distance.
+Suen 1992, the two-subiteration rule), Piotr Dollár's ``convTri``, ``gradient2`` and
+``edgesNmsMex`` (bilinear comparison along the edge normal, a 1.01 margin, boundary fade) with
+their float32 operations in their order, so that the suppressed pixels are SEISM's, SEISM's
+``relabel``, and a maximum-cardinality bipartite matching (Hopcroft–Karp) between prediction and
+ground-truth pixels closer than the match distance.
 """
 
 from __future__ import annotations
@@ -79,21 +81,167 @@ def thin(mask, first, second, dr, dc):
     return out
 
 
+_F0, _F1, _F2 = np.float32(0), np.float32(1), np.float32(2)
+
+
+@numba.njit(cache=True)
+def _conv_tri_column(src, out, r):
+    """One column pass of Piotr's ``convTriY`` (radius ``r``, step 1): running sums in float32, in its order."""
+    h = src.size
+    r += 1
+    r0, r1, r2 = r - 1, r + 1, 2 * h - r
+    h0, h1 = r + 1, h - r + 1
+    t = src[0]
+    u = t
+    for j in range(1, r):
+        t = t + src[j]
+        u = u + t
+    u = _F2 * u - t
+    t = _F0
+    out[0] = u
+    for j in range(1, h):
+        if j < h0:
+            t = t + ((src[r - j] + src[r0 + j]) - _F2 * src[j - 1])
+        elif j < h1:
+            t = t + ((src[j - r1] + src[r0 + j]) - _F2 * src[j - 1])
+        else:
+            t = t + ((src[j - r1] + src[r2 - j]) - _F2 * src[j - 1])
+        u = u + t
+        out[j] = u
+
+
+@numba.njit(cache=True)
+def conv_tri(image, radius):
+    """Piotr's ``convConst('convTri', I, r, 1)`` on a float32 image: the exact float32 operations, in order.
+
+    MATLAB stores images by column, so the C code's "columns" are our columns and its first pass
+    runs along the rows. Needs ``min(h, w) > 2r + 1`` (``convTri.m`` takes another path below).
+    """
+    h, w = image.shape
+    r = radius + 1
+    nrm = _F1 / np.float32(r * r * r * r)
+    out = np.empty((h, w), dtype=np.float32)
+    t = np.empty(h, dtype=np.float32)
+    u = np.empty(h, dtype=np.float32)
+    column = np.empty(h, dtype=np.float32)
+    for j in range(h):
+        t[j] = image[j, 0]
+        u[j] = t[j]
+    for i in range(1, r):
+        for j in range(h):
+            t[j] = t[j] + image[j, i]
+            u[j] = u[j] + t[j]
+    for j in range(h):
+        u[j] = nrm * (_F2 * u[j] - t[j])
+        t[j] = _F0
+    _conv_tri_column(u, column, radius)
+    out[:, 0] = column
+    for i in range(1, w):
+        left = i - 1 - r if i > r else r - i
+        right = i - 1 + r if i <= w - r else 2 * w - r - i
+        for j in range(h):
+            t[j] = t[j] + ((image[j, left] + image[j, right]) + (-_F2 * image[j, i - 1]))
+            u[j] = u[j] + nrm * t[j]
+        _conv_tri_column(u, column, radius)
+        out[:, i] = column
+    return out
+
+
+@numba.njit(cache=True)
+def conv_tri1(image, p):
+    """Piotr's ``convConst('convTri1', I, p, 1)``: the [1 p 1]/(p+2)² filter in float32, in the MEX's order."""
+    h, w = image.shape
+    nrm = _F1 / ((p + _F2) * (p + _F2))
+    edge = _F1 + p
+    t = np.empty(h, dtype=np.float32)
+    out = np.empty((h, w), dtype=np.float32)
+    for i in range(w):
+        left = i - 1 if i > 0 else i
+        right = i + 1 if i < w - 1 else i
+        for j in range(h):
+            t[j] = nrm * ((image[j, left] + p * image[j, i]) + image[j, right])
+        out[0, i] = edge * t[0] + t[1]
+        for j in range(1, h - 1):
+            out[j, i] = (t[j - 1] + p * t[j]) + t[j + 1]
+        out[h - 1, i] = t[h - 2] + edge * t[h - 1]
+    return out
+
+
+@numba.njit(cache=True)
+def gradient2(image):
+    """Piotr's ``gradient2`` in float32: central differences × 0.5, one-sided at the borders. Returns (gx, gy)."""
+    h, w = image.shape
+    gx = np.empty((h, w), dtype=np.float32)
+    gy = np.empty((h, w), dtype=np.float32)
+    half = np.float32(0.5)
+    for r in range(h):
+        for c in range(w):
+            if w == 1:
+                gx[r, c] = _F0
+            elif c == 0:
+                gx[r, c] = image[r, 1] - image[r, 0]
+            elif c == w - 1:
+                gx[r, c] = image[r, w - 1] - image[r, w - 2]
+            else:
+                gx[r, c] = (image[r, c + 1] - image[r, c - 1]) * half
+            if h == 1:
+                gy[r, c] = _F0
+            elif r == 0:
+                gy[r, c] = image[1, c] - image[0, c]
+            elif r == h - 1:
+                gy[r, c] = image[h - 1, c] - image[h - 2, c]
+            else:
+                gy[r, c] = (image[r + 1, c] - image[r - 1, c]) * half
+    return gx, gy
+
+
+@numba.njit(cache=True)
+def orientation(smooth):
+    """``mod(atan(Oyy.*sign(-Oxy)./(Oxx+1e-5)), pi)`` of a smoothed map, in MATLAB's single arithmetic.
+
+    MATLAB casts a double operand to single before a mixed operation, so 1e-5 and π are singles.
+    """
+    ox, oy = gradient2(smooth)
+    oxx, _ = gradient2(ox)
+    oxy, oyy = gradient2(oy)
+    h, w = smooth.shape
+    out = np.empty((h, w), dtype=np.float32)
+    eps = np.float32(1e-5)
+    pi = np.float32(math.pi)
+    for r in range(h):
+        for c in range(w):
+            s = -oxy[r, c]
+            sign = _F1 if s > 0 else (-_F1 if s < 0 else _F0)
+            angle = math.atan((oyy[r, c] * sign) / (oxx[r, c] + eps))
+            # x − floor(x/π)·π for x = atan(·) in (−π/2, π/2]: x + π below 0, else x
+            out[r, c] = angle + pi if angle < 0 else angle
+    return out
+
+
 @numba.njit(cache=True)
 def _interp(image, row, col):
+    """Bilinear sample as ``edgesNmsMex``'s ``interp``: clamps in double, interpolates in float32."""
     height, width = image.shape
-    col = min(max(col, 0.0), width - 1.001)
-    row = min(max(row, 0.0), height - 1.001)
+    if col < 0:
+        col = _F0
+    elif col > width - 1.001:
+        col = np.float32(width - 1.001)
+    if row < 0:
+        row = _F0
+    elif row > height - 1.001:
+        row = np.float32(height - 1.001)
     c0, r0 = int(col), int(row)
-    dc0, dr0 = col - c0, row - r0
-    dc1, dr1 = 1 - dc0, 1 - dr0
+    dc0 = col - np.float32(c0)
+    dr0 = row - np.float32(r0)
+    dc1 = _F1 - dc0
+    dr1 = _F1 - dr0
     return (image[r0, c0] * dc1 * dr1 + image[r0, c0 + 1] * dc0 * dr1
             + image[r0 + 1, c0] * dc1 * dr0 + image[r0 + 1, c0 + 1] * dc0 * dr0)
 
 
 @numba.njit(cache=True)
 def nms(edges, orientation, radius, border, margin):
-    """Zero pixels weaker than ``margin`` × a neighbour along the normal; fade ``border`` pixels at the sides."""
+    """``edgesNmsMex`` in float32: zero pixels weaker than ``margin`` × a neighbour along the normal; fade the sides."""
     height, width = edges.shape
     out = np.zeros_like(edges)
     for r in range(height):
@@ -103,21 +251,65 @@ def nms(edges, orientation, radius, border, margin):
             if e == 0:
                 continue
             e = e * margin
-            co, si = math.cos(orientation[r, c]), math.sin(orientation[r, c])
+            co = math.cos(orientation[r, c])
+            si = math.sin(orientation[r, c])
             for d in range(-radius, radius + 1):
-                if d != 0 and e < _interp(edges, r + d * si, c + d * co):
-                    out[r, c] = 0
-                    break
+                if d != 0:
+                    fd = np.float32(d)
+                    if e < _interp(edges, np.float32(r) + fd * si, np.float32(c) + fd * co):
+                        out[r, c] = 0
+                        break
     s = min(border, width // 2, height // 2)
     for c in range(s):
+        fade = np.float32(c) / np.float32(s)
         for r in range(height):
-            out[r, c] *= c / s
-            out[r, width - 1 - c] *= c / s
+            out[r, c] *= fade
+            out[r, width - 1 - c] *= fade
     for c in range(width):
         for r in range(s):
-            out[r, c] *= r / s
-            out[height - 1 - r, c] *= r / s
+            fade = np.float32(r) / np.float32(s)
+            out[r, c] *= fade
+            out[height - 1 - r, c] *= fade
     return out
+
+
+@numba.njit(cache=True)
+def relabel(labels):
+    """Number the 4-connected regions of equal label (SEISM's ``relabel``, via its grid boundary map)."""
+    h, w = labels.shape
+    parent = np.arange(h * w)
+    for r in range(h):
+        for c in range(w):
+            k = r * w + c
+            if c > 0 and labels[r, c - 1] == labels[r, c]:
+                _union(parent, k, k - 1)
+            if r > 0 and labels[r - 1, c] == labels[r, c]:
+                _union(parent, k, k - w)
+    out = np.empty((h, w), dtype=np.int64)
+    for r in range(h):
+        for c in range(w):
+            out[r, c] = _find(parent, r * w + c)
+    return out
+
+
+@numba.njit(cache=True)
+def _find(parent, k):
+    root = k
+    while parent[root] != root:
+        root = parent[root]
+    while parent[k] != root:  # path compression
+        parent[k], k = root, parent[k]
+    return root
+
+
+@numba.njit(cache=True)
+def _union(parent, a, b):
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra != rb:
+        if ra < rb:
+            parent[rb] = ra
+        else:
+            parent[ra] = rb
 
 
 @numba.njit(cache=True)

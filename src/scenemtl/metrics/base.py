@@ -44,6 +44,11 @@ class StreamingMetric:
     main: str = ""
     #: a short name of the protocol variant, written beside the numbers in reports
     variant: str = ""
+    #: extra inputs ``update`` takes by keyword: ``ids`` (sample ids), ``eval_target`` (the task's
+    #: evaluation ground truth, when the dataset provides one)
+    wants: tuple[str, ...] = ()
+    #: the named evaluation protocol the metric's options come from (set by the evaluation loop)
+    eval_protocol: str | None = None
 
     def __init__(self) -> None:
         self._defaults: dict[str, torch.Tensor] = {}

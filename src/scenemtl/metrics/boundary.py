@@ -3,22 +3,28 @@
 The protocol of the boundary numbers in the InvPT / TaskPrompter / ATRC line of work (SEISM's
 ``pr_curves`` with ``read_one_cont_png`` and Piotr Dollár's ``edgesEvalImg``):
 
-1. the prediction is the 8-bit PNG of the boundary probability (``round(255·p)/255``);
-2. non-maximum suppression along the edge normal (orientation from ``convTri(E, 4)`` and
-   second derivatives; ``edgesNmsMex(E, O, r=1, s=5, m=1.01)``);
-3. for each threshold t (SEISM's 101 HED thresholds by default), binarise ``E > t`` and thin it
-   (``bwmorph(·, 'thin', Inf)``); the ground-truth boundary is thinned too;
-4. match prediction and ground-truth pixels one to one within ``max_dist`` × the image diagonal
+1. the prediction is the 8-bit PNG the seeds save, ``uint8(255·p)``, which truncates; SEISM reads
+   it back as ``im2single`` (k/255 in float32);
+2. non-maximum suppression along the edge normal: orientation from ``convTri(E, 4)`` and second
+   derivatives (``gradient2``), then ``edgesNmsMex(E, O, r=1, s=5, m=1.01)``, all in float32 with
+   the MEX code's operations in its order, so that the suppressed pixels are SEISM's;
+3. for each threshold t (SEISM's 101 HED thresholds by default), binarise ``E > t`` in single
+   precision (MATLAB casts the double threshold to single) and thin it (``bwmorph(·, 'thin', Inf)``);
+4. the ground truth is never the stored edge map itself: SEISM reads a label image and matches
+   against ``thin(seg2bmap(labels))`` (NYUD: ``edge/<id>.png`` as stored; PASCAL-Context:
+   ``relabel(LabelMap)``). Datasets provide that label image as the edge task's evaluation target;
+5. match prediction and ground-truth pixels one to one within ``max_dist`` × the image diagonal
    (BSDS ``correspondPixels``), counting matched/total pixels on each side;
-5. ODS: pool the counts of all images per threshold and take the best F (a discrete argmax, no
+6. ODS: pool the counts of all images per threshold and take the best F (a discrete argmax, no
    interpolation); OIS: pool each image's counts at its own best threshold; AP: SEISM's
    ``general_ap`` (precision interpolated at recall 0, 0.01, …, 1, summed, divided by 100).
 
 The matching is a maximum-cardinality matching of the pixel pairs closer than the match
 distance. BSDS's ``correspondPixels`` solves a min-cost problem whose optimum is that same
 cardinality, except that its randomly sampled outlier edges occasionally lose a few matches
-(0–6 per call at 448×576); this exact matching is deterministic and never below it. Options
-select the MTI-Net variant (99 thresholds 0.01…0.99, ``E >= t``, no NMS).
+(0–6 per call at 448×576); this exact matching is deterministic and never below it, so matched
+counts may exceed SEISM's by that much while the predicted and ground-truth pixel counts are
+equal. Options select the MTI-Net variant (99 thresholds 0.01…0.99, ``E >= t``, no NMS).
 """
 
 from __future__ import annotations
@@ -61,28 +67,96 @@ def thin(mask: np.ndarray) -> np.ndarray:
                         kernels.ROW_OFFSETS, kernels.COL_OFFSETS)
 
 
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """SEISM's ``relabel``: a distinct label for every 4-connected region of equal value (int64 H×W)."""
+    return kernels.relabel(np.ascontiguousarray(labels))
+
+
+def seism_ground_truth(labels: np.ndarray) -> np.ndarray:
+    """The boundary SEISM matches against: ``bwmorph(seg2bmap(labels), 'thin', Inf)`` of a label image.
+
+    ``labels`` is the label image as SEISM's ``db_gt`` returns it: NYUD's ``edge/<id>.png`` as
+    stored (a 1-px line becomes the outline of the line, a band of 2 px or more two lines),
+    PASCAL-Context's ``LabelMap`` after :func:`relabel`.
+    """
+    return thin(seg2bmap(np.asarray(labels)))
+
+
 def conv_tri(image: np.ndarray, radius: int) -> np.ndarray:
-    """Piotr's ``convTri``: a separable triangle filter of the given radius, symmetric padding."""
-    kernel = np.concatenate([np.arange(1, radius + 2), np.arange(radius, 0, -1)]).astype(np.float64) / (radius + 1) ** 2
-    padded = np.pad(image.astype(np.float64), radius, mode="symmetric")
-    rows = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), 0, padded)
-    return np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), 1, rows)
+    """Piotr's ``convTri(I, r)`` in float32: a separable triangle filter with symmetric padding.
+
+    Images larger than ``2r + 1`` on both sides (every real one) take the MEX's running sums with
+    its float32 operations in order; smaller ones take ``convTri.m``'s fallback, a plain
+    convolution (in float32 here; MATLAB's ``convn`` order of summation is not reproduced).
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if min(image.shape) >= 4 and 2 * radius + 1 < min(image.shape):
+        return kernels.conv_tri(image, radius)
+    kernel = np.concatenate([np.arange(1, radius + 2), np.arange(radius, 0, -1)]) / (radius + 1) ** 2
+    return _separable(image, kernel)
+
+
+def _separable(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """A symmetric separable filter with symmetric padding, in float32 (``convTri.m``'s fallback path)."""
+    kernel = np.asarray(kernel, dtype=np.float32)
+    padded = np.pad(image, kernel.size // 2, mode="symmetric")
+    rows = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), 0, padded).astype(np.float32)
+    return np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), 1, rows).astype(np.float32)
 
 
 def orientation(edges: np.ndarray) -> np.ndarray:
-    """Edge normal angle in [0, π) from the smoothed map's second derivatives (as ``read_one_cont_png``)."""
-    smooth = conv_tri(edges, 4)
-    oy, ox = np.gradient(smooth)
-    _, oxx = np.gradient(ox)
-    oyy, oxy = np.gradient(oy)
-    return np.mod(np.arctan(oyy * np.sign(-oxy) / (oxx + 1e-5)), np.pi)
+    """Edge normal angle in [0, π) as ``read_one_cont_png``: second derivatives of ``convTri(E, 4)``, float32."""
+    return kernels.orientation(conv_tri(edges, 4))
 
 
 def nms(edges: np.ndarray, radius: int = 1, border: int = 5, margin: float = 1.01) -> np.ndarray:
-    """``edgesNmsMex(E, O, radius, border, margin)`` with O from :func:`orientation`."""
+    """``edgesNmsMex(E, O, radius, border, margin)`` with O from :func:`orientation`, in float32 as the MEX."""
     edges = np.ascontiguousarray(edges, dtype=np.float32)
-    angle = orientation(edges).astype(np.float32)
-    return kernels.nms(edges, angle, radius, border, np.float32(margin))
+    return kernels.nms(edges, orientation(edges), radius, border, np.float32(margin))
+
+
+def sak_nms(edges: np.ndarray) -> np.ndarray:
+    """The SAK/PRISM SEISM fork's NMS pre-pass, as 8-bit levels: ``E = convTri(E, 1)``, orientation of
+    ``convTri(E, 4)``, ``edgesNmsMex(E, O, 4, 5, 1.01)``, saved as ``uint8(E·255)`` (MATLAB rounds)."""
+    edges = np.ascontiguousarray(edges, dtype=np.float32)
+    if min(edges.shape) >= 4:
+        smooth = kernels.conv_tri1(edges, np.float32(2))
+    else:  # convTri.m's fallback for tiny images: the same [1 2 1]/4 filter
+        smooth = _separable(edges, np.array([0.25, 0.5, 0.25]))
+    suppressed = kernels.nms(smooth, orientation(smooth), 4, 5, np.float32(1.01))
+    scaled = (suppressed * np.float32(255)).astype(np.float64)
+    return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # uint8(): half away from zero
+
+
+#: non-maximum suppression variants: SEISM's ``read_one_cont_png``, the SAK fork's pre-pass, none
+NMS = ("seism", "sak", "none")
+
+#: how probabilities become the 8-bit levels of the saved PNGs
+QUANTIZE = ("truncate", "round", "none")
+
+
+def to_levels(probability: np.ndarray, mode: str = "truncate") -> np.ndarray:
+    """8-bit levels of boundary probabilities as the seeds save them: ``uint8(255·p)`` truncates (float32).
+
+    ``round`` rounds to the nearest level instead; ``none`` keeps the probabilities (float32).
+    A uint8 array is taken as levels already (a saved PNG) and returned as it is.
+    """
+    array = np.asarray(probability)
+    if array.dtype == np.uint8 or mode == "none":
+        return array if array.dtype == np.uint8 else array.astype(np.float32)
+    scaled = np.clip(array.astype(np.float32), 0, 1) * np.float32(255)
+    if mode == "truncate":
+        return np.floor(scaled).astype(np.uint8)
+    if mode == "round":
+        return np.round(scaled).astype(np.uint8)
+    raise ValueError(f"quantize must be one of {QUANTIZE}, got {mode!r}")
+
+
+def to_single(levels: np.ndarray) -> np.ndarray:
+    """MATLAB's ``im2single`` of 8-bit levels (k/255 in float32); float maps are cast to float32."""
+    if levels.dtype == np.uint8:
+        return levels.astype(np.float32) / np.float32(255)
+    return np.asarray(levels, dtype=np.float32)
 
 
 def disc_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -98,26 +172,38 @@ def boundary_counts(
     boundary: np.ndarray,
     max_dist: float = 0.011,
     thresholds: np.ndarray = HED_THRESHOLDS,
-    apply_nms: bool = True,
+    apply_nms: bool | str = "seism",
     strict: bool = True,
-    quantize: bool = True,
+    quantize: str = "truncate",
 ) -> np.ndarray:
     """Per-threshold ``[cntR, sumR, cntP, sumP]`` of one image (``[T, 4]``).
 
-    ``probability``: boundary probability in [0, 1]; ``boundary``: the ground-truth boundary map
-    (thinned here). ``strict`` binarises with ``>`` (SEISM) instead of ``>=`` (edgesEvalImg).
+    ``probability``: boundary probability in [0, 1], or the uint8 levels of a saved PNG;
+    ``boundary``: the ground-truth boundary map (thinned here); ``apply_nms``: one of :data:`NMS`
+    (True is 'seism', False 'none'). ``strict`` binarises with ``E > t`` in single precision as
+    SEISM's ``read_one_cont_png`` (MATLAB casts the double threshold to single); otherwise with
+    ``E >= t`` in double precision on ``level/255`` as ``read_one_png`` (MTI-Net, SAK).
     """
-    edges = np.asarray(probability, dtype=np.float64)
-    if quantize:
-        edges = np.round(np.clip(edges, 0, 1) * 255) / 255
-    edges = nms(edges) if apply_nms else edges.astype(np.float32)
+    mode = {True: "seism", False: "none"}[apply_nms] if isinstance(apply_nms, bool) else apply_nms
+    if mode not in NMS:
+        raise ValueError(f"nms must be one of {NMS}, got {apply_nms!r}")
+    edges = to_levels(probability, quantize)
+    if mode == "seism":
+        edges = nms(to_single(edges))
+    elif mode == "sak":
+        edges = sak_nms(to_single(edges))
+    if strict:
+        edges, thresholds = to_single(edges), np.asarray(thresholds, dtype=np.float32)
+    else:
+        edges = edges / 255.0 if edges.dtype == np.uint8 else edges.astype(np.float64)
+        thresholds = np.asarray(thresholds, dtype=np.float64)
     gt = thin(boundary)
     height, width = gt.shape
     radius = max_dist * math.hypot(height, width)
     gt_index = np.full(gt.shape, -1, dtype=np.int64)
     gt_rows, gt_cols = np.nonzero(gt)
     gt_index[gt_rows, gt_cols] = np.arange(gt_rows.size)
-    lowest = float(np.min(thresholds))
+    lowest = np.min(thresholds)
     candidates = edges > lowest if strict else edges >= lowest
     cand_rows, cand_cols = np.nonzero(candidates)
     cand_index = np.full(gt.shape, -1, dtype=np.int64)
@@ -129,7 +215,7 @@ def boundary_counts(
     counts = np.zeros((len(thresholds), 4))
     # from the highest threshold down: each matching warm-starts the next (fewer searches)
     for k in np.argsort(thresholds)[::-1]:
-        t = float(thresholds[k])
+        t = thresholds[k]
         predicted = thin(edges > t if strict else edges >= t)
         active = np.zeros(cand_rows.size, dtype=np.bool_)
         active[cand_index[predicted]] = True
@@ -163,68 +249,121 @@ def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.nansum(samples) / 100)
 
 
+#: the pad value of evaluation label images (real labels are ≥ 0; as ``tasks.base.EVAL_PAD``)
+EVAL_PAD = -1
+
+
 class BoundaryMetric(StreamingMetric):
     """ODS F, OIS F and AP of boundary predictions (see the module docstring for the protocol).
 
+    The ground truth is SEISM's (``ground_truth='seism'``): ``thin(seg2bmap(labels))`` of the
+    label image the dataset provides as the task's evaluation target (``eval_target``, padded
+    with -1). Without one (a dataset that has no label images, e.g. the synthetic scenes), or
+    with ``ground_truth='target'``, it is the training target's positive pixels, thinned; the
+    variant says which was used.
+
     Sufficient statistics: the per-threshold counts pooled over images (ODS, AP, the curves) and
     the counts of each image at its own best threshold (OIS); both sum across processes.
-    Images whose ground truth is all ignore (255) are skipped, as SEISM skips them; predictions
-    and targets are cropped to the bounding box of the labelled pixels (padding removed).
+    Images whose training target is all ignore (255) are skipped, as the seeds skip them when
+    saving; predictions and targets are cropped to the labelled area (padding removed).
     """
 
     directions = {"odsF": True, "oisF": True, "ap": True, "loss": False}
     main = "odsF"
+    wants = ("ids", "eval_target")
 
     def __init__(
         self,
         max_dist: float = 0.011,
         thresholds: str = "hed",
-        apply_nms: bool = True,
+        apply_nms: bool | str = "seism",
         ignore_index: float = 255.0,
         pixel_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         image_ids: set[str] | None = None,
+        quantize: str = "truncate",
+        ground_truth: str = "seism",
+        note: str | None = None,
     ) -> None:
         super().__init__()
+        self.note = note  # said in the variant (e.g. why a protocol's id list is not applied)
         if thresholds not in ("hed", "mtinet"):
             raise ValueError(f"thresholds must be 'hed' (SEISM, 101) or 'mtinet' (99), got {thresholds!r}")
+        if quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+        if ground_truth not in ("seism", "target"):
+            raise ValueError(f"ground_truth must be 'seism' or 'target', got {ground_truth!r}")
         self.thresholds = HED_THRESHOLDS if thresholds == "hed" else MTINET_THRESHOLDS
+        apply_nms = {True: "seism", False: "none"}[apply_nms] if isinstance(apply_nms, bool) else apply_nms
+        if apply_nms not in NMS:
+            raise ValueError(f"nms must be one of {NMS}, got {apply_nms!r}")
         self.max_dist, self.apply_nms, self.ignore_index = max_dist, apply_nms, ignore_index
         self.strict = thresholds == "hed"
+        self.quantize, self.ground_truth = quantize, ground_truth
         # score only these images (SEISM scores PASCAL on its 2,498-image ``test_new`` half)
         self.image_ids = image_ids
-        self.selects_images = image_ids is not None
-        self.variant = (f"SEISM {'HED 101 thresholds, >' if self.strict else 'MTI-Net 99 thresholds, >='}"
-                        f"{', NMS' if apply_nms else ''}, maxDist {max_dist}"
-                        f"{f', {len(image_ids)} listed images' if image_ids is not None else ''}")
         self.add_state("counts", torch.zeros(len(self.thresholds), 4, dtype=torch.float64))
         self.add_state("ois_counts", torch.zeros(4, dtype=torch.float64))
         self.add_state("images", torch.zeros((), dtype=torch.float64))
+        # images scored against label images (SEISM) and against the training target
+        self.add_state("seism_images", torch.zeros((), dtype=torch.float64))
         # the task's loss over the labelled pixels, as the seeds' training code logs for edges
         self.pixel_loss = pixel_loss
         self.add_state("loss_sum", fixed_zero())
         self.add_state("loss_count", torch.zeros((), dtype=torch.float64))
 
-    def update(self, prediction: torch.Tensor, target: torch.Tensor, ids: list[str] | None = None) -> None:
-        """Add a batch of boundary probabilities ``[B,1,H,W]`` and {0,1,255} targets (of samples ``ids``)."""
+    @property
+    def variant(self) -> str:
+        """The protocol variant: thresholds, comparison, NMS, match distance, quantisation, ground truth, images."""
+        seism, images = int(self.seism_images), int(self.images)
+        if images and seism == images:
+            gt = "GT thin(seg2bmap(label image))"
+        elif seism:
+            gt = f"GT seg2bmap of label images for {seism} of {images} images, training target for the rest"
+        else:
+            gt = "GT training target, thinned"
+        return (f"SEISM {'HED 101 thresholds, >' if self.strict else 'MTI-Net 99 thresholds, >='}"
+                f"{dict(seism=', NMS', sak=', SAK NMS pre-pass', none='')[self.apply_nms]}, maxDist {self.max_dist}, {self.quantize} 8-bit, {gt}"
+                f"{f', {len(self.image_ids)} listed images' if self.image_ids is not None else ''}"
+                f"{f', {self.note}' if self.note else ''}")
+
+    def update(
+        self,
+        prediction: torch.Tensor,
+        target: torch.Tensor,
+        ids: list[str] | None = None,
+        eval_target: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch: boundary probabilities ``[B,1,H,W]`` (or uint8 levels of saved PNGs), {0,1,255}
+        targets, the samples' ``ids`` and, when the dataset has them, their label images ``[B,1,H,W]``."""
         prediction, target = self._inputs(prediction, target)
+        if self.ground_truth == "target":
+            eval_target = None
         if self.image_ids is not None:
             if ids is None:
                 raise ValueError("this boundary metric scores a subset of images: pass the samples' ids")
             keep = [i for i, name in enumerate(ids) if name in self.image_ids]
             prediction, target = prediction[keep], target[keep]
-        if self.pixel_loss is not None:
+            eval_target = eval_target[keep] if eval_target is not None else None
+        if self.pixel_loss is not None and prediction.dtype != torch.uint8:
             for image_prediction, image_target in zip(prediction, target):  # per image: exact in any batching
                 losses = self.pixel_loss(image_prediction[None], image_target[None])
                 self.loss_sum += fixed_point(losses.double().sum()[None])
                 self.loss_count += losses.numel()
-        for probability, labels in zip(prediction[:, 0].float().cpu().numpy(), target[:, 0].cpu().numpy()):
-            valid = labels != self.ignore_index
-            if not valid.any():
+        levels = prediction[:, 0] if prediction.dtype == torch.uint8 else prediction[:, 0].float()
+        labels = eval_target[:, 0].cpu().numpy() if eval_target is not None else [None] * len(target)
+        for probability, image_target, image_labels in zip(levels.cpu().numpy(), target[:, 0].cpu().numpy(), labels):
+            if not (image_target != self.ignore_index).any():
                 continue
+            valid = image_labels != EVAL_PAD if image_labels is not None else image_target != self.ignore_index
             rows, cols = np.nonzero(valid)
             window = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-            counts = boundary_counts(probability[window], (labels[window] == 1) & valid[window], self.max_dist,
-                                     self.thresholds, self.apply_nms, self.strict)
+            if image_labels is not None:
+                boundary = seg2bmap(image_labels[window])
+                self.seism_images += 1
+            else:
+                boundary = (image_target[window] == 1) & valid[window]
+            counts = boundary_counts(probability[window], boundary, self.max_dist, self.thresholds, self.apply_nms,
+                                     self.strict, self.quantize)
             best = int(np.argmax(f_measure(counts)[2]))
             self.counts += torch.from_numpy(counts).to(self.counts)
             self.ois_counts += torch.from_numpy(counts[best]).to(self.ois_counts)

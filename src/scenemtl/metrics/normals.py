@@ -1,4 +1,4 @@
-"""Surface-normal angular errors pooled over every valid pixel of the dataset."""
+"""Surface-normal angular errors pooled over every valid pixel of the dataset, or averaged over images or batches."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import torch.nn.functional as F
 
 from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
 
-#: histogram resolution for the streaming median, in degrees
-BIN_WIDTH = 0.01
+#: the pixel-pooled median's histogram: 1e-4° bins (10 000 per degree) over [0°, 180°]
+BINS_PER_DEGREE = 10_000
+BIN_WIDTH = 1 / BINS_PER_DEGREE
+NUM_BINS = 180 * BINS_PER_DEGREE
+#: an angle's position inside its bin, in steps of BIN_WIDTH / 2**20 (about 1e-10°), summed per bin
+OFFSET_STEPS = 2**20
+
+#: how the errors are pooled, and the words that name each in ``variant``
+POOLINGS = {"pixel": "pixel-pooled", "image": "per-image mean", "batch": "per-batch mean"}
 
 
 def unit_vectors(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -26,54 +33,118 @@ def angular_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 class NormalsMetric(StreamingMetric):
-    """Mean, median and RMSE angle and the share of pixels under 11.25°, 22.5° and 30°.
+    """Mean, median and RMSE angle and the share of pixels under 11.25°, 22.5° and 30° (in percent).
 
-    Pooled over every valid pixel (ground truth not the zero vector), as the MTI-Net style
-    evaluation used by InvPT, ATRC and DiffusionMTL. The median comes from a histogram of
-    0.01° bins (the centre of the bin of each middle value, averaged for an even count, as
-    ``np.median``), so it streams and syncs as a sum; it is exact to within 0.005°.
+    ``pooling``:
+
+    - 'pixel' (default): over every valid pixel (ground truth not the zero vector) of the
+      dataset, as the MTI-Net style evaluation used by InvPT, ATRC and DiffusionMTL. The median
+      streams as a histogram of 1e-4° bins holding each bin's count and the exact integer sum of
+      its angles' offsets inside the bin (steps of 1e-4°/2²⁰); the k-th smallest angle is read as
+      the mean angle of its bin: exact (to 1e-10°) when the bin holds only it (or equal angles),
+      otherwise off by less than 1e-4°. An even count averages the two middle values, as ``np.median``. The
+      states (29 MB) are integers, so ``sync`` and ``merge`` give the one-process number exactly.
+    - 'image', as DenseMTL's ``metrics/normals.py``: each image's mean, median, mean square and
+      shares over its valid pixels, averaged over images; RMSE = sqrt(mean per-image mean square).
+      The median is ``torch.median``'s, the lower middle value for an even count, as DenseMTL.
+      DenseMTL as coded gets (3,H,W) maps and takes norms over dim 1 (H), so its "angles" are
+      between image columns, and it ignores the mask; here the angles are per valid pixel, the
+      quantity its table names.
+    - 'batch', as MTAN's ``normal_error`` averaged over test batches by its trainer: each
+      ``update`` batch's mean, median (``np.median``: the two middle values averaged) and shares
+      over the batch's valid pixels, averaged over batches (a short last batch weighs as much as
+      a full one). MTAN reports no RMSE; here sqrt(mean per-batch mean square). The result
+      depends on how images are grouped into batches, by definition; not on the batches' order
+      or their spread across processes. MTAN's valid pixels have gt components summing to ≠ 0
+      (here: any component ≠ 0; the same for its zero-vector invalid pixels).
+
+    Angles are ``2·atan2(|p̂−ĝ|, |p̂+ĝ|)`` (MTAN: ``acos`` of the clamped dot product, the same angle
+    with less precision near 0°). Images (or batches) without a valid pixel are skipped.
     """
 
     directions = {"mean": False, "median": False, "rmse": False, "within_11.25": True, "within_22.5": True, "within_30": True}
     main = "mean"
-    variant = "pixel-pooled"
     thresholds = (11.25, 22.5, 30.0)
 
-    def __init__(self) -> None:
+    def __init__(self, pooling: str = "pixel") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"normals pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
+        self.variant = POOLINGS[pooling]
         self.add_state("count", torch.zeros((), dtype=torch.float64))
         self.add_state("angle_sum", fixed_zero())
         self.add_state("angle_sq_sum", fixed_zero())
-        self.add_state("within", torch.zeros(len(self.thresholds), dtype=torch.float64))
-        self.add_state("histogram", torch.zeros(round(180 / BIN_WIDTH), dtype=torch.float64))
+        if pooling == "pixel":
+            self.add_state("within", torch.zeros(len(self.thresholds), dtype=torch.float64))
+            self.add_state("histogram", torch.zeros(NUM_BINS, dtype=torch.int64))
+            self.add_state("offset_sum", torch.zeros(NUM_BINS, dtype=torch.int64))
+        else:
+            self.add_state("median_sum", fixed_zero())
+            self.add_state("within_sum", fixed_zero(len(self.thresholds)))
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of normal maps (``[B,3,H,W]``)."""
         prediction, target = self._inputs(prediction, target)
         valid = (target != 0).any(dim=1) & torch.isfinite(target).all(dim=1)
         angles = angular_error(prediction, target)
+        if self.pooling == "pixel":
+            self._add_pixels(angles, valid)
+            return
+        groups = [a[v] for a, v in zip(angles, valid)] if self.pooling == "image" else [angles[valid]]
+        rows = [self._summary(group) for group in groups if group.numel() > 0]
+        if not rows:
+            return
+        table = torch.stack(rows)
+        self.count += table.shape[0]
+        self.angle_sum += fixed_point(table[:, 0])
+        self.angle_sq_sum += fixed_point(table[:, 1])
+        self.median_sum += fixed_point(table[:, 2])
+        self.within_sum += fixed_point(table[:, 3:])
+
+    def _summary(self, angle: torch.Tensor) -> torch.Tensor:
+        """Mean, mean square, median and the shares under each threshold of one image's (batch's) angles."""
+        if self.pooling == "image":
+            median = angle.median()  # torch: the lower middle value
+        else:
+            n = angle.numel()  # np.median: the mean of the two middle values (one when n is odd)
+            median = (angle.kthvalue((n + 1) // 2).values + angle.kthvalue(n // 2 + 1).values) / 2
+        shares = [(angle < t).double().mean() for t in self.thresholds]
+        return torch.stack([angle.mean(), (angle**2).mean(), median, *shares])
+
+    def _add_pixels(self, angles: torch.Tensor, valid: torch.Tensor) -> None:
         # per-image sums in fixed point: the totals do not depend on batching or processes
         sums = torch.stack([torch.stack([a[v].sum(), (a[v] ** 2).sum()]) for a, v in zip(angles, valid)])
         self.angle_sum += fixed_point(sums[:, 0])
         self.angle_sq_sum += fixed_point(sums[:, 1])
         angle = angles[valid]
         self.count += angle.numel()
+        if angle.numel() == 0:
+            return
         for i, t in enumerate(self.thresholds):
             self.within[i] += (angle < t).sum()
-        bins = (angle / BIN_WIDTH).long().clamp(0, self.histogram.numel() - 1)
-        self.histogram += torch.bincount(bins, minlength=self.histogram.numel()).to(self.histogram)
+        position = (angle * BINS_PER_DEGREE).nan_to_num_(nan=float(NUM_BINS))
+        bins = position.floor().clamp_(0, NUM_BINS - 1)
+        offsets = position.sub_(bins).mul_(OFFSET_STEPS).round_()  # exact: an integer in [0, 2**20]
+        low, high = (int(b) for b in torch.aminmax(bins))  # only the bins this batch touches
+        shifted = bins.sub_(low).long()
+        size = high - low + 1
+        self.histogram[low : high + 1] += torch.bincount(shifted, minlength=size)
+        # float64 sums of integers below 2**53 are exact in any order
+        self.offset_sum[low : high + 1] += torch.bincount(shifted, weights=offsets, minlength=size).to(torch.int64)
 
-    def _order_statistic(self, k: int) -> float:
-        """Centre of the histogram bin holding the k-th smallest angle (1-based)."""
-        cumulative = self.histogram.cumsum(0)
-        target = torch.tensor(float(k), dtype=cumulative.dtype, device=cumulative.device)
-        return (int(torch.searchsorted(cumulative, target)) + 0.5) * BIN_WIDTH
+    def _order_statistic(self, cumulative: torch.Tensor, k: int) -> float:
+        """The mean angle of the histogram bin holding the k-th smallest angle (1-based)."""
+        index = int(torch.searchsorted(cumulative, torch.tensor(k, dtype=cumulative.dtype, device=cumulative.device)))
+        inside = int(self.offset_sum[index]) / int(self.histogram[index]) / OFFSET_STEPS
+        return (index + inside) / BINS_PER_DEGREE
 
     def _median(self) -> float:
         n = int(self.count)
+        cumulative = self.histogram.cumsum(0)
         if n % 2:
-            return self._order_statistic((n + 1) // 2)
-        return (self._order_statistic(n // 2) + self._order_statistic(n // 2 + 1)) / 2
+            return self._order_statistic(cumulative, (n + 1) // 2)
+        return (self._order_statistic(cumulative, n // 2) + self._order_statistic(cumulative, n // 2 + 1)) / 2
 
     def compute(self) -> dict[str, float]:
         """Angles in degrees, shares in percent."""
@@ -82,9 +153,14 @@ class NormalsMetric(StreamingMetric):
             return {name: float("nan") for name in self.directions}
         result = {
             "mean": float(from_fixed(self.angle_sum)) / n,
-            "median": self._median(),
             "rmse": math.sqrt(float(from_fixed(self.angle_sq_sum)) / n),
         }
-        for t, count in zip(self.thresholds, self.within.tolist()):
-            result[f"within_{t:g}"] = count / n * 100
+        if self.pooling == "pixel":
+            result["median"] = self._median()
+            shares = (self.within / n).tolist()
+        else:
+            result["median"] = float(from_fixed(self.median_sum)) / n
+            shares = (from_fixed(self.within_sum) / n).tolist()
+        for t, share in zip(self.thresholds, shares):
+            result[f"within_{t:g}"] = share * 100
         return result

@@ -38,8 +38,12 @@ def build_task(
     options: Mapping[str, Any],
     class_names: Mapping[str, list[str]] | None = None,
     palettes: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
 ) -> Task:
-    """Create the task ``name`` with its config ``options``; class names and palettes come from the dataset."""
+    """Create the task ``name`` with its config ``options``; class names and palettes come from the dataset.
+
+    ``protocol``: the evaluation protocol the options were resolved under (reports name it).
+    """
     cls = TASKS.get(name)
     check_options(cls, options, f"tasks.{name}", reserved=("name", "class_names", "palette"), also=("weight",))
     kwargs = dict(options)
@@ -49,4 +53,6 @@ def build_task(
         kwargs["class_names"] = class_names[name]
         if palettes and name in palettes:
             kwargs["palette"] = palettes[name]
-    return cls(name=name, **kwargs)
+    task = cls(name=name, **kwargs)
+    task.eval_protocol = protocol
+    return task

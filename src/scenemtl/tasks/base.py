@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from scenemtl.metrics.base import StreamingMetric
 
+#: pad value of evaluation targets (label images, whose real labels are ≥ 0)
+EVAL_PAD = -1
+
 
 class Task:
     """One dense prediction task: its loss, post-processing, metric, colouring and label handling.
@@ -24,6 +27,12 @@ class Task:
     pad_value: float = 255.0
     #: a class-id map (the crop's class-ratio rule and label checks look for one)
     is_classification: bool = False
+    #: sample key of the evaluation ground truth the metric needs beside the training target
+    #: (e.g. the label image SEISM draws boundaries from); datasets that have it provide it in
+    #: evaluation splits, padded with -1; ``None``: the metric scores the training target
+    eval_target: str | None = None
+    #: the named evaluation protocol its metric options come from (``metrics/protocols.py``), if any
+    eval_protocol: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import BoundaryMetric, LossMetric, SaliencyMetric
+from scenemtl.metrics.boundary import NMS, QUANTIZE
+from scenemtl.metrics.protocols import SEISM_ENV, resolve_id_list
 from scenemtl.tasks.base import Task, balanced_bce
 from scenemtl.tasks.colors import colorize_gray
 from scenemtl.tasks.registry import register_task
@@ -60,8 +63,17 @@ class EdgeTask(BinaryTask):
     NYUD, 0.0075 for PASCAL; ``thresholds`` 'hed' or 'mtinet'; ``nms``), and by the validation
     loss the seeds' training code logs. ``boundary_metric=False`` keeps only the loss (faster).
     ``image_ids``: a text file of ids (one per line) to score only those images, e.g. SEISM's
-    ``gt_sets/PASCALContext/test_new.txt``, the half of PASCAL val that published numbers use.
+    ``gt_sets/PASCALContext/test_new.txt``, the half of PASCAL val that published numbers use
+    (``seism:gt_sets/...`` looks in ``$SCENEMTL_SEISM``, a SEISM checkout; without it every image
+    is scored and the report says so). ``nms``: 'seism' (``read_one_cont_png``'s NMS), 'sak' (the SAK/PRISM fork's NMS pre-pass,
+    r = 4 after ``convTri(E, 1)``, re-saved as 8-bit) or 'none'. ``quantize``: how probabilities become 8-bit levels before scoring ('truncate' as the seeds'
+    ``uint8(255·p)``, 'round', 'none'). ``ground_truth``: 'seism' scores against
+    ``thin(seg2bmap(label image))`` of the dataset's ``edge_labels`` evaluation target (NYUD's
+    edge PNG as stored, PASCAL-Context's relabelled ``LabelMap``), 'target' against the training
+    target.
     """
+
+    eval_target = "edge_labels"
 
     def __init__(
         self,
@@ -69,12 +81,30 @@ class EdgeTask(BinaryTask):
         pos_weight: float = 0.95,
         max_dist: float = 0.011,
         thresholds: str = "hed",
-        nms: bool = True,
+        nms: bool | str = "seism",
         boundary_metric: bool = True,
         image_ids: str | None = None,
+        quantize: str = "truncate",
+        ground_truth: str = "seism",
     ) -> None:
         super().__init__(name, pos_weight)
-        self.image_ids = _read_ids(image_ids, f"tasks.{name}.image_ids") if image_ids else None
+        if quantize not in QUANTIZE:
+            raise ConfigError(f"tasks.{name}.quantize must be one of {list(QUANTIZE)}, got {quantize!r}")
+        if ground_truth not in ("seism", "target"):
+            raise ConfigError(f"tasks.{name}.ground_truth must be 'seism' or 'target', got {ground_truth!r}")
+        self.quantize, self.ground_truth = quantize, ground_truth
+        nms = {True: "seism", False: "none"}[nms] if isinstance(nms, bool) else nms
+        if nms not in NMS:
+            raise ConfigError(f"tasks.{name}.nms must be one of {list(NMS)} (true is 'seism', false 'none'), got {nms!r}")
+        self.image_ids, self.ids_note = None, None
+        if image_ids:
+            path = resolve_id_list(image_ids)
+            if path is None:  # a protocol's SEISM list, and no SEISM checkout named
+                self.ids_note = (f"all images: {image_ids} needs ${SEISM_ENV} (a SEISM checkout); numbers are not "
+                                 "comparable with tables scored on that list")
+                warnings.warn(f"tasks.{name}.image_ids: {self.ids_note}", stacklevel=2)
+            else:
+                self.image_ids = _read_ids(str(path), f"tasks.{name}.image_ids")
         if not 0 < max_dist < 1:
             raise ConfigError(f"tasks.{name}.max_dist is a fraction of the image diagonal in (0, 1), got {max_dist}")
         if thresholds not in ("hed", "mtinet"):
@@ -93,7 +123,8 @@ class EdgeTask(BinaryTask):
         if not self.boundary_metric:
             return LossMetric(self._pixel_loss)
         return BoundaryMetric(self.max_dist, self.thresholds, self.nms, IGNORE, pixel_loss=self._pixel_loss,
-                              image_ids=self.image_ids)
+                              image_ids=self.image_ids, quantize=self.quantize, ground_truth=self.ground_truth,
+                              note=self.ids_note)
 
 
 @register_task("saliency")

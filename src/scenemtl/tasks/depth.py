@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -19,18 +20,38 @@ class DepthTask(Task):
     """Depth in metres: L1 on valid pixels (InvPT), prediction clamped ≥ 0, pixel-pooled errors.
 
     Invalid pixels are 0 or non-finite in the target (the contract's single marker; the seeds'
-    255 / −1 encodings are converted by their loaders). ``max_depth`` caps evaluation as
-    TaskPrompter's 80 m. ``pooling``: 'pixel' (InvPT, ATRC) or 'image' (DenseMTL, MTAN).
+    255 / −1 encodings are converted by their loaders). Evaluation options (see ``DepthMetric``):
+    ``max_depth`` caps it as TaskPrompter's 80 m; ``pooling`` 'pixel' (InvPT, ATRC), 'image'
+    (DenseMTL) or 'batch' (MTAN: per test batch, averaged over batches); ``clamp: [low, high]``
+    keeps pixels with low < gt < high and clamps the prediction to [low, high] (DenseMTL:
+    [0.001, 80]); ``median_scaling`` scales each image's prediction by median(gt)/median(pred)
+    before the clamp (DenseMTL's option, on in its DA and SDE settings).
     """
 
     out_channels = 1
     pad_value = 0.0
 
-    def __init__(self, name: str = "depth", max_depth: float | None = None, pooling: str = "pixel") -> None:
+    def __init__(
+        self,
+        name: str = "depth",
+        max_depth: float | None = None,
+        pooling: str = "pixel",
+        clamp: list[float] | None = None,
+        median_scaling: bool = False,
+    ) -> None:
         super().__init__(name)
-        if pooling not in ("pixel", "image"):
-            raise ConfigError(f"tasks.{name}.pooling must be 'pixel' or 'image', got {pooling!r}")
-        self.max_depth, self.pooling = max_depth, pooling
+        if pooling not in ("pixel", "image", "batch"):
+            raise ConfigError(f"tasks.{name}.pooling must be 'pixel', 'image' or 'batch', got {pooling!r}")
+        if clamp is not None:
+            numbers = isinstance(clamp, (list, tuple)) and len(clamp) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in clamp)
+            if not (numbers and 0 <= clamp[0] < clamp[1]):
+                raise ConfigError(f"tasks.{name}.clamp must be [low, high] in metres with 0 <= low < high "
+                                  f"(DenseMTL: [0.001, 80]), got {clamp!r}")
+            clamp = (float(clamp[0]), float(clamp[1]))
+        if not isinstance(median_scaling, bool):
+            raise ConfigError(f"tasks.{name}.median_scaling must be true or false, got {median_scaling!r}")
+        self.max_depth, self.pooling, self.clamp, self.median_scaling = max_depth, pooling, clamp, median_scaling
 
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels with a finite depth > 0."""
@@ -47,8 +68,9 @@ class DepthTask(Task):
         return logits.float().clamp_min(0)
 
     def metric(self) -> DepthMetric:
-        """Pixel-pooled depth errors."""
-        return DepthMetric(max_depth=self.max_depth, per_image=self.pooling == "image")
+        """Depth errors under this task's evaluation options."""
+        return DepthMetric(max_depth=self.max_depth, pooling=self.pooling, clamp=self.clamp,
+                           median_scaling=self.median_scaling)
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
         """The mean valid training depth."""

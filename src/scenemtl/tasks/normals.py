@@ -22,17 +22,21 @@ class NormalsTask(Task):
 
     As InvPT's ``L1Loss(normalize=True)``; ``loss: cosine`` is MTAN's 1 − mean over valid pixels
     of n̂·n instead. Invalid pixels are the all-zero vector. A horizontal flip negates the x
-    component.
+    component. ``pooling`` of the errors: 'pixel' (MTI-Net style, default), 'image' (DenseMTL)
+    or 'batch' (MTAN: per test batch, averaged over batches); see ``NormalsMetric``.
     """
 
     out_channels = 3
     pad_value = 0.0
 
-    def __init__(self, name: str = "normals", loss: str = "l1") -> None:
+    def __init__(self, name: str = "normals", loss: str = "l1", pooling: str = "pixel") -> None:
         super().__init__(name)
         if loss not in ("l1", "cosine"):
             raise ConfigError(f"tasks.{name}.loss must be 'l1' (InvPT) or 'cosine' (MTAN), got {loss!r}")
-        self.loss_kind = loss
+        if pooling not in ("pixel", "image", "batch"):
+            raise ConfigError(f"tasks.{name}.pooling must be 'pixel' (MTI-Net), 'image' (DenseMTL) or 'batch' "
+                              f"(MTAN), got {pooling!r}")
+        self.loss_kind, self.pooling = loss, pooling
 
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels whose normal is not the zero vector."""
@@ -53,8 +57,8 @@ class NormalsTask(Task):
         return unit_vectors(logits.float())
 
     def metric(self) -> NormalsMetric:
-        """Pixel-pooled angular errors."""
-        return NormalsMetric()
+        """Angular errors pooled as ``pooling`` says."""
+        return NormalsMetric(pooling=self.pooling)
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
         """The normalised mean of the valid training normals."""
