@@ -102,7 +102,6 @@ class EdgeTask(BinaryTask):
             if path is None:  # a protocol's SEISM list, and no SEISM checkout named
                 self.ids_note = (f"all images: {image_ids} needs ${SEISM_ENV} (a SEISM checkout); numbers are not "
                                  "comparable with tables scored on that list")
-                warnings.warn(f"tasks.{name}.image_ids: {self.ids_note}", stacklevel=2)
             else:
                 self.image_ids = _read_ids(str(path), f"tasks.{name}.image_ids")
         if not 0 < max_dist < 1:
@@ -122,6 +121,8 @@ class EdgeTask(BinaryTask):
         """ODS/OIS F and AP (and the loss), or only the balanced BCE over the labelled pixels."""
         if not self.boundary_metric:
             return LossMetric(self._pixel_loss)
+        if self.ids_note:  # said when scoring starts, not when a model is merely loaded
+            warnings.warn(f"tasks.{self.name}.image_ids: {self.ids_note}", stacklevel=2)
         return BoundaryMetric(self.max_dist, self.thresholds, self.nms, IGNORE, pixel_loss=self._pixel_loss,
                               image_ids=self.image_ids, quantize=self.quantize, ground_truth=self.ground_truth,
                               note=self.ids_note)
