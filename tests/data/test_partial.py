@@ -1,6 +1,7 @@
 """Partial labels: availability maps (one-label, random-labels), masking, DiffusionMTL's loss rescaling, balancers."""
 
 import json
+import os
 import math
 from collections import Counter
 
@@ -52,6 +53,27 @@ def test_maps_round_trip_as_json_and_published_flag_files_import(tmp_path):
     np.save(tmp_path / "short.npy", {"a": [1, 0]}, allow_pickle=True)
     with pytest.raises(DataError, match="image a has 2 flags, expected 5"):
         import_flags(tmp_path / "short.npy")
+    # numpy-array flags (as published maps may hold) load too
+    np.save(tmp_path / "arrays.npy", {k: np.array(v, dtype=np.int64) for k, v in flags.items()}, allow_pickle=True)
+    assert import_flags(tmp_path / "arrays.npy") == expected
+
+
+class _Payload:
+    """A pickle that would run a command when loaded by np.load(allow_pickle=True)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_npy_flag_file_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "ran"
+    np.save(tmp_path / "evil.npy", np.array({"2008_000002": _Payload(marker)}, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"evil.npy.*posix.system|evil.npy.*os.system"):
+        import_flags(tmp_path / "evil.npy")
+    assert not marker.exists()
 
 
 def partial_trainer(tiny_config, *overrides):

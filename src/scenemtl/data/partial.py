@@ -25,6 +25,7 @@ ever reads them, and ``meta['labelled']`` lists the labelled tasks of each sampl
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -84,17 +85,45 @@ def read_availability(path: str | Path, tasks: Sequence[str]) -> dict[str, list[
     return {str(k): [t for t in v if t in tasks] for k, v in labels.items()}
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: any other class or function is refused, never called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks to run {module}.{name}, which a label map never needs")
+        return super().find_class(module, name)
+
+
+def _load_pickled_npy(path: Path):
+    """The object stored in a ``.npy`` of a pickled object (``np.save`` of a dict), without executing code."""
+    with path.open("rb") as file:
+        version = np.lib.format.read_magic(file)
+        _, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)(file)
+        if not dtype.hasobject:
+            return np.load(path, allow_pickle=False)  # a plain array (not a map; the caller says so)
+        array = _ArrayUnpickler(file).load()
+    return array.item() if isinstance(array, np.ndarray) and array.shape == () else array
+
+
 def import_flags(path: str | Path, order: Sequence[str] = PASCAL_FLAG_ORDER) -> dict[str, list[str]]:
     """A published map (``.pth`` or ``.npy`` of ``{image id: 0/1 flags}``) as ``{id: [task names]}``.
 
-    ``.npy`` files hold a pickled dict: only import files from a source you trust.
+    ``.npy`` files hold a pickled dict: it is read by an unpickler that builds dicts, lists and
+    numpy arrays only, so a crafted file is refused instead of running code.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"label availability file not found: {path}")
     try:
         if path.suffix == ".npy":
-            flags = np.load(path, allow_pickle=True).item()
+            flags = _load_pickled_npy(path)
         else:
             flags = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (any unreadable file is reported the same way)

@@ -11,12 +11,10 @@ pass in evaluation mode at batch 1. It counts 2 FLOPs per multiply-add of convol
 products; the tables of this field (fvcore's counter, e.g. InvPT's 555.57 "GFLOPs") count one per
 multiply-add, so both are reported: ``gmacs`` (the papers' "GFLOPs") and ``gflops`` (= 2 × gmacs).
 
-fvcore's counter on the official InvPT code (NYUD, ViT-L, 448×576; checked outside this
-repository) gives 597.53 G: our count of ``configs/nyud/invpt.yaml`` is 596.53 GMACs, the same
-convolutions (232.52), linear layers (313.46) and attention products (50.55), less the 1.00 G of
-layer norms, batch norms and bilinear resizes that fvcore counts and PyTorch's counter does not.
-(The 555.57 "GFLOPs" quoted for InvPT by MQTransformer's README is 42 G below fvcore's count of
-the official model; its counting setup is not stated.)
+Our count of ``configs/nyud/invpt.yaml`` is 596.53 GMACs: convolutions 232.52, linear layers
+313.46, attention products 50.55. fvcore-style counters also count layer norms, batch norms and
+bilinear resizes, which PyTorch's counter does not.
+(The 555.57 "GFLOPs" quoted for InvPT by MQTransformer's README does not state its counting setup.)
 
 Against published counts (tests/engine/test_info.py): MTAN-SegNet on NYUv2-13
 (``configs/nyuv2_13/mtan.yaml``) has 44,229,073 parameters, the 44.2 M and 1.77 × a single-task

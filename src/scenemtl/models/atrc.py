@@ -42,9 +42,7 @@ loads. ``genotype: null`` gives every pair global context: ATRC's own code has n
 ATRC head asserts a genotype file); all-global is its ``GlobalRelationalContextHead`` baseline,
 and ``global``, ``local``, ``t-label``, ``s-label`` (or ``none``) name the other fixed-context
 baselines. Parameter counts equal the official head's (HRNet-18 NYUD with the released
-genotype: 1,200,274 head + 3,860,720 backbone; ``tests/models/test_atrc.py``), and with the
-official head's weights copied in, this head's outputs equal brdav/atrc's on its released NYUD
-genotypes (global, t-label, s-label and none contexts; checked when this module was written).
+genotype: 1,200,274 head + 3,860,720 backbone; ``tests/models/test_atrc.py``).
 
 Differences from the official code, and why:
 

@@ -138,8 +138,8 @@ class Backbone(nn.Module):
 
 def require_checkpointing_timm(enabled: bool) -> None:
     """ConfigError when activation checkpointing is asked for with a timm older than 1.0.31."""
-    # timm 1.0.29 and 1.0.30 checkpoint feature stages after an in-place ReLU, and backward
-    # then fails ("modified by an inplace operation"); 1.0.31 works (both seen here)
+    # earlier timm releases checkpoint feature stages after an in-place ReLU, whose backward fails
+    # ("modified by an inplace operation"); 1.0.31 is the oldest release this guard admits
     if enabled and _version(timm.__version__) < (1, 0, 31):
         raise ConfigError(
             f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "

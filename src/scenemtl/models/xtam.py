@@ -53,8 +53,7 @@ Differences from the official code, and why:
 - Sizes need not be multiples of 32: the decoder upsamples to the skip's size and the attention
   pads its upsampled output (replicating the last row/column) to the query's size; for inputs
   divisible by the encoder's largest stride (16 for the dilated ResNet-101: 448×576, 512×1024) both
-  are exactly the official nearest ×2 / ×4 (checked against the official modules, outputs equal to
-  float round-off with the same weights).
+  are exactly nearest ×2 / ×4, as the official modules.
 - The image-pooling BatchNorm of the ASPP uses its running statistics when a training batch has a
   single image (PyTorch's would raise there; DenseMTL trains with batches of 2).
 - The ResNet normalises nothing itself (DenseMTL's encoder maps [0, 1] images with
