@@ -58,7 +58,7 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.engine.distributed import cleanup, setup
     from scenemtl.engine.export import PngWriter, parse_save_png
     from scenemtl.errors import ConfigError
-    from scenemtl.engine.evaluate import evaluate, format_report, format_table, load_reference, results_report, write_json
+    from scenemtl.engine.evaluate import evaluate, load_reference, results_report
     from scenemtl.errors import CheckpointError
     from scenemtl.models import build_model
 
@@ -110,23 +110,27 @@ def _eval(args: argparse.Namespace) -> int:
     if not place.is_main:
         return 0
     out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}_step{step}.json"
-    write_json(out, report)
-    out.with_suffix(".md").write_text(format_report(report))
-    print(format_table(report))
+    _write_report(report, out)
     print(f"results: {out} (and {out.with_suffix('.md').name})")
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
+def _write_report(report: dict, out: Path) -> None:
+    """The report as JSON at ``out`` and Markdown beside it; the main metrics printed as a table."""
     from scenemtl.engine.evaluate import format_report, format_table, write_json
+
+    write_json(out, report)
+    out.with_suffix(".md").write_text(format_report(report))
+    print(format_table(report))
+
+
+def _score(args: argparse.Namespace) -> int:
     from scenemtl.engine.score import score
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     report = score(args.dataset, args.root, args.split, args.pred, tasks, args.protocol, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.pred) / f"results_{args.split}.json"
-    write_json(out, report)
-    out.with_suffix(".md").write_text(format_report(report))
-    print(format_table(report))
+    _write_report(report, out)
     if report["extra_predictions"]:
         extra = report["extra_predictions"]
         print(f"{len(extra)} file(s) for ids outside split '{args.split}' were not scored: {', '.join(extra[:10])}"

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from scenemtl.tasks import Task
-from scenemtl.tasks.base import EVAL_PAD
+from scenemtl.metrics.base import EVAL_PAD
 
 
 def _targets(sample: dict, tasks: Mapping[str, Task]):

@@ -54,9 +54,7 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    metrics = {name: task.metric() for name, task in tasks.items()}
-    for name, task in tasks.items():
-        metrics[name].eval_protocol = task.eval_protocol
+    metrics = task_metrics(tasks)
     for batch in progress_bar(batches, desc="eval", leave=False, disable=not progress):
         batch = move(batch, device)
         with autocast(device, precision):
@@ -70,6 +68,14 @@ def evaluate(
     for metric in metrics.values():
         metric.sync()
     model.train(was_training)
+    return metrics
+
+
+def task_metrics(tasks: Mapping[str, Task]) -> dict[str, StreamingMetric]:
+    """A fresh metric per task, marked with the protocol its options come from."""
+    metrics = {name: task.metric() for name, task in tasks.items()}
+    for name, task in tasks.items():
+        metrics[name].eval_protocol = task.eval_protocol
     return metrics
 
 

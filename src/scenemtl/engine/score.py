@@ -98,7 +98,7 @@ def score(
     """Score the prediction folder against ``split`` of the dataset; returns the report ``scenemtl eval`` writes."""
     from scenemtl.data import DATASETS
     from scenemtl.engine import builder
-    from scenemtl.engine.evaluate import metric_context, results_report
+    from scenemtl.engine.evaluate import metric_context, results_report, task_metrics
     from scenemtl.engine.logging import progress as progress_bar
 
     pred_root = Path(predictions)
@@ -133,9 +133,7 @@ def score(
     known = set(ids)
     extra = sorted(f"{task}/{path.name}" for task in tasks for path in (pred_root / task).iterdir()
                    if path.is_file() and path.stem not in known)
-    metrics = {name: task.metric() for name, task in task_objects.items()}
-    for name, task in task_objects.items():
-        metrics[name].eval_protocol = task.eval_protocol
+    metrics = task_metrics(task_objects)
     for index in progress_bar(range(len(dataset)), desc="score", disable=not progress):
         sample = dataset[index]
         batch = {key: (value[None] if isinstance(value, torch.Tensor) else value) for key, value in sample.items()}

@@ -6,6 +6,11 @@ import torch
 import torch.distributed as dist
 
 
+#: how per-pixel errors are pooled (depth, normals), and the words that name each in ``variant``
+POOLINGS = {"pixel": "pixel-pooled", "image": "per-image mean", "batch": "per-batch mean"}
+#: pad value of evaluation targets (label images, whose real labels are ≥ 0)
+EVAL_PAD = -1
+
 #: fixed point of real-valued sums: two int64 limbs, 2⁻¹⁶ and 2⁻⁴⁰ (range ±1.4e14, resolution 9e-13)
 _HIGH, _LOW = 2.0**16, 2.0**24
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from scenemtl.metrics import _boundary_kernels as kernels
-from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
+from scenemtl.metrics.base import EVAL_PAD, StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 #: SEISM's parameters/HED.txt: 0.001, 0.01, 0.02, …, 0.99, 0.999
 HED_THRESHOLDS = np.array([0.001] + [k / 100 for k in range(1, 100)] + [0.999])
@@ -131,6 +131,14 @@ def sak_nms(edges: np.ndarray) -> np.ndarray:
 #: non-maximum suppression variants: SEISM's ``read_one_cont_png``, the SAK fork's pre-pass, none
 NMS = ("seism", "sak", "none")
 
+def nms_mode(value: bool | str) -> str:
+    """The NMS variant an ``nms`` option names (True is 'seism', False 'none'); ValueError if none of :data:`NMS`."""
+    mode = {True: "seism", False: "none"}[value] if isinstance(value, bool) else value
+    if mode not in NMS:
+        raise ValueError(f"nms must be one of {NMS} (true is 'seism', false 'none'), got {value!r}")
+    return mode
+
+
 #: how probabilities become the 8-bit levels of the saved PNGs
 QUANTIZE = ("truncate", "round", "none")
 
@@ -184,9 +192,7 @@ def boundary_counts(
     SEISM's ``read_one_cont_png`` (MATLAB casts the double threshold to single); otherwise with
     ``E >= t`` in double precision on ``level/255`` as ``read_one_png`` (MTI-Net, SAK).
     """
-    mode = {True: "seism", False: "none"}[apply_nms] if isinstance(apply_nms, bool) else apply_nms
-    if mode not in NMS:
-        raise ValueError(f"nms must be one of {NMS}, got {apply_nms!r}")
+    mode = nms_mode(apply_nms)
     edges = to_levels(probability, quantize)
     if mode == "seism":
         edges = nms(to_single(edges))
@@ -249,10 +255,6 @@ def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.nansum(samples) / 100)
 
 
-#: the pad value of evaluation label images (real labels are ≥ 0; as ``tasks.base.EVAL_PAD``)
-EVAL_PAD = -1
-
-
 class BoundaryMetric(StreamingMetric):
     """ODS F, OIS F and AP of boundary predictions (see the module docstring for the protocol).
 
@@ -293,9 +295,7 @@ class BoundaryMetric(StreamingMetric):
         if ground_truth not in ("seism", "target"):
             raise ValueError(f"ground_truth must be 'seism' or 'target', got {ground_truth!r}")
         self.thresholds = HED_THRESHOLDS if thresholds == "hed" else MTINET_THRESHOLDS
-        apply_nms = {True: "seism", False: "none"}[apply_nms] if isinstance(apply_nms, bool) else apply_nms
-        if apply_nms not in NMS:
-            raise ValueError(f"nms must be one of {NMS}, got {apply_nms!r}")
+        apply_nms = nms_mode(apply_nms)
         self.max_dist, self.apply_nms, self.ignore_index = max_dist, apply_nms, ignore_index
         self.strict = thresholds == "hed"
         self.quantize, self.ground_truth = quantize, ground_truth

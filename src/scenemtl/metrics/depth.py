@@ -6,10 +6,8 @@ import math
 
 import torch
 
-from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
+from scenemtl.metrics.base import POOLINGS, StreamingMetric, fixed_point, fixed_zero, from_fixed
 
-#: how the errors are pooled, and the words that name each in ``variant``
-POOLINGS = {"pixel": "pixel-pooled", "image": "per-image mean", "batch": "per-batch mean"}
 
 
 class DepthMetric(StreamingMetric):

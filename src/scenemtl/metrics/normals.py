@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from scenemtl.metrics.base import StreamingMetric, fixed_point, fixed_zero, from_fixed
+from scenemtl.metrics.base import POOLINGS, StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 #: the pixel-pooled median's histogram: 1e-4° bins (10 000 per degree) over [0°, 180°]
 BINS_PER_DEGREE = 10_000
@@ -16,8 +15,6 @@ NUM_BINS = 180 * BINS_PER_DEGREE
 #: an angle's position inside its bin, in steps of BIN_WIDTH / 2**20 (about 1e-10°), summed per bin
 OFFSET_STEPS = 2**20
 
-#: how the errors are pooled, and the words that name each in ``variant``
-POOLINGS = {"pixel": "pixel-pooled", "image": "per-image mean", "batch": "per-batch mean"}
 
 
 def unit_vectors(x: torch.Tensor, dim: int = 1) -> torch.Tensor:

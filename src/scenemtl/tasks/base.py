@@ -10,9 +10,6 @@ import torch.nn.functional as F
 
 from scenemtl.metrics.base import StreamingMetric
 
-#: pad value of evaluation targets (label images, whose real labels are ≥ 0)
-EVAL_PAD = -1
-
 
 class Task:
     """One dense prediction task: its loss, post-processing, metric, colouring and label handling.

@@ -11,7 +11,7 @@ import torch
 
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import BoundaryMetric, LossMetric, SaliencyMetric
-from scenemtl.metrics.boundary import NMS, QUANTIZE
+from scenemtl.metrics.boundary import QUANTIZE, nms_mode
 from scenemtl.metrics.protocols import SEISM_ENV, resolve_id_list
 from scenemtl.tasks.base import Task, balanced_bce
 from scenemtl.tasks.colors import colorize_gray
@@ -93,9 +93,10 @@ class EdgeTask(BinaryTask):
         if ground_truth not in ("seism", "target"):
             raise ConfigError(f"tasks.{name}.ground_truth must be 'seism' or 'target', got {ground_truth!r}")
         self.quantize, self.ground_truth = quantize, ground_truth
-        nms = {True: "seism", False: "none"}[nms] if isinstance(nms, bool) else nms
-        if nms not in NMS:
-            raise ConfigError(f"tasks.{name}.nms must be one of {list(NMS)} (true is 'seism', false 'none'), got {nms!r}")
+        try:
+            nms = nms_mode(nms)
+        except ValueError as error:
+            raise ConfigError(f"tasks.{name}.{error}") from None
         self.image_ids, self.ids_note = None, None
         if image_ids:
             path = resolve_id_list(image_ids)

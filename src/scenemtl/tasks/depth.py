@@ -10,6 +10,7 @@ import torch
 
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import DepthMetric
+from scenemtl.metrics.base import POOLINGS
 from scenemtl.tasks.base import Task, masked_mean
 from scenemtl.tasks.colors import colorize_scalar
 from scenemtl.tasks.registry import register_task
@@ -40,7 +41,7 @@ class DepthTask(Task):
         median_scaling: bool = False,
     ) -> None:
         super().__init__(name)
-        if pooling not in ("pixel", "image", "batch"):
+        if pooling not in POOLINGS:
             raise ConfigError(f"tasks.{name}.pooling must be 'pixel', 'image' or 'batch', got {pooling!r}")
         if clamp is not None:
             numbers = isinstance(clamp, (list, tuple)) and len(clamp) == 2 and all(

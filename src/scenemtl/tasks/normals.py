@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import NormalsMetric
+from scenemtl.metrics.base import POOLINGS
 from scenemtl.metrics.normals import unit_vectors
 from scenemtl.tasks.base import Task, masked_mean
 from scenemtl.tasks.colors import colorize_normals
@@ -33,7 +34,7 @@ class NormalsTask(Task):
         super().__init__(name)
         if loss not in ("l1", "cosine"):
             raise ConfigError(f"tasks.{name}.loss must be 'l1' (InvPT) or 'cosine' (MTAN), got {loss!r}")
-        if pooling not in ("pixel", "image", "batch"):
+        if pooling not in POOLINGS:
             raise ConfigError(f"tasks.{name}.pooling must be 'pixel' (MTI-Net), 'image' (DenseMTL) or 'batch' "
                               f"(MTAN), got {pooling!r}")
         self.loss_kind, self.pooling = loss, pooling
