@@ -1,5 +1,7 @@
 """SEISM exactness: ground truth from label images, truncated 8-bit predictions, single-precision NMS, protocols."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -166,8 +168,9 @@ def test_sak_pre_pass_returns_rounded_levels():
     assert levels.dtype == np.uint8 and levels.shape == image.shape
     smooth = kernels.conv_tri1(image, F32(2))
     suppressed = kernels.nms(smooth, kernels.orientation(conv_tri(smooth, 4)), 4, 5, F32(1.01))
-    assert np.array_equal(levels, np.floor(suppressed.astype(np.float64) * 255 + 0.5).astype(np.uint8)) or \
-        np.array_equal(levels, np.floor((suppressed * F32(255)).astype(np.float64) + 0.5).astype(np.uint8))
+    # MATLAB's uint8(E*255): the product in single, rounded half away from zero
+    assert np.array_equal(levels, np.floor((suppressed * F32(255)).astype(np.float64) + 0.5).astype(np.uint8))
+    assert levels.max() > 0 and (levels == 0).mean() > 0.5  # the pre-pass suppressed most pixels, kept some
 
 
 def test_metric_scores_against_the_label_image_and_ignores_padding():
@@ -216,7 +219,7 @@ def test_every_protocol_resolves_to_its_documented_variants(tmp_path, monkeypatc
     }
     for name, (edge_variant, saliency_protocol) in expected.items():
         edge = build_task("edge", task_options(name, "pascal_context", "edge", {}))
-        with pytest.warns(UserWarning, match="SCENEMTL_SEISM") if name in ("invpt", "mtinet") else _nothing():
+        with pytest.warns(UserWarning, match="SCENEMTL_SEISM") if name in ("invpt", "mtinet") else nullcontext():
             metric = edge.metric()
         assert metric.variant.startswith(edge_variant) and "maxDist 0.0075" in metric.variant, metric.variant
         assert "truncate 8-bit" in metric.variant
@@ -235,14 +238,6 @@ def test_every_protocol_resolves_to_its_documented_variants(tmp_path, monkeypatc
     edge = build_task("edge", task_options("invpt", "pascal_context", "edge", {}))
     assert edge.image_ids == {"2008_000003", "2008_000007"}
     assert set(PROTOCOLS) == {"invpt", "mtinet", "atrc", "densemtl", "mtan", "sak"}
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_reports_name_the_protocol():
