@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -58,6 +59,58 @@ def test_mgda_is_the_min_norm_point_of_the_convex_hull(seed):
             w = torch.tensor([i, j, steps - i - j], dtype=torch.float64) / steps
             best = min(best, float((w @ jacobian).norm()))
     assert float(direction.norm()) <= best + 1e-3
+
+
+def _exact_min_norm(gramian: np.ndarray) -> np.ndarray:
+    """The min-norm convex weights by enumeration: on every support, the KKT system of the
+    equality-constrained problem; the best nonnegative solution wins."""
+    k, best, best_value = len(gramian), None, math.inf
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(k), size):
+            s = list(support)
+            system = np.zeros((size + 1, size + 1))
+            system[:size, :size] = gramian[np.ix_(s, s)]
+            system[:size, size], system[size, :size] = -1.0, 1.0
+            rhs = np.zeros(size + 1)
+            rhs[size] = 1.0
+            solution = np.linalg.lstsq(system, rhs, rcond=None)[0][:size]
+            if (solution < -1e-12).any():
+                continue
+            w = np.zeros(k)
+            w[s] = solution
+            if w @ gramian @ w < best_value - 1e-15:
+                best, best_value = w, w @ gramian @ w
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_mgda_reaches_the_exact_min_norm_point(seed):
+    rng = np.random.default_rng(seed)
+    k, n = int(rng.integers(2, 6)), int(rng.integers(2, 40))
+    jacobian = rng.normal(size=(k, n))
+    if seed % 3 == 1:
+        jacobian += 3 * rng.normal(size=(1, n))  # correlated tasks
+    elif seed % 3 == 2:
+        jacobian *= rng.uniform(0.01, 10, size=(k, 1))  # gradients of very different sizes
+    exact = _exact_min_norm(jacobian @ jacobian.T) @ jacobian
+    direction, weights = combine(make("mgda", [f"t{i}" for i in range(k)]), torch.tensor(jacobian))
+    assert float(weights.sum()) == pytest.approx(1.0) and bool((weights >= 0).all())
+    assert np.linalg.norm(direction.numpy() - exact) <= 1e-4 * max(1.0, np.linalg.norm(exact))
+
+
+def test_mgda_frank_wolfe_is_the_official_solver_and_stops_short():
+    balancer = make("mgda")
+    assert (balancer.solver, balancer.aggregator.epsilon, balancer.aggregator.max_iters) == ("exact", 1e-5, 250)
+    rng = np.random.default_rng(23)
+    gaps = []
+    for _ in range(20):
+        jacobian = rng.normal(size=(5, 11))
+        exact = _exact_min_norm(jacobian @ jacobian.T) @ jacobian
+        direction, _ = combine(make("mgda", list("abcde"), solver="frank_wolfe"), torch.tensor(jacobian))
+        gaps.append(np.linalg.norm(direction.numpy() - exact) / np.linalg.norm(exact))
+    assert max(gaps) > 1e-3  # Frank–Wolfe with the official stopping rule ends away from the minimiser
+    with pytest.raises(ConfigError, match="solver"):
+        make("mgda", solver="cvx")
 
 
 def test_mgda_normalisations_weigh_the_raw_gradients():
@@ -127,6 +180,24 @@ def test_upgrad_golden_value():
     jacobian = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
     direction, _ = combine(make("upgrad", ["a", "b"]), jacobian)
     assert direction.tolist() == pytest.approx([0.2929, 1.9004, 1.9004], abs=1e-4)
+
+
+def test_aligned_mtl_sums_the_aligned_gradients_as_the_official_balancer():
+    # orthogonal gradients of norms 3 and 1: the Gramian's eigenvalues are 9 and 1; aligning to the
+    # smallest (scale_mode min) makes both unit vectors, and the official update is their sum
+    jacobian = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    direction, weights = combine(make("aligned_mtl", ["a", "b"]), jacobian)
+    assert direction.tolist() == pytest.approx([1.0, 1.0]) and weights.tolist() == pytest.approx([1 / 3, 1.0])
+    mean, _ = combine(make("aligned_mtl", ["a", "b"], reduction="mean"), jacobian)
+    assert mean.tolist() == pytest.approx([0.5, 0.5])  # torchjd's default: the mean, a step K times smaller
+    # any Jacobian: Σ_t of the rows of B·J, B = sqrt(λ_min)·V Λ^{-1/2} Vᵀ from the Gramian's eigen-decomposition
+    J = random_jacobian(5).numpy()
+    values, vectors = np.linalg.eigh(J @ J.T)
+    aligned = np.sqrt(values.min()) * vectors @ np.diag(values ** -0.5) @ vectors.T @ J
+    direction, _ = combine(make("aligned_mtl"), torch.tensor(J))
+    assert direction.numpy() == pytest.approx(aligned.sum(0), abs=1e-9)
+    with pytest.raises(ConfigError, match="reduction"):
+        make("aligned_mtl", reduction="max")
 
 
 @pytest.mark.parametrize("name", ["mgda", "upgrad", "imtl_g", "nash_mtl", "aligned_mtl"])

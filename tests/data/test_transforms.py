@@ -47,7 +47,7 @@ def test_scale_resamples_labels_nearest_and_handles_depth(tasks, dataset, adjust
     sample = fresh(dataset)
     depth_values = set(sample["depth"].unique().tolist())
     classes = set(sample["semseg"].unique().tolist())
-    scale = T.RandomScale(tasks, 2.0, 2.0, adjust_depth=adjust_depth)
+    scale = T.Compose([T.RandomScale(tasks, 2.0, 2.0, adjust_depth=adjust_depth)])
     out = scale(sample, np.random.default_rng(0))
     assert out["image"].shape[-2:] == (48, 64)
     for name in TASK_NAMES:
@@ -94,7 +94,8 @@ def test_random_crop_retries_until_no_class_dominates(tasks, dataset):
     sample = fresh(dataset)
     sample["semseg"] = torch.zeros_like(sample["semseg"])
     sample["semseg"][:, 24:] = 1  # class 1 only in an 8-pixel strip on the right
-    ruled, free = T.RandomCrop(tasks, (12, 16), cat_max_ratio=0.75), T.RandomCrop(tasks, (12, 16), cat_max_ratio=1.0)
+    ruled = T.Compose([T.RandomCrop(tasks, (12, 16), cat_max_ratio=0.75)])
+    free = T.Compose([T.RandomCrop(tasks, (12, 16), cat_max_ratio=1.0)])
     ruled_ok = free_ok = 0
     for seed in range(30):
         out = ruled({k: (v.clone() if torch.is_tensor(v) else dict(v)) for k, v in sample.items()}, np.random.default_rng(seed))
@@ -106,23 +107,46 @@ def test_random_crop_retries_until_no_class_dominates(tasks, dataset):
 
 
 def test_crop_with_no_size_restores_the_original_size(tasks, dataset):
-    pipeline = T.Compose([T.RandomScale(tasks, 0.6, 1.4), T.RandomCrop(tasks, None)])
-    for seed in range(5):
+    pipeline = T.Compose([T.RandomScale(tasks, 0.6, 1.4), T.RandomCrop(tasks, None), T.Pad(tasks, original=True)])
+    shrunk = 0
+    for seed in range(6):
         out = pipeline(fresh(dataset), np.random.default_rng(seed))
         assert out["image"].shape[-2:] == (24, 32)
         assert out["semseg"].shape == (24, 32)
+        shrunk += out["meta"]["pad"][2:] != (24, 32)  # a zoom below 1: the crop came out short and was padded
+    assert shrunk
+
+
+def test_fused_scale_and_crop_equal_the_two_steps(tasks, dataset):
+    fused = T.Compose([T.RandomScaleCrop(tasks, (0.5, 2.0), (20, 28), cat_max_ratio=0.75, adjust_depth=True)])
+    steps = T.Compose([T.RandomScale(tasks, 0.5, 2.0, adjust_depth=True), T.RandomCrop(tasks, (20, 28), 0.75)])
+    for seed in range(8):
+        a = fused(fresh(dataset), np.random.default_rng(seed))
+        b = steps(fresh(dataset), np.random.default_rng(seed))
+        for key in ["image"] + TASK_NAMES:
+            assert torch.equal(a[key], b[key]), (key, seed)
+
+
+def test_nearest_indices_follow_opencv():
+    cv2 = pytest.importorskip("cv2")
+    source = np.arange(37 * 41, dtype=np.float32).reshape(37, 41)
+    for size in [(18, 20), (55, 61), (74, 82), (41, 37)]:
+        resized = cv2.resize(source, size[::-1], interpolation=cv2.INTER_NEAREST)
+        rows, cols = T.nearest_indices(37, size[0]), T.nearest_indices(41, size[1])
+        assert np.array_equal(source[rows[:, None], cols[None, :]], resized), size
 
 
 def test_photometric_distortion_changes_only_the_image(tasks, dataset):
     sample = fresh(dataset)
     labels = sample["semseg"].clone()
-    before = sample["image"].float().clone()
+    before = sample["image"].clone()
     changed = 0
     for seed in range(4):
-        out = T.PhotometricDistortion()({**sample, "image": before.clone()}, np.random.default_rng(seed))
-        changed += not torch.allclose(out["image"], before)
+        out = T.Compose([T.PhotometricDistortion()])({**sample, "image": before.clone()}, np.random.default_rng(seed))
+        changed += not torch.equal(out["image"], before.float())
     assert changed >= 3  # each of the four parts fires with probability 1/2
-    assert out["image"].dtype == torch.float32
+    assert out["image"].dtype == torch.float32 and out["image"].shape == before.shape
+    assert torch.equal(out["image"], out["image"].round())  # uint8 steps, as mmseg
     assert 0 <= out["image"].min() and out["image"].max() <= 255
     assert torch.equal(out["semseg"], labels)
 

@@ -33,12 +33,13 @@ def test_loss_is_l1_over_valid_pixels_only():
 def test_zoom_multiplies_inverse_depth_where_depth_divides():
     inverse, depth = build_task("inverse_depth", {}), build_task("depth", {})
     target = torch.tensor([[[0.2, 0.0], [0.4, 0.1]]])
-    zoomed = inverse.resize(target, (4, 4), 2.0, adjust_values=True)
+    rows = cols = torch.tensor([0, 0, 1, 1])  # nearest indices of a 2× zoom
+    zoomed = inverse.resample(target, rows, cols, 2.0, adjust_values=True)
     assert zoomed.shape == (1, 4, 4)
     assert torch.allclose(zoomed[0, ::2, ::2], target[0] * 2.0)  # nearest: every source pixel, × zoom
     assert bool((zoomed[0, :2, 2:] == 0).all())  # invalid stays invalid
-    assert torch.equal(inverse.resize(target, (4, 4), 2.0, adjust_values=False)[0, ::2, ::2], target[0])
-    assert torch.allclose(depth.resize(target, (4, 4), 2.0, adjust_values=True)[0, ::2, ::2], target[0] / 2.0)
+    assert torch.equal(inverse.resample(target, rows, cols, 2.0, adjust_values=False)[0, ::2, ::2], target[0])
+    assert torch.allclose(depth.resample(target, rows, cols, 2.0, adjust_values=True)[0, ::2, ::2], target[0] / 2.0)
 
 
 def test_random_scale_transform_multiplies_it():

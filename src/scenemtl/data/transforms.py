@@ -4,31 +4,94 @@ Each transform is called as ``transform(sample, rng)`` with a numpy Generator, s
 augmentation of a sample is a pure function of its seed (exact resume, any number of workers).
 Task-specific label handling (nearest resampling, flipping normals, depth under zoom, pad
 values) is asked of the Task objects; no transform branches on a task's name.
+
+The training transforms reproduce the pipeline of the seeds (ATRC's, copied by InvPT,
+TaskPrompter and DiffusionMTL; its photometric step is mmsegmentation's) operation for operation,
+so that a recipe trains on the same pixels as the official code for the same random draws:
+
+1. ``RandomScale``: a zoom ``s ~ U[low, high]``; the new size is ``int(H·s) × int(W·s)`` (floor);
+   the image is resampled by ``cv2.resize`` (``INTER_LINEAR``) in float32, targets with OpenCV's
+   ``INTER_NEAREST`` rule (source index ``⌊i·src/dst⌋``), depth divided by ``s``;
+2. ``RandomCrop``: an offset drawn in ``[0, H−h] × [0, W−w]``; an image smaller than the crop is
+   *not* padded here (the crop keeps what there is); with the class-ratio rule a window in which
+   one class holds ``cat_max_ratio`` of the labelled pixels or more is redrawn, up to ten times,
+   and the eleventh window is kept unchecked, as the official loop does;
+3. ``RandomHorizontalFlip``;
+4. ``PhotometricDistortion``: the image is truncated to uint8, then brightness, contrast (first
+   or last, at random), saturation and hue in OpenCV's uint8 HSV (hue in steps of 1/180 of the
+   circle), each with probability 1/2 and uint8 truncation after each step;
+5. ``Normalize``: ``(x/255 − mean)/std`` in float32;
+6. ``Pad``: centred, after normalisation, so the image's border is 0 (the mean colour) and no
+   colour jitter touches it; targets take their task's ignore value.
+
+Random draws are made in the official order with Python ``random``'s semantics
+(``random()``, ``uniform(a, b)``, inclusive ``randint(a, b)``), taken from the sample's Generator
+(see ``Draws``); ``tests/data/test_seed_pipeline.py`` checks the whole pipeline pixel for pixel
+against a step-by-step transcription of the official transforms fed the same draws.
+
+Images are numpy ``H×W×3`` arrays (OpenCV's layout) while being augmented and ``[3,H,W]``
+tensors otherwise; ``Normalize`` returns the float tensor the model reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
 from scenemtl.tasks import Task
 from scenemtl.metrics.base import EVAL_PAD
+
+
+class Draws:
+    """Python ``random``'s calls on a numpy Generator: the one place the transforms draw numbers."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def random(self) -> float:
+        return float(self.rng.random())
+
+    def uniform(self, low: float, high: float) -> float:
+        return float(self.rng.uniform(low, high))
+
+    def randint(self, low: int, high: int) -> int:
+        """An integer in ``[low, high]``, both ends included (as ``random.randint``)."""
+        return int(self.rng.integers(low, high + 1))
 
 
 def _targets(sample: dict, tasks: Mapping[str, Task]):
     return [(name, task) for name, task in tasks.items() if name in sample]
 
 
-def _float_image(sample: dict) -> torch.Tensor:
-    return sample["image"].float()
+def image_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The image as a contiguous numpy ``H×W×3`` array (a ``[3,H,W]`` tensor is transposed)."""
+    if torch.is_tensor(image):
+        image = image.permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(image)
+
+
+def image_size(image: torch.Tensor | np.ndarray) -> tuple[int, int]:
+    """``(H, W)`` of a ``[3,H,W]`` tensor or an ``H×W×3`` array."""
+    return tuple(image.shape[-2:]) if torch.is_tensor(image) else tuple(image.shape[:2])
+
+
+def nearest_indices(source: int, target: int) -> np.ndarray:
+    """OpenCV's ``INTER_NEAREST`` source index of each of ``target`` output positions.
+
+    ``min(⌊i·f⌋, source−1)`` with ``f = 1/(target/source)`` in double precision, as
+    ``cv2.resize`` computes it (which differs from the pixel-centre rule on about 1 % of the
+    pixels at non-integer scales).
+    """
+    step = 1.0 / (target / source)
+    return np.minimum(np.floor(np.arange(target) * step).astype(np.int64), source - 1)
 
 
 class Compose:
-    """Apply transforms in order."""
+    """Apply transforms in order; an image still in numpy form at the end becomes a float ``[3,H,W]`` tensor."""
 
     def __init__(self, transforms: Sequence) -> None:
         self.transforms = list(transforms)
@@ -36,94 +99,152 @@ class Compose:
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         for transform in self.transforms:
             sample = transform(sample, rng)
+        if isinstance(sample.get("image"), np.ndarray):
+            sample["image"] = torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))).float()
         return sample
 
     def __repr__(self) -> str:
         return "Compose(" + ", ".join(type(t).__name__ for t in self.transforms) + ")"
 
 
-class RandomScale:
-    """Zoom by a factor drawn uniformly from ``[low, high]``: image bilinear, labels nearest.
+class RandomScaleCrop:
+    """A random zoom followed by a random crop, as ``RandomScale`` then ``RandomCrop`` (same draws, same pixels).
 
-    Metric depth is left unchanged by default (the scene did not move); ``adjust_depth=True``
-    divides depth by the factor as the InvPT/ATRC recipes do.
+    Targets are resampled at the crop window only (nearest resampling commutes with cropping),
+    the image at full size (bilinear resampling of the window alone would round differently).
+
+    * ``scale``: ``(low, high)`` or ``None`` (no zoom);
+    * ``crop``: ``(h, w)``, ``"original"`` (the sample's size before the zoom, ``meta['size']``:
+      keeps the zoom, undoes the size change) or ``None`` (no crop);
+    * ``cat_max_ratio``: the class-ratio rule on the first classification task (``semseg``
+      first when present); ``1`` turns it off;
+    * ``adjust_depth``: depth-like targets change their values with the zoom (``Task.resample``).
     """
 
-    def __init__(self, tasks: Mapping[str, Task], low: float, high: float, adjust_depth: bool = False) -> None:
-        if not 0 < low <= high:
-            raise ValueError(f"scale range must satisfy 0 < low ≤ high, got [{low}, {high}]")
-        self.tasks, self.low, self.high, self.adjust_depth = tasks, low, high, adjust_depth
+    def __init__(self, tasks: Mapping[str, Task], scale: Sequence[float] | None = None,
+                 crop: Sequence[int] | str | None = None, cat_max_ratio: float = 1.0, adjust_depth: bool = False) -> None:
+        if scale is not None and not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"scale range must satisfy 0 < low ≤ high, got {list(scale)}")
+        if isinstance(crop, str) and crop != "original":
+            raise ValueError(f"crop must be [height, width], 'original' or None, got {crop!r}")
+        self.tasks, self.adjust_depth, self.cat_max_ratio = tasks, adjust_depth, cat_max_ratio
+        self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
+        self.crop = crop if crop is None or isinstance(crop, str) else (int(crop[0]), int(crop[1]))
+        names = [name for name, task in tasks.items() if task.is_classification]
+        self.label_task = "semseg" if "semseg" in names else next(iter(names), None)
+
+    def _crop_size(self, sample: dict) -> tuple[int, int] | None:
+        if self.crop == "original":
+            return tuple(sample["meta"]["size"])
+        return self.crop
+
+    def _window(self, sample: dict, rows: np.ndarray | None, cols: np.ndarray | None):
+        """``window(top, left, crop)``: the class map the ratio rule reads in a window of the zoomed image
+        (``rows``/``cols``: the nearest source indices of the zoom), or ``None`` when the rule is off."""
+        if self.label_task is None or self.label_task not in sample or self.cat_max_ratio >= 1:
+            return None
+        labels = sample[self.label_task].numpy()
+
+        def window(top: int, left: int, crop: tuple[int, int]) -> np.ndarray:
+            if rows is None:
+                return labels[..., top : top + crop[0], left : left + crop[1]]
+            return labels[..., rows[top : top + crop[0], None], cols[None, left : left + crop[1]]]
+
+        return window
+
+    def _window_ok(self, window: np.ndarray) -> bool:
+        ignore = self.tasks[self.label_task].pad_value
+        counts = np.bincount(window[window != ignore].ravel().astype(np.int64))
+        counts = counts[counts > 0]
+        return len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio
+
+    def _offsets(self, size: tuple[int, int], crop: tuple[int, int], window, draws: Draws) -> tuple[int, int] | None:
+        """The official ``get_random_crop_loc`` loop: ``None`` when the sizes are equal (no draw)."""
+        if size == crop:
+            return None
+
+        def location() -> tuple[int, int]:
+            return draws.randint(0, max(size[0] - crop[0], 0)), draws.randint(0, max(size[1] - crop[1], 0))
+
+        top, left = location()
+        if window is not None:
+            for _ in range(10):
+                if self._window_ok(window(top, left, crop)):
+                    break
+                top, left = location()
+        return top, left
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        zoom = float(rng.uniform(self.low, self.high))
-        height, width = sample["image"].shape[-2:]
-        size = (max(1, round(height * zoom)), max(1, round(width * zoom)))
-        image = F.interpolate(_float_image(sample)[None], size=size, mode="bilinear", align_corners=False)[0]
-        sample["image"] = image
-        for name, task in _targets(sample, self.tasks):
-            sample[name] = task.resize(sample[name], size, zoom, self.adjust_depth)
+        draws = Draws(rng)
+        image = image_hwc(sample["image"])
+        height, width = image.shape[:2]
+        rows = cols = None
+        zoom = 1.0
+        if self.scale is not None:
+            zoom = draws.uniform(*self.scale)
+            new = (max(1, int(height * zoom)), max(1, int(width * zoom)))
+            if zoom != 1.0:
+                image = cv2.resize(image.astype(np.float32, copy=False), new[::-1], interpolation=cv2.INTER_LINEAR)
+                rows, cols = nearest_indices(height, new[0]), nearest_indices(width, new[1])
+        crop = self._crop_size(sample)
+        if crop is not None:
+            size = image.shape[:2]
+            offsets = self._offsets(size, crop, self._window(sample, rows, cols), draws)
+            if offsets is not None:
+                top, left = offsets
+                image = image[top : top + crop[0], left : left + crop[1]]
+                rows = np.arange(size[0]) if rows is None else rows
+                cols = np.arange(size[1]) if cols is None else cols
+                rows, cols = rows[top : top + crop[0]], cols[left : left + crop[1]]
+        sample["image"] = np.ascontiguousarray(image)
+        if rows is not None:
+            index_rows, index_cols = torch.from_numpy(rows), torch.from_numpy(cols)
+            for name, task in _targets(sample, self.tasks):
+                sample[name] = task.resample(sample[name], index_rows, index_cols, zoom, self.adjust_depth)
+            for key in _eval_keys(sample, self.tasks):
+                sample[key] = sample[key].index_select(-2, index_rows).index_select(-1, index_cols)
         return sample
+
+
+def RandomScale(tasks: Mapping[str, Task], low: float, high: float, adjust_depth: bool = False) -> RandomScaleCrop:
+    """Zoom by ``s ~ U[low, high]`` to ``int(H·s) × int(W·s)``: image bilinear (OpenCV, float32), targets
+    nearest (OpenCV's rule). Metric depth is unchanged by default (the scene did not move);
+    ``adjust_depth=True`` divides it by ``s`` as the InvPT/ATRC recipes do."""
+    return RandomScaleCrop(tasks, scale=(low, high), adjust_depth=adjust_depth)
+
+
+def RandomCrop(tasks: Mapping[str, Task], size: Sequence[int] | None, cat_max_ratio: float = 0.75) -> RandomScaleCrop:
+    """Crop ``size`` (``None``: the sample's original size, ``meta['size']``) with the class-ratio rule; an
+    image smaller than the crop keeps its size (``Pad`` after ``Normalize`` fills it)."""
+    return RandomScaleCrop(tasks, crop="original" if size is None else size, cat_max_ratio=cat_max_ratio)
+
+
+def _eval_keys(sample: dict, tasks: Mapping[str, Task]) -> list[str]:
+    return sorted({task.eval_target for task in tasks.values()} & set(sample))
 
 
 def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], centre: bool) -> dict:
     """Pad image (with 0), targets (with each task's ignore value) and evaluation targets (with -1)
-    up to ``size``; records ``meta['pad']``."""
-    height, width = sample["image"].shape[-2:]
+    up to ``size``; records ``meta['pad']`` = ``(top, left, height, width)``."""
+    image = sample["image"]
+    height, width = image_size(image)
     pad_h, pad_w = max(0, size[0] - height), max(0, size[1] - width)
     top, left = (pad_h // 2, pad_w // 2) if centre else (0, 0)
     if pad_h or pad_w:
         borders = (left, pad_w - left, top, pad_h - top)
-        sample["image"] = F.pad(_float_image(sample), borders, value=0.0)
+        if torch.is_tensor(image):
+            sample["image"] = F.pad(image.float(), borders, value=0.0)
+        else:
+            sample["image"] = np.pad(image, ((top, pad_h - top), (left, pad_w - left), (0, 0)))
         for name, task in _targets(sample, tasks):
             target = sample[name]
             padded = F.pad(target.reshape((-1,) + target.shape[-2:]).float(), borders, value=task.pad_value)
             sample[name] = padded.reshape(target.shape[:-2] + padded.shape[-2:]).to(target.dtype)
-        for key in {task.eval_target for task in tasks.values()} & set(sample):  # evaluation label images
+        for key in _eval_keys(sample, tasks):  # evaluation label images
             sample[key] = F.pad(sample[key], borders, value=EVAL_PAD)
     meta = sample.setdefault("meta", {})
     meta["pad"] = (top, left, height, width)
     return sample
-
-
-class RandomCrop:
-    """Crop ``size``; pad first when smaller. Up to 10 tries keep any class ≤ ``cat_max_ratio`` of the crop.
-
-    With ``size=None`` the crop has the sample's original size (``meta['size']``), which undoes
-    the size change of a random scale while keeping its zoom.
-
-    The class-ratio rule (mmsegmentation's, used by the seeds) looks at the first classification
-    task present; with no such task it is skipped.
-    """
-
-    def __init__(self, tasks: Mapping[str, Task], size: Sequence[int] | None, cat_max_ratio: float = 0.75) -> None:
-        self.tasks, self.cat_max_ratio = tasks, cat_max_ratio
-        self.size = (int(size[0]), int(size[1])) if size is not None else None
-        self.label_task = next((name for name, task in tasks.items() if task.is_classification), None)
-
-    def _offsets(self, sample: dict, size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
-        height, width = sample["image"].shape[-2:]
-        crop_h, crop_w = size
-        for _ in range(10):
-            top = int(rng.integers(0, height - crop_h + 1))
-            left = int(rng.integers(0, width - crop_w + 1))
-            if self.label_task is None or self.label_task not in sample or self.cat_max_ratio >= 1:
-                break
-            window = sample[self.label_task][..., top : top + crop_h, left : left + crop_w]
-            labels = window[window != self.tasks[self.label_task].pad_value]
-            counts = torch.bincount(labels.flatten().long()) if labels.numel() else torch.zeros(1)
-            if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
-                break
-        return top, left
-
-    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        size = self.size or tuple(sample["meta"]["size"])
-        sample = pad_sample(sample, self.tasks, size, centre=False)
-        top, left = self._offsets(sample, size, rng)
-        crop_h, crop_w = size
-        for key in ["image"] + [name for name, _ in _targets(sample, self.tasks)]:
-            sample[key] = sample[key][..., top : top + crop_h, left : left + crop_w].contiguous()
-        sample["meta"].pop("pad", None)
-        return sample
 
 
 class RandomHorizontalFlip:
@@ -133,63 +254,101 @@ class RandomHorizontalFlip:
         self.tasks, self.p = tasks, p
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        if rng.random() < self.p:
-            sample["image"] = sample["image"].flip(-1)
+        if Draws(rng).random() < self.p:
+            image = sample["image"]
+            sample["image"] = image.flip(-1) if torch.is_tensor(image) else np.ascontiguousarray(image[:, ::-1])
             for name, task in _targets(sample, self.tasks):
                 sample[name] = task.flip_horizontal(sample[name])
+            for key in _eval_keys(sample, self.tasks):
+                sample[key] = sample[key].flip(-1)
         return sample
 
 
+def _saturate(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """mmseg's ``convert``: ``uint8(clip(float32(x)·α + β, 0, 255))``, truncating, in float32."""
+    out = values.astype(np.float32) * np.float32(alpha) + np.float32(beta)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+
+
 class PhotometricDistortion:
-    """mmseg-style colour jitter, each part with probability 1/2: brightness ±32, contrast and
-    saturation ×[0.5, 1.5], hue ±18° of 180 (OpenCV units, i.e. ±0.1 of the hue circle)."""
+    """mmseg's ``PhotoMetricDistortion`` as the seeds use it, on the uint8 image:
+
+    brightness ``+U(−32, 32)``; contrast ``×U(0.5, 1.5)``, applied first or last (a fair draw);
+    saturation: OpenCV's uint8 HSV, S ``×U(0.5, 1.5)``; hue: H ``+ randint(−18, 17) mod 180``
+    (OpenCV's hue unit is 2°). Each part fires with probability 1/2; every step truncates to
+    uint8, and the image is truncated to uint8 on entry. Draw order: brightness, order, contrast
+    (if first), saturation, hue, contrast (if last). The result stays uint8 (``Normalize``
+    makes it float32, as the official ``astype(float32)`` would).
+    """
 
     def __init__(self, brightness: float = 32, contrast: Sequence[float] = (0.5, 1.5),
-                 saturation: Sequence[float] = (0.5, 1.5), hue: float = 18) -> None:
-        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+                 saturation: Sequence[float] = (0.5, 1.5), hue: int = 18) -> None:
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, tuple(contrast), tuple(saturation), int(hue)
+
+    def _contrast(self, image: np.ndarray, draws: Draws) -> np.ndarray:
+        if draws.random() < 0.5:
+            return _saturate(image, alpha=draws.uniform(*self.contrast))
+        return image
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        image = _float_image(sample)
-        draws = rng.random(4)
-        if draws[0] < 0.5:
-            image = image + float(rng.uniform(-self.brightness, self.brightness))
-        if draws[1] < 0.5:
-            image = image * float(rng.uniform(*self.contrast))
-        image = image.clamp(0, 255) / 255
-        if draws[2] < 0.5:
-            image = TF.adjust_saturation(image, float(rng.uniform(*self.saturation)))
-        if draws[3] < 0.5:
-            image = TF.adjust_hue(image, float(rng.uniform(-self.hue, self.hue)) / 180)
-        sample["image"] = image.clamp(0, 1) * 255
+        draws = Draws(rng)
+        image = image_hwc(sample["image"]).astype(np.uint8)
+        if draws.random() < 0.5:
+            image = _saturate(image, beta=draws.uniform(-self.brightness, self.brightness))
+        contrast_first = draws.random() < 0.5
+        if contrast_first:
+            image = self._contrast(image, draws)
+        if draws.random() < 0.5:
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+            hsv[:, :, 1] = _saturate(hsv[:, :, 1], alpha=draws.uniform(*self.saturation))
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if draws.random() < 0.5:
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+            hsv[:, :, 0] = (hsv[:, :, 0].astype(np.int64) + draws.randint(-self.hue, self.hue - 1)) % 180
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if not contrast_first:
+            image = self._contrast(image, draws)
+        sample["image"] = image
         return sample
 
 
 class Normalize:
-    """Scale the image to [0, 1], then subtract the dataset mean and divide by its std."""
+    """``(x/255 − mean)/std`` in float32, the official order of operations; returns the ``[3,H,W]`` tensor."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        sample["image"] = (_float_image(sample) / 255 - self.mean) / self.std
+        image = sample["image"]
+        chw = image.numpy() if torch.is_tensor(image) else image.transpose(2, 0, 1)
+        out = np.array(chw, dtype=np.float32, order="C")  # always a copy: the input is never changed
+        out /= np.float32(255)
+        out -= self.mean
+        out /= self.std
+        sample["image"] = torch.from_numpy(out)
         return sample
 
 
 class Pad:
-    """Pad centred to a fixed ``size``, or at the bottom/right up to a ``multiple`` of it.
+    """Pad centred to a fixed ``size``, to the sample's ``original`` size, or at the bottom/right up to a
+    ``multiple``.
 
     Evaluation pads and never resizes, so metrics see every original pixel; ``meta['pad']``
-    records ``(top, left, height, width)`` to crop predictions back.
+    records ``(top, left, height, width)`` to crop predictions back. Training pads a crop that
+    came out smaller than its size (after a zoom below 1), after normalisation, as the seeds.
     """
 
-    def __init__(self, tasks: Mapping[str, Task], size: Sequence[int] | None = None, multiple: int | None = None) -> None:
-        if (size is None) == (multiple is None):
-            raise ValueError("Pad takes exactly one of size or multiple")
-        self.tasks, self.size, self.multiple = tasks, size, multiple
+    def __init__(self, tasks: Mapping[str, Task], size: Sequence[int] | None = None, multiple: int | None = None,
+                 original: bool = False) -> None:
+        if (size is not None) + (multiple is not None) + bool(original) != 1:
+            raise ValueError("Pad takes exactly one of size, multiple or original")
+        self.tasks, self.size, self.multiple, self.original = tasks, size, multiple, original
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        height, width = sample["image"].shape[-2:]
+        height, width = image_size(sample["image"])
+        if self.original:
+            return pad_sample(sample, self.tasks, tuple(sample["meta"]["size"]), centre=True)
         if self.size is not None:
             if height > self.size[0] or width > self.size[1]:
                 raise ValueError(f"image of {height}×{width} is larger than the pad size {tuple(self.size)}")
@@ -199,8 +358,10 @@ class Pad:
 
 
 class ToFloatImage:
-    """Make the image float32 (0..255) without changing it."""
+    """Make a ``[3,H,W]`` image tensor float32 (0..255) without changing it."""
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        sample["image"] = _float_image(sample)
+        image = sample["image"]
+        sample["image"] = image.float() if torch.is_tensor(image) else torch.from_numpy(
+            np.ascontiguousarray(image.transpose(2, 0, 1))).float()
         return sample

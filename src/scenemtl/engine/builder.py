@@ -82,19 +82,23 @@ def build_dataset(config: Config, split: str, evaluation: bool | None = None) ->
 
 
 def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo, train: bool) -> T.Compose:
-    """Training: scale, crop, flip, colour jitter, normalise. Evaluation: normalise and pad only."""
+    """Training: scale, crop, flip, colour jitter, normalise, pad a short crop (the seeds' order, see
+    ``data/transforms.py``). Evaluation: normalise and pad only."""
     augment = config.data.augment
-    steps: list = [T.ToFloatImage()]
+    steps: list = []
     if train:
-        if augment.scale is not None:
-            steps.append(T.RandomScale(tasks, augment.scale[0], augment.scale[1], augment.adjust_depth))
-        if augment.crop is not None or augment.scale is not None:
-            steps.append(T.RandomCrop(tasks, augment.crop, augment.cat_max_ratio))
+        crop = augment.crop if augment.crop is not None else ("original" if augment.scale is not None else None)
+        if augment.scale is not None or crop is not None:
+            steps.append(T.RandomScaleCrop(tasks, augment.scale, crop, augment.cat_max_ratio, augment.adjust_depth))
         if augment.flip:
             steps.append(T.RandomHorizontalFlip(tasks))
         if augment.photometric:
             steps.append(T.PhotometricDistortion())
     steps.append(T.Normalize(info.mean, info.std))
+    if train and augment.crop is not None:
+        steps.append(T.Pad(tasks, size=augment.crop))
+    elif train and augment.scale is not None:
+        steps.append(T.Pad(tasks, original=True))
     if not train and config.data.eval_pad is not None:
         steps.append(T.Pad(tasks, size=config.data.eval_pad))
     return T.Compose(steps)

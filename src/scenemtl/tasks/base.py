@@ -85,15 +85,15 @@ class Task:
         """Mirror a target left–right (``[..., H, W]``)."""
         return target.flip(-1)
 
-    def resize(self, target: torch.Tensor, size: tuple[int, int], zoom: float, adjust_values: bool) -> torch.Tensor:
-        """Resample a ``[C,H,W]`` or ``[H,W]`` target to ``size`` (nearest: labels are never blended).
+    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float,
+                 adjust_values: bool) -> torch.Tensor:
+        """Nearest resampling of a ``[C,H,W]`` or ``[H,W]`` target: output pixel ``(i, j)`` is source pixel
+        ``(rows[i], cols[j])`` (labels are never blended; the transforms compute the indices).
 
         ``zoom`` is the scale factor applied to the image; tasks whose values change with the
-        apparent distance (depth) divide by it when ``adjust_values`` is set.
+        apparent distance (depth) rescale them when ``adjust_values`` is set.
         """
-        batched = target.reshape((1, -1) + target.shape[-2:]).float()
-        resized = F.interpolate(batched, size=size, mode="nearest-exact")
-        return resized.reshape(target.shape[:-2] + tuple(size)).to(target.dtype)
+        return target.index_select(-2, rows).index_select(-1, cols)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -83,9 +83,10 @@ class DepthTask(Task):
         values = np.where(values > 0, values, np.nan)
         return colorize_scalar(values)
 
-    def resize(self, target: torch.Tensor, size: tuple[int, int], zoom: float, adjust_values: bool) -> torch.Tensor:
-        """Nearest resampling; with ``adjust_values``, depth is divided by the zoom (as the seeds do)."""
-        resized = super().resize(target, size, zoom, adjust_values)
+    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float,
+                 adjust_values: bool) -> torch.Tensor:
+        """Nearest resampling; with ``adjust_values``, depth is divided by the zoom in float32 (as the seeds do)."""
+        resized = super().resample(target, rows, cols, zoom, adjust_values)
         return resized / zoom if adjust_values else resized
 
 
@@ -107,9 +108,10 @@ class InverseDepthTask(DepthTask):
     def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
         super().__init__(name, max_depth=None, pooling=pooling)
 
-    def resize(self, target: torch.Tensor, size: tuple[int, int], zoom: float, adjust_values: bool) -> torch.Tensor:
+    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float,
+                 adjust_values: bool) -> torch.Tensor:
         """Nearest resampling; with ``adjust_values``, inverse depth is multiplied by the zoom."""
-        resized = Task.resize(self, target, size, zoom, adjust_values)
+        resized = Task.resample(self, target, rows, cols, zoom, adjust_values)
         return resized * zoom if adjust_values else resized
 
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
