@@ -86,6 +86,12 @@ class DenseDataset(Dataset):
         raise NotImplementedError
 
 
+def channels_first(array: np.ndarray) -> torch.Tensor:
+    """H×W×C array to a ``[C,H,W]`` tensor that is a view of the array's memory (channels last, as
+    decoded): the transforms read it back without a copy, and stacking a batch makes it compact."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 array to a ``[3,H,W]`` uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    """H×W×3 uint8 array to a ``[3,H,W]`` uint8 tensor (``channels_first``)."""
+    return channels_first(image)

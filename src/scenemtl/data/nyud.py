@@ -32,10 +32,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
+from scenemtl.data.base import DatasetInfo, DenseDataset, channels_first, image_to_tensor, register_dataset
 from scenemtl.data.download import Archive
 from scenemtl.data.io import read_image, read_label_png, read_npy, read_split, require_folder
 from scenemtl.errors import ConfigError, DataError
@@ -53,6 +54,13 @@ HELP = ("download NYUDv2.tar.gz (`scenemtl data download nyud --root DIR`, or th
         "set data.root to the extracted NYUDv2/ folder (MTI-Net's NYUD_MT/ folder works too)")
 FIX = "re-extract the file from the release archive (NYUDv2.tar.gz or NYUD_MT.tgz)"
 FOLDERS = {"semseg": "segmentation", "depth": "depth", "normals": "normals", "edge": "edge"}
+
+
+# stored byte → contract value, computed with the seeds' float32 arithmetic (normals 2·x/255 − 1,
+# edges x/255, labels x − 1 with 0 → 255); one table lookup per pixel
+NORMALS_LUT = 2 * np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(1)
+EDGE_LUT = np.arange(256, dtype=np.float32) / np.float32(255)
+LABEL_LUT = np.concatenate([[255], np.arange(255)]).astype(np.int64)
 
 
 def _palette(count: int, seed: int) -> np.ndarray:
@@ -147,10 +155,10 @@ class NYUD(DenseDataset):
 
     def _semseg(self, index: int) -> torch.Tensor:
         path = self._file("semseg", index)
-        labels = read_label_png(path, "NYUD label map (0..40)", FIX).astype(np.int64)
+        labels = read_label_png(path, "NYUD label map (0..40)", FIX)
         if labels.max(initial=0) > 40:
             raise DataError(f"{path}: label ids go up to {labels.max()}, NYUD's are 0..40 (0 unlabelled); {FIX}")
-        return torch.from_numpy(np.where(labels == 0, 255, labels - 1))
+        return torch.from_numpy(np.take(LABEL_LUT, labels))
 
     def _depth(self, index: int) -> torch.Tensor:
         path = self._file("depth", index)
@@ -167,10 +175,10 @@ class NYUD(DenseDataset):
             normals = np.asarray(read_npy(path, "NYUD normals (H×W×3 in [−1, 1])", FIX), dtype=np.float32)
         else:
             path = self._path("normals", index, ".png")
-            normals = read_image(path, "NYUD normals PNG", FIX).astype(np.float32) * (2.0 / 255.0) - 1.0
+            normals = cv2.LUT(read_image(path, "NYUD normals PNG", FIX), NORMALS_LUT)
         if normals.ndim != 3 or normals.shape[-1] != 3:
             raise DataError(f"{path}: normals must be H×W×3, got shape {normals.shape}; {FIX}")
-        return torch.from_numpy(np.ascontiguousarray(normals.transpose(2, 0, 1)))
+        return channels_first(normals)
 
     def _edge_labels(self, index: int) -> torch.Tensor:
         """The edge map read as a label image, SEISM's NYUD ground truth (``db_gt``: ``uint32(imread(edge png))``).
@@ -193,7 +201,7 @@ class NYUD(DenseDataset):
             edge = np.asarray(read_npy(path, "NYUD edge map (0/1)", FIX), dtype=np.float32)
         else:
             path = self._path("edge", index, ".png")
-            edge = read_label_png(path, "NYUD edge PNG (0/255)", FIX).astype(np.float32) / 255.0
+            edge = cv2.LUT(read_label_png(path, "NYUD edge PNG (0/255)", FIX), EDGE_LUT)
         if edge.ndim != 2:
             raise DataError(f"{path}: an edge map must be H×W, got shape {edge.shape}; {FIX}")
         return torch.from_numpy(np.ascontiguousarray(edge))[None]

@@ -148,13 +148,15 @@ class RandomScaleCrop:
         def window(top: int, left: int, crop: tuple[int, int]) -> np.ndarray:
             if rows is None:
                 return labels[..., top : top + crop[0], left : left + crop[1]]
-            return labels[..., rows[top : top + crop[0], None], cols[None, left : left + crop[1]]]
+            return np.take(np.take(labels, rows[top : top + crop[0]], axis=-2), cols[left : left + crop[1]], axis=-1)
 
         return window
 
     def _window_ok(self, window: np.ndarray) -> bool:
-        ignore = self.tasks[self.label_task].pad_value
-        counts = np.bincount(window[window != ignore].ravel().astype(np.int64))
+        counts = np.bincount(window.ravel())
+        ignore = int(self.tasks[self.label_task].pad_value)
+        if ignore < len(counts):
+            counts[ignore] = 0
         counts = counts[counts > 0]
         return len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio
 
@@ -196,7 +198,7 @@ class RandomScaleCrop:
                 rows = np.arange(size[0]) if rows is None else rows
                 cols = np.arange(size[1]) if cols is None else cols
                 rows, cols = rows[top : top + crop[0]], cols[left : left + crop[1]]
-        sample["image"] = np.ascontiguousarray(image)
+        sample["image"] = image  # the crop may be a view: the next step that needs a compact array copies it
         if rows is not None:
             index_rows, index_cols = torch.from_numpy(rows), torch.from_numpy(cols)
             for name, task in _targets(sample, self.tasks):
@@ -256,7 +258,7 @@ class RandomHorizontalFlip:
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         if Draws(rng).random() < self.p:
             image = sample["image"]
-            sample["image"] = image.flip(-1) if torch.is_tensor(image) else np.ascontiguousarray(image[:, ::-1])
+            sample["image"] = image.flip(-1) if torch.is_tensor(image) else image[:, ::-1]  # a view
             for name, task in _targets(sample, self.tasks):
                 sample[name] = task.flip_horizontal(sample[name])
             for key in _eval_keys(sample, self.tasks):
@@ -292,7 +294,8 @@ class PhotometricDistortion:
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         draws = Draws(rng)
-        image = image_hwc(sample["image"]).astype(np.uint8)
+        image = sample["image"]
+        image = (image.permute(1, 2, 0).numpy() if torch.is_tensor(image) else image).astype(np.uint8, order="C")
         if draws.random() < 0.5:
             image = _saturate(image, beta=draws.uniform(-self.brightness, self.brightness))
         contrast_first = draws.random() < 0.5

@@ -93,7 +93,8 @@ class Task:
         ``zoom`` is the scale factor applied to the image; tasks whose values change with the
         apparent distance (depth) rescale them when ``adjust_values`` is set.
         """
-        return target.index_select(-2, rows).index_select(-1, cols)
+        picked = np.take(np.take(target.numpy(), rows.numpy(), axis=-2), cols.numpy(), axis=-1)
+        return torch.from_numpy(picked)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -74,6 +74,6 @@ class NormalsTask(Task):
 
     def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
         """Mirror left–right and negate the x component (``[3,H,W]`` or ``[B,3,H,W]``)."""
-        flipped = target.flip(-1).clone()
+        flipped = target.flip(-1)  # a copy
         flipped[..., 0, :, :] *= -1
         return flipped
