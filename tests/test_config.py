@@ -104,3 +104,127 @@ def test_overrides_edit_one_default_task_without_dropping_the_others():
     assert config.tasks["edge"].options == {"pos_weight": 0.95}
     replaced = load_config(None, ["tasks={depth: {weight: 2}}"])
     assert list(replaced.tasks) == ["depth"]
+
+
+# --------------------------------------------------------------------------------------------
+# replacing a base's mapping or list: `_replace_: true` and `!replace`
+
+FOUR_TASKS = (
+    "tasks:\n"
+    "  semseg: {weight: 1.0}\n"
+    "  depth: {weight: 2.0}\n"
+    "  normals: {weight: 3.0}\n"
+    "  edge: {weight: 50.0, pos_weight: 0.9}\n"
+    "data:\n"
+    "  batch_size: 4\n"
+    "  augment: {scale: [0.75, 1.5], flip: false, photometric: true, crop: [32, 32]}\n"
+)
+
+
+def test_replace_key_narrows_the_tasks_of_the_base(tmp_path):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ntasks:\n  _replace_: true\n  semseg: {weight: 5.0}\n")
+    config = load_config(child)
+    assert list(config.tasks) == ["semseg"]
+    assert config.tasks["semseg"].weight == 5.0
+    assert config.data.batch_size == 4  # only the marked mapping is replaced
+
+
+def test_replace_tag_narrows_the_tasks_of_the_base(tmp_path):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ntasks: !replace {edge: {weight: 1.0}}\n")
+    config = load_config(child)
+    assert list(config.tasks) == ["edge"]
+    assert config.tasks["edge"].weight == 1.0 and config.tasks["edge"].options == {}  # pos_weight not merged in
+
+
+@pytest.mark.parametrize(
+    "augment",
+    ["augment: {_replace_: true, crop: [64, 64]}", "augment: !replace {crop: [64, 64]}"],
+    ids=["key", "tag"],
+)
+def test_nested_replace_sends_unnamed_keys_back_to_defaults(tmp_path, augment):
+    from scenemtl.config import AugmentConfig
+
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    child = write(tmp_path / "child.yaml", f"base: base.yaml\ndata:\n  {augment}\n")
+    config = load_config(child)
+    default = AugmentConfig()
+    assert config.data.augment.crop == (64, 64)
+    assert config.data.augment.scale == default.scale is None
+    assert config.data.augment.flip is default.flip is True
+    assert config.data.augment.photometric is default.photometric is False
+    assert config.data.batch_size == 4 and len(config.tasks) == 4  # siblings and parents still merge
+
+
+def test_replace_tag_on_a_list(tmp_path):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ndata: {augment: {scale: !replace [0.5, 1.0]}}\n")
+    config = load_config(child)
+    assert config.data.augment.scale == (0.5, 1.0)
+    assert config.data.augment.flip is False and config.data.augment.crop == (32, 32)  # augment itself merged
+    # lists replace without the tag too
+    plain = write(tmp_path / "plain.yaml", "base: base.yaml\ndata: {augment: {scale: [0.5, 1.0]}}\n")
+    assert load_config(plain).data.augment.scale == (0.5, 1.0)
+
+
+def test_replace_through_a_chain_of_bases(tmp_path):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    write(tmp_path / "middle.yaml", "base: base.yaml\ntasks: !replace {semseg: {weight: 1.0}, depth: {weight: 1.0}}\n")
+    child = write(tmp_path / "child.yaml", "base: middle.yaml\ntasks: {depth: {weight: 7.0}}\n")
+    config = load_config(child)
+    assert list(config.tasks) == ["semseg", "depth"] and config.tasks["depth"].weight == 7.0
+
+
+def test_replace_in_a_file_without_base_is_a_no_op(tmp_path):
+    config = load_config(write(tmp_path / "alone.yaml", "tasks: {_replace_: true, depth: {weight: 2.0}}\n"
+                                                        "data: {augment: !replace {flip: false}}\n"))
+    assert list(config.tasks) == ["depth"] and config.data.augment.flip is False
+
+
+@pytest.mark.parametrize("value", ["false", "3", "'true'", "null"])
+def test_replace_key_other_than_true_is_an_error_naming_the_file_and_key(tmp_path, value):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    child = write(tmp_path / "child.yaml", f"base: base.yaml\ntasks:\n  _replace_: {value}\n  semseg: {{}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(child)
+    message = str(error.value)
+    assert "child.yaml" in message and "tasks._replace_ must be true" in message and "\n" not in message
+
+
+def test_replace_misuse_is_an_error_naming_the_file_and_key(tmp_path):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    scalar = write(tmp_path / "scalar.yaml", "base: base.yaml\ntrain: {lr: !replace 0.1}\n")
+    with pytest.raises(ConfigError, match=r"scalar\.yaml: train\.lr is tagged !replace"):
+        load_config(scalar)
+    top = write(tmp_path / "top.yaml", "base: base.yaml\n_replace_: true\ntrain: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"top\.yaml: .*whole file"):
+        load_config(top)
+    in_list = write(tmp_path / "in_list.yaml", "base: base.yaml\nmodel: {options: {stages: [{_replace_: 0}]}}\n")
+    with pytest.raises(ConfigError, match=r"in_list\.yaml: model\.options\.stages\[0\]\._replace_ must be true"):
+        load_config(in_list)
+
+
+def test_other_tags_are_still_refused(tmp_path):
+    evil = write(tmp_path / "evil.yaml", "name: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(evil)
+
+
+def test_without_a_marker_tasks_and_mappings_still_deep_merge(tmp_path):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ntasks: {semseg: {weight: 5.0}}\ndata: {augment: {crop: [64, 64]}}\n")
+    config = load_config(child)
+    assert list(config.tasks) == ["semseg", "depth", "normals", "edge"]  # a subset of the base's tasks merges
+    assert config.tasks["semseg"].weight == 5.0 and config.tasks["edge"].options == {"pos_weight": 0.9}
+    assert config.data.augment.crop == (64, 64) and config.data.augment.scale == (0.75, 1.5)
+    assert config.data.augment.flip is False
+
+
+def test_overrides_ignore_replace_markers(tmp_path):
+    write(tmp_path / "base.yaml", FOUR_TASKS)
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ntasks: !replace {semseg: {}}\n")
+    config = load_config(child, ["tasks.depth.weight=2", "train.lr=1e-4"])
+    assert list(config.tasks) == ["semseg", "depth"] and config.train.lr == 1e-4
+    with pytest.raises(ConfigError, match="'tasks._replace_'"):  # an override assigns: no marker, a bad task
+        load_config(child, ["tasks._replace_=true"])

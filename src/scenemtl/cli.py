@@ -17,12 +17,17 @@ def _train(args: argparse.Namespace) -> int:
     from scenemtl.engine.trainer import Trainer
 
     config = load_config(args.config, args.set)
+    trainer = None
     try:
         trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
         report = trainer.fit()
     finally:
+        if trainer is not None:
+            trainer.close()
         cleanup()
-    if report is None or not trainer.dist.is_main:  # stopped by a signal (the trainer said how to resume)
+    if report is None:  # stopped by a signal or the time limit (the trainer said how to resume)
+        return EXIT_STOPPED
+    if not trainer.dist.is_main:
         return 0
     print(format_table(report))
     print(f"run folder: {config.run_dir}")
@@ -41,6 +46,8 @@ def _search(args: argparse.Namespace) -> int:
         trainer, report, path = run_search(config, resume=args.resume, progress=not args.quiet, out=args.out)
     finally:
         cleanup()
+    if trainer.step < config.train.steps:  # stopped by a signal or the time limit: resumable
+        return EXIT_STOPPED
     if not trainer.dist.is_main:
         return 0
     if report is not None:
@@ -54,7 +61,8 @@ def _search(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from scenemtl.config import load_config
     from scenemtl.engine import builder
-    from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve
+    from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve, results_folder
+    from scenemtl.engine.storage import check_writable
     from scenemtl.engine.distributed import cleanup, setup
     from scenemtl.engine.export import PngWriter, parse_save_png
     from scenemtl.errors import ConfigError
@@ -68,6 +76,11 @@ def _eval(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     file = resolve(args.checkpoint)
     official = is_official_file(file)  # a seed's .pth.tar: converted through the architecture's key map
+    # results go beside the checkpoint (its run folder's eval/), checked writable before any work
+    out_folder = Path(args.out).parent if args.out else results_folder(file)
+    check_writable(out_folder, "results")
+    for folder in parse_save_png(args.save_png).values():
+        check_writable(folder, "PNG predictions")
     info = builder.dataset_info(config)
     if not official:
         meta = read_meta(file)
@@ -109,7 +122,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     if not place.is_main:
         return 0
-    out = Path(args.out) if args.out else config.run_dir / "eval" / f"results_{dataset.split}_step{step}.json"
+    out = Path(args.out) if args.out else out_folder / f"results_{dataset.split}_step{step}.json"
     _write_report(report, out)
     print(f"results: {out} (and {out.with_suffix('.md').name})")
     return 0
@@ -127,7 +140,10 @@ def _write_report(report: dict, out: Path) -> None:
 def _score(args: argparse.Namespace) -> int:
     from scenemtl.engine.score import score
 
+    from scenemtl.engine.storage import check_writable
+
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    check_writable(Path(args.out).parent if args.out else Path(args.pred), "results")
     report = score(args.dataset, args.root, args.split, args.pred, tasks, args.protocol, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.pred) / f"results_{args.split}.json"
     _write_report(report, out)
@@ -147,6 +163,9 @@ def _predict(args: argparse.Namespace) -> int:
         from scenemtl.config import load_config
 
         config = load_config(args.config, args.set)
+    from scenemtl.engine.storage import check_writable
+
+    check_writable(args.out, "predictions")
     panels = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet,
                            config=config)
     print(f"wrote predictions for {len(panels)} image(s) to {args.out}")
@@ -158,6 +177,9 @@ def _convert(args: argparse.Namespace) -> int:
     from scenemtl.engine.convert import convert_official
 
     config = load_config(args.config, args.set)
+    from scenemtl.engine.storage import check_writable
+
+    check_writable(args.out, "converted checkpoint")
     folder, dropped, step = convert_official(config, args.checkpoint, args.out)
     print(f"converted {args.checkpoint} (step {step}) for {config.model.arch}: {folder / 'model.safetensors'}")
     if dropped:
@@ -280,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config", help="experiment YAML (may inherit with 'base:')")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4")
-    train.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the run's latest readable checkpoint (a new run when there is none)")
     common(train)
     train.set_defaults(func=_train)
 
@@ -288,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("config", help="experiment YAML with model.arch: atrc_search")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=1000")
     search.add_argument("--out", default=None, help="also write the genotype here (default: <run>/genotype.json only)")
-    search.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    search.add_argument("--resume", action="store_true",
+                        help="continue from the run's latest readable checkpoint (a new run when there is none)")
     common(search)
     search.set_defaults(func=_search)
 
@@ -298,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model.safetensors, a step_N folder, a run folder, or an official InvPT/TaskPrompter .pth.tar")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
-    ev.add_argument("--out", default=None, help="results JSON (default: <run>/eval/results_<split>_step<N>.json)")
+    ev.add_argument("--out", default=None, help="results JSON (default: <checkpoint's run>/eval/results_<split>_step<N>.json)")
     ev.add_argument("--save-png", action="append", default=[], metavar="TASK=FOLDER",
                     help="also save each prediction as <id>.png (e.g. edge=results/edge for SEISM's MATLAB benchmark)")
     common(ev)
@@ -378,14 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit code of a training stopped before its end by SIGTERM/SIGINT or ``train.time_limit``, with a
+#: checkpoint to continue from (``--resume``); sysexits' EX_TEMPFAIL, "try again later"
+EXIT_STOPPED = 75
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line and exit 2; no traceback."""
+    """Entry point. Exit codes: 0 finished; 75 stopped and resumable; 2 a user error (one line, no
+    traceback); 1 an operating-system failure (one line naming the path) or any other failure."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ScenemtlError as error:
         print(f"scenemtl: error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)
+    except OSError as error:  # an output path the checks above did not cover
+        from scenemtl.engine.storage import storage_error
+
+        where = error.filename or "a file"
+        print(f"scenemtl: error: {storage_error(error, where, 'use')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("scenemtl: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,38 @@
-"""Typed, validated experiment configuration: YAML with ``base:`` inheritance and dotted overrides."""
+"""Typed, validated experiment configuration: YAML with ``base:`` inheritance and dotted overrides.
+
+Inheritance. A config file may name ``base:`` (a file, or a list of files, relative to it). The
+bases are read first (each following its own ``base:``), later bases merged over earlier ones, and
+the file's own mapping is merged over the result:
+
+- mappings deep-merge, key by key: a child that writes ``train: {steps: 20}`` keeps the base's
+  ``train.lr``, and a child that writes ``tasks: {semseg: {weight: 2}}`` keeps *every* task of the
+  base, changing only semseg's weight;
+- everything else (lists, scalars, null) replaces the base's value: ``scale: [0.5, 1.0]`` over
+  ``scale: [0.75, 1.5]`` is ``[0.5, 1.0]``, never a concatenation.
+
+Replacing a mapping. To replace a base's mapping wholesale instead of merging into it, mark it in
+the child, in either of two equivalent ways::
+
+    tasks:                              # the reserved key, inside the mapping
+      _replace_: true
+      semseg: {weight: 1}
+
+    tasks: !replace {semseg: {weight: 1}}              # the YAML tag, on the mapping
+    data: {augment: !replace {crop: [256, 256]}}       # nested: augment's other keys go back to defaults
+
+Only the marked mapping is replaced; its siblings and parents still merge (``data.batch_size`` of
+the base survives above). ``_replace_`` must be exactly ``true``; it is removed before validation
+and is therefore reserved in every mapping of a config file. ``!replace`` may also tag a list
+(``scale: !replace [0.5, 1.0]``), where it changes nothing since lists always replace. Both are
+no-ops in a file without a base, and a marker replaces what the file's own bases give (between
+several files listed under ``base:``, later ones still merge over earlier ones). Files are read with
+a ``yaml.SafeLoader`` subclass that knows only the ``!replace`` tag.
+
+Narrowing the tasks. Because mappings merge, a child cannot drop tasks by listing fewer of them:
+write ``tasks: !replace {...}`` (or ``_replace_: true`` inside ``tasks``) to train exactly the
+tasks the child names. On the command line, ``--set tasks={depth: {weight: 2}}`` already replaces
+the task set (overrides assign, they never merge).
+"""
 
 from __future__ import annotations
 
@@ -201,6 +235,22 @@ class TrainConfig(Strict):
     wandb: str | None = None
     # None: the last checkpoint is the result. Else {metric, split | holdout, seed}: see Selection
     selection: Selection | None = None
+    # wall-clock budget of this process: after the step that exceeds it, save and stop as SIGTERM
+    # does (exit code 75, resumable); seconds, or "H:MM:SS"
+    time_limit: float | None = Field(None, gt=0)
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _clock(cls, value: Any) -> Any:
+        if isinstance(value, str) and ":" in value:
+            parts = value.split(":")
+            if len(parts) > 3 or not all(p.strip().isdigit() for p in parts):
+                raise ValueError(f"must be seconds or 'H:MM:SS', got {value!r}")
+            seconds = 0
+            for part in parts:
+                seconds = 60 * seconds + int(part)
+            return seconds
+        return value
 
     @model_validator(mode="after")
     def _selection_needs_evaluations(self) -> TrainConfig:
@@ -293,13 +343,95 @@ def _expand(value: str, key: str) -> str:
 # loading
 
 
+_REPLACE_KEY = "_replace_"
+_REPLACE_TAG = "!replace"
+
+
+class _ReplaceDict(dict):
+    """A mapping marked by ``!replace`` or ``_replace_: true``: ``_merge`` puts it in place of the base's."""
+
+
+class _ReplaceList(list):
+    """A list tagged ``!replace``: a marker only, since ``_merge`` replaces every list anyway."""
+
+
+class _ReplaceScalar:
+    """A scalar tagged ``!replace``: kept so the error can name its file and key path."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _construct_replace(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return _ReplaceDict(loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return _ReplaceList(loader.construct_sequence(node, deep=True))
+    return _ReplaceScalar(loader.construct_scalar(node))
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus the ``!replace`` tag (no other tags, nothing unsafe)."""
+
+
+_ConfigLoader.add_constructor(_REPLACE_TAG, _construct_replace)
+
+
+def _mark_replacements(value: Any, path: Path, keys: tuple[str, ...] = ()) -> Any:
+    """Turn ``_replace_: true`` into ``_ReplaceDict`` (dropping the key), checking every marker.
+
+    ``keys`` is the key path of ``value`` in the file (empty at the top level); errors name the
+    file and that path.
+    """
+    where = ".".join(keys)
+    if isinstance(value, _ReplaceScalar):
+        raise ConfigError(
+            f"config {path}: {where} is tagged {_REPLACE_TAG} but is {value.value!r}; {_REPLACE_TAG} applies "
+            f"to a mapping or a list (a single value always replaces the base's): remove the tag"
+        )
+    if isinstance(value, dict):
+        replace = isinstance(value, _ReplaceDict)
+        if _REPLACE_KEY in value:
+            flag = value[_REPLACE_KEY]
+            dotted = f"{where}.{_REPLACE_KEY}" if where else _REPLACE_KEY
+            if flag is not True:
+                raise ConfigError(
+                    f"config {path}: {dotted} must be true (got {flag!r}); write '{_REPLACE_KEY}: true' to replace "
+                    f"the base's {where or 'mapping'} wholesale, or remove the key to merge into it"
+                )
+            replace = True
+        if replace and not keys:
+            raise ConfigError(
+                f"config {path}: {_REPLACE_KEY} / {_REPLACE_TAG} on the whole file would discard everything its "
+                f"'base:' gives; mark the mappings to replace (e.g. 'tasks: {_REPLACE_TAG} {{...}}'), or drop 'base:'"
+            )
+        items = {k: _mark_replacements(v, path, keys + (str(k),)) for k, v in value.items() if k != _REPLACE_KEY}
+        return _ReplaceDict(items) if replace else items
+    if isinstance(value, list):
+        items = [_mark_replacements(v, path, (*keys[:-1], f"{keys[-1] if keys else ''}[{i}]"))
+                 for i, v in enumerate(value)]
+        return _ReplaceList(items) if isinstance(value, _ReplaceList) else items
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy with the replace markers turned back into plain dicts and lists."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return copy.deepcopy(value)
+
+
 def _merge(base: dict, override: dict) -> dict:
+    """``override`` over ``base``: mappings merge key by key, unless marked replace (``_ReplaceDict``);
+    every other value (lists included) replaces the base's. The result holds no markers."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and not isinstance(value, _ReplaceDict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _plain(value)
     return out
 
 
@@ -311,12 +443,13 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         where = f" (named as base by {chain[-1]})" if chain else ""
         raise ConfigError(f"config file not found: {path}{where}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise ConfigError(f"config {path} is not valid YAML: {error}".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
-    bases = data.pop("base", None) or []
+    data = _mark_replacements(data, path)
+    bases = _plain(data.pop("base", None)) or []
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"config {path}: 'base' must be a file name or a list of file names, got {bases!r}")
@@ -393,8 +526,16 @@ def validate(data: dict, source: str = "") -> Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (following ``base:``), apply ``key=value`` overrides, validate.
 
+    A file's mappings deep-merge over its bases' (lists and single values replace), so a child
+    that lists fewer ``tasks`` than its base still trains all of the base's tasks. To narrow the
+    tasks, or to replace any other mapping of the base wholesale, mark it in the child:
+    ``tasks: !replace {semseg: {weight: 1}}``, or ``_replace_: true`` inside the mapping (see the
+    module docstring). A ``_replace_`` other than ``true``, or ``!replace`` on a single value, is a
+    ConfigError naming the file and the key path.
+
     Overrides apply to the complete config (defaults filled in), so ``tasks.edge.weight=5``
-    changes one task of the default task set instead of replacing the set.
+    changes one task of the default task set instead of replacing the set, while
+    ``tasks={depth: {}}`` assigns a new set; overrides know no replace markers.
     """
     source = str(path) if path else "(defaults)"
     config = validate(_read_yaml(Path(path)) if path is not None else {}, source)

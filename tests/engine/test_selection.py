@@ -185,6 +185,7 @@ def test_resume_repairs_a_best_checkpoint_written_after_the_resumed_one(tiny_con
     # the resumed weights are those of step 3, not of the best
     c = load_file(str(trainer.checkpoint_dir / "step_0000003" / ckpt.MODEL_FILE))
     assert all(torch.equal(resumed.model.state_dict()[k], c[k]) for k in c)
+    resumed.close()  # it owns the run folder until it trains or is closed
     # without the step-2 checkpoint the best weights are gone: the error says how to go on
     trainer._save_best(4)
     for folder in ckpt.list_checkpoints(trainer.checkpoint_dir)[:-1]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from scenemtl.errors import DataError
+from scenemtl.errors import DataError, ScenemtlError
 
 _PIL_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
 
@@ -90,6 +90,36 @@ def read_npy(path: str | Path, what: str = "array", fix: str = "re-extract it fr
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise DataError(f"cannot read {what} {path}: {error}; {fix}") from None
+
+
+def read_torch(path: str | Path, what: str = "PyTorch file", fix: str = "re-extract it from the release",
+               error: type[ScenemtlError] = DataError) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and plain containers only.
+
+    A file that needs other pickled objects is refused with a sentence on how to convert it (never
+    with advice to turn the check off); any other failure names the file. ``error`` is the
+    exception type raised (``CheckpointError`` for checkpoints).
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"missing file {path} ({what}); {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as failure:  # torch raises several types for corrupt or unsafe files
+        message = str(failure)
+        if isinstance(failure, pickle.UnpicklingError) or "weights_only" in message or "Weights only" in message:
+            raise error(
+                f"{path} ({what}) holds pickled Python objects other than tensors, numbers, strings and plain "
+                "containers, which could run code when read, so scenemtl does not read it. Convert it where you "
+                "trust its origin: load it there and save only its tensors and plain dicts/lists (torch.save), "
+                f"or the data as JSON; {fix}"
+            ) from None
+        first = message.splitlines()[0] if message else type(failure).__name__
+        raise error(f"cannot read {what} {path}: {first}. The file is corrupt or truncated; {fix}") from None
 
 
 def read_mat(path: str | Path, what: str = ".mat file", fix: str = "re-extract it from the release") -> dict[str, Any]:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from scenemtl.data.base import DenseDataset
+from scenemtl.data.io import read_torch
 from scenemtl.errors import ConfigError, DataError
 
 SETTINGS = ("one-label", "random-labels")
@@ -121,13 +122,14 @@ def import_flags(path: str | Path, order: Sequence[str] = PASCAL_FLAG_ORDER) -> 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"label availability file not found: {path}")
-    try:
-        if path.suffix == ".npy":
+    if path.suffix == ".npy":
+        try:
             flags = _load_pickled_npy(path)
-        else:
-            flags = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  (any unreadable file is reported the same way)
-        raise DataError(f"cannot read the published label map {path}: {error}") from None
+        except Exception as error:  # noqa: BLE001  (any unreadable file is reported the same way)
+            raise DataError(f"cannot read the published label map {path}: {error}") from None
+    else:
+        flags = read_torch(path, "published label map", "use the file as published, or convert it to scenemtl's "
+                           "labels.json format")
     if not isinstance(flags, Mapping):
         raise DataError(f"{path}: expected a mapping image id → task flags, found {type(flags).__name__}")
     labels = {}

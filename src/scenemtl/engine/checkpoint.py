@@ -28,6 +28,8 @@ from torch import nn
 
 from scenemtl import __version__
 from scenemtl.config import Config, validate
+from scenemtl.data.io import read_torch
+from scenemtl.engine.storage import file_mode, storage_error
 from scenemtl.errors import CheckpointError, key_mismatch
 
 MODEL_FILE = "model.safetensors"
@@ -87,12 +89,15 @@ def save_checkpoint(
 
     ``selection`` (for ``best/``) is stored in the metadata as JSON.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     name = name or f"step_{step:07d}"
     final = folder / name
     temporary = folder / f".{name}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+    except OSError as error:
+        raise storage_error(error, folder, "write a checkpoint in") from None
     metadata = {
         "scenemtl_version": __version__,
         "config": json.dumps(config.to_dict()),
@@ -105,12 +110,21 @@ def save_checkpoint(
     if selection is not None:
         metadata["selection"] = json.dumps(selection)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(weights, str(temporary / MODEL_FILE), metadata=metadata)
-    _fsync_file(temporary / MODEL_FILE)
-    if trainer_state is not None:
-        torch.save(trainer_state, temporary / STATE_FILE)
-        _fsync_file(temporary / STATE_FILE)
-    _fsync_dir(temporary)
+    mode = file_mode()
+    try:
+        save_file(weights, str(temporary / MODEL_FILE), metadata=metadata)
+        os.chmod(temporary / MODEL_FILE, mode)  # safetensors creates it owner-only
+        _fsync_file(temporary / MODEL_FILE)
+        if trainer_state is not None:
+            torch.save(trainer_state, temporary / STATE_FILE)
+            os.chmod(temporary / STATE_FILE, mode)
+            _fsync_file(temporary / STATE_FILE)
+        _fsync_dir(temporary)
+    except (OSError, RuntimeError, SafetensorError) as error:  # disk full, quota, I/O: torch and safetensors wrap them
+        shutil.rmtree(temporary, ignore_errors=True)
+        previous = list_checkpoints(folder)
+        kept = f"; the previous checkpoint {previous[-1].name} is intact" if previous else ""
+        raise storage_error(error, temporary, "write the checkpoint", kept) from None
     if final.exists():
         old = folder / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -122,8 +136,51 @@ def save_checkpoint(
     _fsync_dir(folder)
     if keep is not None:
         for stale in list_checkpoints(folder)[:-keep]:
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_tree(stale)
     return final
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a checkpoint folder crash-safely: renamed to ``.<name>.trash`` first (one atomic step that takes it
+    out of the list), then deleted; a crash in between leaves only a ``.trash`` folder, removed at the next start."""
+    trash = path.parent / f".{path.name}.trash"
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_leftovers(folder: Path) -> list[str]:
+    """Remove what interrupted writes and prunes left in ``folder`` (``.step_N.tmp``, ``.*.trash``); the names removed.
+
+    ``.step_N.old`` folders are not leftovers: ``list_checkpoints`` renames one back when its
+    ``step_N`` is missing (a crash between the two renames of a re-save).
+    """
+    if not folder.is_dir():
+        return []
+    list_checkpoints(folder)
+    removed = []
+    for leftover in sorted([*folder.glob(".*.tmp"), *folder.glob(".*.trash"), *folder.glob(".*.old")]):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover.name)
+    return removed
+
+
+def checkpoint_problem(step_folder: Path, state: bool = True) -> str | None:
+    """Why ``step_folder`` cannot be resumed from (unreadable weights, metadata or training state), or ``None``."""
+    try:
+        read_meta(step_folder)
+        with safe_open(str(step_folder / MODEL_FILE), framework="pt") as handle:
+            for key in handle.keys():  # reads every tensor: a truncated or damaged file fails here
+                handle.get_slice(key)
+        if state:
+            load_trainer_state(step_folder)
+    except CheckpointError as error:
+        return str(error)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        return f"{step_folder / MODEL_FILE}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    return None
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -160,6 +217,15 @@ def resolve(path: str | Path) -> Path:
         if found:
             return found[-1] / MODEL_FILE
     raise CheckpointError(f"no checkpoint in {path}: expected {MODEL_FILE} or step_N/ folders")
+
+
+def results_folder(file: Path) -> Path:
+    """Where ``scenemtl eval`` writes by default: ``<run>/eval`` for ``<run>/checkpoints/<step_N|best>/model.safetensors``,
+    else an ``eval`` folder beside the file."""
+    file = Path(file)
+    if file.parent.parent.name == "checkpoints":
+        return file.parent.parent.parent / "eval"
+    return file.parent / "eval"
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
@@ -209,10 +275,7 @@ def load_trainer_state(step_folder: Path) -> dict[str, Any]:
     file = step_folder / STATE_FILE
     if not file.is_file():
         raise CheckpointError(f"{step_folder} has no {STATE_FILE}: it holds weights only and cannot resume training")
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"cannot read training state {file}: {error}") from None
+    return read_torch(file, "training state", "resume from an earlier checkpoint", error=CheckpointError)
 
 
 def compare_to_config(meta: CheckpointMeta, config: Config, file: Path) -> None:

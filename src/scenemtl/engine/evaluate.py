@@ -15,7 +15,7 @@ from torch import nn
 
 from scenemtl import __version__
 from scenemtl.engine.logging import progress as progress_bar
-from scenemtl.errors import ConfigError
+from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics import StreamingMetric, delta_m
 from scenemtl.tasks import Task
 
@@ -55,12 +55,16 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = task_metrics(tasks)
+    labelled = torch.zeros(len(tasks), dtype=torch.float64, device=device)  # labelled pixels per task
+    images = 0
     for batch in progress_bar(batches, desc="eval", leave=False, disable=not progress):
         batch = move(batch, device)
         with autocast(device, precision):
             output = model(batch["image"])
         ids = [str(meta.get("id", "")) for meta in batch.get("meta", [])]
-        for name, task in tasks.items():
+        images += batch["image"].shape[0]
+        for index, (name, task) in enumerate(tasks.items()):
+            labelled[index] += task.valid_mask(batch[name]).sum()
             prediction = task.predict(output.final[name].float())
             metrics[name].update(prediction, batch[name], **metric_context(metrics[name], task, batch, ids))
             if writers and name in writers:
@@ -68,6 +72,17 @@ def evaluate(
     for metric in metrics.values():
         metric.sync()
     model.train(was_training)
+    counts = torch.cat([labelled.cpu(), torch.tensor([float(images)], dtype=torch.float64)])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        counts = counts.to(device)
+        torch.distributed.all_reduce(counts)
+        counts = counts.cpu()
+    empty = [name for name, count in zip(tasks, counts[:-1].tolist()) if count == 0]
+    if empty and counts[-1] > 0:
+        raise DataError(
+            f"task(s) {empty} have no labelled pixel in any of the {int(counts[-1])} evaluation images, so they cannot "
+            "be scored: check that split's label files (data.root, the dataset's folders for these tasks)"
+        )
     return metrics
 
 

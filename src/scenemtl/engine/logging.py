@@ -43,7 +43,7 @@ class RunLogger:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "metrics.jsonl"
         if resume_step is not None and path.exists():
-            _truncate_after(path, resume_step)
+            _truncate_after(path, resume_step)  # -1: a new run over an earlier attempt's logs, all dropped
         self._jsonl = open(path, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -14,6 +14,7 @@ import math
 import resource
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -32,7 +33,10 @@ from scenemtl.balancing import StepContext, build_balancer
 from scenemtl.config import Config
 from scenemtl.data import DATASETS, DenseDataset
 from scenemtl.engine import builder, distributed
+from scenemtl.engine.storage import RunLock
 from scenemtl.engine.checkpoint import (
+    checkpoint_problem,
+    clean_leftovers,
     BEST_DIR,
     MODEL_FILE,
     compare_to_config,
@@ -145,13 +149,40 @@ class Trainer:
         log: bool = True,
         datasets: tuple[DenseDataset, DenseDataset] | None = None,
     ) -> None:
-        cfg = config.train
         self.config = config
-        self.dist = distributed.setup(cfg.device)
+        self.dist = distributed.setup(config.train.device)
         self.device = self.dist.device
         self.progress = progress and self.dist.is_main
         self.run_dir = config.run_dir
         self.checkpoint_dir = self.run_dir / "checkpoints"
+        self._lock: RunLock | None = None
+        try:
+            existing, resume = self._own_run_folder(resume)
+            self._setup(config, existing, resume, progress, log, datasets)
+        except BaseException:
+            if self._lock is not None:  # nothing started: a folder made only for the lock goes again
+                self._lock.release(discard=True)
+                self._lock = None
+            raise
+
+    def _own_run_folder(self, resume: bool) -> tuple[list[Path], bool]:
+        """Lock the run folder (rank 0), clean what a crash left, and choose the checkpoint to resume from.
+
+        ``resume`` with nothing to resume starts a new run (and says so). A checkpoint that cannot
+        be read is set aside as ``step_N.corrupt`` and the newest readable one is resumed, with a
+        warning naming both.
+        """
+        if self.dist.is_main:
+            self._lock = RunLock(self.run_dir).acquire()
+            if self._lock.previous:
+                owner = self._lock.previous
+                print(f"note: {self.run_dir} was left locked by process {owner.get('pid', '?')} on "
+                      f"{owner.get('host', '?')}, which is gone; taking it over", file=sys.stderr)
+            removed = clean_leftovers(self.checkpoint_dir)
+            if removed:
+                print(f"note: removed what an interrupted run left in {self.checkpoint_dir}: {', '.join(removed)}",
+                      file=sys.stderr)
+        distributed.barrier(self.dist)
         existing = list_checkpoints(self.checkpoint_dir)
         if existing and not resume:
             raise ScenemtlError(
@@ -159,9 +190,50 @@ class Trainer:
                 "that run, or choose another name / out_dir so nothing is overwritten"
             )
         if resume and not existing:
-            raise CheckpointError(f"--resume: no checkpoint to resume in {self.checkpoint_dir}")
+            if self.dist.is_main:
+                print(f"--resume: no checkpoint in {self.checkpoint_dir}; starting a new run", file=sys.stderr)
+            return existing, False
         if resume:
-            compare_to_config(read_meta(existing[-1]), config, existing[-1])
+            if self.dist.is_main:
+                self._set_aside_unreadable(existing)
+            distributed.barrier(self.dist)
+            existing = list_checkpoints(self.checkpoint_dir)
+            compare_to_config(read_meta(existing[-1]), self.config, existing[-1])
+        return existing, resume
+
+    def _set_aside_unreadable(self, existing: list[Path]) -> None:
+        """Rename unreadable newest checkpoints to ``step_N.corrupt`` until a readable one is the newest."""
+        skipped: list[tuple[Path, str]] = []
+        for folder in reversed(existing):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                break
+            skipped.append((folder, problem))
+        else:
+            folder, problem = skipped[0]
+            raise CheckpointError(f"no checkpoint in {self.checkpoint_dir} can be resumed; the newest, {folder.name}: "
+                                  f"{problem}")
+        for bad, problem in skipped:
+            aside = bad.with_name(bad.name + ".corrupt")
+            shutil.rmtree(aside, ignore_errors=True)
+            bad.rename(aside)
+            warnings.warn(f"checkpoint {bad.name} cannot be read ({problem}); resuming from {folder.name} instead "
+                          f"(the damaged one is kept as {aside.name})", stacklevel=3)
+
+    def close(self) -> None:
+        """Release the run folder (at the end of ``fit``; also when construction fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:
+        lock = self.__dict__.get("_lock")
+        if lock is not None:
+            lock.release()
+
+    def _setup(self, config: Config, existing: list[Path], resume: bool, progress: bool, log: bool,
+               datasets: tuple[DenseDataset, DenseDataset] | None) -> None:
+        cfg = config.train
         self.reference = load_reference(config.reference)
         torch.manual_seed(config.seed)
         self.info = builder.dataset_info(config)
@@ -208,6 +280,8 @@ class Trainer:
         self.epoch_loss: dict[str, list[float]] = {}  # task → [sum, count] over the current epoch
         self._checked_labels = False
         self._stop_signal: str | None = None
+        self._unlabelled_steps: dict[str, int] = {}
+        self._warned_unlabelled: set[str] = set()
         if resume:
             self._restore(existing[-1])
         elif cfg.init_output_bias:
@@ -224,7 +298,9 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.global_batch = config.data.batch_size * world * cfg.accumulation
         self.logger = RunLogger(
-            self.run_dir, enabled=log and self.dist.is_main, resume_step=self.step if resume else None,
+            # a new run in a folder an earlier attempt left logs in (it crashed before its first checkpoint):
+            # those records describe nothing that survives, so they are dropped (-1)
+            self.run_dir, enabled=log and self.dist.is_main, resume_step=self.step if resume else -1,
             wandb_project=cfg.wandb, config=config.to_dict(),
         )
         if self.logger.enabled and not (resume and (self.run_dir / "config.yaml").exists()):
@@ -435,8 +511,15 @@ class Trainer:
         and return None (a later ``--resume`` continues on the same schedule). SIGINT/SIGTERM do
         the same after the step in progress.
         """
+        try:
+            return self._fit(stop_at)
+        finally:
+            self.close()
+
+    def _fit(self, stop_at: int | None) -> dict[str, Any] | None:
         cfg = self.config.train
         end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+        deadline = time.monotonic() + cfg.time_limit if cfg.time_limit is not None else None
         self.net.train()
         if self.step == 0:
             self.logger.log("run", 0, {"global_batch": self.global_batch, "processes": self.dist.world_size,
@@ -447,7 +530,9 @@ class Trainer:
         batches = self._micro_batches()
         with self._graceful_stop(), bar:
             while self.step < end and not self._should_stop():
-                stats = self.train_step([next(batches) for _ in range(cfg.accumulation)])
+                micro_batches = [next(batches) for _ in range(cfg.accumulation)]
+                self._track_labels(micro_batches)
+                stats = self.train_step(micro_batches)
                 self.step += 1
                 samples += self.global_batch
                 for name, value in stats["loss"].items():
@@ -474,21 +559,46 @@ class Trainer:
                     window, tick, samples = {}, time.perf_counter(), 0
                 scheduled = bool(cfg.eval_every) and self.step % cfg.eval_every == 0
                 if scheduled and self.step < cfg.steps:
-                    self.evaluate()
+                    try:
+                        self.evaluate()
+                    except ScenemtlError:
+                        self.save()  # e.g. a task without any labelled pixel in the validation split: keep the steps
+                        raise
                 if self.selection is not None and (scheduled or self.step == cfg.steps):
                     self.select()
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save()
+                if deadline is not None and time.monotonic() > deadline and self._stop_signal is None:
+                    self._stop_signal = f"the time limit (train.time_limit={cfg.time_limit:g} s)"
         folder = self.save()
         if self.step < cfg.steps:
             self.logger.close()
             if self._stop_signal is not None and self.dist.is_main:
                 print(f"stopped by {self._stop_signal} after step {self.step}; checkpoint {folder}. "
-                      "Continue with the same command and --resume.")
+                      "Continue with the same command and --resume.", file=sys.stderr)
             return None
         report = self.evaluate(final=True) if self.selection is None else self._report_selected()
         self.logger.close()
         return report
+
+    #: steps in a row without one labelled pixel of a task before the warning
+    unlabelled_patience = 100
+
+    def _track_labels(self, micro_batches: list[dict]) -> None:
+        """Warn once per task that has had no labelled pixel for ``unlabelled_patience`` steps in a row (its loss is
+        then 0 and it does not learn); checked on the loader's CPU tensors, without a device sync."""
+        for name, task in self.tasks.items():
+            if any(name in b and bool(task.valid_mask(b[name]).any()) for b in micro_batches):
+                self._unlabelled_steps[name] = 0
+                continue
+            count = self._unlabelled_steps[name] = self._unlabelled_steps.get(name, 0) + 1
+            if count == self.unlabelled_patience and name not in self._warned_unlabelled:
+                self._warned_unlabelled.add(name)
+                if self.dist.is_main:
+                    warnings.warn(
+                        f"task '{name}' has had no labelled pixel in the last {count} steps (steps "
+                        f"{self.step + 2 - count}–{self.step + 1}): its loss is 0 and it does not learn; check its "
+                        f"labels (the dataset's {name} files, data.labels)", stacklevel=2)
 
     def _should_stop(self) -> bool:
         """A stop signal on any process stops all of them after the same step."""

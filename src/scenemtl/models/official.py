@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from scenemtl.data.io import read_torch
 from scenemtl.errors import CheckpointError, key_mismatch, short_list
 
 #: the order in which the InvPT/TaskPrompter code lists tasks (``utils/config.py``); per-task
@@ -229,14 +230,8 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # several types for corrupt or unsafe files
-        raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint with weights only ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). If it is an official InvPT/TaskPrompter "
-            "file, check it downloaded completely; files that need arbitrary code to unpickle are not read."
-        ) from None
+    raw = read_torch(path, "checkpoint", "if it is an official InvPT/TaskPrompter file, check it downloaded completely",
+                     error=CheckpointError)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state dict or a {{'model': …}} checkpoint")
     extra: dict[str, object] = {}
