@@ -38,23 +38,29 @@ def _search(args: argparse.Namespace) -> int:
     from scenemtl.config import load_config
     from scenemtl.engine.distributed import cleanup
     from scenemtl.engine.evaluate import format_table
-    from scenemtl.engine.search import run_search
-    from scenemtl.models.atrc import format_genotype
+    from scenemtl.engine.trainer import Trainer
+    from scenemtl.errors import ConfigError
 
     config = load_config(args.config, args.set)
+    trainer = None
     try:
-        trainer, report, path = run_search(config, resume=args.resume, progress=not args.quiet, out=args.out)
+        trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
+        if trainer.extension is None or trainer.extension.name != "search":
+            raise ConfigError(f"scenemtl search: architecture '{config.model.arch}' searches nothing (its model adds no "
+                              "search to training); use a search-space architecture, or `scenemtl train`")
+        report = trainer.fit()
     finally:
+        if trainer is not None:
+            trainer.close()
         cleanup()
-    if trainer.step < config.train.steps:  # stopped by a signal or the time limit: resumable
+    if report is None:  # stopped by a signal or the time limit: resumable
         return EXIT_STOPPED
     if not trainer.dist.is_main:
         return 0
-    if report is not None:
-        print(format_table(report))
-    print(format_genotype(trainer.genotype()))
-    print(f"genotype (step {trainer.step}): {path}")
-    print(f"train ATRC with it: --set model.arch=atrc --set model.options.genotype={path}")
+    trainer.extension.write_artifacts(trainer.run_dir, trainer.step, Path(args.out) if args.out else None)
+    print(format_table(report))
+    for line in trainer.extension.summary(trainer.run_dir):
+        print(line)
     return 0
 
 
@@ -192,6 +198,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from scenemtl.balancing import BALANCERS
     from scenemtl.data import DATASETS
+    from scenemtl.metrics.protocols import PROTOCOLS
     from scenemtl.models import MODELS, SUGGESTED_BACKBONES
     from scenemtl.tasks import TASKS
 
@@ -206,6 +213,7 @@ def _list(args: argparse.Namespace) -> int:
         "datasets": [describe(name) for name in DATASETS.names()],
         "balancers": BALANCERS.names(),
         "backbones": [*SUGGESTED_BACKBONES, "(any timm model that supports features_only)"],
+        "protocols": [f"{name:<10} {protocol.description}" for name, protocol in PROTOCOLS.items()],
     }
     for name, items in sections.items():
         if args.what in (None, name):
@@ -307,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(train)
     train.set_defaults(func=_train)
 
-    search = commands.add_parser("search", help="ATRC's architecture search: train atrc_search, write the genotype JSON")
-    search.add_argument("config", help="experiment YAML with model.arch: atrc_search")
+    search = commands.add_parser("search", help="architecture search: train a search-space architecture, write what "
+                                                 "it found (e.g. a genotype JSON)")
+    search.add_argument("config", help="experiment YAML whose model.arch is a search space")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=1000")
     search.add_argument("--out", default=None, help="also write the genotype here (default: <run>/genotype.json only)")
     search.add_argument("--resume", action="store_true",
@@ -334,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--split", default="val", help="split the predictions are for (default: val)")
     sc.add_argument("--pred", required=True, help="folder holding one sub-folder per task")
     sc.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task folder in --pred)")
-    sc.add_argument("--protocol", default=None, help="evaluation protocol (invpt, mtinet, atrc, densemtl, mtan, sak)")
+    sc.add_argument("--protocol", default=None, help="evaluation protocol (`scenemtl list protocols`)")
     sc.add_argument("--out", default=None, help="results JSON (default: <pred>/results_<split>.json), and its .md")
     common(sc)
     sc.set_defaults(func=_score)
@@ -351,14 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_predict)
 
     cv = commands.add_parser("convert", help="write an official InvPT/TaskPrompter .pth.tar as a scenemtl checkpoint")
-    cv.add_argument("config", help="the config that builds the checkpoint's model (e.g. configs/pascal_context/invpt.yaml)")
+    cv.add_argument("config", help="the config that builds the checkpoint's model (its configs/<dataset>/<arch>.yaml)")
     cv.add_argument("checkpoint", help="the official file, e.g. InvPT_pascal_vitLp16.pth.tar")
     cv.add_argument("--out", required=True, help="folder for step_N/model.safetensors")
     cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cv.set_defaults(func=_convert)
 
-    ls = commands.add_parser("list", help="list tasks, models, backbones, datasets and balancers")
-    ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers"])
+    ls = commands.add_parser("list", help="list tasks, models, backbones, datasets, balancers and evaluation protocols")
+    ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers", "protocols"])
     ls.set_defaults(func=_list)
 
     bench = commands.add_parser("benchmark", help="compare methods over several seeds")

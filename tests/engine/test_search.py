@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from scenemtl.cli import main
 from scenemtl.config import apply_overrides, load_config, validate
 from scenemtl.engine import checkpoint as ckpt
-from scenemtl.engine.search import SearchTrainer
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ConfigError
 from scenemtl.models.atrc import load_genotype
@@ -50,7 +49,7 @@ def test_search_writes_a_genotype_that_atrc_trains_with(tmp_path, capsys):
     # the choice logits moved (Adam, lr 5e-4) and their optimiser is in the checkpoint for --resume
     folder = ckpt.list_checkpoints(run / "checkpoints")[-1]
     state = ckpt.load_trainer_state(folder)
-    assert state["arch_optimizer"]["state"]
+    assert state["extension"]["arch_optimizer"]["state"]
     weights = load_file(str(folder / ckpt.MODEL_FILE))
     logits = [v for k, v in weights.items() if k.endswith("arch_param")]
     assert len(logits) == 25 and any(bool(v.abs().max() > 0) for v in logits)
@@ -64,10 +63,10 @@ def test_search_writes_a_genotype_that_atrc_trains_with(tmp_path, capsys):
     assert not stats["skipped"] and all(torch.isfinite(torch.tensor(v)) for v in stats["loss"].values())
 
 
-def test_search_needs_the_search_space(tmp_path):
-    raw = apply_overrides(load_config(CONFIG).to_dict(), [*tiny_overrides(tmp_path), "model.arch=atrc"])
-    with pytest.raises(ConfigError, match="model.arch must be 'atrc_search'"):
-        SearchTrainer(validate(raw), progress=False, log=False)
-    raw = apply_overrides(raw, ["model.arch=atrc_search", "train.precision=fp16"])
+def test_search_needs_the_search_space(tmp_path, capsys):
+    args = ["search", str(CONFIG), *[a for o in tiny_overrides(tmp_path) for a in ("--set", o)], "--set", "model.arch=atrc"]
+    assert main(args) == 2
+    assert "architecture 'atrc' searches nothing" in capsys.readouterr().err
+    raw = apply_overrides(load_config(CONFIG).to_dict(), [*tiny_overrides(tmp_path), "train.precision=fp16"])
     with pytest.raises(ConfigError, match="fp16"):
-        SearchTrainer(validate(raw), progress=False, log=False)
+        Trainer(validate(raw), progress=False, log=False)

@@ -11,17 +11,11 @@ pass in evaluation mode at batch 1. It counts 2 FLOPs per multiply-add of convol
 products; the tables of this field (fvcore's counter, e.g. InvPT's 555.57 "GFLOPs") count one per
 multiply-add, so both are reported: ``gmacs`` (the papers' "GFLOPs") and ``gflops`` (= 2 × gmacs).
 
-Our count of ``configs/nyud/invpt.yaml`` is 596.53 GMACs: convolutions 232.52, linear layers
-313.46, attention products 50.55. fvcore-style counters also count layer norms, batch norms and
-bilinear resizes, which PyTorch's counter does not.
-(The 555.57 "GFLOPs" quoted for InvPT by MQTransformer's README does not state its counting setup.)
-
-Against published counts (tests/engine/test_info.py): MTAN-SegNet on NYUv2-13
-(``configs/nyuv2_13/mtan.yaml``) has 44,229,073 parameters, the 44.2 M and 1.77 × a single-task
-SegNet (24,981,069) of the MTAN paper's Table (Liu et al., CVPR 2019), and 216.05 GMACs at
-288×384; the ResNet-50 HPS of ``configs/nyud/hps.yaml`` shares 23,508,032 parameters, torchvision's
-published 25,557,032 for ResNet-50 less its 2,049,000-parameter classifier (34,276,717 in all with
-the four FPN heads; 45.10 GMACs at 288×384).
+fvcore-style counters also count layer norms, batch norms and bilinear resizes, which PyTorch's
+counter does not. The counts of the seed recipes against their published figures (parameters of
+the MTAN paper's table, torchvision's ResNet-50, the transformers' quoted GFLOPs) are checked in
+``tests/engine/test_info.py``; an architecture's published figures come from its registration
+(``register_model(published=...)``).
 """
 
 from __future__ import annotations
@@ -154,20 +148,12 @@ def model_info(config: Config, size: tuple[int, int] | None = None, reach_size: 
     )
 
 
-#: published parameter counts and compute (REFERENCE.md, efficiency table), by architecture and
-#: backbone: the dataset they were stated for and the figures. Only NYUD figures exist for these
-#: two (no paper or README found states them for PASCAL-Context).
-PUBLISHED = {
-    ("invpt", "vit_large_patch16_384"): ("nyud", "402.1 M parameters, 555.57 GFLOPs at 448×576 (MQTransformer's "
-                                                 "README; fvcore's convention = our GMACs)"),
-    ("taskprompter", "vit_large_patch16_384"): ("nyud", "373 M parameters, 416 GFLOPs (TaskPrompter's table, "
-                                                        "quoted by M2H's README)"),
-}
-
-
 def published(arch: str, backbone: str, dataset: str) -> str | None:
-    """The published figures of an architecture on its backbone, naming their dataset when it is another."""
-    found = PUBLISHED.get((arch, backbone.split(".")[0]))
+    """The published figures of an architecture on its backbone (its registration's ``published``), naming their
+    dataset when it is another. Only NYUD figures exist so far (none found for PASCAL-Context)."""
+    from scenemtl.models import MODELS
+
+    found = getattr(MODELS.get(arch), "published", {}).get(backbone.split(".")[0])
     if found is None:
         return None
     where, text = found

@@ -53,7 +53,7 @@ class Predictor:
         if is_official_file(file):  # a seed's .pth.tar: the config says which model it is
             if config is None:
                 raise CheckpointError(f"{file} is an official checkpoint without scenemtl metadata: give the config "
-                                      "of its model with --config (e.g. configs/pascal_context/invpt.yaml)")
+                                      "of its model with --config (its configs/<dataset>/<arch>.yaml)")
             model, self.tasks, self.meta, _ = model_from_official(config, file)
             self.model = model.to(self.device).eval()
         else:

@@ -191,7 +191,7 @@ class Trainer:
             )
         if resume and not existing:
             if self.dist.is_main:
-                print(f"--resume: no checkpoint in {self.checkpoint_dir}; starting a new run", file=sys.stderr)
+                print(f"note: --resume: no checkpoint in {self.checkpoint_dir}; starting a new run", file=sys.stderr)
             return existing, False
         if resume:
             if self.dist.is_main:
@@ -254,6 +254,13 @@ class Trainer:
         self.train_set = builder.partial_labels(config, self.train_set, self.tasks, write=self.dist.is_main)
         self.partial = config.data.labels.setting != "full"
         self.model = self._build_model()
+        # what the model adds to training (e.g. an architecture search): its own parameters stay out
+        # of the weights' optimiser and of DDP until both are built
+        self.extension = self.model.training_extension()
+        if self.extension is not None:
+            self.extension.check(config)
+            for p in self.extension.parameters():
+                p.requires_grad_(False)
         weights = {name: task.weight for name, task in config.tasks.items()}
         self.balancer = build_balancer(config.balancer.name, list(self.tasks), weights, config.balancer.options)
         self.balancer.to(self.device)
@@ -296,6 +303,10 @@ class Trainer:
             )
         if cfg.compile:
             self.net = torch.compile(self.net)
+        if self.extension is not None:  # from now on its parameters take gradients (averaged in train_step)
+            for p in self.extension.parameters():
+                p.requires_grad_(True)
+            self._parameters = self._parameters + self.extension.parameters()
         self.global_batch = config.data.batch_size * world * cfg.accumulation
         self.logger = RunLogger(
             # a new run in a folder an earlier attempt left logs in (it crashed before its first checkpoint):
@@ -404,6 +415,27 @@ class Trainer:
         return output, self.task_losses(output, batch)
 
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
+        """One step; with a training extension, its regulariser goes in first and its parameters step after."""
+        extension = self.extension
+        if extension is None:
+            return self._train_step(micro_batches)
+        extension.zero_grad()
+        regulariser = extension.before_step(self.step, self.config.train.steps)
+        if regulariser is not None:
+            regulariser.backward()
+        stats = self._train_step(micro_batches)
+        if not stats["skipped"]:
+            distributed.all_reduce_grads(self.dist, extension.parameters())
+            extension.step()
+        extension.zero_grad()
+        done = self.step + 1
+        if not stats["skipped"] and (done % self.config.train.log_every == 0 or done == self.config.train.steps):
+            values = extension.log_values()
+            if values:
+                self.logger.log(extension.name, done, values)
+        return stats
+
+    def _train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
         """One optimiser step over ``train.accumulation`` micro-batches; returns losses, weights, skipped.
 
         The balancer back-propagates each micro-batch's losses and completes the step's gradients
@@ -867,6 +899,8 @@ class Trainer:
         if self.selection is not None:
             state["selection"] = {"metric": self.selection.metric, "data": self._selection_data(),
                                   "best_step": self.best_step, "best_score": self.best_score}
+        if self.extension is not None:
+            state["extension"] = self.extension.state_dict()
         return state
 
     def save(self) -> Path:
@@ -885,11 +919,16 @@ class Trainer:
                 self.state(),
                 keep=self.config.train.keep_checkpoints,
             )
+        if self.extension is not None and self.dist.is_main:
+            self.extension.write_artifacts(self.run_dir, self.step)
         distributed.barrier(self.dist)
         return folder
 
     def _restore(self, folder: Path) -> None:
         state = load_trainer_state(folder)
+        if self.extension is not None:
+            # (checkpoints written before extensions kept their state at the top level)
+            self.extension.load_state_dict(state.get("extension", state))
         self._restore_selection(state, folder)
         load_weights(self.model, folder)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -30,8 +30,8 @@ training the weights are a Gumbel-softmax sample at temperature τ, in evaluatio
 the arg-max. Once the softmax of a pair's logits has top-1 − top-2 ≥ 0.3 in a training step the
 pair is frozen for good to that one-hot choice. Values' last BN has no affine parameters, the
 fused context goes to a 1×1 conv-BN-ReLU without dropout, and every task has an auxiliary head.
-``scenemtl search`` (``engine/search.py``) trains it as ``src/main_search.py`` does: τ linear
-1.0 → 0.05 and entropy weight linear −0.02 → 0.06 over the steps (``utils_main.py``), the mean
+``scenemtl search`` (the ``ArchitectureSearch`` training extension) trains it as
+``src/main_search.py`` does: τ linear 1.0 → 0.05 and entropy weight linear −0.02 → 0.06 over the steps (``utils_main.py``), the mean
 entropy of the pairs' softmaxes added to the loss, the architecture logits under Adam (lr 5e-4,
 no weight decay) beside the weights' optimiser; the genotype is the arg-max of every pair.
 
@@ -84,6 +84,7 @@ from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
+from scenemtl.extension import TrainingExtension
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.heads import conv_bn_relu, fp32_conv, upsample_to
@@ -619,6 +620,93 @@ class ATRCSearch(RelationalContextNet):
     def frozen(self) -> int:
         """How many pairs are frozen."""
         return sum(c.frozen for row in self.choices().values() for c in row.values())
+
+    def training_extension(self) -> ArchitectureSearch:
+        """ATRC's search step (one instance per model)."""
+        if "_search" not in self.__dict__:
+            self.__dict__["_search"] = ArchitectureSearch(self)  # not a submodule
+        return self.__dict__["_search"]
+
+
+GENOTYPE_FILE = "genotype.json"
+
+
+class ArchitectureSearch(TrainingExtension):
+    """ATRC's search as ``src/main_search.py`` and ``src/model/search_pl_model.py`` run it.
+
+    The network's weights train with the experiment's optimiser and schedule (ATRC: SGD, poly,
+    gradient clipping 10), the choice logits of every (target, source) pair with Adam
+    (``model.options.arch_lr``, 5e-4, no weight decay), both from the same loss in the same step;
+    the loss adds ``entropy_weight × mean entropy`` of the pairs' softmaxes; before each step the
+    Gumbel temperature and the entropy weight move linearly (1.0 → 0.05 and −0.02 → 0.06 over
+    ``train.steps``). Evaluation uses the arg-max architecture. The genotype (the arg-max of every
+    pair, in the format of ATRC's released ``genotypes/*.json``) is written to
+    ``<run>/genotype.json`` at every checkpoint and at the end; train ``atrc`` with it through
+    ``model.options.genotype``. The choice logits' optimiser state is saved for ``--resume``.
+    """
+
+    name = "search"
+
+    def __init__(self, model: ATRCSearch) -> None:
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=model.arch_lr, weight_decay=0.0)
+
+    def check(self, config: Any) -> None:
+        """fp16 and torch.compile are not supported (the choices change the graph)."""
+        if config.train.precision == "fp16":
+            raise ConfigError("ATRC's search runs in train.precision fp32 or bf16 (not fp16)")
+        if config.train.compile:
+            raise ConfigError("ATRC's search does not support train.compile (the choices change the graph); set it "
+                              "to false")
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The choice logits."""
+        return self.model.arch_parameters()
+
+    def before_step(self, step: int, total: int) -> torch.Tensor:
+        """Schedules at this step; the entropy term (it depends on the logits only)."""
+        self.model.set_search_progress(step, total)
+        return self.model.search_loss()
+
+    def step(self) -> None:
+        """Adam on the choice logits."""
+        self.optimizer.step()
+
+    def zero_grad(self) -> None:
+        """Clear the choice logits' gradients."""
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def log_values(self) -> dict[str, Any]:
+        """Temperature, entropy weight and entropy, and how many pairs are frozen."""
+        model = self.model
+        return {"temperature": model.temperature, "entropy_weight": model.entropy_weight,
+                "entropy": float(model.entropy().detach()), "frozen_pairs": model.frozen()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The choice logits' optimiser."""
+        return {"arch_optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the choice logits' optimiser."""
+        if "arch_optimizer" in state:
+            self.optimizer.load_state_dict(state["arch_optimizer"])
+
+    def write_artifacts(self, run_dir: Path, step: int, out: Path | None = None) -> list[Path]:
+        """The genotype in ATRC's released format, atomically, to ``<run>/genotype.json`` (and ``out``)."""
+        text = json.dumps(genotype_json(self.model.genotype(), step), indent=4) + "\n"
+        paths = [run_dir / GENOTYPE_FILE] + ([Path(out)] if out is not None else [])
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text(text)
+            os.replace(temporary, path)
+        return paths
+
+    def summary(self, run_dir: Path) -> list[str]:
+        """The genotype table and how to train ATRC with it."""
+        path = run_dir / GENOTYPE_FILE
+        return [format_genotype(self.model.genotype()), f"genotype: {path}",
+                f"train ATRC with it: --set model.arch=atrc --set model.options.genotype={path}"]
 
 
 def _pair(value: Sequence[float], name: str, positive: bool = False) -> tuple[float, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Mapping
 
 import torch
@@ -9,6 +11,10 @@ from torch import nn
 
 from scenemtl.errors import ConfigError
 from scenemtl.models.output import ModelOutput
+
+
+if TYPE_CHECKING:
+    from scenemtl.extension import TrainingExtension
 
 
 class MultiTaskModel(nn.Module):
@@ -32,6 +38,10 @@ class MultiTaskModel(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters shared by all tasks (none by default)."""
         return []
+
+    def training_extension(self) -> "TrainingExtension | None":
+        """What this model adds to the training loop beyond its task losses (``scenemtl.extension``); none by default."""
+        return None
 
     def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
         """Set each task's output bias to ``priors[task]`` logits."""

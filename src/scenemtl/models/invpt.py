@@ -402,7 +402,10 @@ def _positive_ints(value: object, name: str, count: int | None = None) -> None:
 
 
 @register_model("invpt", tiny={"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
-                tiny_backbone="test_vit")
+                tiny_backbone="test_vit",
+                # REFERENCE.md's efficiency table; fvcore's convention (a multiply-add is one FLOP) = our GMACs
+                published={"vit_large_patch16_384": ("nyud", "402.1 M parameters, 555.57 GFLOPs at 448×576 "
+                                                             "(MQTransformer's README; fvcore's convention = our GMACs)")})
 def invpt(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int] = (512, 512),
           embed_dim: int = 512, pred_channels: int = 64, num_heads: Sequence[int] = (2, 2, 2),
           mlp_ratio: float = 4.0, layers: Sequence[int] | None = None) -> InvPT:

@@ -13,14 +13,17 @@ MODELS: Registry = Registry("architecture")
 
 
 def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_tasks: int = 1,
-                   tasks: tuple[str, ...] | None = None, tiny_backbone: str = "test_resnet"):
+                   tasks: tuple[str, ...] | None = None, tiny_backbone: str = "test_resnet",
+                   published: Mapping[str, tuple[str, str]] | None = None):
     """Register an architecture factory ``factory(config, tasks, **options)`` under ``name``.
 
     ``tiny``: options that make it narrow enough for the test suite (architectures whose widths
     are fixed by their paper, e.g. SegNet's filters); ``tiny_backbone``: the timm backbone of that
     test (``test_vit`` for the transformer architectures); ``min_tasks``: the fewest tasks it is
     defined for; ``tasks``: the task names it supports (None: any). The architecture test reads
-    these, so a new architecture is tested without editing the test.
+    these, so a new architecture is tested without editing the test. ``published``: the paper's
+    or README's parameter and compute figures by backbone, ``{backbone: (dataset, text)}``, which
+    ``scenemtl info`` prints beside its own counts.
     """
 
     def decorator(factory):
@@ -29,6 +32,7 @@ def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_
         factory.tiny_backbone = tiny_backbone
         factory.min_tasks = min_tasks
         factory.supported_tasks = tasks
+        factory.published = dict(published or {})
         return factory
 
     return decorator

@@ -316,7 +316,9 @@ TaskPrompter.official_key_map = OFFICIAL_KEYS
 
 
 @register_model("taskprompter", tiny={"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
-                tiny_backbone="test_vit")
+                tiny_backbone="test_vit",
+                published={"vit_large_patch16_384": ("nyud", "373 M parameters, 416 GFLOPs (TaskPrompter's table, "
+                                                             "quoted by M2H's README)")})
 def taskprompter(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int] = (512, 512),
                  embed_dim: int = 300, final_embed_dim: int = 350, chan_nheads: int = 1, use_ctr: bool | None = None,
                  layers: Sequence[int] | None = None, head: str = "conv", chan_embed_dim: int | None = None
