@@ -3,7 +3,8 @@
 * ``RunLock``: an advisory ``flock`` on ``<run>/.lock`` holding the owner's host, pid, start time
   and command. The kernel drops the lock when its process dies, so a lock file left by a killed
   run is stale by construction and taken over (its previous owner is named in a note); a live
-  owner makes a second ``train``/``--resume``/``search`` fail at once, naming it.
+  owner makes a second ``train``/``--resume``/``search`` fail at once, naming it. (``flock`` is
+  advisory and local: on a network file system two machines may not see each other's locks.)
 * ``check_writable``: creates the folder and a probe file in it before any work starts.
 * ``StorageError``: an operating-system failure (disk full, permission, read-only file system,
   missing folder) in one line that names the path and what to do; the CLI exits 1 on it.
