@@ -67,60 +67,42 @@ def _search(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from scenemtl.config import load_config
     from scenemtl.engine import builder
-    from scenemtl.engine.checkpoint import compare_to_config, load_weights, read_meta, resolve, results_folder
-    from scenemtl.engine.storage import check_writable
+    from scenemtl.engine.checkpoint import resolve, results_folder
     from scenemtl.engine.distributed import cleanup, setup
-    from scenemtl.engine.export import PngWriter, parse_save_png
-    from scenemtl.errors import ConfigError
     from scenemtl.engine.evaluate import evaluate, load_reference, results_report
-    from scenemtl.errors import CheckpointError
-    from scenemtl.models import build_model
-
-    from scenemtl.engine.convert import model_from_official
-    from scenemtl.models.official import is_official_file
+    from scenemtl.engine.export import PngWriter, parse_save_png
+    from scenemtl.engine.loading import load_model
+    from scenemtl.engine.storage import check_writable
+    from scenemtl.errors import ConfigError
 
     config = load_config(args.config, args.set)
     file = resolve(args.checkpoint)
-    official = is_official_file(file)  # a seed's .pth.tar: converted through the architecture's key map
     # results go beside the checkpoint (its run folder's eval/), checked writable before any work
     out_folder = Path(args.out).parent if args.out else results_folder(file)
     check_writable(out_folder, "results")
-    for folder in parse_save_png(args.save_png).values():
+    folders = parse_save_png(args.save_png)
+    for folder in folders.values():
         check_writable(folder, "PNG predictions")
+    # the checkpoint must be for this config's model and data (checked before the data is read)
+    loaded = load_model(file, config)
     info = builder.dataset_info(config)
-    if not official:
-        meta = read_meta(file)
-        compare_to_config(meta, config, file)
-        if tuple(meta.mean) != tuple(info.mean) or tuple(meta.std) != tuple(info.std):
-            raise CheckpointError(
-                f"checkpoint {file} was trained with normalisation mean {meta.mean} std {meta.std}, but dataset "
-                f"'{info.name}' uses mean {info.mean} std {info.std}; evaluate it on the data it was trained for"
-            )
-        step = meta.step
-    tasks = builder.build_tasks(config, info)
+    tasks = builder.build_tasks(config, info)  # the config's tasks: its evaluation protocol and metric options
+    unknown = [t for t in folders if t not in tasks]
+    if unknown:
+        raise ConfigError(f"--save-png: no task {unknown} in this model; its tasks are {list(tasks)}")
     dataset = builder.build_dataset(config, args.split or config.data.val_split, evaluation=True)
     try:
         place = setup(config.train.device)  # under torchrun: each process scores its share, metrics are summed
         transform = builder.build_transform(config, tasks, info, train=False)
         loader = builder.eval_loader(config, dataset, transform, place.rank, place.world_size)
-        config.model.backbone.weights = None
-        if official:
-            model, _, official_meta, _ = model_from_official(config, file)
-            step = official_meta.step
-        else:
-            model = build_model(config.model, tasks)
-            load_weights(model, file)
         progress = not args.quiet and place.is_main
-        folders = parse_save_png(args.save_png)
-        unknown = [t for t in folders if t not in tasks]
-        if unknown:
-            raise ConfigError(f"--save-png: no task {unknown} in this model; its tasks are {list(tasks)}")
         writers = {task: PngWriter(folder, task, getattr(tasks[task], "quantize", "truncate"))
                    for task, folder in folders.items()}
-        metrics = evaluate(model.to(place.device), tasks, loader, place.device, config.train.precision, progress,
-                           writers)
+        metrics = evaluate(loaded.model.to(place.device), tasks, loader, place.device, config.train.precision,
+                           progress, writers)
     finally:
         cleanup()
+    step = loaded.meta.step
     report = results_report(
         metrics, load_reference(config.reference),
         {"name": config.name, "checkpoint": str(file), "step": step, "split": dataset.split,

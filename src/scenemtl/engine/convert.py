@@ -12,34 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scenemtl import __version__
 from scenemtl.config import Config
-from scenemtl.engine.checkpoint import CheckpointMeta, save_checkpoint
-
-
-def model_from_official(config: Config, path: str | Path):
-    """The config's model with an official checkpoint's weights, its tasks and a metadata record."""
-    from scenemtl.engine.builder import build_tasks, dataset_info
-    from scenemtl.models import build_model
-    from scenemtl.models.official import load_official_into
-
-    info = dataset_info(config)
-    tasks = build_tasks(config, info)
-    model_config = config.model.model_copy(deep=True)
-    model_config.backbone.weights = None  # the checkpoint carries every weight
-    model = build_model(model_config, tasks)
-    extra = load_official_into(model, path)
-    meta = CheckpointMeta(
-        config=config, step=int(extra.get("iter_count", 0) or 0), class_names=dict(info.class_names),
-        palettes={k: [list(map(int, c)) for c in v] for k, v in info.palettes.items()},
-        mean=tuple(info.mean), std=tuple(info.std), version=f"official ({__version__} key map)",
-    )
-    return model, tasks, meta, extra
+from scenemtl.engine.checkpoint import save_checkpoint
+from scenemtl.engine.loading import load_model
+from scenemtl.errors import CheckpointError
 
 
 def convert_official(config: Config, path: str | Path, out: str | Path) -> tuple[Path, list[str], int]:
     """Write ``out/step_N/model.safetensors`` from an official checkpoint; the dropped (unused) keys and step."""
-    model, _, meta, extra = model_from_official(config, path)
-    folder = save_checkpoint(Path(out), meta.step, model, config, meta.class_names, meta.palettes, meta.mean,
+    loaded = load_model(path, config)
+    if not loaded.official:
+        raise CheckpointError(f"{loaded.file} is already a scenemtl checkpoint: `scenemtl eval`/`predict` take it as it is")
+    meta = loaded.meta
+    folder = save_checkpoint(Path(out), meta.step, loaded.model, config, meta.class_names, meta.palettes, meta.mean,
                              meta.std, trainer_state=None)
-    return folder, list(extra["dropped"]), meta.step
+    return folder, loaded.dropped, meta.step

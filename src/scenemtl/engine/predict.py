@@ -11,9 +11,9 @@ from PIL import Image, ImageDraw
 
 from scenemtl.data.images import list_images, read_rgb
 from scenemtl.config import Config
-from scenemtl.engine.builder import model_from_checkpoint, select_device
+from scenemtl.engine.builder import select_device
 from scenemtl.engine.checkpoint import resolve
-from scenemtl.engine.convert import model_from_official
+from scenemtl.engine.loading import load_model
 from scenemtl.errors import CheckpointError
 from scenemtl.models.official import is_official_file
 from scenemtl.engine.evaluate import autocast
@@ -50,17 +50,14 @@ class Predictor:
     def __init__(self, checkpoint: str | Path, device: str = "auto", config: Config | None = None) -> None:
         self.device = select_device(device, option="--device")
         file = resolve(checkpoint)
-        if is_official_file(file):  # a seed's .pth.tar: the config says which model it is
-            if config is None:
-                raise CheckpointError(f"{file} is an official checkpoint without scenemtl metadata: give the config "
-                                      "of its model with --config (its configs/<dataset>/<arch>.yaml)")
-            model, self.tasks, self.meta, _ = model_from_official(config, file)
-            self.model = model.to(self.device).eval()
-        else:
-            if config is not None:
-                raise CheckpointError(f"{file} is a scenemtl checkpoint, which carries its own config: drop --config "
-                                      "(it is for official .pth.tar files)")
-            self.model, self.tasks, self.meta = model_from_checkpoint(file, self.device)
+        if config is None and is_official_file(file):
+            raise CheckpointError(f"{file} is an official checkpoint without scenemtl metadata: give the config of its "
+                                  "model with --config (its configs/<dataset>/<arch>.yaml)")
+        if config is not None and not is_official_file(file):
+            raise CheckpointError(f"{file} is a scenemtl checkpoint, which carries its own config: drop --config "
+                                  "(it is for official .pth.tar files)")
+        loaded = load_model(file, config, self.device)
+        self.model, self.tasks, self.meta = loaded.model, loaded.tasks, loaded.meta
         self.mean = torch.tensor(self.meta.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.meta.std).view(1, 3, 1, 1)
         self.precision = self.meta.config.train.precision
