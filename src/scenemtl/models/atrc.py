@@ -534,11 +534,15 @@ class RelationalContextNet(MultiTaskModel):
         """The backbone (every task's loss reaches it)."""
         return list(self.backbone.parameters())
 
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's final output (the auxiliary outputs decode bins: ``init_output_bias`` sets them)."""
+        return {name: [layer] for name, layer in self.final_logits.items()}
+
     @torch.no_grad()
     def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
         """Start each final output (and auxiliary output where linear) at the task's prior."""
+        super().init_output_bias(priors)
         for name, prior in priors.items():
-            self.final_logits[name].bias.copy_(prior.to(self.final_logits[name].bias))
             if name in self.aux_logits:
                 self.aux_decode[name].init_bias(self.aux_logits[name], prior)
 

@@ -43,9 +43,18 @@ class MultiTaskModel(nn.Module):
         """What this model adds to the training loop beyond its task losses (``scenemtl.extension``); none by default."""
         return None
 
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's output layers: the convolutions whose bias is the task's logits (final and deeply
+        supervised outputs). Architectures that support ``init_output_bias`` list them."""
+        raise NotImplementedError(f"{type(self).__name__} lists no output layers")
+
+    @torch.no_grad()
     def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Set each task's output bias to ``priors[task]`` logits."""
-        raise NotImplementedError
+        """Set the bias of each of a task's ``output_layers`` to ``priors[task]`` logits (``set_output_bias``)."""
+        layers = self.output_layers()
+        for name, prior in priors.items():
+            for layer in layers.get(name, ()):
+                set_output_bias(layer.bias, prior)
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass instead of storing them (less memory, more time)."""
@@ -60,3 +69,14 @@ def require_tasks(arch: str, tasks: Mapping[str, object], minimum: int, reason: 
     if len(tasks) < minimum:
         raise ConfigError(f"{arch} needs at least {'two' if minimum == 2 else minimum} tasks ({reason}), got "
                           f"{list(tasks)}; use model.arch=hps for fewer")
+
+
+def set_output_bias(bias: torch.Tensor, prior: torch.Tensor) -> None:
+    """Copy ``prior`` logits into ``bias``; a bias of two channels per prior value (the seeds' two-class outputs
+    of binary tasks) gets ``(0, p)``, since softmax(0, p) = sigmoid(p)."""
+    prior = prior.to(bias)
+    if bias.shape[0] == 2 * prior.shape[0] and prior.shape[0] == 1:
+        bias.zero_()
+        bias[1:].copy_(prior)
+    else:
+        bias.copy_(prior)

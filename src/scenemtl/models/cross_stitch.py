@@ -157,10 +157,9 @@ class CrossStitchTimm(MultiTaskModel):
         """Every backbone and unit: each task's loss reaches them through the units (see the module docstring)."""
         return [*self.backbones.parameters(), *self.stitch.parameters()]
 
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            self.heads[name].init_output_bias(prior)
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's classifier."""
+        return {name: [head.classifier] for name, head in self.heads.items()}
 
 
 class CrossStitchSegNet(MultiTaskModel):
@@ -215,11 +214,9 @@ class CrossStitchSegNet(MultiTaskModel):
         trunks = [p for p in self.trunks.parameters() if id(p) not in last]
         return [*trunks, *self.encoder_stitch.parameters(), *self.decoder_stitch.parameters()]
 
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            with torch.no_grad():
-                self.heads[name][-1].bias.copy_(prior.to(self.heads[name][-1].bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """The last convolution of each task's prediction block."""
+        return {name: [head[-1]] for name, head in self.heads.items()}
 
 
 @register_model("cross_stitch", tiny={"filters": [4, 8, 8, 16, 16]})

@@ -293,11 +293,10 @@ class DiffusionMTL(MultiTaskModel):
         return [p for m in modules for p in m.parameters()]
 
     @torch.no_grad()
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's final and preliminary outputs at its training prior."""
-        for name, prior in priors.items():
-            for head in (self.denoiser.final_task_heads[name], self.preliminary_head[name]):
-                head.bias.copy_(prior.to(head.bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's final and preliminary outputs."""
+        return {name: [self.denoiser.final_task_heads[name], self.preliminary_head[name]]
+                for name in self.preliminary_head}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone."""

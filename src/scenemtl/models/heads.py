@@ -42,11 +42,6 @@ class FPNHead(nn.Module):
         self.refine = nn.Sequential(conv_bn_relu(channels, channels), conv_bn_relu(channels, channels))
         self.classifier = nn.Conv2d(channels, out_channels, 1)
 
-    @torch.no_grad()
-    def init_output_bias(self, prior: torch.Tensor) -> None:
-        """Start the classifier at ``prior`` logits (RetinaNet-style prior initialisation)."""
-        self.classifier.bias.copy_(prior.to(self.classifier.bias))
-
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits at the resolution of the finest used level."""
         selected = [features[i] for i in self.levels]

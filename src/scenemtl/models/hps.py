@@ -47,10 +47,9 @@ class HardSharing(MultiTaskModel):
         """The parameters every task's loss reaches (what gradient balancers act on)."""
         return list(self.backbone.parameters())
 
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            self.heads[name].init_output_bias(prior)
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's classifier."""
+        return {name: [head.classifier] for name, head in self.heads.items()}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone (the heads are small)."""
@@ -86,10 +85,9 @@ class SingleTaskNetworks(MultiTaskModel):
         """None: nothing is shared."""
         return []
 
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            self.networks[name].init_output_bias({name: prior})
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each single-task network's classifier."""
+        return {name: network.output_layers()[name] for name, network in self.networks.items()}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint every network's backbone."""

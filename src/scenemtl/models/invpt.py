@@ -341,17 +341,9 @@ class InvPT(MultiTaskModel):
         own = {id(p) for m in (self.reduce, self.fuse, self.heads) for p in m.parameters()}
         return [p for p in self.parameters() if id(p) not in own]
 
-    @torch.no_grad()
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's final and preliminary outputs at its training prior."""
-        for name, prior in priors.items():
-            self.heads[name].bias.copy_(prior.to(self.heads[name].bias))
-            bias = self.intermediate[name].bias
-            if bias.shape[0] == 2 * prior.shape[0]:  # two-class: softmax(0, p) = sigmoid(p)
-                bias.zero_()
-                bias[1:].copy_(prior.to(bias))
-            else:
-                bias.copy_(prior.to(bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's final and preliminary (two-class for binary tasks) outputs."""
+        return {name: [self.heads[name], self.intermediate[name]] for name in self.heads}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone's blocks (stages for CNN backbones)."""

@@ -170,11 +170,9 @@ class MTANDeepLab(MultiTaskModel):
         """The ResNet and the attention levels' shared bottlenecks."""
         return [*self.backbone.parameters(), *self.encoder_block_att.parameters()]
 
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            with torch.no_grad():
-                self.heads[name][-1].bias.copy_(prior.to(self.heads[name][-1].bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """The last convolution of each task's head."""
+        return {name: [head[-1]] for name, head in self.heads.items()}
 
 
 @register_model("mtan_deeplab")

@@ -194,11 +194,9 @@ class MTINet(MultiTaskModel):
         return list(self.backbone.parameters())
 
     @torch.no_grad()
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's final and per-scale initial predictions at its training prior."""
-        for name, prior in priors.items():
-            for conv in (self.heads[name].last_layer[-1], *(m.decoders[name] for m in self.initial)):
-                conv.bias.copy_(prior.to(conv.bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's final and per-scale initial predictions."""
+        return {name: [self.heads[name].last_layer[-1], *(m.decoders[name] for m in self.initial)] for name in self.heads}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone."""

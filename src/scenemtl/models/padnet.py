@@ -122,11 +122,9 @@ class PADNet(MultiTaskModel):
         return [*self.backbone.parameters(), *self.fuse.parameters()]
 
     @torch.no_grad()
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's final and initial predictions at its training prior."""
-        for name, prior in priors.items():
-            for conv in (self.heads[name][-1], self.initial_out[name]):
-                conv.bias.copy_(prior.to(conv.bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's final and initial predictions."""
+        return {name: [self.heads[name][-1], self.initial_out[name]] for name in self.heads}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone."""

@@ -125,11 +125,9 @@ class _SegNetModel(MultiTaskModel):
 
     heads: nn.ModuleDict
 
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            with torch.no_grad():
-                self.heads[name][-1].bias.copy_(prior.to(self.heads[name][-1].bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """The last convolution of each task's prediction block."""
+        return {name: [head[-1]] for name, head in self.heads.items()}
 
 
 class SegNetSplit(_SegNetModel):

@@ -105,10 +105,9 @@ class PromptedModel(MultiTaskModel):
     """What both TaskPrompter variants share: heads named ``heads[task].pred``, a backbone that checkpoints blocks."""
 
     @torch.no_grad()
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's output at its training prior."""
-        for name, prior in priors.items():
-            self.heads[name].pred.bias.copy_(prior.to(self.heads[name].pred.bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's prediction layer."""
+        return {name: [head.pred] for name, head in self.heads.items()}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint every prompted block."""

@@ -341,12 +341,9 @@ class DenseMTLXTAM(MultiTaskModel):
         """The encoder's parameters."""
         return list(self.backbone.parameters())
 
-    def init_output_bias(self, priors: Mapping[str, torch.Tensor]) -> None:
-        """Start each task's outputs (final and deeply supervised) at its training prior."""
-        with torch.no_grad():
-            for name, prior in priors.items():
-                for side in self.decoders[name].side.values():
-                    side.bias.copy_(prior.to(side.bias))
+    def output_layers(self) -> dict[str, list[nn.Module]]:
+        """Each task's outputs, final and deeply supervised."""
+        return {name: list(decoder.side.values()) for name, decoder in self.decoders.items()}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the encoder."""
