@@ -19,9 +19,6 @@ import torch
 from scenemtl.data.base import DATASETS, DatasetInfo, DenseDataset
 from scenemtl.errors import ConfigError, DataError
 
-# beyond this share of labelled pixels with a non-unit normal, the normals are reported as wrong
-NORMALS_TOLERANCE = 0.1
-NORMALS_BAD_SHARE = 0.01
 
 
 @dataclass
@@ -60,6 +57,12 @@ class CheckReport:
         return "\n".join(lines)
 
 
+def _task(name: str, info: DatasetInfo):
+    from scenemtl.tasks import build_task
+
+    return build_task(name, {}, info.class_names, info.palettes)
+
+
 def sample_problems(sample: dict, info: DatasetInfo, where: str) -> list[str]:
     """Contract violations of one decoded sample: target sizes and value ranges."""
     problems: list[str] = []
@@ -74,30 +77,9 @@ def sample_problems(sample: dict, info: DatasetInfo, where: str) -> list[str]:
         if tuple(target.shape[-2:]) != size:
             problems.append(f"{where}: {task} is {tuple(target.shape[-2:])} but the image is {size}")
             continue
-        if task in info.class_names:
-            classes = len(info.class_names[task])
-            bad = (target != 255) & ((target < 0) | (target >= classes))
-            if bool(bad.any()):
-                values = sorted({int(v) for v in target[bad].unique()[:5]})
-                problems.append(f"{where}: {task} has ids {values} outside 0..{classes - 1} and 255 (ignore)")
-        elif task in ("edge", "saliency"):
-            bad = (target != 0) & (target != 1) & (target != 255)
-            if bool(bad.any()):
-                problems.append(f"{where}: {task} has values other than 0, 1 and 255 (ignore)")
-        elif task in ("depth", "inverse_depth"):
-            finite = target[torch.isfinite(target)]
-            if bool((finite < 0).any()):
-                problems.append(f"{where}: {task} has negative values (min {float(finite.min()):.3g})")
-            elif not bool((finite > 0).any()):
-                problems.append(f"{where}: {task} has no valid (positive) pixel")
-        elif task == "normals":
-            norm = target.float().norm(dim=0)
-            labelled = norm > 0
-            if bool(labelled.any()):
-                off = ((norm[labelled] - 1).abs() > NORMALS_TOLERANCE).float().mean()
-                if float(off) > NORMALS_BAD_SHARE:
-                    problems.append(f"{where}: normals: {float(off):.1%} of labelled pixels are not unit vectors "
-                                    f"(norm off by more than {NORMALS_TOLERANCE})")
+        problem = _task(task, info).check_target(target, sample=True)
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
     return problems
 
 

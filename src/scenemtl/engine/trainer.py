@@ -379,17 +379,14 @@ class Trainer:
         return list(losses)[int((~finite).nonzero()[0])]
 
     def _check_labels(self, batch: dict) -> None:
-        """Once: class ids of every classification target lie in 0..C−1 or are 255 (a bad id would crash CUDA)."""
+        """Once: every target's values are what its task accepts (``Task.check_target``; e.g. a class id outside
+        0..C−1 would crash CUDA's loss)."""
         for name, task in self.tasks.items():
-            if task.is_classification:
-                target = batch[name]
-                bad = (target != 255) & ((target < 0) | (target >= task.out_channels))
-                if bool(bad.any()):
-                    ids = sorted(set(target[bad].unique().tolist()))[:5]
-                    raise DataError(
-                        f"task '{name}' has class ids {ids} outside 0..{task.out_channels - 1} (255 = ignore) in "
-                        f"samples {[m.get('id') for m in batch.get('meta', [])]}; check the dataset's label encoding"
-                    )
+            if name in batch:
+                problem = task.check_target(batch[name])
+                if problem is not None:
+                    raise DataError(f"{problem} in samples {[m.get('id') for m in batch.get('meta', [])]}; check the "
+                                    "dataset's label encoding")
         self._checked_labels = True
 
     def _context(self, count: int) -> StepContext:

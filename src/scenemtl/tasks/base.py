@@ -80,6 +80,15 @@ class Task:
         """uint8 RGB ``[H,W,3]`` picture of one (unbatched) prediction or target."""
         raise NotImplementedError
 
+    # -- label checks (the trainer's first batch, ``scenemtl data check``) -----------------
+    def check_target(self, target: torch.Tensor, sample: bool = False) -> str | None:
+        """What is wrong with the values of a target (batched or not), in a sentence without location; None if nothing.
+
+        ``sample``: the target is one sample's, checked by ``scenemtl data check``, which also
+        reports what is merely suspicious there (e.g. a depth map without one valid pixel).
+        """
+        return None
+
     # -- geometry of labels (used by the joint transforms) -------------------------------
     def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
         """Mirror a target left–right (``[..., H, W]``)."""

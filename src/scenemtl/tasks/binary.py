@@ -32,6 +32,12 @@ class BinaryTask(Task):
             raise ConfigError(f"tasks.{name}.pos_weight must be a number in (0, 1), got {pos_weight!r}")
         self.pos_weight = pos_weight
 
+    def check_target(self, target: torch.Tensor, sample: bool = False) -> str | None:
+        """Values other than 0, 1 and the ignore value."""
+        if bool(((target != 0) & (target != 1) & (target != IGNORE)).any()):
+            return f"{self.name} has values other than 0, 1 and {int(IGNORE)} (ignore)"
+        return None
+
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels whose label is not 255."""
         return (target != IGNORE)[:, 0]

@@ -54,6 +54,15 @@ class DepthTask(Task):
             raise ConfigError(f"tasks.{name}.median_scaling must be true or false, got {median_scaling!r}")
         self.max_depth, self.pooling, self.clamp, self.median_scaling = max_depth, pooling, clamp, median_scaling
 
+    def check_target(self, target: torch.Tensor, sample: bool = False) -> str | None:
+        """Negative values; for one sample, also no valid (positive) pixel at all."""
+        finite = target[torch.isfinite(target)]
+        if bool((finite < 0).any()):
+            return f"{self.name} has negative values (min {float(finite.min()):.3g})"
+        if sample and not bool((finite > 0).any()):
+            return f"{self.name} has no valid (positive) pixel"
+        return None
+
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels with a finite depth > 0."""
         return (torch.isfinite(target) & (target > 0))[:, 0]

@@ -39,6 +39,21 @@ class NormalsTask(Task):
                               f"(MTAN), got {pooling!r}")
         self.loss_kind, self.pooling = loss, pooling
 
+    #: beyond ``UNIT_BAD_SHARE`` of labelled pixels off unit length by more than ``UNIT_TOLERANCE``, the normals are wrong
+    UNIT_TOLERANCE = 0.1
+    UNIT_BAD_SHARE = 0.01
+
+    def check_target(self, target: torch.Tensor, sample: bool = False) -> str | None:
+        """Labelled (non-zero) vectors that are not unit vectors, on more than 1 % of the pixels."""
+        norm = target.float().norm(dim=-3)
+        labelled = norm > 0
+        if bool(labelled.any()):
+            off = float(((norm[labelled] - 1).abs() > self.UNIT_TOLERANCE).float().mean())
+            if off > self.UNIT_BAD_SHARE:
+                return (f"{self.name}: {off:.1%} of labelled pixels are not unit vectors (norm off by more than "
+                        f"{self.UNIT_TOLERANCE})")
+        return None
+
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels whose normal is not the zero vector."""
         return (target != 0).any(dim=1) & torch.isfinite(target).all(dim=1)

@@ -40,6 +40,14 @@ class SegmentationTask(Task):
         self.out_channels = len(self.class_names)
         self.palette = np.asarray(palette, dtype=np.uint8) if palette is not None else label_palette(self.out_channels)
 
+    def check_target(self, target: torch.Tensor, sample: bool = False) -> str | None:
+        """Class ids outside 0..C−1 that are not the ignore value (a bad id would crash CUDA's loss)."""
+        bad = (target != IGNORE_INDEX) & ((target < 0) | (target >= self.out_channels))
+        if bool(bad.any()):
+            ids = sorted({int(v) for v in target[bad].unique()[:5]})
+            return f"{self.name} has ids {ids} outside 0..{self.out_channels - 1} and {IGNORE_INDEX} (ignore)"
+        return None
+
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Pixels whose label is not 255."""
         return target != IGNORE_INDEX
