@@ -20,7 +20,7 @@ from scenemtl.data.io import read_torch
 from scenemtl.engine import builder, checkpoint as ckpt, storage
 from scenemtl.engine.evaluate import evaluate
 from scenemtl.engine.trainer import Trainer
-from scenemtl.errors import CheckpointError, DataError, ScenemtlError
+from scenemtl.errors import DataError, ScenemtlError
 from tests.engine.test_faults import assert_same_weights, cli as run_cli, config_file, finish, wait_for  # noqa: F401
 
 
@@ -69,7 +69,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tiny_config):
     assert (config.run_dir / storage.LOCK_FILE).read_text() == ""  # released: emptied
 
 
-def test_a_second_cli_training_exits_2_while_the_first_runs_and_sigterm_exits_75(config_file, tmp_path):
+def test_a_second_cli_training_exits_2_while_the_first_runs_and_sigterm_exits_75(config_file, tmp_path):  # noqa: F811
     run = tmp_path / "runs" / "busy"
     first = run_cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=busy", "--set", "train.steps=100000")
     wait_for(lambda: (run / "metrics.jsonl").exists() and '"train"' in (run / "metrics.jsonl").read_text(), first)

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import torch
 
 from scenemtl.data.base import DATASETS, DatasetInfo, DenseDataset
 from scenemtl.errors import ConfigError, DataError

@@ -322,7 +322,8 @@ class BoundaryMetric(StreamingMetric):
         else:
             gt = "GT training target, thinned"
         return (f"SEISM {'HED 101 thresholds, >' if self.strict else 'MTI-Net 99 thresholds, >='}"
-                f"{dict(seism=', NMS', sak=', SAK NMS pre-pass', none='')[self.apply_nms]}, maxDist {self.max_dist}, {self.quantize} 8-bit, {gt}"
+                f"{dict(seism=', NMS', sak=', SAK NMS pre-pass', none='')[self.apply_nms]}, maxDist {self.max_dist}, "
+                f"{self.quantize} 8-bit, {gt}"
                 f"{f', {len(self.image_ids)} listed images' if self.image_ids is not None else ''}"
                 f"{f', {self.note}' if self.note else ''}")
 

@@ -71,8 +71,9 @@ class EdgeTask(BinaryTask):
     ``image_ids``: a text file of ids (one per line) to score only those images, e.g. SEISM's
     ``gt_sets/PASCALContext/test_new.txt``, the half of PASCAL val that published numbers use
     (``seism:gt_sets/...`` looks in ``$SCENEMTL_SEISM``, a SEISM checkout; without it every image
-    is scored and the report says so). ``nms``: 'seism' (``read_one_cont_png``'s NMS), 'sak' (the SAK/PRISM fork's NMS pre-pass,
-    r = 4 after ``convTri(E, 1)``, re-saved as 8-bit) or 'none'. ``quantize``: how probabilities become 8-bit levels before scoring ('truncate' as the seeds'
+    is scored and the report says so). ``nms``: 'seism' (``read_one_cont_png``'s NMS), 'sak' (the
+    SAK/PRISM fork's NMS pre-pass, r = 4 after ``convTri(E, 1)``, re-saved as 8-bit) or 'none'.
+    ``quantize``: how probabilities become 8-bit levels before scoring ('truncate' as the seeds'
     ``uint8(255·p)``, 'round', 'none'). ``ground_truth``: 'seism' scores against
     ``thin(seg2bmap(label image))`` of the dataset's ``edge_labels`` evaluation target (NYUD's
     edge PNG as stored, PASCAL-Context's relabelled ``LabelMap``), 'target' against the training
