@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/scenemtl demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q tests
 
 clean:

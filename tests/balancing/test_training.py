@@ -7,6 +7,7 @@ import torch
 
 from scenemtl.balancing import BALANCERS
 from scenemtl.engine.trainer import Trainer
+from tests.balancing.properties import draws_per_step, is_stateful
 from tests.conftest import loss_before_and_after_fit
 
 FIXED_BATCH = ["data.options.num_train=4", "data.augment.scale=null", "data.augment.flip=false",
@@ -58,8 +59,16 @@ def test_weights_are_logged_per_task(tiny_config):
     assert {f"train/weight/{task}" for task in trainer.tasks} <= set(accumulator.Tags()["scalars"])
 
 
+# what a resumed run must restore: state in the checkpoint, or random draws seeded by the step (from the registry)
+STATEFUL = [name for name in BALANCERS.names() if is_stateful(name) or draws_per_step(name)]
+
+
+def test_the_resume_test_covers_state_and_seeded_draws():
+    # the derivation above must keep finding both kinds, e.g. Nash-MTL's solver state and PCGrad's order
+    assert {"nash_mtl", "gradvac", "pcgrad", "rlw"} <= set(STATEFUL) and "equal" not in STATEFUL
+
+
 # one step per epoch (4 samples, batches of 4) so DWA's two-epoch history is in play
-STATEFUL = ["uncertainty", "dwa", "rlw", "famo", "gradnorm", "db_mtl", "gradvac", "nash_mtl", "pcgrad", "graddrop"]
 
 
 @pytest.mark.parametrize("name", STATEFUL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scenemtl.balancing import gradient, weighting  # noqa: F401  (registers the methods)
+from scenemtl.balancing import aggregators, weighting  # noqa: F401  (registers the methods)
 from scenemtl.balancing.base import (
     BALANCERS,
     Balancer,
@@ -15,7 +15,7 @@ from scenemtl.balancing.base import (
     StepContext,
     register_balancer,
 )
-from scenemtl.balancing.gradient import GradientBalancer
+from scenemtl.balancing.jacobian import GradientBalancer
 from scenemtl.registry import check_options
 
 __all__ = [
