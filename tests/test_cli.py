@@ -129,6 +129,7 @@ def test_list_shows_every_registry(capsys):
         assert word in out
 
 
+@pytest.mark.slow
 def test_sigint_stops_after_a_step_with_a_checkpoint_to_resume(config_file, tmp_path):
     import os
     import signal

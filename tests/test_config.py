@@ -20,6 +20,7 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert config.model.backbone.name == "test_resnet"
 
 
+@pytest.mark.slow
 def test_shipped_configs_are_valid_and_build_their_models(monkeypatch, tmp_path):
     from pathlib import Path
 

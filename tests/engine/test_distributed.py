@@ -40,6 +40,7 @@ def parameters(run_dir: Path) -> dict:
     return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(config_file, tmp_path):
     cli = ["-m", "scenemtl.cli"]
     run([*TORCHRUN, *cli, "train", str(config_file), "--quiet", "--set", "name=ddp"], tmp_path)
@@ -66,6 +67,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(config_file, tm
             assert two["metrics"][task][name] == pytest.approx(value, rel=1e-6, nan_ok=True), (task, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("balancer", ["uncertainty", "upgrad"])
 def test_balancers_under_two_processes_equal_one_with_accumulation(config_file, tmp_path, balancer):
     # a learned loss weighting (its log-variances are averaged by hand: they live outside DDP) and a

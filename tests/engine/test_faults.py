@@ -78,6 +78,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(first[key], second[key]), key
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_equals_an_uninterrupted_run(config_file, tmp_path):
     finish(cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=straight"))
     run = tmp_path / "runs" / "cut"
@@ -92,6 +93,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(config_file, tmp_path):
     assert_same_weights(tmp_path / "runs" / "straight", run)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_good_one(config_file, tmp_path):
     finish(cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=straight"))
     run = tmp_path / "runs" / "killed"

@@ -69,6 +69,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tiny_config):
     assert (config.run_dir / storage.LOCK_FILE).read_text() == ""  # released: emptied
 
 
+@pytest.mark.slow
 def test_a_second_cli_training_exits_2_while_the_first_runs_and_sigterm_exits_75(config_file, tmp_path):  # noqa: F811
     run = tmp_path / "runs" / "busy"
     first = run_cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=busy", "--set", "train.steps=100000")
