@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 
 from scenemtl.config import load_config
 from scenemtl.engine.builder import build_tasks, build_transform, dataset_info
+
+REPO = Path(__file__).resolve().parents[2]  # configs/ are read from the checkout, whatever the working directory
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # the official fill values of PadImage (ours: each task's ignore value, the same numbers)
@@ -212,7 +216,7 @@ RECIPES = {
 @pytest.mark.parametrize("dataset", sorted(RECIPES))
 def test_recipe_augmentation_equals_the_official_pipeline(dataset):
     path, sizes = RECIPES[dataset]
-    config = load_config(path)
+    config = load_config(REPO / path)
     info = dataset_info(config)
     tasks = build_tasks(config, info)
     transform = build_transform(config, tasks, info, train=True)

@@ -1,5 +1,7 @@
 """`scenemtl info`: parameter attribution (shared / per task) and multiply-add counts."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +11,8 @@ from scenemtl.engine.builder import build_tasks, dataset_info
 from scenemtl.engine.info import count_macs, input_size, model_info
 from scenemtl.errors import ConfigError
 from scenemtl.models import build_model
+
+REPO = Path(__file__).resolve().parents[2]  # configs/ are read from the checkout, whatever the working directory
 
 
 def test_hps_parameters_split_into_the_backbone_and_each_head(tiny_config):
@@ -33,18 +37,18 @@ def test_multiply_adds_of_a_convolution_are_counted_once_each():
 
 def test_published_parameter_counts(tmp_path):
     # MTAN-SegNet on NYUv2-13: 44.2 M in the MTAN paper's table
-    mtan = load_config("configs/nyuv2_13/mtan.yaml", ["data.root=."])
+    mtan = load_config(REPO / "configs/nyuv2_13/mtan.yaml", ["data.root=."])
     assert model_info(mtan, size=(32, 32), reach_size=(32, 32)).total == 44_229_073
     # the ResNet-50 HPS: its shared part is ResNet-50 without the classifier, 25,557,032 − 2,049,000
     # parameters (torchvision's published count of ResNet-50 and of its 2048×1000 + 1000 fc layer)
-    hps = load_config("configs/nyud/hps.yaml", ["data.root=.", "model.backbone.weights=null"])
+    hps = load_config(REPO / "configs/nyud/hps.yaml", ["data.root=.", "model.backbone.weights=null"])
     info = model_info(hps, size=(32, 32), reach_size=(32, 32))
     assert info.shared == 25_557_032 - 2_049_000
     assert input_size(hps) == (448, 576)
 
 
 def test_cli_prints_the_table_and_asks_for_a_size_when_the_config_has_none(tiny_config, tmp_path, capsys):
-    assert main(["info", "configs/synthetic/hps.yaml", "--size", "32", "48"]) == 0
+    assert main(["info", str(REPO / "configs/synthetic/hps.yaml"), "--size", "32", "48"]) == 0
     out = capsys.readouterr().out
     assert "shared:" in out and "GMACs" in out and "at 32×48" in out
     with pytest.raises(ConfigError, match="--size"):

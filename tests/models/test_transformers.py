@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,8 @@ from scenemtl.models.official import (
     convert_state, load_official_into, official_parameter_count, read_official, to_official_state,
 )
 from scenemtl.tasks import build_task
+
+REPO = Path(__file__).resolve().parents[2]  # configs/ are read from the checkout, whatever the working directory
 
 PASCAL = ("semseg", "human_parts", "saliency", "normals", "edge")
 CLASSES = {"semseg": [str(i) for i in range(5)], "human_parts": [str(i) for i in range(3)]}
@@ -207,7 +211,7 @@ OFFICIAL_COUNTS = {
 def test_released_configurations_have_the_official_parameter_counts(path):
     from scenemtl.engine.builder import build_tasks, dataset_info
 
-    config = load_config(path, ["model.backbone.weights=null"])
+    config = load_config(REPO / path, ["model.backbone.weights=null"])
     with torch.device("meta"):
         model = build_model(config.model, build_tasks(config, dataset_info(config)))
     assert official_parameter_count(model) == OFFICIAL_COUNTS[path]
