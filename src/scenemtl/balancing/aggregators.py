@@ -11,6 +11,7 @@ through ``torchjd_state``, the only module that touches torchjd's private attrib
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import functools
 import warnings
 from typing import Any, Literal
 
@@ -34,16 +35,10 @@ __all__ = [
 class TorchJDAggregation(GradientBalancer):
     """A torchjd aggregator; ``build()`` makes it. Weighted aggregators report their weights."""
 
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        weights: Mapping[str, float],
-        wrt: Literal["parameters", "features"] = "parameters",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(tasks, weights, wrt=wrt, chunk_size=chunk_size)
-        # not a submodule: its state (if any) is saved explicitly in get_extra_state
-        object.__setattr__(self, "aggregator", self.build())
+    @functools.cached_property
+    def aggregator(self) -> Any:
+        """The torchjd aggregator, built on first use; not a submodule: its state (if any) is saved in get_extra_state."""
+        return self.build()
 
     def build(self) -> Any:
         """The torchjd aggregator."""
