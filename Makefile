@@ -21,7 +21,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -45,7 +45,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(None, [
             f"out_dir={tmp}/run", f"train.device={args.device}", f"model.backbone.name={args.backbone}",
-            "model.decoder_stride=4", f"data.options.height={args.size}", f"data.options.width={args.size}",
+            "model.options.decoder_stride=4", f"data.options.height={args.size}", f"data.options.width={args.size}",
             f"data.options.num_train={batch * accumulation * 2}", "data.options.num_val=2", f"data.batch_size={batch}",
             "train.init_output_bias=false", *VARIANTS[variant],
         ])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# under pytest-xdist (`-n 2`, as `make test` runs) each worker is one process per core: one thread
+# each, set before torch is imported (and inherited by the CLI and torchrun processes tests start)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_variable] = "1"
 
-from scenemtl.config import Config, apply_overrides, validate
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from scenemtl.config import Config, apply_overrides, validate  # noqa: E402
 
 TINY: dict = {
     "name": "tiny",
@@ -26,14 +34,17 @@ TINY: dict = {
         "eval_batch_size": 8,
         "augment": {"scale": [0.75, 1.25], "flip": True, "photometric": True},
     },
-    "model": {"arch": "hps", "backbone": {"name": "test_resnet"}, "head_channels": 8},
+    "model": {"arch": "hps", "backbone": {"name": "test_resnet"}, "options": {"head_channels": 8}},
     "train": {"steps": 4, "lr": 3e-3, "log_every": 2, "device": "cpu"},
 }
 
 
+THREADS = 1 if WORKER else 2
+
+
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 

@@ -155,7 +155,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "predictions")
     panels = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet,
-                           config=config)
+                           config=config, batch_size=args.batch_size)
     print(f"wrote predictions for {len(panels)} image(s) to {args.out}")
     return 0
 
@@ -180,7 +180,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from scenemtl.balancing import BALANCERS
     from scenemtl.data import DATASETS
-    from scenemtl.metrics.protocols import PROTOCOLS
+    from scenemtl.tasks.protocols import PROTOCOLS
     from scenemtl.models import MODELS, SUGGESTED_BACKBONES
     from scenemtl.tasks import TASKS
 
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--batch-size", type=int, default=1,
+                    help="images predicted together (consecutive images of one size; default 1)")
     pr.add_argument("--config", default=None,
                     help="the model's config, needed only for an official .pth.tar checkpoint (InvPT, TaskPrompter)")
     pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the --config")

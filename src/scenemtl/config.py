@@ -135,15 +135,22 @@ class BackboneConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """The architecture, its backbone and its options."""
+    """The architecture, its backbone and its options (checked and typed by the architecture's factory:
+    ``head_channels`` and ``decoder_stride`` are options of the architectures that have them)."""
 
     arch: str = "hps"
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    head_channels: int = Field(64, ge=1)
-    # finest feature stride the decoder heads read: 8 suits the small synthetic images; the
-    # seeds' decoders work at 4 on their 448×576 / 512×512 images
-    decoder_stride: int = Field(8, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        for key in ("head_channels", "decoder_stride"):
+            if isinstance(data, dict) and key in data:
+                raise ConfigError(f"model.{key} is now an option of the architectures that use it: write "
+                                  f"model.options.{key} (model.arch=hps, stl, padnet, mtinet, atrc, cross_stitch, "
+                                  "mtan_deeplab take it; the others have their own widths)")
+        return data
 
 
 class BalancerConfig(Strict):
@@ -231,7 +238,7 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
     log_images: bool = True
-    # Weights & Biases project name (needs `pip install wandb`); None: off
+    # Weights & Biases project name (needs `pip install 'scenemtl[wandb]'`); None: off
     wandb: str | None = None
     # None: the last checkpoint is the result. Else {metric, split | holdout, seed}: see Selection
     selection: Selection | None = None
@@ -263,7 +270,7 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
-    """How results are scored: a named protocol (``metrics/protocols.py``) sets every metric variant."""
+    """How results are scored: a named protocol (``tasks/protocols.py``) sets every metric variant."""
 
     # None: each task's own defaults; a name (invpt, mtinet, atrc, densemtl, mtan, sak) sets the
     # variants of that codebase's tables; options written under tasks.<name> still override
@@ -272,7 +279,7 @@ class EvalConfig(Strict):
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, protocol: str | None) -> str | None:
-        from scenemtl.metrics.protocols import PROTOCOLS
+        from scenemtl.tasks.protocols import PROTOCOLS
 
         if protocol is not None and protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol '{protocol}'.{did_you_mean(protocol, list(PROTOCOLS))} "
@@ -347,11 +354,11 @@ _REPLACE_KEY = "_replace_"
 _REPLACE_TAG = "!replace"
 
 
-class _ReplaceDict(dict):
+class _ReplaceDict(dict[Any, Any]):
     """A mapping marked by ``!replace`` or ``_replace_: true``: ``_merge`` puts it in place of the base's."""
 
 
-class _ReplaceList(list):
+class _ReplaceList(list[Any]):
     """A list tagged ``!replace``: a marker only, since ``_merge`` replaces every list anyway."""
 
 
@@ -370,7 +377,7 @@ def _construct_replace(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     return _ReplaceScalar(loader.construct_scalar(node))
 
 
-class _ConfigLoader(yaml.SafeLoader):
+class _ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml is untyped here (no types-PyYAML)
     """``yaml.SafeLoader`` plus the ``!replace`` tag (no other tags, nothing unsafe)."""
 
 
@@ -408,9 +415,9 @@ def _mark_replacements(value: Any, path: Path, keys: tuple[str, ...] = ()) -> An
         items = {k: _mark_replacements(v, path, keys + (str(k),)) for k, v in value.items() if k != _REPLACE_KEY}
         return _ReplaceDict(items) if replace else items
     if isinstance(value, list):
-        items = [_mark_replacements(v, path, (*keys[:-1], f"{keys[-1] if keys else ''}[{i}]"))
-                 for i, v in enumerate(value)]
-        return _ReplaceList(items) if isinstance(value, _ReplaceList) else items
+        entries = [_mark_replacements(v, path, (*keys[:-1], f"{keys[-1] if keys else ''}[{i}]"))
+                   for i, v in enumerate(value)]
+        return _ReplaceList(entries) if isinstance(value, _ReplaceList) else entries
     return value
 
 
@@ -423,7 +430,7 @@ def _plain(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _merge(base: dict, override: dict) -> dict:
+def _merge(base: dict[Any, Any], override: dict[Any, Any]) -> dict[Any, Any]:
     """``override`` over ``base``: mappings merge key by key, unless marked replace (``_ReplaceDict``);
     every other value (lists included) replaces the base's. The result holds no markers."""
     out = copy.deepcopy(base)
@@ -435,7 +442,7 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in chain:
         raise ConfigError(f"config {path} inherits from itself through 'base:'")
@@ -453,7 +460,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"config {path}: 'base' must be a file name or a list of file names, got {bases!r}")
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for base in bases:
         merged = _merge(merged, _read_yaml(path.parent / base, chain + (path,)))
     return _merge(merged, data)
@@ -471,7 +478,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set dotted keys in a raw config mapping."""
     data = copy.deepcopy(data)
     for text in overrides:
@@ -487,7 +494,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     """The valid keys of the config section at ``loc`` (for 'did you mean' hints)."""
     for part in loc:
         field = model.model_fields.get(str(part))
@@ -515,7 +522,7 @@ def _format(error: ValidationError, source: str) -> str:
     return f"invalid config {source}: " + "; ".join(messages)
 
 
-def validate(data: dict, source: str = "") -> Config:
+def validate(data: dict[str, Any], source: str = "") -> Config:
     """Turn a raw mapping into a Config; errors name each bad key and the nearest valid one."""
     try:
         return Config.model_validate(data)

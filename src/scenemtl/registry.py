@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from scenemtl.errors import ConfigError, did_you_mean
 
@@ -52,23 +57,72 @@ class Registry(Generic[T]):
 
 
 def check_options(
-    factory: Callable,
+    factory: Callable[..., Any],
     options: Mapping[str, Any],
     prefix: str,
     reserved: Iterable[str] = (),
     owner: str = "",
     also: Iterable[str] = (),
-) -> None:
-    """Raise ConfigError for an option ``factory`` does not accept, naming ``prefix.key`` and the nearest one.
+) -> dict[str, Any]:
+    """Check ``options`` against ``factory``'s signature and return them validated (pydantic's lax coercion).
 
-    ``also`` lists keys valid at the same place but handled elsewhere (offered in the hint).
+    An option the factory does not take raises ConfigError naming ``prefix.key`` and the valid keys
+    (``also``: keys valid at the same place but handled elsewhere, offered in the hint); a value of
+    the wrong type raises ConfigError naming the key, the expected type and the value. A factory with
+    ``**kwargs`` checks its extra keys itself (the types of its named parameters are still checked).
     """
     target = factory.__init__ if inspect.isclass(factory) else factory
     parameters = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
     allowed = [p for p in parameters if p not in {"self", *reserved}]
-    for key in options:
-        if key not in allowed:
-            where = f" for '{owner}'" if owner else ""
-            raise ConfigError(f"unknown option '{prefix}.{key}'{where}.{did_you_mean(key, [*allowed, *also])}")
+    where = f" for '{owner}'" if owner else ""
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        for key in options:
+            if key not in allowed:
+                raise ConfigError(f"unknown option '{prefix}.{key}'{where}.{did_you_mean(key, [*allowed, *also])}")
+    hints = _annotations(target)
+    checked = dict(options)
+    for key, value in options.items():
+        adapter = _adapter(hints.get(key)) if key in allowed else None
+        if adapter is None:
+            continue
+        try:
+            checked[key] = adapter.validate_python(value)
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"]
+            raise ConfigError(f"option '{prefix}.{key}'{where} must be {_type_name(hints[key])}, got {value!r} "
+                              f"({reason})") from None
+    return checked
+
+
+def _annotations(target: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved annotations of ``target``'s parameters; one that cannot be resolved is left out."""
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception:  # a name imported only for type checking: resolve what can be resolved
+        namespace = getattr(target, "__globals__", {})
+        hints = {}
+        for name, annotation in getattr(target, "__annotations__", {}).items():
+            try:
+                hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307
+            except Exception:
+                continue
+        return hints
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
+    """A pydantic validator of ``annotation``, or None for a type pydantic cannot check (e.g. a module)."""
+    if annotation is None or annotation is Any:
+        return None
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:
+        return None
+
+
+def _type_name(annotation: Any) -> str:
+    """``annotation`` as a reader writes it (``int | None``, ``Sequence[int]``, ``Literal['a', 'b']``)."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    text = text.replace("typing.", "").replace("collections.abc.", "")
+    # Annotated[int, Gt(gt=0)] reads as int (pydantic's message, quoted after it, names the constraint)
+    return re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", text)

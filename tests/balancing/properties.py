@@ -24,7 +24,7 @@ balancer's own learnable parameters (uncertainty's log-variances, GradNorm's wei
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 import io
 import itertools
@@ -33,7 +33,7 @@ import warnings
 import pytest
 import torch
 
-from scenemtl.balancing import BALANCERS, Balancer, GradientBalancer, StepContext, build_balancer
+from scenemtl.balancing import BALANCERS, Balancer, GradientBalancer, LossWeighting, StepContext, build_balancer
 
 
 def _is_gradient_method(name: str) -> bool:
@@ -67,8 +67,13 @@ class Output:
     weights: torch.Tensor | None
 
 
-def run_step(balancer: Balancer, jacobian: torch.Tensor, losses: torch.Tensor, step: int, seed: int = 0) -> Output:
-    """One optimiser step of ``balancer`` on the Jacobian and losses (see the module docstring)."""
+def run_step(balancer: Balancer, jacobian: torch.Tensor, losses: torch.Tensor, step: int, seed: int = 0,
+             update: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Output:
+    """One optimiser step of ``balancer`` on the Jacobian and losses (see the module docstring).
+
+    ``update`` applies the step's direction to the model and returns the losses after it (what
+    ``after_step``'s ``recompute`` then gives); without it the losses are taken to fall by 10 %.
+    """
     ctx = StepContext(shared=[], parameters=[], step=step, seed=seed)
     tasks = balancer.tasks
     with warnings.catch_warnings():
@@ -88,7 +93,8 @@ def run_step(balancer: Balancer, jacobian: torch.Tensor, losses: torch.Tensor, s
             if p.grad is not None:
                 p -= 0.1 * p.grad
                 p.grad = None
-    balancer.after_step(lambda: {t: torch.tensor(0.9 * float(v)) for t, v in zip(tasks, losses)})
+    after = 0.9 * losses if update is None else update(out.direction)
+    balancer.after_step(lambda: {t: torch.tensor(float(v)) for t, v in zip(tasks, after)})
     balancer.end_epoch({t: float(v) for t, v in zip(tasks, losses)})
     return out
 
@@ -248,3 +254,67 @@ class NonConflictingProperty:
         jacobian = torch.randn(3, 5, generator=generator, dtype=torch.float64)
         out = run_step(make(name, ["a", "b", "c"]), jacobian, torch.ones(3, dtype=torch.float64), step=1)
         assert bool((jacobian @ out.direction >= -1e-7).all()), (jacobian @ out.direction).tolist()
+
+
+class DescentProperty:
+    """Every method learns: ten steps on a problem whose tasks share a minimiser at least halve the total loss.
+
+    The tasks are least-squares problems L_t(x) = ½‖A_t (x − x*)‖² with one minimiser x*, so every
+    task can reach zero at once and any sound balancing lowers the sum; the update x ← x − 0.1·d
+    is the model's step, and ``after_step`` sees the losses at the new x (FAMO compares them).
+    This is the unit form of "training with this balancer lowers the loss"; the training loop
+    itself is exercised once per family of balancers in ``test_training``.
+    """
+
+    EXCLUDED: dict[str, str] = {}
+
+    @pytest.mark.parametrize("seed", range(2))
+    @pytest.mark.parametrize("name", over_registry(EXCLUDED))
+    def test_steps_along_the_direction_lower_the_total_loss(self, name, seed):
+        generator = torch.Generator().manual_seed(seed)
+        matrices = 0.5 * torch.randn(3, 4, 6, generator=generator, dtype=torch.float64)
+        optimum = torch.randn(6, generator=generator, dtype=torch.float64)
+        x = optimum + torch.randn(6, generator=generator, dtype=torch.float64)
+
+        def losses_and_jacobian(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            residuals = torch.einsum("tkn,n->tk", matrices, x - optimum)
+            return 0.5 * residuals.pow(2).sum(1), torch.einsum("tk,tkn->tn", residuals, matrices)
+
+        def update(direction: torch.Tensor) -> torch.Tensor:
+            nonlocal x
+            x = x - 0.1 * direction
+            return losses_and_jacobian(x)[0]
+
+        balancer = make(name, ["a", "b", "c"])
+        start = float(losses_and_jacobian(x)[0].sum())
+        for step in range(1, 11):
+            losses, jacobian = losses_and_jacobian(x)
+            run_step(balancer, jacobian, losses, step, update=update)
+        end = float(losses_and_jacobian(x)[0].sum())
+        assert end <= 0.5 * start, (start, end)
+
+
+# --- families: the training loop's code paths, which the Trainer tests in test_training cover once each -------
+def family(name: str) -> str:
+    """The family of a method as the training loop sees it: its kind, what its gradient is taken with
+    respect to, whether it learns weights with the model's optimiser, and whether it needs a second forward pass."""
+    balancer = make(name, ["a", "b", "c"])
+    if isinstance(balancer, GradientBalancer):
+        kind = f"gradient aggregation (wrt {balancer.wrt})"
+    elif isinstance(balancer, LossWeighting):
+        kind = "loss weighting"
+    else:
+        kind = "loss-based balancing"
+    if any(p.requires_grad for p in balancer.parameters()):
+        kind += ", learned weights"
+    if balancer.extra_forward:
+        kind += ", second forward pass"
+    return kind
+
+
+def families() -> dict[str, list[str]]:
+    """Every family with its registered methods (derived from the registry)."""
+    out: dict[str, list[str]] = {}
+    for name in ALL_METHODS:
+        out.setdefault(family(name), []).append(name)
+    return out

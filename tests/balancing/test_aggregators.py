@@ -344,7 +344,8 @@ def test_unknown_options_name_the_valid_ones():
         make("pcgrad", c=0.4)
     with pytest.raises(ConfigError, match="wrt"):
         make("upgrad", wrtt="features")
-    with pytest.raises(ConfigError, match="supports"):
+    with pytest.raises(ConfigError, match=r"option 'balancer.options.wrt' for 'upgrad' must be Literal\['parameters', 'features'\], "
+                                          "got 'activations'"):
         make("upgrad", wrt="activations")
 
 

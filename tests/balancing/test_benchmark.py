@@ -14,7 +14,9 @@ from tests.conftest import TINY
 @pytest.fixture
 def bench_file(tmp_path):
     experiment = tmp_path / "tiny.yaml"
-    experiment.write_text(yaml.safe_dump(dict(TINY, out_dir=str(tmp_path / "unused"))))
+    # three of the five tasks (one left out of Δm): every run, STL's included, trains and evaluates less
+    tasks = {name: TINY["tasks"][name] for name in ("semseg", "depth", "normals")}
+    experiment.write_text(yaml.safe_dump(dict(TINY, tasks=tasks, out_dir=str(tmp_path / "unused"))))
     bench = {
         "name": "bench",
         "experiment": "tiny.yaml",

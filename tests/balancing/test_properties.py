@@ -1,6 +1,7 @@
 """Every registered balancer against the properties in ``properties`` (exclusions and their reasons are there)."""
 
 from tests.balancing.properties import (
+    DescentProperty,
     DeterministicProperty,
     NonConflictingProperty,
     PermutationProperty,
@@ -8,5 +9,6 @@ from tests.balancing.properties import (
 )
 
 
-class TestEveryBalancer(DeterministicProperty, StateRoundTripProperty, PermutationProperty, NonConflictingProperty):
+class TestEveryBalancer(DeterministicProperty, StateRoundTripProperty, PermutationProperty, NonConflictingProperty,
+                        DescentProperty):
     """The registry's methods, each property parametrised over ``BALANCERS.names()``."""

@@ -302,8 +302,8 @@ def test_npy_broken_copies_and_data_check(tmp_path):
 def test_recipes_train_and_evaluate_on_the_releases(tmp_path, monkeypatch, config, overrides):
     monkeypatch.setenv("SCENEMTL_CITYSCAPES", str(write_cityscapes(tmp_path / "cityscapes")))
     monkeypatch.setenv("SCENEMTL_CITYSCAPES_NPY", str(write_cityscapes_npy(tmp_path / "cityscapes2")))
-    hps = ["model.backbone.name=test_resnet", "model.backbone.weights=null", "model.head_channels=8",
-           "model.decoder_stride=8"] if "hps" in config else []
+    hps = ["model.backbone.name=test_resnet", "model.backbone.weights=null", "model.options.head_channels=8",
+           "model.options.decoder_stride=8"] if "hps" in config else []
     cfg = load_config(CONFIGS / config, [
         f"out_dir={tmp_path / 'runs' / '{name}'}", "train.steps=2", "train.decay_every=1", "train.eval_every=0",
         "train.checkpoint_every=0", "data.num_workers=0", "data.batch_size=2", "data.eval_batch_size=2",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scenemtl.data import io
+from scenemtl import fileio as io
 from scenemtl.errors import DataError
 
 

@@ -154,7 +154,7 @@ def test_recipe_augmentation_keeps_every_target_aligned(tmp_path, monkeypatch):
 def test_recipe_trains_and_evaluates_from_the_command_line(tmp_path, capsys):
     root = write_nyud(tmp_path / "NYUDv2", ids=(("a", "b", "c", "d"), ("e", "f")), size=(32, 40))
     shrink = [f"data.root={root}", f"out_dir={tmp_path / 'runs'}", "model.backbone.name=test_resnet",
-              "model.backbone.weights=null", "model.head_channels=8", "model.decoder_stride=8",
+              "model.backbone.weights=null", "model.options.head_channels=8", "model.options.decoder_stride=8",
               "data.augment.crop=[32,40]", "data.eval_pad=[32,40]", "data.batch_size=2", "data.eval_batch_size=2",
               "data.num_workers=0", "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"]
     config = str(CONFIGS / "hps.yaml")

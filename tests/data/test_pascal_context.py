@@ -313,7 +313,7 @@ def test_atrc_recipe_trains_and_evaluates_on_the_release(tmp_path, monkeypatch):
     monkeypatch.setenv("SCENEMTL_CACHE", str(tmp_path / "cache"))
     cfg = load_config(CONFIGS / "hps.yaml", [
         f"out_dir={tmp_path / 'runs' / '{name}'}", "model.backbone.name=test_resnet", "model.backbone.weights=null",
-        "model.head_channels=8", "data.augment.crop=[24,24]", "data.eval_pad=[32,32]", "data.batch_size=2",
+        "model.options.head_channels=8", "data.augment.crop=[24,24]", "data.eval_pad=[32,32]", "data.batch_size=2",
         "data.eval_batch_size=2", "data.num_workers=0", "train.steps=2", "train.device=cpu", "train.eval_every=0",
         "train.checkpoint_every=0"])
     assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.005 and cfg.train.schedule == "poly"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from scenemtl.config import load_config
 from scenemtl.data.check import check_dataset
-from scenemtl.data.io import read_png_opencv
+from scenemtl.fileio import read_png_opencv
 from scenemtl.data.synthia import CLASS_NAMES, PALETTE, SYNTHIA_TO_TRAIN, Synthia
 from scenemtl.engine.builder import build_tasks, build_transform, dataset_info
 from scenemtl.engine.trainer import Trainer
@@ -234,7 +234,7 @@ def test_recipe_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("SCENEMTL_SYNTHIA", str(root))
     cfg = load_config(CONFIGS / "hps.yaml", [
         f"out_dir={tmp_path / 'runs' / '{name}'}", "model.backbone.name=test_resnet", "model.backbone.weights=null",
-        "model.head_channels=8", "data.options.resize=null", "data.eval_pad=[24,32]", "data.num_workers=0",
+        "model.options.head_channels=8", "data.options.resize=null", "data.eval_pad=[24,32]", "data.num_workers=0",
         "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"])
     assert cfg.train.optimizer == "adam" and cfg.train.schedule == "step" and cfg.train.decay_every == 30000
     assert cfg.data.batch_size == 2 and cfg.train.grad_clip == 10.0 and not cfg.train.init_output_bias

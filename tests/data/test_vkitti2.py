@@ -226,7 +226,7 @@ def test_recipe_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("SCENEMTL_VKITTI2", str(root))
     cfg = load_config(CONFIGS / "hps.yaml", [
         f"out_dir={tmp_path / 'runs' / '{name}'}", "model.backbone.name=test_resnet", "model.backbone.weights=null",
-        "model.head_channels=8", "data.options.resize=null", "data.eval_pad=[24,32]", "data.num_workers=0",
+        "model.options.head_channels=8", "data.options.resize=null", "data.eval_pad=[24,32]", "data.num_workers=0",
         "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"])
     assert cfg.train.optimizer == "adam" and cfg.train.decay_gamma == 0.1 and cfg.train.steps == 2
     assert cfg.tasks["depth"].options == {} and cfg.eval.protocol == "densemtl"

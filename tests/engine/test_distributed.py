@@ -1,4 +1,4 @@
-"""torchrun on CPU: two Gloo processes equal one process with the same global batch."""
+"""torchrun on CPU: two Gloo processes equal one process with the same global batch (the reference runs in this process)."""
 
 import json
 import os
@@ -11,9 +11,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from scenemtl.cli import main
 from tests.conftest import TINY
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+CLI = ["-m", "scenemtl.cli"]
 
 
 def run(command: list[str], cwd: Path) -> str:
@@ -40,51 +42,48 @@ def parameters(run_dir: Path) -> dict:
     return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
 
 
-@pytest.mark.slow
-def test_two_processes_train_like_one_with_the_same_global_batch(config_file, tmp_path):
-    cli = ["-m", "scenemtl.cli"]
-    run([*TORCHRUN, *cli, "train", str(config_file), "--quiet", "--set", "name=ddp"], tmp_path)
-    # one process: batch 4 × 2 accumulation steps = the global batch of 2 processes × 4
-    run([sys.executable, *cli, "train", str(config_file), "--quiet", "--set", "name=one", "--set", "train.accumulation=2"],
-        tmp_path)
-    ddp, one = parameters(tmp_path / "runs" / "ddp"), parameters(tmp_path / "runs" / "one")
-    assert ddp.keys() == one.keys()
-    for key in ddp:
-        assert (ddp[key] - one[key]).abs().max() <= 1e-5, key
-    log = [json.loads(line) for line in (tmp_path / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    assert log[0]["kind"] == "run" and log[0]["global_batch"] == 8 and log[0]["processes"] == 2
-
-    # evaluation of one checkpoint: two processes, each half of the split, give the one-process numbers
-    checkpoint = str(tmp_path / "runs" / "ddp")
-    run([*TORCHRUN, *cli, "eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", "two.json"], tmp_path)
-    run([sys.executable, *cli, "eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", "one.json"],
-        tmp_path)
-    two = json.loads((tmp_path / "two.json").read_text())
-    single = json.loads((tmp_path / "one.json").read_text())
-    assert two["processes"] == 2
-    for task, values in single["metrics"].items():
-        for name, value in values.items():
-            assert two["metrics"][task][name] == pytest.approx(value, rel=1e-6, nan_ok=True), (task, name)
+def train_in_this_process(config_file: Path, *overrides: str) -> None:
+    """The one-process reference through the same command, in this process (one thread, as each torchrun worker)."""
+    torch.set_num_threads(1)
+    assert main(["train", str(config_file), "--quiet", *[f"--set={o}" for o in overrides]]) == 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("balancer", ["uncertainty", "upgrad"])
-def test_balancers_under_two_processes_equal_one_with_accumulation(config_file, tmp_path, balancer):
-    # a learned loss weighting (its log-variances are averaged by hand: they live outside DDP) and a
-    # gradient aggregator (the Jacobian is averaged over processes before it is aggregated)
-    cli = ["-m", "scenemtl.cli"]
-    options = ["--quiet", "--set", f"balancer.name={balancer}"]
-    run([*TORCHRUN, *cli, "train", str(config_file), *options, "--set", "name=ddp"], tmp_path)
-    run([sys.executable, *cli, "train", str(config_file), *options, "--set", "name=one", "--set", "train.accumulation=2"],
+def test_two_processes_train_like_one_with_the_same_global_batch(config_file, tmp_path, balancer):
+    # a learned loss weighting (the model's gradients go through DDP's hooks, its log-variances are
+    # averaged by hand: they live outside DDP) and a gradient aggregator (the Jacobian is averaged
+    # over processes before it is aggregated, and the loop all-reduces the rest itself)
+    run([*TORCHRUN, *CLI, "train", str(config_file), "--quiet", "--set", f"balancer.name={balancer}", "--set", "name=ddp"],
         tmp_path)
+    # one process: batch 4 × 2 accumulation steps = the global batch of 2 processes × 4
+    train_in_this_process(config_file, f"balancer.name={balancer}", "name=one", "train.accumulation=2")
     ddp, one = parameters(tmp_path / "runs" / "ddp"), parameters(tmp_path / "runs" / "one")
+    assert ddp.keys() == one.keys()
     for key in ddp:
         assert (ddp[key] - one[key]).abs().max() <= 1e-5, key
     states = [torch.load(sorted((tmp_path / "runs" / name / "checkpoints").glob("step_*"))[-1] / "trainer.pt",
                          weights_only=True)["balancer"] for name in ("ddp", "one")]
+    assert states[0].keys() == states[1].keys()
     for key, value in states[0].items():
         if isinstance(value, torch.Tensor):
             assert torch.allclose(value, states[1][key], atol=1e-5), key
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["kind"] == "train"]
+    log = [json.loads(line) for line in (tmp_path / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["kind"] == "run" and log[0]["global_batch"] == 8 and log[0]["processes"] == 2
+    losses = [record["loss"] for record in log if record["kind"] == "train"]
     assert sum(losses[-1].values()) < sum(losses[0].values())
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one(config_file, tmp_path):
+    # evaluation of one checkpoint: two processes, each half of the split, give the one-process numbers
+    train_in_this_process(config_file, "name=trained", "train.steps=1")
+    checkpoint = str(tmp_path / "runs" / "trained")
+    run([*TORCHRUN, *CLI, "eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", "two.json"], tmp_path)
+    assert main(["eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", str(tmp_path / "one.json")]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())
+    single = json.loads((tmp_path / "one.json").read_text())
+    assert two["processes"] == 2 and single["processes"] == 1
+    for task, values in single["metrics"].items():
+        for name, value in values.items():
+            assert two["metrics"][task][name] == pytest.approx(value, rel=1e-6, nan_ok=True), (task, name)

@@ -12,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from scenemtl.cli import main
 from scenemtl.engine import checkpoint as ckpt
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import CheckpointError, ConfigError, ScenemtlError
@@ -78,9 +79,16 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(first[key], second[key]), key
 
 
+def train_here(config_file: Path, *args: str) -> None:
+    """``train`` through the same command in this process, with one thread as ``cli``'s processes: the
+    uninterrupted reference run and the resumed runs (only the run to interrupt needs a process of its own)."""
+    torch.set_num_threads(1)
+    assert main(["train", str(config_file), "--quiet", *args]) == 0
+
+
 @pytest.mark.slow
 def test_sigterm_then_resume_equals_an_uninterrupted_run(config_file, tmp_path):
-    finish(cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=straight"))
+    train_here(config_file, "--set", "name=straight")
     run = tmp_path / "runs" / "cut"
     process = cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=cut", "--set", "train.steps=100000")
     wait_for(lambda: (run / "metrics.jsonl").exists() and '"train"' in (run / "metrics.jsonl").read_text(), process)
@@ -89,13 +97,13 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(config_file, tmp_path):
     assert "stopped by SIGTERM" in out and "--resume" in out
     stopped_at = ckpt.read_meta(run).step
     assert 2 <= stopped_at < 6, "the test needs the stop to land before the last step"
-    finish(cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=cut", "--resume"))
+    train_here(config_file, "--set", "name=cut", "--resume")
     assert_same_weights(tmp_path / "runs" / "straight", run)
 
 
 @pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_good_one(config_file, tmp_path):
-    finish(cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=straight"))
+    train_here(config_file, "--set", "name=straight")
     run = tmp_path / "runs" / "killed"
     process = cli(tmp_path, "step_0000004", "train", str(config_file), "--quiet", "--set", "name=killed", runner=True)
     wait_for(lambda: (run / "checkpoints" / "STALLED").exists(), process)
@@ -103,7 +111,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_good_one(config
     process.communicate()
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_0000002"]
     assert ckpt.read_meta(run).step == 2
-    finish(cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=killed", "--resume"))
+    train_here(config_file, "--set", "name=killed", "--resume")
     assert_same_weights(tmp_path / "runs" / "straight", run)
 
 
@@ -156,5 +164,5 @@ def test_out_of_memory_says_what_to_lower(tiny_config, monkeypatch):
 
 def test_wandb_without_the_package_is_a_clear_error(tiny_config, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
-    with pytest.raises(ConfigError, match="pip install wandb"):
+    with pytest.raises(ConfigError, match=r"pip install 'scenemtl\[wandb\]'"):
         Trainer(tiny_config("train.wandb=my-project"), progress=False)

@@ -8,7 +8,7 @@ from scenemtl.engine import checkpoint as ckpt
 from scenemtl.engine.distributed import DistInfo
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ConfigError
-from scenemtl.models.backbones import _version
+from scenemtl.models.backbones.factory import _version
 
 
 def test_fp16_uses_a_gradient_scaler_that_is_checkpointed(tiny_config):

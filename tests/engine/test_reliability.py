@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 
 from scenemtl import cli
-from scenemtl.data.io import read_torch
+from scenemtl.fileio import read_torch
 from scenemtl.engine import builder, checkpoint as ckpt, storage
 from scenemtl.engine.evaluate import evaluate
 from scenemtl.engine.trainer import Trainer
@@ -70,13 +70,15 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tiny_config):
 
 
 @pytest.mark.slow
-def test_a_second_cli_training_exits_2_while_the_first_runs_and_sigterm_exits_75(config_file, tmp_path):  # noqa: F811
+def test_a_second_cli_training_exits_2_while_the_first_runs_and_sigterm_exits_75(config_file, tmp_path,  # noqa: F811
+                                                                                  capsys):
     run = tmp_path / "runs" / "busy"
     first = run_cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=busy", "--set", "train.steps=100000")
     wait_for(lambda: (run / "metrics.jsonl").exists() and '"train"' in (run / "metrics.jsonl").read_text(), first)
-    second = run_cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=busy", "--resume")
-    out = finish(second, code=2)
-    assert f"in use by process {first.pid}" in out and "Traceback" not in out
+    # the second command runs in this process: the lock is the first process's, whoever asks
+    assert cli.main(["train", str(config_file), "--quiet", "--set", "name=busy", "--resume"]) == 2
+    out = capsys.readouterr()
+    assert f"in use by process {first.pid}" in out.err and "Traceback" not in out.err + out.out
     first.send_signal(signal.SIGTERM)
     assert "stopped by SIGTERM" in finish(first, code=75)
 

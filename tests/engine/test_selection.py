@@ -147,24 +147,25 @@ def test_no_selection_keeps_the_last_checkpoint(tiny_config):
     assert "selection" not in ckpt.load_trainer_state(ckpt.list_checkpoints(trainer.checkpoint_dir)[-1])
 
 
-@pytest.mark.parametrize("stop_at", [3, 4])  # between two scorings; right after one
-def test_resume_keeps_the_best_so_far(tiny_config, stop_at):
+def test_resume_keeps_the_best_so_far(tiny_config):
     straight = Trainer(tiny_config(*HOLDOUT, "name=straight"), progress=False)
     straight.fit()
-    interrupted = Trainer(tiny_config(*HOLDOUT, "name=resumed"), progress=False)
-    assert interrupted.fit(stop_at=stop_at) is None
-    best_then = (interrupted.best_step, interrupted.best_score)
-    assert best_then[0] is not None
-    resumed = Trainer(tiny_config(*HOLDOUT, "name=resumed"), resume=True, progress=False)
-    assert (resumed.best_step, resumed.best_score) == best_then
-    resumed.fit()
-    assert (resumed.best_step, resumed.best_score) == (straight.best_step, straight.best_score)
-    assert resumed.best_step == best_in_log(resumed)[0]
-    assert [r["step"] for r in records(resumed, "select")] == [2, 4, 6, 8]
     a = load_file(str(straight.checkpoint_dir / "best" / ckpt.MODEL_FILE))
-    b = load_file(str(resumed.checkpoint_dir / "best" / ckpt.MODEL_FILE))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((resumed.run_dir / "results.json").read_text())["step"] == straight.best_step
+    for stop_at in (3, 4):  # between two scorings; right after one (both against the one straight run)
+        name = f"name=resumed{stop_at}"
+        interrupted = Trainer(tiny_config(*HOLDOUT, name), progress=False)
+        assert interrupted.fit(stop_at=stop_at) is None
+        best_then = (interrupted.best_step, interrupted.best_score)
+        assert best_then[0] is not None, stop_at
+        resumed = Trainer(tiny_config(*HOLDOUT, name), resume=True, progress=False)
+        assert (resumed.best_step, resumed.best_score) == best_then, stop_at
+        resumed.fit()
+        assert (resumed.best_step, resumed.best_score) == (straight.best_step, straight.best_score), stop_at
+        assert resumed.best_step == best_in_log(resumed)[0], stop_at
+        assert [r["step"] for r in records(resumed, "select")] == [2, 4, 6, 8], stop_at
+        b = load_file(str(resumed.checkpoint_dir / "best" / ckpt.MODEL_FILE))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stop_at
+        assert json.loads((resumed.run_dir / "results.json").read_text())["step"] == straight.best_step, stop_at
 
 
 def test_resume_repairs_a_best_checkpoint_written_after_the_resumed_one(tiny_config):

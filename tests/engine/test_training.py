@@ -24,26 +24,27 @@ RESUME = ["train.steps=5", "data.options.num_train=10", "train.keep_checkpoints=
           "model.backbone.options={drop_path_rate: 0.2}"]
 
 
-@pytest.mark.parametrize("stop_at, position, epoch", [(2, 8, 0), (3, 12, 0)])  # mid-epoch; end of an epoch
-def test_resume_continues_to_the_same_weights(tiny_config, stop_at, position, epoch):
+def test_resume_continues_to_the_same_weights(tiny_config):
     straight = Trainer(tiny_config(*RESUME, "name=straight"), progress=False)
     straight.fit()
-    interrupted = Trainer(tiny_config(*RESUME, "name=resumed"), progress=False)
-    assert interrupted.fit(stop_at=stop_at) is None  # 10 samples padded to 12, batches of 4: 3 steps per epoch
-    assert (interrupted.position, interrupted.epoch) == (position, epoch)
-    resumed = Trainer(tiny_config(*RESUME, "name=resumed"), resume=True, progress=False)
-    assert resumed.step == stop_at
-    resumed.fit()
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    # the resumed run's log has each step once
-    steps = [json.loads(line)["step"] for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["kind"] == "train"]
-    assert steps == sorted(set(steps))
-    if stop_at != 2:
-        return
+    a = straight.model.state_dict()
+    # 10 samples padded to 12, batches of 4: 3 steps per epoch; stop mid-epoch, then at the end of an epoch
+    for stop_at, position, epoch in [(2, 8, 0), (3, 12, 0)]:
+        name = f"name=resumed{stop_at}"
+        interrupted = Trainer(tiny_config(*RESUME, name), progress=False)
+        assert interrupted.fit(stop_at=stop_at) is None
+        assert (interrupted.position, interrupted.epoch) == (position, epoch)
+        resumed = Trainer(tiny_config(*RESUME, name), resume=True, progress=False)
+        assert resumed.step == stop_at
+        resumed.fit()
+        b = resumed.model.state_dict()
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (stop_at, key)
+        # the resumed run's log has each step once
+        steps = [json.loads(line)["step"] for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(line)["kind"] == "train"]
+        assert steps == sorted(set(steps)), stop_at
     # logs and results were written
     records = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} == {"run", "train", "val"}
@@ -122,7 +123,7 @@ def test_crash_between_the_renames_of_a_resave_loses_nothing(tiny_config, monkey
 def test_checkpoint_for_another_model_lists_the_mismatch(tiny_config):
     trainer = Trainer(tiny_config("train.steps=1"), progress=False, log=False)
     trainer.fit()
-    other = Trainer(tiny_config("name=other", "model.head_channels=4"), progress=False, log=False)
+    other = Trainer(tiny_config("name=other", "model.options.head_channels=4"), progress=False, log=False)
     with pytest.raises(CheckpointError, match="shape mismatch"):
         ckpt.load_weights(other.model, trainer.run_dir)
     meta = ckpt.read_meta(trainer.run_dir)

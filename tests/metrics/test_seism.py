@@ -13,7 +13,7 @@ from scenemtl.engine.export import png_array
 from scenemtl.metrics import _boundary_kernels as kernels
 from scenemtl.metrics.boundary import (BoundaryMetric, boundary_counts, conv_tri, nms, relabel, sak_nms, seg2bmap,
                                        seism_ground_truth, to_levels)
-from scenemtl.metrics.protocols import PROTOCOLS, task_options
+from scenemtl.tasks.protocols import PROTOCOLS, task_options
 from scenemtl.tasks import build_task
 
 F32 = np.float32

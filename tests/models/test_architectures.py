@@ -18,8 +18,7 @@ def all_tasks():
 def tiny_model_config(arch: str) -> ModelConfig:
     """The architecture at test width: its registered ``tiny`` options on the tiny timm backbone."""
     factory = MODELS.get(arch)
-    return ModelConfig(arch=arch, backbone={"name": factory.tiny_backbone}, head_channels=8, decoder_stride=8,
-                       options=dict(factory.tiny_options))
+    return ModelConfig(arch=arch, backbone={"name": factory.tiny_backbone}, options=dict(factory.tiny_options))
 
 
 def task_sets(arch: str) -> list[tuple[str, ...]]:
@@ -111,7 +110,69 @@ def test_backbone_loads_a_local_weight_file(tmp_path):
             p.fill_(0.5)
     path = tmp_path / "weights.safetensors"
     save_file(reference.state_dict(), str(path))
-    model = build_model(ModelConfig(arch="hps", backbone={"name": "test_resnet", "weights": str(path)}, head_channels=8),
+    model = build_model(ModelConfig(arch="hps", backbone={"name": "test_resnet", "weights": str(path)},
+                                    options={"head_channels": 8}),
                         {"depth": build_task("depth", {})})
     first = next(model.backbone.parameters())
     assert torch.all(first == 0.5)
+
+
+@pytest.mark.parametrize("arch", MODELS.names())
+def test_every_option_is_typed(arch):
+    # build_model validates option types from the factory's annotations; an unannotated option would go unchecked
+    import inspect
+
+    from scenemtl.registry import _adapter, _annotations
+
+    factory = MODELS.get(arch)
+    hints = _annotations(factory)
+    for name, parameter in inspect.signature(factory).parameters.items():
+        if name in ("config", "tasks") or parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            continue
+        assert _adapter(hints.get(name)) is not None, f"{arch}: option '{name}' has no checkable annotation"
+
+
+def test_options_are_validated_where_the_architecture_defines_them():
+    tasks = {name: build_task(name, {}, CLASSES) for name in ("semseg", "depth")}
+    with pytest.raises(ConfigError, match=r"option 'model.options.head_channels' for 'hps' must be .*int.*'wide'"):
+        build_model(ModelConfig(arch="hps", options={"head_channels": "wide"}), tasks)
+    with pytest.raises(ConfigError, match="greater than 0"):
+        build_model(ModelConfig(arch="hps", options={"decoder_stride": 0}), tasks)
+    # an option an architecture ignores is an error naming the valid ones
+    with pytest.raises(ConfigError, match=r"unknown option 'model.options.head_channels' for 'invpt'.*embed_dim"):
+        build_model(ModelConfig(arch="invpt", backbone={"name": "test_vit"}, options={"head_channels": 8}), tasks)
+    with pytest.raises(ConfigError, match="'segnet' builds its own encoder"):
+        build_model(ModelConfig(arch="segnet", backbone={"name": "resnet18"}), tasks)
+    # the old place of the two decoder options says where they went
+    with pytest.raises(ConfigError, match="model.options.head_channels"):
+        ModelConfig.model_validate({"arch": "hps", "head_channels": 8})
+    # stl passes its other options to the per-task architecture, which checks them
+    stl = build_model(ModelConfig(arch="stl", options={"head_channels": 8}), tasks)
+    assert stl.networks["depth"].heads["depth"].classifier.in_channels == 8
+    with pytest.raises(ConfigError, match="unknown option 'model.options.head_channels' for 'segnet'"):
+        build_model(ModelConfig(arch="stl", options={"per_task": "segnet", "head_channels": 8}), tasks)
+    with pytest.raises(ConfigError, match="given twice"):
+        build_model(ModelConfig(arch="stl", options={"head_channels": 8, "per_task_options": {"head_channels": 4}}), tasks)
+
+
+@pytest.mark.parametrize("arch", MODELS.names())
+def test_shared_cut_computes_the_same_outputs(arch):
+    # gradient balancers run split architectures through SharedCut: same outputs, the shared tensors as leaves
+    from scenemtl.models.base import SharedCut
+
+    torch.manual_seed(0)
+    tasks = {name: build_task(name, {}, CLASSES) for name in task_sets(arch)[0]}
+    model = build_model(tiny_model_config(arch), tasks).eval()
+    if not model.has_shared_representation():
+        with pytest.raises(TypeError, match="no encode/decode"):
+            SharedCut(model)
+        return
+    image = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        plain = model(image)
+    cut = SharedCut(model)(image)
+    assert cut.features and len(cut.features) == len(cut.feature_sources)
+    assert all(f.is_leaf and f.requires_grad for f in cut.features)
+    assert all(s.grad_fn is not None for s in cut.feature_sources)
+    for name in tasks:
+        torch.testing.assert_close(cut.final[name], plain.final[name])

@@ -47,7 +47,7 @@ def nyud_tasks(classes=40):
 
 def tiny(arch="atrc", tasks=None, **options):
     tasks = tasks or nyud_tasks(4)
-    config = ModelConfig(arch=arch, backbone={"name": "test_resnet"}, decoder_stride=8, options={"channels": 8, **options})
+    config = ModelConfig(arch=arch, backbone={"name": "test_resnet"}, options={"channels": 8, **options})
     return build_model(config, tasks), tasks
 
 
@@ -67,18 +67,18 @@ def test_parameter_counts_match_the_official_heads(tmp_path):
     path = tmp_path / "atrc_nyud_hrnet18.json"
     path.write_text(json.dumps(RELEASED_NYUD_HRNET18, indent=4))
     tasks = nyud_tasks()
-    config = ModelConfig(arch="atrc", backbone=HRNET18, decoder_stride=4, options={"genotype": str(path)})
+    config = ModelConfig(arch="atrc", backbone=HRNET18, options={"decoder_stride": 4, "genotype": str(path)})
     model = build_model(config, tasks)
     backbone = count(model.backbone)
     assert backbone == 3_860_720  # brdav/atrc's hrnetv2p_w18_s (timm's hrnet_w18_small_v2 is the same network)
     assert count(model) - backbone == 1_200_274
     # null: every pair global, no auxiliary heads (brdav/atrc's GlobalRelationalContextHead):
     # 651,776 + 3,060 + 146,256 + 35,912 + 36,448
-    plain = build_model(config.model_copy(update={"options": {}}), tasks)
+    plain = build_model(config.model_copy(update={"options": {"decoder_stride": 4}}), tasks)
     assert count(plain) - backbone == 873_452
     # search space: value BNs without affine (9,141 − 66 = 9,075 per block), 12 pairs × 4 + 4 self-pairs × 3
     # blocks = 544,500, logits 12 × 5 + 4 × 4 = 76, plus projection, fusion (no dropout), bottleneck, aux, final
-    search = build_model(config.model_copy(update={"arch": "atrc_search", "options": {}}), tasks)
+    search = build_model(config.model_copy(update={"arch": "atrc_search", "options": {"decoder_stride": 4}}), tasks)
     assert count(search) - backbone == 1_598_594  # brdav/atrc's RelationalContextSearchHead
 
 

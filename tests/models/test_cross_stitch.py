@@ -23,8 +23,8 @@ def count(module):
 
 
 def tiny_timm(tasks, **options):
-    return build_model(ModelConfig(arch="cross_stitch", backbone={"name": "test_resnet"}, head_channels=8,
-                                   options=options), tasks)
+    return build_model(ModelConfig(arch="cross_stitch", backbone={"name": "test_resnet"},
+                                   options={"head_channels": 8, **options}), tasks)
 
 
 def test_segnet_variant_has_the_parameter_count_of_mtans_cross_stitch_segnet():
@@ -142,8 +142,16 @@ def test_options_are_checked():
         tiny_timm(tasks, unit="matrix")
     with pytest.raises(ConfigError, match="alpha_same"):
         tiny_timm(tasks, unit="mtan", alpha_same=0.5)
+    segnet = ModelConfig(arch="cross_stitch", options={"backbone": "segnet", "filters": [4, 8]})
     with pytest.raises(ConfigError, match="five positive"):
-        tiny_timm(tasks, backbone="segnet", filters=[4, 8])
+        build_model(segnet, tasks)
+    # an option of the other backbone is an error, not ignored
+    with pytest.raises(ConfigError, match="head_channels/decoder_stride set the FPN heads of backbone: timm"):
+        tiny_timm(tasks, backbone="segnet")
+    with pytest.raises(ConfigError, match="filters sets the widths of backbone: segnet"):
+        tiny_timm(tasks, filters=[4, 8, 8, 16, 16])
+    with pytest.raises(ConfigError, match="model.backbone configures a timm network"):
+        build_model(ModelConfig(arch="cross_stitch", backbone={"name": "resnet18"}, options={"backbone": "segnet"}), tasks)
     with pytest.raises(ConfigError, match="fuse"):
         build_model(ModelConfig(arch="cross_stitch", backbone={"name": "test_resnet", "fuse": "concat"}), tasks)
     with pytest.raises(ConfigError, match="stage by stage"):

@@ -23,13 +23,14 @@ def count(module):
 
 
 def tiny(tasks, **backbone):
-    return build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "test_resnet", **backbone}, head_channels=8),
+    return build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "test_resnet", **backbone},
+                                   options={"head_channels": 8}),
                        tasks)
 
 
 def test_parameter_count_matches_the_official_model_at_resnet50():
     with torch.device("meta"):
-        model = build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "resnet50"}, head_channels=256),
+        model = build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "resnet50"}, options={"head_channels": 256}),
                             nyu_tasks())
         reference_head = DeepLabHead(2048, 13)
     # lorenmt/mtan im2im_pred/model_resnet_mtan/resnet_mtan.py with 13/1/3 outputs:

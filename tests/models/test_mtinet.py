@@ -8,6 +8,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.mtinet import FeaturePropagation, mtinet
 from scenemtl.tasks import build_task
+from scenemtl.models.base import SharedCut
 
 NYUD = {"semseg": [f"c{i}" for i in range(40)]}
 PASCAL = {"semseg": [f"c{i}" for i in range(21)], "human_parts": [f"p{i}" for i in range(7)]}
@@ -22,14 +23,13 @@ def tasks_of(names, classes=None):
 
 
 def tiny(names=("semseg", "depth", "normals"), decoder_stride=4, **options):
-    config = ModelConfig(arch="mtinet", backbone={"name": "test_resnet"}, head_channels=8,
-                         decoder_stride=decoder_stride)
-    return mtinet(config, tasks_of(names), **{"task_channels": 8, **options})
+    config = ModelConfig(arch="mtinet", backbone={"name": "test_resnet"})
+    return mtinet(config, tasks_of(names), **{"task_channels": 8, "decoder_stride": decoder_stride, **options})
 
 
 def test_parameter_count_matches_the_official_hrnet18_mtinet():
-    config = ModelConfig(arch="mtinet", backbone={"name": "hrnet_w18_small_v2"}, decoder_stride=4)
-    model = mtinet(config, tasks_of(("semseg", "depth", "normals", "edge"), NYUD))
+    config = ModelConfig(arch="mtinet", backbone={"name": "hrnet_w18_small_v2"})
+    model = mtinet(config, tasks_of(("semseg", "depth", "normals", "edge"), NYUD), decoder_stride=4)
     assert model.task_channels == [18, 36, 72, 144]
     # backbone: the official seg_hrnet hrnet_w18 (HRNet-W18-small-v2 layers) counted layer by layer
     assert count(model.backbone) == 3_860_720
@@ -47,7 +47,7 @@ def test_parameter_count_matches_the_official_hrnet18_mtinet():
     assert count(model.heads) == 307_035
     assert count(model) == 3_860_720 + 14_100_225
     # PASCAL, 5 tasks (semseg 21, parts 7, saliency 1, normals 3, edge 1), by the same arithmetic
-    pascal = mtinet(config, tasks_of(("semseg", "human_parts", "saliency", "normals", "edge"), PASCAL))
+    pascal = mtinet(config, tasks_of(("semseg", "human_parts", "saliency", "normals", "edge"), PASCAL), decoder_stride=4)
     assert count(pascal) - count(pascal.backbone) == 20_633_451
 
 
@@ -95,11 +95,10 @@ def test_coarser_scales_reach_the_finest_and_tasks_reach_each_other():
     assert not torch.allclose(after.final["semseg"], before.final["semseg"])
 
 
-def test_shared_parameters_cut_features_and_output_bias():
+def test_shared_parameters_shared_cut_and_output_bias():
     model = tiny()
     assert {id(p) for p in model.shared_parameters()} == {id(p) for p in model.backbone.parameters()}
-    model.cut_features = True
-    out = model(torch.randn(2, 3, 32, 32))
+    out = SharedCut(model)(torch.randn(2, 3, 32, 32))
     assert len(out.features) == 4 and all(f.is_leaf for f in out.features)
     model.init_output_bias({"depth": torch.tensor([0.7])})
     biases = [model.heads["depth"].last_layer[-1].bias] + [m.decoders["depth"].bias for m in model.initial]
@@ -114,6 +113,6 @@ def test_options_and_errors():
         tiny(task_channels=0)
     with pytest.raises(ConfigError, match="at least two tasks"):
         tiny(("depth",))
-    config = ModelConfig(arch="mtinet", backbone={"name": "test_resnet", "fuse": "concat"}, decoder_stride=4)
+    config = ModelConfig(arch="mtinet", backbone={"name": "test_resnet", "fuse": "concat"})
     with pytest.raises(ConfigError, match="at least two backbone levels"):
-        mtinet(config, tasks_of(("semseg", "depth")))
+        mtinet(config, tasks_of(("semseg", "depth")), decoder_stride=4)

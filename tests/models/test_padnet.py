@@ -8,6 +8,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.padnet import padnet
 from scenemtl.tasks import build_task
+from scenemtl.models.base import SharedCut
 
 NYUD = {"semseg": [f"c{i}" for i in range(40)]}
 PASCAL = {"semseg": [f"c{i}" for i in range(21)], "human_parts": [f"p{i}" for i in range(7)]}
@@ -22,13 +23,14 @@ def tasks_of(names, classes=None):
 
 
 def tiny(names=("semseg", "depth", "normals"), **options):
-    config = ModelConfig(arch="padnet", backbone={"name": "test_resnet"}, head_channels=8, decoder_stride=8)
-    return padnet(config, tasks_of(names), **options)
+    config = ModelConfig(arch="padnet", backbone={"name": "test_resnet"})
+    return padnet(config, tasks_of(names), **{"head_channels": 8, "decoder_stride": 8, **options})
 
 
 def test_parameter_count_matches_the_official_hrnet18_padnet():
-    config = ModelConfig(arch="padnet", backbone={"name": "hrnet_w18_small_v2"}, head_channels=256, decoder_stride=4)
-    nyud = padnet(config, tasks_of(("semseg", "depth", "normals", "edge"), NYUD))
+    config = ModelConfig(arch="padnet", backbone={"name": "hrnet_w18_small_v2"})
+    official = {"head_channels": 256, "decoder_stride": 4}
+    nyud = padnet(config, tasks_of(("semseg", "depth", "normals", "edge"), NYUD), **official)
     # backbone: the official seg_hrnet hrnet_w18 (HRNet-W18-small-v2 layers) counted layer by layer
     assert count(nyud.backbone) == 3_860_720
     # fuse (HighResolutionFuse): 1x1 conv 270->270 with bias + BN = 72,900 + 270 + 540 = 73,710
@@ -44,13 +46,13 @@ def test_parameter_count_matches_the_official_hrnet18_padnet():
     assert count(nyud) == 3_860_720 + 73_710 + 856_877 + 14_155_776 + 574_765  # 19,521,848
     # PASCAL (semseg 21, parts 7, saliency 1, normals 3, edge 1): 5 * 211,328 + 257*33 = 1,065,121 initial,
     # 20 * 1,179,648 = 23,592,960 distillation, 5 * 140,800 + 257*33 = 712,481 heads
-    pascal = padnet(config, tasks_of(("semseg", "human_parts", "saliency", "normals", "edge"), PASCAL))
+    pascal = padnet(config, tasks_of(("semseg", "human_parts", "saliency", "normals", "edge"), PASCAL), **official)
     assert count(pascal) - count(pascal.backbone) == 73_710 + 1_065_121 + 23_592_960 + 712_481
 
 
 def test_hrnet_backbone_computes_like_the_segmentation_hrnet():
-    config = ModelConfig(arch="padnet", backbone={"name": "hrnet_w18_small_v2"}, head_channels=8, decoder_stride=4)
-    model = padnet(config, tasks_of(("semseg", "depth")))
+    config = ModelConfig(arch="padnet", backbone={"name": "hrnet_w18_small_v2"})
+    model = padnet(config, tasks_of(("semseg", "depth")), head_channels=8, decoder_stride=4)
     upsamples = [m for m in model.backbone.modules() if isinstance(m, nn.Upsample)]
     assert upsamples and all(m.mode == "bilinear" for m in upsamples)
     assert all(m.momentum == 0.01 for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d))
@@ -75,12 +77,11 @@ def test_initial_predictions_supervise_and_distillation_mixes_tasks():
     assert not torch.allclose(changed.final["semseg"], out.final["semseg"])
 
 
-def test_shared_parameters_cut_features_and_output_bias():
+def test_shared_parameters_shared_cut_and_output_bias():
     model = tiny()
     shared = {id(p) for p in model.shared_parameters()}
     assert shared == {id(p) for p in [*model.backbone.parameters(), *model.fuse.parameters()]}
-    model.cut_features = True
-    out = model(torch.randn(2, 3, 32, 32))
+    out = SharedCut(model)(torch.randn(2, 3, 32, 32))
     assert len(out.features) == 1 and out.features[0].is_leaf and out.feature_sources[0].grad_fn is not None
     model.init_output_bias({"depth": torch.tensor([1.5])})
     assert model.heads["depth"][-1].bias.item() == 1.5 and model.initial_out["depth"].bias.item() == 1.5
@@ -88,10 +89,10 @@ def test_shared_parameters_cut_features_and_output_bias():
 
 def test_options_and_errors():
     # the ResNet variant of the official code: last stage only, no fuse layer
-    config = ModelConfig(arch="padnet", backbone={"name": "test_resnet"}, head_channels=8, decoder_stride=32)
-    model = padnet(config, tasks_of(("semseg", "depth")), fuse=False)
+    config = ModelConfig(arch="padnet", backbone={"name": "test_resnet"})
+    model = padnet(config, tasks_of(("semseg", "depth")), fuse=False, head_channels=8, decoder_stride=32)
     assert isinstance(model.fuse, nn.Identity) and model.levels == [4]
     with pytest.raises(ConfigError, match="at least two tasks"):
         tiny(("depth",))
     with pytest.raises(ConfigError, match="multiple of 4"):
-        padnet(config.model_copy(update={"head_channels": 6}), tasks_of(("semseg", "depth")))
+        padnet(config, tasks_of(("semseg", "depth")), head_channels=6)

@@ -7,6 +7,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError
 from scenemtl.models import build_model
 from scenemtl.tasks import build_task
+from scenemtl.models.base import SharedCut
 
 NYU13 = {"semseg": [f"class{i}" for i in range(13)]}
 
@@ -50,6 +51,5 @@ def test_segnet_exposes_its_shared_representation_when_cut():
     tasks = nyu_tasks()
     model = build_model(ModelConfig(arch="segnet", options={"filters": [4, 4, 8, 8, 8]}), tasks)
     assert model(torch.zeros(1, 3, 32, 32)).features == ()
-    model.cut_features = True
-    output = model(torch.zeros(1, 3, 32, 32))
+    output = SharedCut(model)(torch.zeros(1, 3, 32, 32))
     assert len(output.features) == 1 and output.features[0].is_leaf and output.feature_sources[0].grad_fn is not None

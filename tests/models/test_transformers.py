@@ -252,9 +252,9 @@ def test_invpt_takes_any_size_and_any_backbone():
 
 @pytest.mark.parametrize("arch", VARIANTS)
 def test_activation_checkpointing_gives_the_same_gradients(arch, monkeypatch):
-    import scenemtl.models.taskprompter as taskprompter
-    import scenemtl.models.taskprompter_swin as swin
-    import scenemtl.models.vit as vit
+    import scenemtl.models.backbones.vit as vit
+    import scenemtl.models.taskprompter.prompted_swin as swin
+    import scenemtl.models.taskprompter.vit as taskprompter
 
     calls = []
 
@@ -298,7 +298,7 @@ def test_vit_backbone_resamples_a_local_weight_file(tmp_path):
     from timm.layers import resample_abs_pos_embed
 
     from scenemtl.config import BackboneConfig
-    from scenemtl.models.vit import ViTBackbone
+    from scenemtl.models.backbones import ViTBackbone
 
     reference = timm.create_model("test_vit", num_classes=0)  # stored at 160×160 (a 10×10 grid)
     path = tmp_path / "vit.safetensors"
@@ -319,7 +319,7 @@ def test_swin_and_vit_serve_the_cnn_architectures_too():
     swin = {"name": "swin_tiny_patch4_window7_224", "options": {"embed_dim": 16, "depths": [1, 1, 1, 1],
                                                                 "num_heads": [1, 1, 1, 1]}}
     for backbone in (swin, {"name": "test_vit"}):
-        model = build_model(ModelConfig(arch="hps", backbone=backbone, head_channels=8), tasks)
+        model = build_model(ModelConfig(arch="hps", backbone=backbone, options={"head_channels": 8}), tasks)
         output = model(torch.randn(2, 3, 33, 47))
         assert output.final["semseg"].shape == (2, 5, 33, 47)
     assert model.backbone.strides == [16, 16, 16]
@@ -361,9 +361,11 @@ def test_shared_parameters_are_what_every_task_reaches(arch, options):
 
 def test_option_mistakes_are_config_errors():
     for arch, options, match in [
-        ("invpt", {"img_size": 512}, "img_size must be a list of 2"),
-        ("invpt", {"num_heads": 2}, "num_heads must be a list of 3"),
-        ("invpt", {"layers": 6}, "layers must be a list of 3"),
+        ("invpt", {"img_size": 512}, r"'model.options.img_size' for 'invpt' must be Sequence\[int\], got 512"),
+        ("invpt", {"img_size": [512]}, "img_size must be 2 positive integers"),
+        ("invpt", {"num_heads": 2}, r"num_heads' for 'invpt' must be Sequence\[int\]"),
+        ("invpt", {"num_heads": [2, 2]}, "num_heads must be 3 positive integers"),
+        ("invpt", {"layers": [1, 2]}, "layers must be 3 increasing block numbers"),
         ("taskprompter", {"layers": [1, 2]}, "layers must be 3 increasing"),
         ("taskprompter", {"head": "mlp"}, "head must be 'conv'"),
     ]:

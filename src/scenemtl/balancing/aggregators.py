@@ -177,11 +177,11 @@ class NashMTLBalancer(TorchJDAggregation):
             warnings.filterwarnings("ignore", message=".*not DPP.*")
             return super().combine(jacobian, losses, ctx)
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> dict[str, Any]:
         """The solver's previous α and step count."""
         return torchjd_state.nash_mtl_state(self.aggregator)
 
-    def set_extra_state(self, state: dict) -> None:
+    def set_extra_state(self, state: dict[str, Any]) -> None:
         """Restore the solver state (and rebuild its problem, which torchjd builds at step 0)."""
         torchjd_state.load_nash_mtl_state(self.aggregator, state)
 
@@ -287,11 +287,11 @@ class GradVacBalancer(TorchJDAggregation):
         """torchjd's GradVac."""
         return GradVac(beta=self.beta)
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
         """The EMA cosine targets."""
         return torchjd_state.gradvac_state(self.aggregator)
 
-    def set_extra_state(self, state: dict) -> None:
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore the EMA cosine targets."""
         torchjd_state.load_gradvac_state(self.aggregator, state)
 
@@ -307,6 +307,9 @@ class GradNorm(GradientBalancer):
     paper's NYUv2 value). Gradients over all shared parameters (the paper uses the last shared
     layer; LibMTL, all of them).
     """
+
+    # buffer (``register_buffer``)
+    initial_losses: torch.Tensor
 
     def __init__(
         self,
@@ -385,11 +388,11 @@ class DBMTL(GradientBalancer):
         scale = norms.max() / (norms + 1e-8)
         return scale @ buffer, scale
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> dict[str, Any]:
         """The gradient buffer and step count."""
         return {"buffer": self._buffer if self._buffer is not None else torch.zeros(0), "steps": self._steps}
 
-    def set_extra_state(self, state: dict) -> None:
+    def set_extra_state(self, state: dict[str, Any]) -> None:
         """Restore the gradient buffer and step count."""
         self._buffer = state["buffer"] if state["buffer"].numel() else None
         self._steps = int(state["steps"])

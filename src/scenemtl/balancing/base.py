@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from scenemtl.registry import Registry
 
-BALANCERS: Registry = Registry("balancer")
+BALANCERS: Registry[type[Balancer]] = Registry("balancer")
 register_balancer = BALANCERS.register
 
 
@@ -73,7 +74,7 @@ class Balancer(nn.Module):
     ``backward_passes``: backward passes through the shared part per micro-batch, relative to
     one for equal weighting (for the cost column of the balancing benchmark);
     ``extra_forward``: whether ``after_step`` needs a second forward pass; ``needs_features``:
-    the loop sets the model's ``cut_features`` so outputs carry the shared representation.
+    the loop runs a model that has one through ``SharedCut`` so outputs carry the shared representation.
     """
 
     synchronizes_gradients: bool = False
@@ -111,7 +112,7 @@ class Balancer(nn.Module):
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         """Called after each epoch with the epoch-averaged unweighted losses (for DWA-style methods)."""
 
-    def optimizer_groups(self) -> list[dict]:
+    def optimizer_groups(self) -> list[dict[str, Any]]:
         """Parameter groups this balancer adds to the model's optimiser (never weight-decayed)."""
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "weight_decay": 0.0}] if params else []
@@ -158,7 +159,7 @@ class LossWeighting(Balancer):
         """Back-propagate ``ctx.scale`` × the objective."""
         vector = self.stack(losses)
         with self.seeded(ctx):
-            (self.objective(vector) * ctx.scale).backward()
+            (self.objective(vector) * ctx.scale).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         with self.seeded(ctx):  # the same draw as the objective's, for random weights
             self._last = self.named(self.weights(vector.detach()))
 

@@ -4,7 +4,8 @@
 it to its subclass's ``combine`` (the method classes live in ``aggregators``).
 
 ``wrt: parameters`` (default) takes the Jacobian of the task losses with respect to the shared
-parameters. When the model exposes its shared representation (``cut_features``), each task's
+parameters. When the model exposes its shared representation (``encode``/``decode``, run through
+``SharedCut``), each task's
 gradient with respect to it is taken through that task's head alone and torchjd's ``backward``
 carries all K rows through the shared part in one vmapped pass; otherwise one ``autograd.grad``
 per task goes through the whole network. The Jacobian is summed over micro-batches and averaged
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import warnings
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -100,7 +101,7 @@ class GradientBalancer(Balancer):
         features, others = list(ctx.features), self._others(ctx)
         rows: list[list[torch.Tensor]] = [[] for _ in features]
         for value in values:
-            grads = torch.autograd.grad(value, features + others, retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(value, [*features, *others], retain_graph=True, allow_unused=True)
             for i, (g, f) in enumerate(zip(grads[: len(features)], features)):
                 rows[i].append(g if g is not None else torch.zeros_like(f))
             _accumulate(others, grads[len(features):])
@@ -118,7 +119,7 @@ class GradientBalancer(Balancer):
                 jac = getattr(p, "jac", None)
                 out.append(jac.reshape(len(values), -1).float() if jac is not None else p.new_zeros(len(values), p.numel()))
                 if jac is not None:
-                    del p.jac
+                    delattr(p, "jac")  # set by torchjd's backward
             return torch.cat(out, dim=1)
         # no representation exposed: one backward per task through the whole network
         out = []
@@ -127,7 +128,8 @@ class GradientBalancer(Balancer):
             out.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, shared)]))
         others = self._others(ctx)
         if others:
-            _accumulate(others, torch.autograd.grad(sum(values), others, allow_unused=True))
+            total = cast(torch.Tensor, sum(values))  # one value per task, never empty: a tensor, not sum()'s start 0
+            _accumulate(others, torch.autograd.grad(total, others, allow_unused=True))
         return torch.stack(out)
 
     def _jacobian_backward(self, sources: list[torch.Tensor], rows: list[torch.Tensor], shared: list[nn.Parameter]) -> None:

@@ -83,7 +83,7 @@ def _private(what: str) -> Iterator[None]:
         raise TorchJDVersionError(f"{_message(what, installed_version())} ({error})") from error
 
 
-def nash_mtl_state(aggregator: Any) -> dict:
+def nash_mtl_state(aggregator: Any) -> dict[str, Any]:
     """Nash-MTL's solver state: the previous α, the step count and the Gramian's normalisation factor."""
     with _private("Nash-MTL's solver state"):
         w = aggregator.weighting
@@ -91,7 +91,7 @@ def nash_mtl_state(aggregator: Any) -> dict:
                 "normalization_factor": torch.as_tensor(np.asarray(w.normalization_factor, dtype=np.float64))}
 
 
-def load_nash_mtl_state(aggregator: Any, state: dict) -> None:
+def load_nash_mtl_state(aggregator: Any, state: dict[str, Any]) -> None:
     """Restore Nash-MTL's solver state (and rebuild its problem, which torchjd builds at step 0)."""
     with _private("Nash-MTL's solver state"):
         w = aggregator.weighting
@@ -102,14 +102,14 @@ def load_nash_mtl_state(aggregator: Any, state: dict) -> None:
             w._init_optim_problem()
 
 
-def gradvac_state(aggregator: Any) -> dict:
+def gradvac_state(aggregator: Any) -> dict[str, torch.Tensor]:
     """GradVac's EMA cosine targets (an empty tensor before the first step)."""
     with _private("GradVac's state (its EMA cosine targets)"):
         phi = aggregator.gramian_weighting._phi_t
         return {"phi": phi.clone() if phi is not None else torch.zeros(0)}
 
 
-def load_gradvac_state(aggregator: Any, state: dict) -> None:
+def load_gradvac_state(aggregator: Any, state: dict[str, torch.Tensor]) -> None:
     """Restore GradVac's EMA cosine targets."""
     with _private("GradVac's state (its EMA cosine targets)"):
         weighting = aggregator.gramian_weighting

@@ -49,6 +49,10 @@ class DynamicWeightAverage(LossWeighting):
     loop); the weights are 1 during the first two epochs, as MTAN's ``multi_task_trainer``.
     """
 
+    # buffers (``register_buffer``)
+    history: torch.Tensor
+    epochs: torch.Tensor
+
     def __init__(self, tasks: Sequence[str], weights: Mapping[str, float], temperature: float = 2.0) -> None:
         super().__init__(tasks, weights)
         if temperature <= 0:
@@ -135,6 +139,12 @@ class FAMO(Balancer):
     """
 
     extra_forward = True
+    # buffers (``register_buffer``)
+    logits: torch.Tensor
+    min_losses: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    adam_steps: torch.Tensor
 
     def __init__(
         self,
@@ -172,7 +182,7 @@ class FAMO(Balancer):
         """Back-propagate Σ_t w_t·L_t with FAMO's weights (the gradient of its log objective)."""
         vector = self.stack(losses)
         weights = self._weights(vector.detach())
-        ((weights * vector).sum() * ctx.scale).backward()
+        ((weights * vector).sum() * ctx.scale).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         self._before = self._before.to(vector.device) + vector.detach()
         self._count += 1
         self._last = self.named(weights)

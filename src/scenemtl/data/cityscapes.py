@@ -70,7 +70,7 @@ from PIL import Image
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.data.io import read_image, read_json, read_label_png, read_npy, require_folder
+from scenemtl.fileio import read_image, read_json, read_label_png, read_npy, require_folder
 from scenemtl.errors import ConfigError, DataError
 
 # label id → train id of the 19 evaluated classes (cityscapesScripts' labels.py)

@@ -38,7 +38,7 @@ import torch
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, channels_first, image_to_tensor, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.data.io import read_image, read_label_png, read_npy, read_split, require_folder
+from scenemtl.fileio import read_image, read_label_png, read_npy, read_split, require_folder
 from scenemtl.errors import ConfigError, DataError
 
 CLASS_NAMES = [

@@ -23,7 +23,7 @@ import torch
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.data.io import read_npy
+from scenemtl.fileio import read_npy
 from scenemtl.errors import ConfigError, DataError
 
 CLASS_NAMES = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table",

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from scenemtl.data.base import DenseDataset
-from scenemtl.data.io import read_torch
+from scenemtl.fileio import read_torch
 from scenemtl.errors import ConfigError, DataError
 
 SETTINGS = ("one-label", "random-labels")
@@ -171,3 +171,26 @@ class PartialLabels(DenseDataset):
                 sample[task] = torch.full_like(sample[task], self.pad_values[task])
         sample.setdefault("meta", {})["labelled"] = list(self.available[index])
         return sample
+
+
+def partial_losses(tasks: Sequence[str], batch: Mapping, rescale: bool,
+                   sample_loss: Callable[[str, int], torch.Tensor],
+                   zero: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each task's loss over the samples of ``batch`` that carry its label (DiffusionMTL's scheme).
+
+    ``sample_loss(task, b)`` is the task's loss on sample ``b``; each is multiplied by (tasks /
+    labelled tasks of that sample) when ``rescale`` is on, summed and divided by the batch size.
+    ``zero(task)``: a zero in the graph of the task's outputs, so a batch without the task's
+    label gives a zero loss with a zero gradient. The labelled tasks are ``PartialLabels``'
+    ``meta['labelled']``; this module alone reads it.
+    """
+    labelled = [set(meta["labelled"]) for meta in batch["meta"]]
+    size, count = len(labelled), len(tasks)
+    losses = {}
+    for name in tasks:
+        loss = zero(name)
+        for b, available in enumerate(labelled):
+            if name in available:
+                loss = loss + (count / len(available) if rescale else 1.0) * sample_loss(name, b)
+        losses[name] = loss / size
+    return losses

@@ -74,7 +74,7 @@ from scipy import ndimage
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.data.io import read_image, read_json, read_label_png, read_mat, read_split, require_folder
+from scenemtl.fileio import read_image, read_json, read_label_png, read_mat, read_split, require_folder
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics.boundary import relabel, thin
 from scenemtl.tasks.colors import label_palette

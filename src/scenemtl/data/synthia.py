@@ -75,7 +75,7 @@ from scenemtl.data.base import DatasetInfo, DenseDataset, register_dataset
 from scenemtl.data.download import Archive
 from scenemtl.data.densemtl import (DENSEMTL_MEAN, DENSEMTL_STD, FAR_CODE, check_resize, check_split_options,
                                     densemtl_sample, densemtl_split, size_error)
-from scenemtl.data.io import read_image, read_png_opencv
+from scenemtl.fileio import read_image, read_png_opencv
 from scenemtl.errors import ConfigError, DataError
 
 CLASS_NAMES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",

@@ -54,7 +54,7 @@ import numpy as np
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.data.io import read_image, read_label_png
+from scenemtl.fileio import read_image, read_label_png
 from scenemtl.data.densemtl import (DENSEMTL_MEAN, DENSEMTL_STD, FAR_CODE, check_resize, check_split_options,
                                     densemtl_sample, densemtl_split, size_error)
 from scenemtl.errors import ConfigError, DataError, did_you_mean

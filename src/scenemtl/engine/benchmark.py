@@ -5,7 +5,7 @@ label), the seeds and the overrides every run gets. Each (method, seed) trains i
 folder under ``out_dir``; a finished run (its ``results.json`` exists) is reused and an
 interrupted one resumed, so re-running the command after a stop continues where it was. Δm of
 each run is taken against the single-task reference: single-task networks trained on the same
-seeds (``reference: stl``, their mean), or numbers from a results file or written inline (e.g. a
+seeds (``reference:`` the single-task architecture's name, their mean), or numbers from a results file or written inline (e.g. a
 paper's STL row). The table gives mean ± sample standard deviation over seeds of every metric
 entering Δm, Δm itself, and each method's cost: seconds per optimiser step (measured in the same
 benchmark, relative to equal weighting) and backward passes through the shared part.
@@ -28,6 +28,7 @@ from scenemtl.engine.checkpoint import list_checkpoints
 from scenemtl.engine.evaluate import load_reference, write_json
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ConfigError
+from scenemtl.models.registry import SINGLE_TASK
 from scenemtl.metrics import delta_m
 
 
@@ -55,10 +56,10 @@ class BalancingBenchmark(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     #: dotted overrides applied to every run, single-task reference runs included
     set: list[str] = Field(default_factory=list)
-    #: "stl": train single-task networks on the same seeds; or a results file; or task → metric → value
-    reference: str | dict[str, dict[str, float]] = "stl"
+    #: the single-task architecture (SINGLE_TASK): train single-task networks on the same seeds; or a results file; or task → metric → value
+    reference: str | dict[str, dict[str, float]] = SINGLE_TASK
     #: overrides that turn the experiment into its single-task reference
-    stl_set: list[str] = Field(default_factory=lambda: ["model.arch=stl", "balancer.name=equal"])
+    stl_set: list[str] = Field(default_factory=lambda: [f"model.arch={SINGLE_TASK}", "balancer.name=equal"])
     #: task → metrics entering Δm (default: each task's main metric)
     delta_metrics: dict[str, list[str]] | None = None
     #: report −Δm, so that lower is better, as the NYUv2-13 balancing literature (Nash-MTL, FAMO) does;
@@ -145,10 +146,10 @@ def run_balancing_benchmark(bench: BalancingBenchmark, base: Path, progress: boo
     specs = bench.specs()
     out = Path(bench.out_dir.replace("{name}", bench.name))
     reference_runs: dict[int, dict] = {}
-    if bench.reference == "stl":
+    if bench.reference == SINGLE_TASK:
         for seed in bench.seeds:
             log(f"[{bench.name}] single-task reference, seed {seed}")
-            reference_runs[seed] = train_or_reuse(run_config(bench, base, "stl", seed, bench.stl_set, None), progress)
+            reference_runs[seed] = train_or_reuse(run_config(bench, base, SINGLE_TASK, seed, bench.stl_set, None), progress)
     runs: dict[str, dict[int, dict]] = {}
     timing: dict[str, list[float]] = {}
     for spec in specs:
@@ -167,7 +168,7 @@ def run_balancing_benchmark(bench: BalancingBenchmark, base: Path, progress: boo
             if task not in directions or name not in directions[task]:
                 known = {t: sorted(d) for t, d in directions.items()}
                 raise ConfigError(f"benchmark delta_metrics: no metric '{task}/{name}'; the runs report {known}")
-    if bench.reference == "stl":
+    if bench.reference == SINGLE_TASK:
         reference = {task: {name: statistics.mean(r["metrics"][task][name] for r in reference_runs.values())
                             for name in names} for task, names in metrics.items()}
     else:
@@ -194,7 +195,7 @@ def run_balancing_benchmark(bench: BalancingBenchmark, base: Path, progress: boo
     summary = {"name": bench.name, "experiment": bench.experiment, "seeds": bench.seeds, "set": bench.set,
                "delta_metrics": metrics, "directions": directions, "reference": reference,
                "delta_m_lower_is_better": bench.delta_m_lower_is_better,
-               "reference_kind": "stl runs (mean over seeds)" if bench.reference == "stl" else "given", "rows": rows}
+               "reference_kind": f"{SINGLE_TASK} runs (mean over seeds)" if bench.reference == SINGLE_TASK else "given", "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", summary)
     (out / "results.md").write_text(format_balancing_table(summary))

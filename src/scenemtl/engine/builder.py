@@ -14,7 +14,7 @@ from scenemtl.data import DATASETS, DatasetInfo, DenseDataset, transforms as T
 from scenemtl.data.loader import AugmentedDataset, EpochSampler, ShardSampler, collate
 from scenemtl.engine.checkpoint import CheckpointMeta, load_weights, read_meta
 from scenemtl.errors import ConfigError, DataError
-from scenemtl.metrics.protocols import task_options
+from scenemtl.tasks.protocols import task_options
 from scenemtl.models import build_model
 from scenemtl.registry import check_options
 from scenemtl.tasks import Task, build_task
@@ -150,15 +150,21 @@ def check_eval_pad(config: Config, dataset: DenseDataset) -> None:
         )
 
 
+def tasks_from_meta(meta: CheckpointMeta) -> dict[str, Task]:
+    """A model's tasks, rebuilt from what its checkpoint recorded (no dataset needed)."""
+    config = meta.config
+    palettes = {k: np.asarray(v, dtype=np.uint8) for k, v in meta.palettes.items()}
+    return {name: build_task(name, task_options(config.eval.protocol, config.data.name, name, cfg.options),
+                             meta.class_names, palettes, protocol=config.eval.protocol)
+            for name, cfg in config.tasks.items()}
+
+
 def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Task], CheckpointMeta]:
     """Rebuild a model and its tasks from a checkpoint alone (no dataset or config file needed)."""
     meta = read_meta(path)
     config = meta.config.model_copy(deep=True)
     config.model.backbone.weights = None  # the checkpoint has the trained weights
-    palettes = {k: np.asarray(v, dtype=np.uint8) for k, v in meta.palettes.items()}
-    dataset = config.data.name
-    tasks = {name: build_task(name, task_options(config.eval.protocol, dataset, name, cfg.options), meta.class_names,
-                              palettes, protocol=config.eval.protocol) for name, cfg in config.tasks.items()}
+    tasks = tasks_from_meta(meta)
     model = build_model(config.model, tasks)
     load_weights(model, path)
     return model.to(device).eval(), tasks, meta

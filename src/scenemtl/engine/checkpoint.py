@@ -19,6 +19,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from scenemtl import __version__
 from scenemtl.config import Config, validate
-from scenemtl.data.io import read_torch
+from scenemtl.fileio import read_torch
 from scenemtl.engine.storage import file_mode, storage_error
 from scenemtl.errors import CheckpointError, key_mismatch
 
@@ -98,21 +99,10 @@ def save_checkpoint(
         temporary.mkdir()
     except OSError as error:
         raise storage_error(error, folder, "write a checkpoint in") from None
-    metadata = {
-        "scenemtl_version": __version__,
-        "config": json.dumps(config.to_dict()),
-        "step": str(step),
-        "class_names": json.dumps(info_class_names),
-        "palettes": json.dumps({k: [list(map(int, c)) for c in v] for k, v in info_palettes.items()}),
-        "mean": json.dumps(list(mean)),
-        "std": json.dumps(list(std)),
-    }
-    if selection is not None:
-        metadata["selection"] = json.dumps(selection)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = _metadata(config, step, info_class_names, info_palettes, mean, std, selection)
     mode = file_mode()
     try:
-        save_file(weights, str(temporary / MODEL_FILE), metadata=metadata)
+        save_file(_weights(model), str(temporary / MODEL_FILE), metadata=metadata)
         os.chmod(temporary / MODEL_FILE, mode)  # safetensors creates it owner-only
         _fsync_file(temporary / MODEL_FILE)
         if trainer_state is not None:
@@ -226,6 +216,42 @@ def results_folder(file: Path) -> Path:
     if file.parent.parent.name == "checkpoints":
         return file.parent.parent.parent / "eval"
     return file.parent / "eval"
+
+
+def _metadata(config: Config, step: int, class_names: Mapping[str, list[str]], palettes: Mapping[str, Any],
+              mean: Sequence[float], std: Sequence[float], selection: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The safetensors metadata of a checkpoint: everything needed to rebuild its model (strings only)."""
+    metadata = {
+        "scenemtl_version": __version__,
+        "config": json.dumps(config.to_dict()),
+        "step": str(step),
+        "class_names": json.dumps(dict(class_names)),
+        "palettes": json.dumps({k: [list(map(int, c)) for c in v] for k, v in palettes.items()}),
+        "mean": json.dumps(list(mean)),
+        "std": json.dumps(list(std)),
+    }
+    if selection is not None:
+        metadata["selection"] = json.dumps(dict(selection))
+    return metadata
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def write_model_file(path: Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write ``model``'s weights with ``meta`` as one ``model.safetensors`` (a model folder's weights);
+    written under a temporary name and renamed, so a failed write leaves no half file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(_weights(model), str(temporary), metadata=_metadata(
+            meta.config, meta.step, meta.class_names, meta.palettes, meta.mean, meta.std, meta.selection))
+        os.chmod(temporary, file_mode())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        temporary.unlink(missing_ok=True)
+        raise storage_error(error, path, "write the model file") from None
+    return path
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:

@@ -19,6 +19,7 @@ from scenemtl.engine.priors import estimate_priors
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ScenemtlError
 from scenemtl.metrics import delta_m
+from scenemtl.models.registry import HARD_SHARING, SINGLE_TASK
 
 MARKER = ".scenemtl-demo"
 DEMO_STEPS = 500
@@ -78,32 +79,33 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True, overrid
     out.mkdir(parents=True)
     (out / MARKER).write_text("written by scenemtl demo; replaced on the next run\n")
 
-    stl_config, hps_config = demo_config("stl", out, steps, overrides), demo_config("hps", out, steps, overrides)
-    train_set = builder.build_dataset(stl_config, "train")
-    val_set = builder.build_dataset(stl_config, "val")
+    single_config = demo_config(SINGLE_TASK, out, steps, overrides)
+    shared_config = demo_config(HARD_SHARING, out, steps, overrides)
+    train_set = builder.build_dataset(single_config, "train")
+    val_set = builder.build_dataset(single_config, "val")
     height, width = val_set.sample(0)["image"].shape[-2:]
-    print(f"{stl_config.data.name}: {len(train_set)} train / {len(val_set)} val images of {height}×{width}; "
+    print(f"{single_config.data.name}: {len(train_set)} train / {len(val_set)} val images of {height}×{width}; "
           f"{steps} steps per model")
 
-    trivial = trivial_baselines(stl_config, train_set, val_set, progress)
-    stl = Trainer(stl_config, progress=progress, datasets=(train_set, val_set)).fit()
-    hps_config = hps_config.model_copy(update={"reference": stl["metrics"]})
-    hps_trainer = Trainer(hps_config, progress=progress, datasets=(train_set, val_set))
-    hps = hps_trainer.fit()
+    trivial = trivial_baselines(single_config, train_set, val_set, progress)
+    single = Trainer(single_config, progress=progress, datasets=(train_set, val_set)).fit()
+    shared_config = shared_config.model_copy(update={"reference": single["metrics"]})
+    shared_trainer = Trainer(shared_config, progress=progress, datasets=(train_set, val_set))
+    shared = shared_trainer.fit()
 
-    mains = stl["main"]
-    directions = stl["directions"]
-    delta = lambda results: delta_m(results, stl["metrics"], directions, {t: [m] for t, m in mains.items()})  # noqa: E731
+    mains = single["main"]
+    directions = single["directions"]
+    delta = lambda results: delta_m(results, single["metrics"], directions, {t: [m] for t, m in mains.items()})  # noqa: E731
     header = "| model | " + " | ".join(f"{t} {m} {'↑' if directions[t][m] else '↓'}" for t, m in mains.items()) + " | Δm % |"
     lines = [header, "|" + "---|" * (len(mains) + 2)]
     lines.append(_row("trivial (constant)", trivial, mains, delta(trivial)))
-    lines.append(_row("STL (one network per task)", stl["metrics"], mains, 0.0))
-    lines.append(_row("HPS (shared backbone)", hps["metrics"], mains, delta(hps["metrics"])))
+    lines.append(_row("STL (one network per task)", single["metrics"], mains, 0.0))
+    lines.append(_row("HPS (shared backbone)", shared["metrics"], mains, delta(shared["metrics"])))
     table = "\n".join(lines)
 
     checks = [
         check
-        for label, results in (("STL", stl["metrics"]), ("HPS", hps["metrics"]))
+        for label, results in (("STL", single["metrics"]), ("HPS", shared["metrics"]))
         for check in beats_trivial(label, results, trivial, mains, directions)
     ]
 
@@ -111,11 +113,12 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True, overrid
     inputs.mkdir()
     for i in range(4):
         Image.fromarray(val_set.render(i)["image"]).save(inputs / f"val_{i:05d}.png")
-    predict_files(hps_trainer.checkpoint_dir, [inputs], out / "predictions", device=hps_config.train.device, progress=False)
+    predict_files(shared_trainer.checkpoint_dir, [inputs], out / "predictions", device=shared_config.train.device, progress=False)
 
     elapsed = time.perf_counter() - started
-    report = {"trivial": trivial, "stl": stl["metrics"], "hps": hps["metrics"], "main": mains, "directions": directions,
-              "delta_m": {"trivial": delta(trivial), "hps": delta(hps["metrics"])},
+    report = {"trivial": trivial, SINGLE_TASK: single["metrics"], HARD_SHARING: shared["metrics"], "main": mains,
+              "directions": directions,
+              "delta_m": {"trivial": delta(trivial), HARD_SHARING: delta(shared["metrics"])},
               "checks": {name: ok for name, ok in checks}, "steps": steps, "seconds": round(elapsed, 1),
               "threads": torch.get_num_threads()}
     (out / "report.json").write_text(json.dumps(report, indent=2))

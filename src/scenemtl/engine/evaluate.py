@@ -194,7 +194,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     """The full Markdown report: every metric with its variant, Δm, and per-class IoU tables."""
     header = []
     if report.get("protocol"):
-        from scenemtl.metrics.protocols import PROTOCOLS
+        from scenemtl.tasks.protocols import PROTOCOLS
 
         protocol = PROTOCOLS.get(report["protocol"])
         header = [f"Protocol **{report['protocol']}**" + (f": {protocol.description}." if protocol else "."), ""]

@@ -9,16 +9,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from scenemtl.data.images import list_images, read_rgb
+from scenemtl.data.images import list_images, probe_image, read_rgb
 from scenemtl.config import Config
 from scenemtl.engine.builder import select_device
 from scenemtl.engine.checkpoint import resolve
 from scenemtl.engine.loading import load_model
-from scenemtl.errors import CheckpointError
+from scenemtl.errors import CheckpointError, ConfigError
 from scenemtl.models.official import is_official_file
 from scenemtl.engine.evaluate import autocast
 from scenemtl.engine.logging import progress as progress_bar
-from scenemtl.tasks import Task
 
 #: inputs are padded to a multiple of this (the coarsest stride of the usual backbones)
 SIZE_DIVISOR = 32
@@ -45,11 +44,25 @@ def make_panel(image: np.ndarray, pictures: dict[str, np.ndarray]) -> Image.Imag
 
 
 class Predictor:
-    """Runs a checkpoint's model on images of any size (padded to a multiple of 32, cropped back)."""
+    """Runs a model on images of any size (padded to a multiple of 32, cropped back).
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", config: Config | None = None) -> None:
+    ``model``: a checkpoint (any ``load_model`` source) or a model from ``scenemtl.create_model`` /
+    ``scenemtl.load_model`` (it carries ``model.meta``). ``predictor(image)`` takes an H×W×3 uint8
+    array and returns each task's prediction in the data contract's units (class ids, metres,
+    unit normals, probabilities); ``predictor.pictures(predictions)`` colours them.
+    """
+
+    def __init__(self, model: str | Path | torch.nn.Module, device: str = "auto", config: Config | None = None) -> None:
         self.device = select_device(device, option="--device")
-        file = resolve(checkpoint)
+        if isinstance(model, torch.nn.Module):
+            from scenemtl.api import meta_of
+            from scenemtl.engine.builder import tasks_from_meta
+
+            self.meta = meta_of(model)
+            self.model, self.tasks = model.to(self.device).eval(), tasks_from_meta(self.meta)
+            self._normalisation()
+            return
+        file = resolve(model)
         if config is None and is_official_file(file):
             raise CheckpointError(f"{file} is an official checkpoint without scenemtl metadata: give the config of its "
                                   "model with --config (its configs/<dataset>/<arch>.yaml)")
@@ -58,61 +71,105 @@ class Predictor:
                                   "(it is for official .pth.tar files)")
         loaded = load_model(file, config, self.device)
         self.model, self.tasks, self.meta = loaded.model, loaded.tasks, loaded.meta
+        self._normalisation()
+
+    def _normalisation(self) -> None:
         self.mean = torch.tensor(self.meta.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.meta.std).view(1, 3, 1, 1)
         self.precision = self.meta.config.train.precision
 
-    @torch.no_grad()
+    def pictures(self, predictions: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Each task's prediction as an H×W×3 uint8 picture (class colours, depth ramp, normals as RGB)."""
+        return {name: self.tasks[name].colorize(prediction) for name, prediction in predictions.items()}
+
     def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
-        """Per-task predictions (unbatched) for an HxWx3 uint8 image."""
-        height, width = image.shape[:2]
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        """Per-task predictions (unbatched) for an H×W×3 uint8 image."""
+        return self.predict_batch([image])[0]
+
+    @torch.no_grad()
+    def predict_batch(self, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Per-task predictions for images of one size, run as one batch."""
+        for image in images:
+            if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.uint8):
+                raise ValueError(f"Predictor takes H×W×3 uint8 RGB arrays, got {getattr(image, 'dtype', type(image).__name__)} "
+                                 f"of shape {getattr(image, 'shape', None)}; read files with scenemtl.data.images.read_rgb")
+        height, width = images[0].shape[:2]
+        if any(image.shape[:2] != (height, width) for image in images):
+            raise ValueError("predict_batch takes images of one size; call it per size (or the predictor per image)")
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
         x = (x - self.mean) / self.std
         pad_h, pad_w = (-height) % SIZE_DIVISOR, (-width) % SIZE_DIVISOR
         x = F.pad(x, (0, pad_w, 0, pad_h)).to(self.device)
         with autocast(self.device, self.precision):
             output = self.model(x)
-        return {
-            name: task.predict(output.final[name][..., :height, :width].float())[0]
-            for name, task in self.tasks.items()
-        }
+        predictions = {name: task.predict(output.final[name][..., :height, :width].float()).cpu()
+                       for name, task in self.tasks.items()}
+        return [{name: values[i] for name, values in predictions.items()} for i in range(len(images))]
 
 
-def predict_files(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "auto",
-                  progress: bool = True, config: Config | None = None) -> list[Path]:
+def predict_files(checkpoint: str | Path | torch.nn.Module, inputs: list[str | Path], out_dir: str | Path,
+                  device: str = "auto", progress: bool = True, config: Config | None = None,
+                  batch_size: int = 1) -> list[Path]:
     """Predict every input image; write ``<task>/<stem>.png`` and ``.npy`` and ``panels/<stem>.png``.
 
-    All inputs are read before anything is written, so a corrupt file stops the run with an
-    error naming it and leaves the output folder as it was.
+    Streams: images are decoded, predicted and written a batch at a time (consecutive images of one
+    size form a batch of up to ``batch_size``), so memory does not grow with the number of inputs.
+    Every input's header is checked first, so a missing or unreadable file stops the run with an
+    error naming it before anything is written. Two inputs never write the same name (``a.png``
+    and ``a.jpg`` give ``a`` and ``a_1``).
     """
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     files = list_images(list(inputs))
-    images = [read_rgb(path) for path in files]
+    sizes = [probe_image(path) for path in files]
     predictor = Predictor(checkpoint, device, config)
     out = Path(out_dir)
-    stems = _unique_stems(files)
-    written = []
-    for stem, image in progress_bar(list(zip(stems, images)), desc="predict", disable=not progress):
-        predictions = predictor(image)
-        pictures = {}
-        for name, prediction in predictions.items():
-            task: Task = predictor.tasks[name]
-            folder = out / name
-            folder.mkdir(parents=True, exist_ok=True)
-            pictures[name] = task.colorize(prediction)
-            Image.fromarray(pictures[name]).save(folder / f"{stem}.png")
-            np.save(folder / f"{stem}.npy", prediction_array(prediction))
-        (out / "panels").mkdir(parents=True, exist_ok=True)
-        panel_path = out / "panels" / f"{stem}.png"
-        make_panel(image, pictures).save(panel_path)
-        written.append(panel_path)
+    stems = unique_stems(files)
+    written: list[Path] = []
+    bar = progress_bar(total=len(files), desc="predict", disable=not progress, unit="image")
+    for group in _batches(sizes, batch_size):
+        images = [read_rgb(files[i]) for i in group]
+        for i, image, predictions in zip(group, images, predictor.predict_batch(images)):
+            written.append(_write(out, stems[i], image, predictions, predictor))
+        bar.update(len(group))
+    bar.close()
     return written
 
 
-def _unique_stems(files: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
+def _batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices in input order, cut into runs of one size of at most ``batch_size``."""
+    groups: list[list[int]] = []
+    for i, size in enumerate(sizes):
+        if groups and len(groups[-1]) < batch_size and sizes[groups[-1][0]] == size:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _write(out: Path, stem: str, image: np.ndarray, predictions: dict[str, torch.Tensor], predictor: Predictor) -> Path:
+    pictures = predictor.pictures(predictions)
+    for name, prediction in predictions.items():
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pictures[name]).save(folder / f"{stem}.png")
+        np.save(folder / f"{stem}.npy", prediction_array(prediction))
+    (out / "panels").mkdir(parents=True, exist_ok=True)
+    panel_path = out / "panels" / f"{stem}.png"
+    make_panel(image, pictures).save(panel_path)
+    return panel_path
+
+
+def unique_stems(files: list[Path]) -> list[str]:
+    """One output name per input: its stem, or ``stem_N`` with the first N no other input uses."""
+    taken = {path.stem for path in files}
+    used: set[str] = set()
     stems = []
     for path in files:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
+        stem, n = path.stem, 0
+        while stem in used or (n > 0 and stem in taken):  # a suffixed name never takes another input's own name
+            n += 1
+            stem = f"{path.stem}_{n}"
+        used.add(stem)
+        stems.append(stem)
     return stems

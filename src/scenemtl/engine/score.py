@@ -1,14 +1,9 @@
 """Score saved predictions without a model (``scenemtl score``): the seeds' PNG folders, under a protocol.
 
 Predictions are read from ``<pred>/<task>/<id>.<ext>`` in the formats the seeds and
-``scenemtl eval --save-png`` write, at the image's original size:
-
-| task | files | read as |
-|---|---|---|
-| ``edge``, ``saliency`` | 8-bit PNG of 255·p | the levels themselves (edges, as SEISM reads them), p = level/255 (saliency) |
-| ``semseg``, ``human_parts`` | 8-bit PNG of class ids | class ids |
-| ``depth`` | ``.npy`` (H×W metres), or ``.mat`` with a ``depth`` array (InvPT's) | metres |
-| ``normals`` | RGB PNG of (n+1)·255/2 (InvPT's), or ``.npy`` H×W×3 in [−1, 1] | unit vectors |
+``scenemtl eval --save-png`` write, at the image's original size; each task says which files it
+reads and how (``Task.prediction_extensions``, ``Task.read_prediction``): class-id PNGs, 8-bit
+PNGs of 255·p for probabilities, ``.npy``/``.mat`` depth in metres, RGB PNGs of normals.
 
 Every id of the split must have a file for each scored task (missing files are an error that
 lists them); files for ids outside the split are listed in the report, never scored.
@@ -20,57 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from scenemtl.config import Config, validate
-from scenemtl.data.io import read_image, read_label_png, read_mat, read_npy
 from scenemtl.errors import ConfigError, DataError
-
-#: file extensions tried per task, in order
-EXTENSIONS = {
-    "edge": (".png",), "saliency": (".png",), "semseg": (".png",), "human_parts": (".png",),
-    "depth": (".npy", ".mat"), "inverse_depth": (".npy",), "normals": (".png", ".npy"),
-}
-FIX = "write predictions as `scenemtl eval --save-png` or the seeds' save code does (one file per id, original size)"
+from scenemtl.tasks import Task
 
 
-def read_prediction(path: Path, task: str) -> torch.Tensor:
-    """One saved prediction as a batch of one in the data contract's units (uint8 levels for edges)."""
-    what = f"{task} prediction"
-    if task == "edge":
-        levels = read_label_png(path, f"{what} (8-bit PNG of 255·p)", FIX)
-        return torch.from_numpy(np.ascontiguousarray(levels, dtype=np.uint8))[None, None]
-    if task == "saliency":
-        levels = read_label_png(path, f"{what} (8-bit PNG of 255·p)", FIX)
-        return torch.from_numpy(levels.astype(np.float32) / np.float32(255))[None, None]
-    if task in ("semseg", "human_parts"):
-        return torch.from_numpy(read_label_png(path, f"{what} (class-id PNG)", FIX).astype(np.int64))[None]
-    if task in ("depth", "inverse_depth"):
-        if path.suffix == ".mat":
-            content = read_mat(path, f"{what} (.mat with a 'depth' array)", FIX)
-            if "depth" not in content:
-                raise DataError(f"{path}: no 'depth' array in this .mat file (found {sorted(content)}); {FIX}")
-            depth = np.asarray(content["depth"], dtype=np.float32)
-        else:
-            depth = np.asarray(read_npy(path, f"{what} (.npy in metres)", FIX), dtype=np.float32)
-        depth = depth[..., 0] if depth.ndim == 3 and depth.shape[-1] == 1 else depth
-        if depth.ndim != 2:
-            raise DataError(f"{path}: a depth prediction must be H×W, got shape {depth.shape}; {FIX}")
-        return torch.from_numpy(np.ascontiguousarray(depth))[None, None]
-    if task == "normals":
-        if path.suffix == ".png":
-            normals = read_image(path, f"{what} (RGB PNG of (n+1)·255/2)", FIX).astype(np.float32) * (2 / 255) - 1
-        else:
-            normals = np.asarray(read_npy(path, f"{what} (.npy H×W×3)", FIX), dtype=np.float32)
-        if normals.ndim != 3 or normals.shape[-1] != 3:
-            raise DataError(f"{path}: a normals prediction must be H×W×3, got shape {normals.shape}; {FIX}")
-        return torch.from_numpy(np.ascontiguousarray(normals.transpose(2, 0, 1)))[None]
-    raise ConfigError(f"scenemtl score cannot read saved predictions of task '{task}'")
-
-
-def _find(folder: Path, sample_id: str, task: str) -> Path | None:
-    for extension in EXTENSIONS.get(task, (".png",)):
+def _find(folder: Path, sample_id: str, task: Task) -> Path | None:
+    for extension in task.prediction_extensions:
         path = folder / f"{sample_id}{extension}"
         if path.is_file():
             return path
@@ -118,12 +71,15 @@ def score(
             raise ConfigError(f"--pred: no folder {pred_root / task} for task '{task}'")
     config = score_config(dataset_name, root, split, tasks, protocol)
     task_objects = builder.build_tasks(config, info)
+    for name, task in task_objects.items():
+        if not task.prediction_extensions:
+            raise ConfigError(f"scenemtl score cannot read saved predictions of task '{name}'")
     dataset = builder.build_dataset(config, split, evaluation=True)
     ids = [dataset.sample_id(i) for i in range(len(dataset))]
     files: dict[str, list[Path]] = {}
     missing: list[str] = []
     for task in tasks:
-        found = [_find(pred_root / task, sample_id, task) for sample_id in ids]
+        found = [_find(pred_root / task, sample_id, task_objects[task]) for sample_id in ids]
         missing += [f"{task}/{sample_id}" for sample_id, path in zip(ids, found) if path is None]
         files[task] = found
     if missing:
@@ -138,7 +94,7 @@ def score(
         sample = dataset[index]
         batch = {key: (value[None] if isinstance(value, torch.Tensor) else value) for key, value in sample.items()}
         for name, task in task_objects.items():
-            prediction = read_prediction(files[name][index], name)
+            prediction = task.read_prediction(files[name][index])
             target = batch[name]
             if prediction.shape[-2:] != target.shape[-2:]:
                 raise DataError(f"{files[name][index]}: the prediction is {tuple(prediction.shape[-2:])} but the "

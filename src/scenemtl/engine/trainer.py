@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from scenemtl.balancing import StepContext, build_balancer
 from scenemtl.config import Config
 from scenemtl.data import DATASETS, DenseDataset
+from scenemtl.data.partial import partial_losses
 from scenemtl.engine import builder, distributed
 from scenemtl.engine.storage import RunLock
 from scenemtl.engine.checkpoint import (
@@ -53,6 +54,7 @@ from scenemtl.engine.priors import estimate_priors
 from scenemtl.engine.snapshots import prediction_panels
 from scenemtl.errors import CheckpointError, ConfigError, DataError, ScenemtlError, did_you_mean
 from scenemtl.models import ModelOutput, build_model
+from scenemtl.models.base import SharedCut
 from scenemtl.tasks import Task
 
 SELECTION_IDS_FILE = "selection_ids.json"
@@ -266,8 +268,6 @@ class Trainer:
         self.balancer.to(self.device)
         self.optimizer = build_optimizer(cfg, self.model.parameters(), self.balancer.optimizer_groups())
         self._shared = self.model.shared_parameters()
-        if self.balancer.needs_features and hasattr(self.model, "cut_features"):
-            self.model.cut_features = True
         self._parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
@@ -294,10 +294,13 @@ class Trainer:
         elif cfg.init_output_bias:
             priors = estimate_priors(self.train_set, self.tasks, show_progress=self.progress, pixel_stride=4)
             self.model.init_output_bias({name: prior.to(self.device) for name, prior in priors.items()})
-        self.net: torch.nn.Module = self.model
+        # a balancer that aggregates at the shared representation gets it cut out of the graph
+        # (models without one: the Jacobian over the shared parameters)
+        cut = self.balancer.needs_features and self.model.has_shared_representation()
+        self.net: torch.nn.Module = SharedCut(self.model) if cut else self.model
         if self.dist.distributed:
             self.net = DistributedDataParallel(
-                self.model,
+                self.net,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters or self.model.needs_unused_parameters,
             )
@@ -355,17 +358,11 @@ class Trainer:
         return loss
 
     def _partial_losses(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
-        labelled = [set(meta["labelled"]) for meta in batch["meta"]]
-        size, count = len(labelled), len(self.tasks)
-        losses = {}
-        for name, task in self.tasks.items():
-            loss = output.final[name].sum() * 0.0  # in the graph, so the head gets a (zero) gradient
-            for b, available in enumerate(labelled):
-                if name in available:
-                    scale = count / len(available) if self.config.data.labels.rescale else 1.0
-                    loss = loss + scale * self._task_loss(name, task, output, batch[name][b : b + 1], slice(b, b + 1))
-            losses[name] = loss / size
-        return losses
+        return partial_losses(
+            list(self.tasks), batch, self.config.data.labels.rescale,
+            lambda name, b: self._task_loss(name, self.tasks[name], output, batch[name][b : b + 1], slice(b, b + 1)),
+            lambda name: output.final[name].sum() * 0.0,
+        )
 
     def _non_finite(self, losses: dict[str, torch.Tensor]) -> str | None:
         """The first task whose loss is not finite on any process (all processes agree), or None."""

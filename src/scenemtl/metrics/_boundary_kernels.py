@@ -11,9 +11,11 @@ ground-truth pixels closer than the match distance.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
+import numpy.typing as npt
 
 # Neighbours x1..x8 of p, counter-clockwise from east (row, column offsets), as in Lam et al.
 _NEIGHBOURS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
@@ -44,7 +46,7 @@ COL_OFFSETS = np.array([o[1] for o in _NEIGHBOURS], dtype=np.int64)
 
 
 @numba.njit(cache=True)
-def _code(mask, r, c, dr, dc):
+def _code(mask: npt.NDArray[np.bool_], r: int, c: int, dr: npt.NDArray[np.int64], dc: npt.NDArray[np.int64]) -> int:
     height, width = mask.shape
     code = 0
     for i in range(8):
@@ -55,9 +57,15 @@ def _code(mask, r, c, dr, dc):
 
 
 @numba.njit(cache=True)
-def thin(mask, first, second, dr, dc):
+def thin(
+    mask: npt.NDArray[np.bool_],
+    first: npt.NDArray[np.bool_],
+    second: npt.NDArray[np.bool_],
+    dr: npt.NDArray[np.int64],
+    dc: npt.NDArray[np.int64],
+) -> npt.NDArray[np.bool_]:
     """Thin a boolean mask to one-pixel lines until nothing changes (``bwmorph(mask, 'thin', Inf)``)."""
-    out = mask.copy()
+    out: npt.NDArray[np.bool_] = mask.copy()
     rows, cols = np.nonzero(out)
     count = rows.size
     delete = np.zeros(count, dtype=np.bool_)
@@ -85,7 +93,7 @@ _F0, _F1, _F2 = np.float32(0), np.float32(1), np.float32(2)
 
 
 @numba.njit(cache=True)
-def _conv_tri_column(src, out, r):
+def _conv_tri_column(src: npt.NDArray[np.float32], out: npt.NDArray[np.float32], r: int) -> None:
     """One column pass of Piotr's ``convTriY`` (radius ``r``, step 1): running sums in float32, in its order."""
     h = src.size
     r += 1
@@ -111,7 +119,7 @@ def _conv_tri_column(src, out, r):
 
 
 @numba.njit(cache=True)
-def conv_tri(image, radius):
+def conv_tri(image: npt.NDArray[np.float32], radius: int) -> npt.NDArray[np.float32]:
     """Piotr's ``convConst('convTri', I, r, 1)`` on a float32 image: the exact float32 operations, in order.
 
     MATLAB stores images by column, so the C code's "columns" are our columns and its first pass
@@ -148,7 +156,7 @@ def conv_tri(image, radius):
 
 
 @numba.njit(cache=True)
-def conv_tri1(image, p):
+def conv_tri1(image: npt.NDArray[np.float32], p: np.float32) -> npt.NDArray[np.float32]:
     """Piotr's ``convConst('convTri1', I, p, 1)``: the [1 p 1]/(p+2)² filter in float32, in the MEX's order."""
     h, w = image.shape
     nrm = _F1 / ((p + _F2) * (p + _F2))
@@ -168,7 +176,7 @@ def conv_tri1(image, p):
 
 
 @numba.njit(cache=True)
-def gradient2(image):
+def gradient2(image: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Piotr's ``gradient2`` in float32: central differences × 0.5, one-sided at the borders. Returns (gx, gy)."""
     h, w = image.shape
     gx = np.empty((h, w), dtype=np.float32)
@@ -196,7 +204,7 @@ def gradient2(image):
 
 
 @numba.njit(cache=True)
-def orientation(smooth):
+def orientation(smooth: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """``mod(atan(Oyy.*sign(-Oxy)./(Oxx+1e-5)), pi)`` of a smoothed map, in MATLAB's single arithmetic.
 
     MATLAB casts a double operand to single before a mixed operation, so 1e-5 and π are singles.
@@ -219,7 +227,7 @@ def orientation(smooth):
 
 
 @numba.njit(cache=True)
-def _interp(image, row, col):
+def _interp(image: npt.NDArray[np.float32], row: float, col: float) -> float:
     """Bilinear sample as ``edgesNmsMex``'s ``interp``: clamps in double, interpolates in float32."""
     height, width = image.shape
     if col < 0:
@@ -235,12 +243,15 @@ def _interp(image, row, col):
     dr0 = row - np.float32(r0)
     dc1 = _F1 - dc0
     dr1 = _F1 - dr0
-    return (image[r0, c0] * dc1 * dr1 + image[r0, c0 + 1] * dc0 * dr1
-            + image[r0 + 1, c0] * dc1 * dr0 + image[r0 + 1, c0 + 1] * dc0 * dr0)
+    value: float = (image[r0, c0] * dc1 * dr1 + image[r0, c0 + 1] * dc0 * dr1
+                    + image[r0 + 1, c0] * dc1 * dr0 + image[r0 + 1, c0 + 1] * dc0 * dr0)
+    return value
 
 
 @numba.njit(cache=True)
-def nms(edges, orientation, radius, border, margin):
+def nms(
+    edges: npt.NDArray[np.float32], orientation: npt.NDArray[np.float32], radius: int, border: int, margin: np.float32
+) -> npt.NDArray[np.float32]:
     """``edgesNmsMex`` in float32: zero pixels weaker than ``margin`` × a neighbour along the normal; fade the sides."""
     height, width = edges.shape
     out = np.zeros_like(edges)
@@ -274,7 +285,7 @@ def nms(edges, orientation, radius, border, margin):
 
 
 @numba.njit(cache=True)
-def relabel(labels):
+def relabel(labels: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
     """Number the 4-connected regions of equal label (SEISM's ``relabel``, via its grid boundary map)."""
     h, w = labels.shape
     parent = np.arange(h * w)
@@ -293,7 +304,7 @@ def relabel(labels):
 
 
 @numba.njit(cache=True)
-def _find(parent, k):
+def _find(parent: npt.NDArray[np.int64], k: int) -> int:
     root = k
     while parent[root] != root:
         root = parent[root]
@@ -303,7 +314,7 @@ def _find(parent, k):
 
 
 @numba.njit(cache=True)
-def _union(parent, a, b):
+def _union(parent: npt.NDArray[np.int64], a: int, b: int) -> None:
     ra, rb = _find(parent, a), _find(parent, b)
     if ra != rb:
         if ra < rb:
@@ -313,7 +324,13 @@ def _union(parent, a, b):
 
 
 @numba.njit(cache=True)
-def neighbour_lists(candidate_rows, candidate_cols, gt_index, offset_rows, offset_cols):
+def neighbour_lists(
+    candidate_rows: npt.NDArray[np.int64],
+    candidate_cols: npt.NDArray[np.int64],
+    gt_index: npt.NDArray[np.int64],
+    offset_rows: npt.NDArray[np.int64],
+    offset_cols: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """CSR lists of the ground-truth pixels within the disc around each candidate prediction pixel."""
     height, width = gt_index.shape
     count = candidate_rows.size
@@ -337,7 +354,14 @@ def neighbour_lists(candidate_rows, candidate_cols, gt_index, offset_rows, offse
 
 
 @numba.njit(cache=True)
-def max_matching(active, start, targets, n_right, match_left, match_right):
+def max_matching(
+    active: npt.NDArray[np.bool_],
+    start: npt.NDArray[np.int64],
+    targets: npt.NDArray[np.int64],
+    n_right: int,
+    match_left: npt.NDArray[np.int64],
+    match_right: npt.NDArray[np.int64],
+) -> int:
     """Hopcroft–Karp over the active left nodes; ``match_*`` (−1 = free) may hold a warm start. Returns its size."""
     n_left = active.size
     inf = n_left + n_right + 1

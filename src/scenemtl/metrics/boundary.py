@@ -54,7 +54,7 @@ def seg2bmap(labels: np.ndarray) -> np.ndarray:
     east[:, :-1] = labels[:, 1:]
     south[:-1, :] = labels[1:, :]
     south_east[:-1, :-1] = labels[1:, 1:]
-    boundary = (labels != east) | (labels != south) | (labels != south_east)
+    boundary: np.ndarray = (labels != east) | (labels != south) | (labels != south_east)
     boundary[-1, :] = labels[-1, :] != east[-1, :]
     boundary[:, -1] = labels[:, -1] != south[:, -1]
     boundary[-1, -1] = False
@@ -125,7 +125,8 @@ def sak_nms(edges: np.ndarray) -> np.ndarray:
         smooth = _separable(edges, np.array([0.25, 0.5, 0.25]))
     suppressed = kernels.nms(smooth, orientation(smooth), 4, 5, np.float32(1.01))
     scaled = (suppressed * np.float32(255)).astype(np.float64)
-    return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # uint8(): half away from zero
+    levels: np.ndarray = np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # uint8(): half away from zero
+    return levels
 
 
 #: non-maximum suppression variants: SEISM's ``read_one_cont_png``, the SAK fork's pre-pass, none
@@ -152,9 +153,10 @@ def to_levels(probability: np.ndarray, mode: str = "truncate") -> np.ndarray:
     array = np.asarray(probability)
     if array.dtype == np.uint8 or mode == "none":
         return array if array.dtype == np.uint8 else array.astype(np.float32)
-    scaled = np.clip(array.astype(np.float32), 0, 1) * np.float32(255)
+    scaled: np.ndarray = np.clip(array.astype(np.float32), 0, 1) * np.float32(255)
     if mode == "truncate":
-        return np.floor(scaled).astype(np.uint8)
+        truncated: np.ndarray = np.floor(scaled)
+        return truncated.astype(np.uint8)
     if mode == "round":
         return np.round(scaled).astype(np.uint8)
     raise ValueError(f"quantize must be one of {QUANTIZE}, got {mode!r}")
@@ -163,7 +165,8 @@ def to_levels(probability: np.ndarray, mode: str = "truncate") -> np.ndarray:
 def to_single(levels: np.ndarray) -> np.ndarray:
     """MATLAB's ``im2single`` of 8-bit levels (k/255 in float32); float maps are cast to float32."""
     if levels.dtype == np.uint8:
-        return levels.astype(np.float32) / np.float32(255)
+        single: np.ndarray = levels.astype(np.float32) / np.float32(255)
+        return single
     return np.asarray(levels, dtype=np.float32)
 
 
@@ -273,6 +276,13 @@ class BoundaryMetric(StreamingMetric):
     directions = {"odsF": True, "oisF": True, "ap": True, "loss": False}
     main = "odsF"
     wants = ("ids", "eval_target")
+    # states (``add_state``)
+    counts: torch.Tensor
+    ois_counts: torch.Tensor
+    images: torch.Tensor
+    seism_images: torch.Tensor
+    loss_sum: torch.Tensor
+    loss_count: torch.Tensor
 
     def __init__(
         self,
@@ -311,8 +321,9 @@ class BoundaryMetric(StreamingMetric):
         self.add_state("loss_sum", fixed_zero())
         self.add_state("loss_count", torch.zeros((), dtype=torch.float64))
 
+    # read-only here: the variant follows from the options and from the images scored so far
     @property
-    def variant(self) -> str:
+    def variant(self) -> str:  # type: ignore[override]
         """The protocol variant: thresholds, comparison, NMS, match distance, quantisation, ground truth, images."""
         seism, images = int(self.seism_images), int(self.images)
         if images and seism == images:

@@ -40,6 +40,8 @@ class DepthMetric(StreamingMetric):
     directions = {"rmse": False, "log_rmse": False, "abs_rel": False, "sq_rel": False, "abs_err": False, "delta1": True}
     main = "rmse"
     _SUMS = ("sq_err", "sq_log_err", "abs_rel_sum", "sq_rel_sum", "abs_err_sum", "delta1_sum")
+    # states (``add_state``; the sums of ``_SUMS`` are read and written by name)
+    count: torch.Tensor
 
     def __init__(
         self,

@@ -20,6 +20,9 @@ class LossMetric(StreamingMetric):
     directions = {"loss": False}
     main = "loss"
     variant = "pixel-mean"
+    # states (``add_state``)
+    total: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self, pixel_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()

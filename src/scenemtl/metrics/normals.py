@@ -62,6 +62,15 @@ class NormalsMetric(StreamingMetric):
     directions = {"mean": False, "median": False, "rmse": False, "within_11.25": True, "within_22.5": True, "within_30": True}
     main = "mean"
     thresholds = (11.25, 22.5, 30.0)
+    # states (``add_state``): within, histogram and offset_sum with pooling 'pixel', else median_sum and within_sum
+    count: torch.Tensor
+    angle_sum: torch.Tensor
+    angle_sq_sum: torch.Tensor
+    within: torch.Tensor
+    histogram: torch.Tensor
+    offset_sum: torch.Tensor
+    median_sum: torch.Tensor
+    within_sum: torch.Tensor
 
     def __init__(self, pooling: str = "pixel") -> None:
         super().__init__()

@@ -24,6 +24,17 @@ class SaliencyMetric(StreamingMetric):
 
     directions = {"max_f": True, "iou": True}
     main = "max_f"
+    # states (``add_state``)
+    true_pos: torch.Tensor
+    pred_pos: torch.Tensor
+    actual_pos: torch.Tensor
+    valid: torch.Tensor
+    intersection: torch.Tensor
+    union: torch.Tensor
+    image_precision: torch.Tensor
+    image_recall: torch.Tensor
+    image_jaccard: torch.Tensor
+    images: torch.Tensor
 
     def __init__(
         self, beta_squared: float = 0.3, threshold_step: float = 0.05, ignore_index: int = 255, protocol: str = "pooled"

@@ -20,6 +20,10 @@ class ConfusionMatrixMetric(StreamingMetric):
 
     directions = {"miou": True, "miou_present": True, "pixel_acc": True}
     main = "miou"
+    # states (``add_state``)
+    confusion: torch.Tensor
+    image_miou_sum: torch.Tensor
+    images: torch.Tensor
 
     def __init__(
         self, num_classes: int, ignore_index: int = 255, class_names: list[str] | None = None, per_image: bool = False

@@ -1,4 +1,5 @@
-"""Architectures (registered by name), backbones and decoder blocks."""
+"""Architectures, registered by name (a module each; packages for the multi-file ATRC and TaskPrompter),
+the timm backbone adapters (``backbones``) and the building blocks they share (``layers``)."""
 
 from scenemtl.models import hps as _hps  # noqa: F401  (registers hps, stl)
 from scenemtl.models import invpt as _invpt  # noqa: F401  (registers invpt)

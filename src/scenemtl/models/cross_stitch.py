@@ -59,14 +59,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from timm.models import FeatureDictNet
+from pydantic import PositiveInt
 from torch import nn
 
-from scenemtl.config import ModelConfig
+from scenemtl.config import BackboneConfig, ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.heads import FPNHead, fp32_conv, upsample_to
+from scenemtl.models.layers import FPNHead, fp32_conv, resize
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.models.segnet import SegNetTrunk, init_like_mtan, prediction_block
@@ -106,52 +106,48 @@ class CrossStitchTimm(MultiTaskModel):
     """One timm network per task, stitched after every stage of stride ≥ 4, one FPN head per task."""
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], unit: Unit, alpha_same: float,
-                 alpha_diff: float) -> None:
+                 alpha_diff: float, head_channels: int = 64, decoder_stride: int = 8) -> None:
         super().__init__()
         if config.backbone.fuse != "none":
             raise ConfigError("arch cross_stitch stitches the backbone's stages one by one: "
                               "model.backbone.fuse must be 'none'")
         first = Backbone(config.backbone)
-        if not isinstance(first.body, FeatureDictNet) or getattr(first, "pad_multiple", None) is not None:
-            raise ConfigError(
-                f"arch cross_stitch runs the backbone stage by stage, which needs a timm model whose "
-                f"features_only form is a sequence of stages (ResNets, RegNets, ConvNeXts); "
-                f"'model.backbone.name: {config.backbone.name}' gives {type(first.body).__name__}"
-            )
+        try:
+            first.stages()
+        except ConfigError as error:
+            raise ConfigError(f"arch cross_stitch: {error}") from None
         names = list(tasks)
         self.backbones = nn.ModuleDict({name: first if i == 0 else Backbone(config.backbone)
                                         for i, name in enumerate(names)})
         strides, channels = first.strides, first.channels
-        # the stage that returns feature i, and which of the returned stages get a unit
-        self.stage_level = {name: int(index) for name, index in first.body.return_layers.items()}
+        # which of the returned feature maps get a unit
         stitched = [i for i, s in enumerate(strides) if s >= 4] or [len(strides) - 1]
         self.stitch = nn.ModuleDict({str(i): CrossStitchUnit(len(tasks), channels[i], unit, alpha_same, alpha_diff)
                                      for i in stitched})
         self.heads = nn.ModuleDict({
-            name: FPNHead(channels, strides, config.head_channels, task.out_channels, min_stride=config.decoder_stride)
+            name: FPNHead(channels, strides, head_channels, task.out_channels, min_stride=decoder_stride)
             for name, task in tasks.items()
         })
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Each task's logits at the input size."""
         names = list(self.heads)
-        bodies = [self.backbones[name].body for name in names]
         x = [image] * len(names)
         features: list[list[torch.Tensor]] = [[] for _ in names]
-        for stage in bodies[0]:
-            x = [body[stage](value) for body, value in zip(bodies, x)]
-            if stage not in self.stage_level:
+        for stages in zip(*(self.backbones[name].stages() for name in names)):  # the same stage of every network
+            x = [stage.module(value) for stage, value in zip(stages, x)]
+            if stages[0].level is None:
                 continue
             if not all(isinstance(value, torch.Tensor) for value in x):
-                raise ScenemtlError(f"arch cross_stitch: backbone stage '{stage}' returns {type(x[0]).__name__}, "
+                raise ScenemtlError(f"arch cross_stitch: backbone stage '{stages[0].name}' returns {type(x[0]).__name__}, "
                                     "not one feature map; choose another model.backbone.name")
-            level = str(self.stage_level[stage])
+            level = str(stages[0].level)
             if level in self.stitch:
                 x = self.stitch[level](x)
             for task_features, value in zip(features, x):
                 task_features.append(value)
         size = image.shape[-2:]
-        return ModelOutput(final={name: upsample_to(self.heads[name](f), size) for name, f in zip(names, features)})
+        return ModelOutput(final={name: resize(self.heads[name](f), size) for name, f in zip(names, features)})
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Every backbone and unit: each task's loss reaches them through the units (see the module docstring)."""
@@ -219,19 +215,21 @@ class CrossStitchSegNet(MultiTaskModel):
         return {name: [head[-1]] for name, head in self.heads.items()}
 
 
-@register_model("cross_stitch", tiny={"filters": [4, 8, 8, 16, 16]})
+@register_model("cross_stitch", tiny={"head_channels": 8})
 def cross_stitch(config: ModelConfig, tasks: Mapping[str, Task], backbone: Literal["timm", "segnet"] = "timm",
                  unit: Unit | None = None, alpha_same: float | None = None, alpha_diff: float | None = None,
-                 filters: Sequence[int] | None = None) -> MultiTaskModel:
+                 filters: Sequence[PositiveInt] | None = None, head_channels: PositiveInt | None = None,
+                 decoder_stride: PositiveInt | None = None) -> MultiTaskModel:
     """Cross-stitch networks (Misra et al., CVPR 2016): one network per task, stitched after each stage.
 
     ``backbone``: ``timm`` (``model.backbone``, FPN heads) or ``segnet`` (MTAN's cross-stitch
     SegNet); ``unit``: ``channel`` (K×K per channel) or ``mtan`` (MTAN's form), by default
     ``channel`` with timm and ``mtan`` with segnet; ``alpha_same`` / ``alpha_diff``: the channel
     unit's initial same-task / cross-task weights (default 0.9 and (1 − alpha_same) / (K − 1), so
-    each task starts from a convex combination); ``filters``: SegNet's five
-    widths (``backbone: segnet`` only; the timm networks' widths are the timm model's, so it is
-    ignored there).
+    each task starts from a convex combination); ``filters``: SegNet's five widths (``backbone:
+    segnet`` only; the timm networks' widths are the timm model's); ``head_channels`` /
+    ``decoder_stride``: the FPN heads' width and finest stride (``backbone: timm`` only; default 64, 8).
+    An option of the other backbone is an error, as is a ``model.backbone`` with ``segnet``.
     """
     if backbone not in ("timm", "segnet"):
         raise ConfigError(f"model.options.backbone must be 'timm' or 'segnet' (got {backbone!r})")
@@ -244,5 +242,14 @@ def cross_stitch(config: ModelConfig, tasks: Mapping[str, Task], backbone: Liter
     same = 0.9 if alpha_same is None else float(alpha_same)
     diff = (1.0 - same) / max(len(tasks) - 1, 1) if alpha_diff is None else float(alpha_diff)
     if backbone == "segnet":
+        if head_channels is not None or decoder_stride is not None:
+            raise ConfigError("model.options.head_channels/decoder_stride set the FPN heads of backbone: timm; the "
+                              "cross-stitch SegNet's decoders are SegNet's (set their widths with filters)")
+        if config.backbone != BackboneConfig():
+            raise ConfigError("model.backbone configures a timm network; cross_stitch with backbone: segnet builds "
+                              "its own SegNets, so remove model.backbone or set model.options.backbone: timm")
         return CrossStitchSegNet(tasks, unit, same, diff, filters)
-    return CrossStitchTimm(config, tasks, unit, same, diff)
+    if filters is not None:
+        raise ConfigError("model.options.filters sets the widths of backbone: segnet; with backbone: timm the widths "
+                          "are the timm model's (model.backbone.name): remove filters")
+    return CrossStitchTimm(config, tasks, unit, same, diff, head_channels or 64, decoder_stride or 8)

@@ -72,23 +72,17 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.layers import Mlp
 from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.distillation import BasicBlock
-from scenemtl.models.heads import Mlp, fp32_conv, upsample_to
+from scenemtl.models.layers import basic_block, fp32_conv, resize
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class TimestepEmbedder(nn.Module):
@@ -186,12 +180,12 @@ class Denoiser(nn.Module):
         x0 = self.pre_layer[task](noisy) + t_emb[:, :, None, None]
         b, c, h, w = x0.shape
         small = (max(1, h // 4), max(1, w // 4))
-        x = _resize(x0, small).flatten(2).transpose(1, 2)
+        x = resize(x0, small).flatten(2).transpose(1, 2)
         cond = condition_tokens
         for block in self.crossblocks:
             cond, x = block(cond, x)
         x = cond.transpose(1, 2).reshape(b, c, *small)
-        return self.task_heads[task](_resize(x, (h, w)) + x0)
+        return self.task_heads[task](resize(x, (h, w)) + x0)
 
 
 class DiffusionMTL(MultiTaskModel):
@@ -210,7 +204,7 @@ class DiffusionMTL(MultiTaskModel):
         self.latent_scale = strides[self.levels[0]] / 8
         c = channels
         self.backbone_embed = nn.Conv2d(sum(self.backbone.channels[i] for i in self.levels), c, 3, padding=1)
-        self.preliminary_dec = nn.ModuleDict({t: nn.Sequential(BasicBlock(c, c), BasicBlock(c, c)) for t in tasks})
+        self.preliminary_dec = nn.ModuleDict({t: nn.Sequential(basic_block(c, c), basic_block(c, c)) for t in tasks})
         self.preliminary_head = nn.ModuleDict({t: nn.Conv2d(c, task.out_channels, 1) for t, task in tasks.items()})
         self.pred_combinator = nn.Conv2d(sum(task.out_channels for task in tasks.values()), c, 3, padding=1)
         nn.init.kaiming_normal_(self.pred_combinator.weight, mode="fan_out", nonlinearity="relu")
@@ -250,14 +244,14 @@ class DiffusionMTL(MultiTaskModel):
         features = self.backbone(image)
         finest = features[self.levels[0]].shape[-2:]
         latent = (max(1, int(finest[0] * self.latent_scale)), max(1, int(finest[1] * self.latent_scale)))
-        x = self.backbone_embed(torch.cat([_resize(features[i], latent) for i in self.levels], dim=1))
+        x = self.backbone_embed(torch.cat([resize(features[i], latent) for i in self.levels], dim=1))
 
         inter_feas = {t: self.preliminary_dec[t](x) for t in self.task_names}
         inter_preds = {t: fp32_conv(self.preliminary_head[t], inter_feas[t]) for t in self.task_names}
         condition = self.pred_combinator(torch.cat([inter_preds[t].detach().to(x.dtype) for t in self.task_names], 1))
         b = condition.shape[0]
         small = (max(1, latent[0] // 4), max(1, latent[1] // 4))
-        cond_tokens = _resize(condition, small).flatten(2).transpose(1, 2)
+        cond_tokens = resize(condition, small).flatten(2).transpose(1, 2)
 
         generator = None
         if not self.training:
@@ -282,8 +276,8 @@ class DiffusionMTL(MultiTaskModel):
                 std = (0.5 * self.posterior_log_variance_clipped[step]).exp()
                 noisy[t] = mean + std * self._noise(x_t, generator)
 
-        final = {t: upsample_to(noisy[t], size) for t in self.task_names}
-        preliminary = {t: upsample_to(inter_preds[t], size) for t in self.task_names}
+        final = {t: resize(noisy[t], size) for t in self.task_names}
+        preliminary = {t: resize(inter_preds[t], size) for t in self.task_names}
         return ModelOutput(final=final, aux={"preliminary": preliminary}, aux_weights={"preliminary": 0.5})
 
     def shared_parameters(self) -> list[nn.Parameter]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.heads import FPNHead, upsample_to
+from scenemtl.models.layers import FPNHead, resize
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
@@ -20,28 +22,28 @@ from scenemtl.tasks import Task
 class HardSharing(MultiTaskModel):
     """One shared backbone and one decoder head per task (Caruana, 1997: "Multitask Learning")."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task]) -> None:
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], head_channels: int = 64,
+                 decoder_stride: int = 8) -> None:
         super().__init__()
         self.backbone = Backbone(config.backbone)
         self.heads = nn.ModuleDict(
             {
                 name: FPNHead(
-                    self.backbone.channels, self.backbone.strides, config.head_channels, task.out_channels,
-                    min_stride=config.decoder_stride,
+                    self.backbone.channels, self.backbone.strides, head_channels, task.out_channels,
+                    min_stride=decoder_stride,
                 )
                 for name, task in tasks.items()
             }
         )
 
-    def forward(self, image: torch.Tensor) -> ModelOutput:
-        """Logits of every task at the input size."""
-        sources = self.backbone(image)
-        size = image.shape[-2:]
-        features = [f.detach().requires_grad_() for f in sources] if self.cut_features else sources
-        final = {name: upsample_to(head(features), size) for name, head in self.heads.items()}
-        if self.cut_features:
-            return ModelOutput(final=final, features=tuple(features), feature_sources=tuple(sources))
-        return ModelOutput(final=final)
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The backbone's feature maps."""
+        return tuple(self.backbone(image))
+
+    def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
+        """Logits of every task at ``size``."""
+        features = list(shared)
+        return ModelOutput(final={name: resize(head(features), size) for name, head in self.heads.items()})
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The parameters every task's loss reaches (what gradient balancers act on)."""
@@ -61,17 +63,18 @@ class SingleTaskNetworks(MultiTaskModel):
 
     With several tasks this is exactly as many separate networks (no parameter is shared), so one
     run gives every single-task reference for Δm. Each network is the registered architecture
-    ``per_task`` (default ``hps``: backbone + head) built for its one task, with ``per_task_options``.
+    ``per_task`` (default ``hps``: backbone + head) built for its one task, with ``options`` (its
+    architecture's options, checked by it).
     """
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps",
-                 per_task_options: Mapping | None = None) -> None:
+                 options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         from scenemtl.models.registry import build_model
 
         if per_task == "stl":
             raise ConfigError("model.options.per_task cannot be 'stl' itself; name an architecture such as hps or segnet")
-        single = config.model_copy(update={"arch": per_task, "options": dict(per_task_options or {})})
+        single = config.model_copy(update={"arch": per_task, "options": dict(options or {})})
         self.networks = nn.ModuleDict({name: build_model(single, {name: task}) for name, task in tasks.items()})
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
@@ -95,14 +98,24 @@ class SingleTaskNetworks(MultiTaskModel):
             network.set_activation_checkpointing(enabled)
 
 
-@register_model("hps")
-def hps(config: ModelConfig, tasks: Mapping[str, Task]) -> HardSharing:
-    """Hard parameter sharing: shared backbone, per-task FPN heads."""
-    return HardSharing(config, tasks)
+@register_model("hps", tiny={"head_channels": 8})
+def hps(config: ModelConfig, tasks: Mapping[str, Task], head_channels: PositiveInt = 64,
+        decoder_stride: PositiveInt = 8) -> HardSharing:
+    """Hard parameter sharing: shared backbone, per-task FPN heads of ``head_channels`` reading the
+    backbone levels of stride ≥ ``decoder_stride`` (8 suits the small synthetic images; the seeds'
+    decoders work at 4 on their 448×576 / 512×512 images)."""
+    return HardSharing(config, tasks, head_channels, decoder_stride)
 
 
-@register_model("stl")
+@register_model("stl", tiny={"head_channels": 8})
 def stl(config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps",
-        per_task_options: Mapping | None = None) -> SingleTaskNetworks:
-    """Single-task learning: one independent network (architecture ``per_task``) per task."""
-    return SingleTaskNetworks(config, tasks, per_task, per_task_options)
+        per_task_options: Mapping[str, Any] | None = None, **options: Any) -> SingleTaskNetworks:
+    """Single-task learning: one independent network (architecture ``per_task``) per task.
+
+    Every other option is ``per_task``'s (so ``model.arch=stl`` on a config written for that
+    architecture keeps its widths); ``per_task_options`` is the same as a mapping.
+    """
+    both = set(options) & set(per_task_options or {})
+    if both:
+        raise ConfigError(f"model.options.{sorted(both)[0]} is given twice (also in model.options.per_task_options); keep one")
+    return SingleTaskNetworks(config, tasks, per_task, {**options, **(per_task_options or {})})

@@ -65,20 +65,19 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import Mlp, trunc_normal_
 from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
-from scenemtl.models.backbones import Backbone
-from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.heads import Mlp, conv_bn_relu, fp32_conv, upsample_to
+from scenemtl.models.backbones import Backbone, ViTBackbone, backbone_family, check_layers, default_layers
+from scenemtl.models.base import MultiTaskModel, check_positive_ints
+from scenemtl.models.layers import conv_norm_act, fp32_conv, resize
 from scenemtl.models.official import (
     KeyMap, Rule, canonical_order, official_channels, two_class_to_logit,
 )
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
-from scenemtl.models.vit import ViTBackbone, check_layers, default_layers
 from scenemtl.tasks import Task
 
 #: decoder stages: key/value pooling kernel = stride, and the stride of each stage's grid
@@ -91,23 +90,12 @@ PAD_MULTIPLE = 64
 MIN_SIDE = 128
 
 
-def is_vit(name: str) -> bool:
-    """Whether a timm name is a plain Vision Transformer (read block by block)."""
-    return name.split(".")[0].startswith(("vit_", "test_vit", "deit_"))
-
-
 def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
 def _map(tokens: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *size)
-
-
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class JointAttention(nn.Module):
@@ -118,10 +106,7 @@ class JointAttention(nn.Module):
         self.tasks = list(tasks)
         self.heads = heads
         self.scale = dim ** -0.5  # the official scale: the stage's full width, not the head width
-        self.q_conv = nn.ModuleDict({
-            t: nn.Sequential(nn.Conv2d(dim, dim, 3, stride=2, padding=1, groups=dim, bias=False), nn.BatchNorm2d(dim))
-            for t in tasks
-        })
+        self.q_conv = nn.ModuleDict({t: conv_norm_act(dim, dim, 3, stride=2, groups=dim, act=None) for t in tasks})
         self.pool = nn.AvgPool2d(kv_stride, kv_stride, ceil_mode=True)
         self.proj_q = nn.Linear(dim, dim)
         self.proj_k = nn.Linear(dim, dim)
@@ -150,7 +135,7 @@ class JointAttention(nn.Module):
             parts = []
             for chunk in message.split(per_task, dim=2):
                 grid = chunk.transpose(2, 3).reshape(b * heads, keys, *source)
-                grid = _resize(grid, q_size)
+                grid = resize(grid, q_size)
                 parts.append(grid.reshape(b, heads, keys, -1).transpose(2, 3))
             scores = self.fuse_attn(torch.cat([scores, torch.cat(parts, dim=2)], dim=1))
         out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(q.shape[0], -1, self.heads * v.shape[-1])
@@ -184,20 +169,16 @@ class JointBlock(nn.Module):
         x = torch.cat([_tokens(m) for m in maps], dim=1)
         normed = [_map(part, size) for part in self.norm1(x).split(size[0] * size[1], dim=1)]
         outputs, scores = self.attn(normed, message)
-        x = x + torch.cat([_tokens(_resize(o, size)) for o in outputs], dim=1)
+        x = x + torch.cat([_tokens(resize(o, size)) for o in outputs], dim=1)
         x = x + self.mlp(self.norm2(x))
         return [_map(part, size) for part in x.split(size[0] * size[1], dim=1)], scores
 
 
 def up_embed(in_channels: int, out_channels: int) -> nn.Sequential:
     """The official ``UpEmbed``: ×2 bilinear, then two 3×3 convs (dilation 2, padding 2) + BN + ReLU."""
-    return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-        nn.Conv2d(in_channels, out_channels, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                         *conv_norm_act(in_channels, out_channels, 3, dilation=2),
+                         *conv_norm_act(out_channels, out_channels, 3, dilation=2))
 
 
 class Stage(nn.Module):
@@ -225,7 +206,7 @@ class InvPT(MultiTaskModel):
         super().__init__()
         self.task_names = canonical_order(tasks)
         names = self.task_names
-        if is_vit(config.backbone.name):
+        if backbone_family(config.backbone.name) == "vit":
             self.backbone = ViTBackbone(config.backbone, img_size)
             if PAD_MULTIPLE % self.backbone.patch_size:
                 raise ConfigError(f"invpt's decoder works at strides 32/16/8 of a patch-16 ViT; "
@@ -249,7 +230,7 @@ class InvPT(MultiTaskModel):
         self.dims = dims
         c_last = channels[-1]
         self.preliminary = nn.ModuleDict({
-            t: nn.Sequential(conv_bn_relu(c_last, c_last), conv_bn_relu(c_last, embed_dim)) for t in names
+            t: nn.Sequential(conv_norm_act(c_last, c_last), conv_norm_act(c_last, embed_dim)) for t in names
         })
         self.intermediate = nn.ModuleDict({
             t: nn.Conv2d(embed_dim, official_channels(t, tasks[t].out_channels), 1) for t in names
@@ -266,7 +247,7 @@ class InvPT(MultiTaskModel):
         self.reduce = nn.ModuleDict({str(i): nn.ModuleDict({t: nn.Conv2d(dims[i], d0, 1) for t in names})
                                      for i in (1, 2)})
         self.fuse = nn.ModuleDict({
-            t: nn.Sequential(nn.Conv2d(d0, d0, 3, padding=1), nn.BatchNorm2d(d0), nn.ReLU(inplace=True)) for t in names
+            t: conv_norm_act(d0, d0, 3, bias=True) for t in names
         })
         self.heads = nn.ModuleDict({t: nn.Conv2d(d0, tasks[t].out_channels, 1) for t in names})
         for stage in self.stages:  # the official InvPTStage initialisation
@@ -304,8 +285,8 @@ class InvPT(MultiTaskModel):
         size = padded.shape[-2:]
         grids = [(size[0] // s, size[1] // s) for s in STAGE_STRIDES]
         fine, mid, last = self._features(padded)
-        x = _resize(last, grids[0])
-        skips = {1: _resize(self.skip_mid(mid), grids[1]), 2: _resize(self.skip_fine(fine), grids[2])}
+        x = resize(last, grids[0])
+        skips = {1: resize(self.skip_mid(mid), grids[1]), 2: resize(self.skip_fine(fine), grids[2])}
 
         inter, maps = {}, []
         for t in self.task_names:
@@ -326,13 +307,13 @@ class InvPT(MultiTaskModel):
                 task_x = _map(part, grid)
                 if i > 0:
                     task_x = self.reduce[str(i)][t](task_x)
-                aggregated[k] = aggregated[k] + _resize(task_x, quarter)
+                aggregated[k] = aggregated[k] + resize(task_x, quarter)
 
         final, preliminary = {}, {}
         for k, t in enumerate(self.task_names):
             logits = fp32_conv(self.heads[t], self.fuse[t](aggregated[k]))
-            final[t] = upsample_to(logits, size)[..., :height, :width]
-            preliminary[t] = upsample_to(two_class_to_logit(t, inter[t]), size)[..., :height, :width]
+            final[t] = resize(logits, size)[..., :height, :width]
+            preliminary[t] = resize(two_class_to_logit(t, inter[t]), size)[..., :height, :width]
         return ModelOutput(final=final, aux={"preliminary": preliminary})
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -382,17 +363,6 @@ OFFICIAL_KEYS = KeyMap(
 InvPT.official_key_map = OFFICIAL_KEYS
 
 
-def _positive_ints(value: object, name: str, count: int | None = None) -> None:
-    """ConfigError unless ``value`` is a positive integer (or a list of ``count`` of them)."""
-    if count is not None and not isinstance(value, (list, tuple)):
-        raise ConfigError(f"model.options.{name} must be a list of {count} positive integers, got {value!r}")
-    values = value if isinstance(value, (list, tuple)) else [value]
-    if (count is not None and len(values) != count) or any(
-            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-        shape = f"{count} positive integers" if count else "a positive integer"
-        raise ConfigError(f"model.options.{name} must be {shape}, got {value!r}")
-
-
 @register_model("invpt", tiny={"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
                 tiny_backbone="test_vit",
                 # REFERENCE.md's efficiency table; fvcore's convention (a multiply-add is one FLOP) = our GMACs
@@ -402,10 +372,10 @@ def invpt(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int
           embed_dim: int = 512, pred_channels: int = 64, num_heads: Sequence[int] = (2, 2, 2),
           mlp_ratio: float = 4.0, layers: Sequence[int] | None = None) -> InvPT:
     """InvPT with the official widths (ViT-L: ``embed_dim`` 512 + 64 prediction channels, 2 heads per stage)."""
-    _positive_ints(img_size, "img_size", 2)
-    _positive_ints(embed_dim, "embed_dim")
-    _positive_ints(pred_channels, "pred_channels")
-    _positive_ints(num_heads, "num_heads", 3)
+    check_positive_ints(img_size, "img_size", 2)
+    check_positive_ints(embed_dim, "embed_dim")
+    check_positive_ints(pred_channels, "pred_channels")
+    check_positive_ints(num_heads, "num_heads", 3)
     d0 = embed_dim + pred_channels
     if d0 % 4:
         raise ConfigError(f"model.options: embed_dim + pred_channels ({d0}) must be divisible by 4 (stage widths D, D/2, D/4)")

@@ -8,7 +8,7 @@ Written from ``lorenmt/mtan``: ``im2im_pred/model_resnet_mtan/resnet_mtan.py`` (
   4; timm's ``output_stride=8`` dilates the same way, so ``model.backbone.options.output_stride``
   defaults to 8 here);
 - per task and ResNet layer i a soft-attention mask over the layer's **last** block: the mask is
-  ``attention_block(cat(u_b, a))`` (1×1 conv-BN-ReLU-1×1 conv-BN-sigmoid, mid width = layer width / 4)
+  ``mtan_attention(cat(u_b, a))`` (1×1 conv-BN-ReLU-1×1 conv-BN-sigmoid, mid width = layer width / 4)
   of the previous block's output ``u_b`` (for layer 1: ``u_b`` alone) and the task's attended
   feature ``a`` of the layer before, and it multiplies the last block's output;
 - between layers, shared by the tasks, an ``encoder_block_att``: a ResNet bottleneck (with its
@@ -20,7 +20,7 @@ Written from ``lorenmt/mtan``: ``im2im_pred/model_resnet_mtan/resnet_mtan.py`` (
   ``align_corners=True`` as the script does.
 
 At ResNet-50 with 13-class segmentation, depth and normals it has the official model's
-92,347,921 parameters (the test spells out the sum). The ASPP width is ``model.head_channels``
+92,347,921 parameters (the test spells out the sum). The ASPP width is ``model.options.head_channels``
 (the official 256: set it, as ``configs/nyud/mtan_deeplab.yaml`` does). The ResNet is timm's: the
 same layer shapes and state keys as torchvision's (``resnet50.tv_in1k`` are torchvision's
 ImageNet weights, which the script loads); only the timm ResNet family fits (the attention needs
@@ -41,54 +41,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import timm
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
 from timm.models.resnet import Bottleneck
 from torch import nn
-from torchvision.models.segmentation.deeplabv3 import ASPP, ASPPPooling
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
-from scenemtl.models.backbones import Backbone
+from scenemtl.models.backbones import Backbone, backbone_family
 from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.heads import fp32_conv
+from scenemtl.models.layers import ASPP, conv_norm_act, fp32_conv, mtan_attention
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
-from scenemtl.models.segnet import attention_block
 from scenemtl.tasks import Task
-
-
-class _ImagePooling(ASPPPooling):
-    """ASPP's image-level branch; a training batch of one image uses the running statistics."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Global average → 1×1 conv → BN → ReLU, broadcast back to the input size."""
-        size = x.shape[-2:]
-        pool, conv, norm, act = self
-        y = conv(pool(x))
-        if self.training and y.shape[0] == 1:  # BN over one value per channel is undefined
-            y = F.batch_norm(y, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
-        else:
-            y = norm(y)
-        return F.interpolate(act(y), size=size, mode="bilinear", align_corners=False)
 
 
 def deeplab_head(in_channels: int, out_channels: int, width: int = 256,
                  atrous_rates: Sequence[int] = (12, 24, 36)) -> nn.Sequential:
     """DeepLabv3's head (torchvision's ``DeepLabHead`` layout and keys, ASPP width ``width``)."""
-    aspp = ASPP(in_channels, list(atrous_rates), width)
-    aspp.convs[-1] = _ImagePooling(in_channels, width)
-    return nn.Sequential(
-        aspp, nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-        nn.Conv2d(width, out_channels, 1),
-    )
+    return nn.Sequential(ASPP(in_channels, width, atrous_rates), *conv_norm_act(width, width, 3, act=nn.ReLU),
+                         nn.Conv2d(width, out_channels, 1))
 
 
 def _bottleneck(in_channels: int, out_channels: int) -> Bottleneck:
     """MTAN's ``encoder_block_att``: a bottleneck of width out/4 with a 1×1 conv-BN projection shortcut."""
     planes = out_channels // 4
-    projection = nn.Sequential(nn.Conv2d(in_channels, 4 * planes, 1, bias=False), nn.BatchNorm2d(4 * planes))
+    projection = conv_norm_act(in_channels, 4 * planes, 1, act=None)
     return Bottleneck(in_channels, planes, downsample=projection)
 
 
@@ -102,7 +81,7 @@ def _pool_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def _check_resnet(name: str) -> None:
-    if timm.is_model(name) and timm.models.model_entrypoint(timm.models.get_arch_name(name)).__module__ != "timm.models.resnet":
+    if backbone_family(name) != "resnet":
         raise ConfigError(
             f"arch mtan_deeplab attends over the blocks of a ResNet's layers: 'model.backbone.name: {name}' is not "
             "in timm's ResNet family; use e.g. resnet50 (resnet50.tv_in1k: torchvision's weights, as MTAN), resnet101"
@@ -112,7 +91,8 @@ def _check_resnet(name: str) -> None:
 class MTANDeepLab(MultiTaskModel):
     """A shared dilated ResNet, per-task attention over each layer's last block, per-task DeepLabv3 heads."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], atrous_rates: Sequence[int]) -> None:
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], atrous_rates: Sequence[int],
+                 head_channels: int = 64) -> None:
         super().__init__()
         backbone = config.backbone
         _check_resnet(backbone.name)
@@ -121,35 +101,32 @@ class MTANDeepLab(MultiTaskModel):
                               "unset and model.backbone.fuse 'none'")
         options = {"output_stride": 8, **backbone.options}
         self.backbone = Backbone(backbone.model_copy(update={"options": options}))
-        body = self.backbone.body
-        names = list(body.keys())
-        self.stem = names[: names.index("layer1")]
-        widths = {info["module"]: info["num_chs"] for info in body.feature_info.get_dicts()}
-        ch = [widths[f"layer{i}"] for i in range(1, 5)]
+        _, layers = self.backbone.residual_layers()
+        ch = [layer.out_channels for layer in layers]
         # the channels of the last block's input (the previous block's output, or the layer's input)
-        before = [body[f"layer{i}"][-1].conv1.in_channels for i in range(1, 5)]
+        before = [layer.out_channels if len(layer.blocks) > 1 else layer.in_channels for layer in layers]
         self.encoder_block_att = nn.ModuleList(_bottleneck(ch[i], ch[i + 1]) for i in range(3))
         attended = [ch[0]] + [4 * (ch[i] // 4) for i in range(1, 4)]  # the encoder_block_att outputs
         self.encoder_att = nn.ModuleDict({
-            name: nn.ModuleList([attention_block(before[0], ch[0] // 4, ch[0])]
-                                + [attention_block(before[i] + attended[i], ch[i] // 4, ch[i]) for i in range(1, 4)])
+            name: nn.ModuleList([mtan_attention(before[0], ch[0] // 4, ch[0])]
+                                + [mtan_attention(before[i] + attended[i], ch[i] // 4, ch[i]) for i in range(1, 4)])
             for name in tasks
         })
-        self.heads = nn.ModuleDict({name: deeplab_head(ch[3], task.out_channels, config.head_channels, atrous_rates)
+        self.heads = nn.ModuleDict({name: deeplab_head(ch[3], task.out_channels, head_channels, atrous_rates)
                                     for name, task in tasks.items()})
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Each task's logits at the input size."""
-        body = self.backbone.body
+        stem, layers = self.backbone.residual_layers()
         x = image
-        for name in self.stem:
-            x = body[name](x)
+        for module in stem:
+            x = module(x)
         previous, last = [], []  # u_b (input of each layer's last block) and u_t (its output)
-        for i in range(1, 5):
-            layer = body[f"layer{i}"]
-            x = layer[:-1](x) if len(layer) > 1 else x
+        for layer in layers:
+            blocks = layer.blocks
+            x = blocks[:-1](x) if len(blocks) > 1 else x
             previous.append(x)
-            x = layer[-1](x)
+            x = blocks[-1](x)
             last.append(x)
         size = image.shape[-2:]
         final = {}
@@ -175,11 +152,12 @@ class MTANDeepLab(MultiTaskModel):
         return {name: [head[-1]] for name, head in self.heads.items()}
 
 
-@register_model("mtan_deeplab")
-def mtan_deeplab(config: ModelConfig, tasks: Mapping[str, Task],
-                 atrous_rates: Sequence[int] = (12, 24, 36)) -> MTANDeepLab:
-    """MTAN-DeepLabv3 (Liu et al., CVPR 2019): dilated ResNet, per-task attention, per-task ASPP heads."""
+@register_model("mtan_deeplab", tiny={"head_channels": 8})
+def mtan_deeplab(config: ModelConfig, tasks: Mapping[str, Task], atrous_rates: Sequence[PositiveInt] = (12, 24, 36),
+                 head_channels: PositiveInt = 64) -> MTANDeepLab:
+    """MTAN-DeepLabv3 (Liu et al., CVPR 2019): dilated ResNet, per-task attention, per-task ASPP heads
+    of width ``head_channels`` (the official 256; 64 by default for the small synthetic scenes)."""
     rates = list(atrous_rates)
-    if not rates or any(int(r) < 1 for r in rates):
-        raise ConfigError(f"model.options.atrous_rates must be positive dilation rates, got {rates}")
-    return MTANDeepLab(config, tasks, [int(r) for r in rates])
+    if not rates:
+        raise ConfigError("model.options.atrous_rates must list at least one dilation rate")
+    return MTANDeepLab(config, tasks, rates, head_channels)

@@ -19,7 +19,7 @@ branches, 18/36/72/144 channels at 1/4…1/32; "scale 0" is the finest):
    concatenation; a basic block (with projection) reduces it to C channels; each task adds a
    squeeze-and-excitation (reduction 16) of it to its own feature.
 3. Multi-modal distillation at every scale (PAD-Net's: each task's feature plus spatial-
-   attention-gated messages of the other tasks; see ``scenemtl.models.distillation``).
+   attention-gated messages of the other tasks; see ``scenemtl.models.layers.attention``).
 4. Feature aggregation and final heads (``seg_hrnet.HighResolutionHead``), per task: the
    distilled features of all scales bilinearly upsampled to scale 0 and concatenated, 1×1 conv
    (with bias)-BN-ReLU at that width, 1×1 conv to the task's outputs, bilinear to the input.
@@ -31,8 +31,8 @@ task's own weight: exactly what the training loop does with ``aux``.
 
 ``shared_parameters`` are the backbone's: the trunk before the tasks split, what gradient
 balancers act on (the FPMs and distillation gates read every task's features, so every task's
-loss reaches every task's branches, but those belong to one task each). With ``cut_features``
-the cut is at the backbone levels the model reads.
+loss reaches every task's branches, but those belong to one task each). The shared
+representation (``encode``) is the backbone levels the model reads.
 
 Parameters at HRNet-18 (timm ``hrnet_w18_small_v2``, 3,860,720 parameters, the same layers as the
 official ``hrnet_w18`` built from ``hrnet_w18_small_model_v2.pth``): 14,100,225 more for the four
@@ -57,24 +57,35 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
+from pydantic import PositiveInt
 from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel, require_tasks
-from scenemtl.models.distillation import BasicBlock, MultiModalDistillation, SEBlock
-from scenemtl.models.heads import fp32_conv, upsample_to
+from scenemtl.models.layers import MultiModalDistillation, basic_block, conv_norm_act, fp32_conv, resize
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
 
 
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation: channels rescaled by a 2-layer MLP (reduction ``r``) of their spatial mean.
+
+    As the MTI-Net authors' ``models/layers.py``, except that it keeps at least one hidden unit (the
+    official ``channels // 16`` is zero below 16 channels, widths the official configurations never use).
+    """
+
+    def __init__(self, channels: int, r: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // r)
+        self.squeeze = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with each channel scaled by its excitation."""
+        scale = self.squeeze(x.mean(dim=(2, 3)))
+        return x * scale[:, :, None, None]
 
 
 class InitialTaskPrediction(nn.Module):
@@ -83,7 +94,7 @@ class InitialTaskPrediction(nn.Module):
     def __init__(self, tasks: Mapping[str, Task], in_channels: int, task_channels: int) -> None:
         super().__init__()
         self.refinement = nn.ModuleDict({
-            t: nn.Sequential(BasicBlock(in_channels, task_channels), BasicBlock(task_channels, task_channels))
+            t: nn.Sequential(basic_block(in_channels, task_channels), basic_block(task_channels, task_channels))
             for t in tasks
         })
         self.decoders = nn.ModuleDict({t: nn.Conv2d(task_channels, task.out_channels, 1) for t, task in tasks.items()})
@@ -93,7 +104,7 @@ class InitialTaskPrediction(nn.Module):
         """Each task's refined feature and its initial prediction at this scale."""
         features, predictions = {}, {}
         for t, refine in self.refinement.items():
-            x = feature if propagated is None else torch.cat([feature, _resize(propagated[t], feature.shape[-2:])], 1)
+            x = feature if propagated is None else torch.cat([feature, resize(propagated[t], feature.shape[-2:])], 1)
             features[t] = refine(x)
             predictions[t] = fp32_conv(self.decoders[t], features[t])
         return features, predictions
@@ -107,9 +118,9 @@ class FeaturePropagation(nn.Module):
         self.tasks = list(tasks)
         shared = len(self.tasks) * channels
         self.non_linear = nn.Sequential(
-            BasicBlock(shared, shared // 4), BasicBlock(shared // 4, shared // 4), nn.Conv2d(shared // 4, shared, 1)
+            basic_block(shared, shared // 4), basic_block(shared // 4, shared // 4), nn.Conv2d(shared // 4, shared, 1)
         )
-        self.dimensionality_reduction = BasicBlock(shared, channels)
+        self.dimensionality_reduction = basic_block(shared, channels)
         self.se = nn.ModuleDict({t: SEBlock(channels) for t in self.tasks})
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -129,14 +140,12 @@ class AggregationHead(nn.Module):
     def __init__(self, channels: Sequence[int], out_channels: int) -> None:
         super().__init__()
         width = sum(channels)
-        self.last_layer = nn.Sequential(
-            nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.Conv2d(width, out_channels, 1)
-        )
+        self.last_layer = nn.Sequential(*conv_norm_act(width, width, 1, bias=True), nn.Conv2d(width, out_channels, 1))
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits at the finest scale."""
         size = features[0].shape[-2:]
-        x = torch.cat([_resize(f, size) for f in features], 1)
+        x = torch.cat([resize(f, size) for f in features], 1)
         return fp32_conv(self.last_layer[-1], self.last_layer[:-1](x))
 
 
@@ -144,16 +153,16 @@ class MTINet(MultiTaskModel):
     """Multi-scale initial predictions with feature propagation, per-scale distillation, aggregation heads."""
 
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task],
-                 task_channels: int | Sequence[int] | None = None) -> None:
+                 task_channels: int | Sequence[int] | None = None, decoder_stride: int = 8) -> None:
         super().__init__()
         require_tasks("mtinet", tasks, 2, "its distillation passes messages between tasks")
         self.tasks = list(tasks)
         self.backbone = Backbone(config.backbone)
         strides = self.backbone.strides
-        self.levels = [i for i, s in enumerate(strides) if s >= config.decoder_stride]
+        self.levels = [i for i, s in enumerate(strides) if s >= decoder_stride]
         if len(self.levels) < 2:
             raise ConfigError(
-                f"mtinet needs at least two backbone levels of stride ≥ model.decoder_stride={config.decoder_stride} "
+                f"mtinet needs at least two backbone levels of stride ≥ model.options.decoder_stride={decoder_stride} "
                 f"(backbone strides: {strides}); lower decoder_stride, and leave model.backbone.fuse at 'none'"
             )
         backbone_channels = [self.backbone.channels[i] for i in self.levels]
@@ -169,11 +178,13 @@ class MTINet(MultiTaskModel):
         self.distillation = nn.ModuleList(MultiModalDistillation(self.tasks, c) for c in widths)
         self.heads = nn.ModuleDict({t: AggregationHead(widths, task.out_channels) for t, task in tasks.items()})
 
-    def forward(self, image: torch.Tensor) -> ModelOutput:
-        """Final logits of every task and the initial predictions of each scale (``aux["scale_i"]``), at input size."""
-        size = image.shape[-2:]
-        levels = [f for i, f in enumerate(self.backbone(image)) if i in self.levels]
-        features = [f.detach().requires_grad_() for f in levels] if self.cut_features else levels
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The backbone levels the decoder reads."""
+        return tuple(f for i, f in enumerate(self.backbone(image)) if i in self.levels)
+
+    def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
+        """Final logits of every task and the initial predictions of each scale (``aux["scale_i"]``), at ``size``."""
+        features = list(shared)
         scales = len(features)
         task_features: list[dict[str, torch.Tensor]] = [{} for _ in range(scales)]
         predictions: list[dict[str, torch.Tensor]] = [{} for _ in range(scales)]
@@ -183,10 +194,8 @@ class MTINet(MultiTaskModel):
             if i > 0:
                 propagated = self.fpm[i - 1](task_features[i])
         distilled = [module(f) for module, f in zip(self.distillation, task_features)]
-        final = {t: upsample_to(self.heads[t]([d[t] for d in distilled]), size) for t in self.tasks}
-        aux = {f"scale_{i}": {t: upsample_to(p, size) for t, p in predictions[i].items()} for i in range(scales)}
-        if self.cut_features:
-            return ModelOutput(final=final, aux=aux, features=tuple(features), feature_sources=tuple(levels))
+        final = {t: resize(self.heads[t]([d[t] for d in distilled]), size) for t in self.tasks}
+        aux = {f"scale_{i}": {t: resize(p, size) for t, p in predictions[i].items()} for i in range(scales)}
         return ModelOutput(final=final, aux=aux)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -218,6 +227,8 @@ def _task_channels(value: int | Sequence[int] | None, backbone_channels: list[in
 
 
 @register_model("mtinet", tiny={"task_channels": 8}, min_tasks=2)
-def mtinet(config: ModelConfig, tasks: Mapping[str, Task], task_channels: int | Sequence[int] | None = None) -> MTINet:
-    """MTI-Net: multi-scale initial predictions, feature propagation, distillation at every scale, aggregation."""
-    return MTINet(config, tasks, task_channels=task_channels)
+def mtinet(config: ModelConfig, tasks: Mapping[str, Task], task_channels: PositiveInt | Sequence[PositiveInt] | None = None,
+           decoder_stride: PositiveInt = 8) -> MTINet:
+    """MTI-Net: multi-scale initial predictions, feature propagation, distillation at every scale, aggregation
+    (over the backbone levels of stride ≥ ``decoder_stride``: 4 with HRNet-18, its four branches)."""
+    return MTINet(config, tasks, task_channels=task_channels, decoder_stride=decoder_stride)

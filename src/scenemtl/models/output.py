@@ -14,8 +14,8 @@ class ModelOutput:
     The training loop applies each task's loss to every entry of ``final`` and of each ``aux``
     stage (times ``aux_weights[stage]``, default 1); evaluation and prediction read ``final`` only.
 
-    ``features`` and ``feature_sources`` are filled only when the model's ``cut_features`` is set
-    (by gradient balancers): ``feature_sources`` are the shared representation (e.g. the
+    ``features`` and ``feature_sources`` are filled only when the model runs inside ``SharedCut``
+    (for gradient balancers): ``feature_sources`` are the shared representation (e.g. the
     backbone's feature maps) and ``features`` detached copies of them that the task heads read, so
     a balancer can take each task's gradient with respect to the representation without going
     back through the shared part, then back-propagate into it from ``feature_sources`` once.

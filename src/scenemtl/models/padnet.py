@@ -24,8 +24,8 @@ weight, summed. This is what the training loop does with ``aux``: no separate we
 ``shared_parameters`` are the backbone's and the fuse layer's (which the official code makes part
 of the backbone): the trunk before the tasks split, what gradient balancers act on. Through the
 distillation gates every task's loss also reaches the other tasks' initial branches; those are
-not counted as shared (they belong to one task each), and with ``cut_features`` the cut is the
-fuse layer's output.
+not counted as shared (they belong to one task each), and the shared representation (``encode``)
+is the fuse layer's output.
 
 Parameters at HRNet-18 (timm ``hrnet_w18_small_v2``, 3,860,720) with ``head_channels: 256``:
 15,661,128 more for the four NYUD tasks, 25,444,272 for the five PASCAL tasks.
@@ -50,18 +50,18 @@ benchmark tables of later work use and is not offered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
 from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel, require_tasks
-from scenemtl.models.distillation import Bottleneck, MultiModalDistillation
-from scenemtl.models.heads import fp32_conv, upsample_to
+from scenemtl.models.layers import BOTTLENECK_EXPANSION, MultiModalDistillation, bottleneck, conv_norm_act, fp32_conv, resize
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
@@ -70,51 +70,49 @@ from scenemtl.tasks import Task
 class PADNet(MultiTaskModel):
     """Backbone → fused map → initial predictions → multi-modal distillation → final heads."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True) -> None:
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True, head_channels: int = 64,
+                 decoder_stride: int = 8) -> None:
         super().__init__()
         require_tasks("padnet", tasks, 2, "its distillation passes messages between tasks")
-        width = config.head_channels
-        if width % Bottleneck.expansion:
+        width = head_channels
+        if width % BOTTLENECK_EXPANSION:
             raise ConfigError(
-                f"padnet: model.head_channels must be a multiple of 4 (its bottlenecks expand by 4), got {width}; "
+                f"padnet: model.options.head_channels must be a multiple of 4 (its bottlenecks expand by 4), got {width}; "
                 "the official width is 256"
             )
         self.tasks = list(tasks)
         self.backbone = Backbone(config.backbone)
         strides = self.backbone.strides
-        self.levels = [i for i, s in enumerate(strides) if s >= config.decoder_stride] or [len(strides) - 1]
+        self.levels = [i for i, s in enumerate(strides) if s >= decoder_stride] or [len(strides) - 1]
         in_channels = sum(self.backbone.channels[i] for i in self.levels)
-        self.fuse = (
-            nn.Sequential(nn.Conv2d(in_channels, in_channels, 1), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True))
-            if fuse else nn.Identity()
-        )
-        planes = width // Bottleneck.expansion
-        self.initial = nn.ModuleDict({t: nn.Sequential(Bottleneck(in_channels, planes), Bottleneck(width, planes))
+        self.fuse = conv_norm_act(in_channels, in_channels, 1, bias=True) if fuse else nn.Identity()
+        planes = width // BOTTLENECK_EXPANSION
+        self.initial = nn.ModuleDict({t: nn.Sequential(bottleneck(in_channels, planes), bottleneck(width, planes))
                                       for t in self.tasks})
         self.initial_out = nn.ModuleDict({t: nn.Conv2d(width, task.out_channels, 1) for t, task in tasks.items()})
         self.distillation = MultiModalDistillation(self.tasks, width)
         self.heads = nn.ModuleDict({
-            t: nn.Sequential(Bottleneck(width, planes), Bottleneck(width, planes),
+            t: nn.Sequential(bottleneck(width, planes), bottleneck(width, planes),
                              nn.Conv2d(width, task.out_channels, 1))
             for t, task in tasks.items()
         })
 
-    def forward(self, image: torch.Tensor) -> ModelOutput:
-        """Final logits of every task and its initial prediction (``aux["initial"]``), at the input size."""
-        size = image.shape[-2:]
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The fused map: the backbone levels read, at the finest one's resolution (after ``fuse``)."""
         levels = [f for i, f in enumerate(self.backbone(image)) if i in self.levels]
         finest = levels[0].shape[-2:]
-        shared = self.fuse(torch.cat([f if f.shape[-2:] == finest else
-                                      F.interpolate(f, size=finest, mode="bilinear", align_corners=False)
-                                      for f in levels], dim=1))
-        x = shared.detach().requires_grad_() if self.cut_features else shared
+        return (self.fuse(torch.cat([f if f.shape[-2:] == finest else
+                                     F.interpolate(f, size=finest, mode="bilinear", align_corners=False)
+                                     for f in levels], dim=1)),)
+
+    def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
+        """Final logits of every task and its initial prediction (``aux["initial"]``), at ``size``."""
+        x = shared[0]
         task_features = {t: self.initial[t](x) for t in self.tasks}
-        initial = {t: upsample_to(fp32_conv(self.initial_out[t], task_features[t]), size) for t in self.tasks}
+        initial = {t: resize(fp32_conv(self.initial_out[t], task_features[t]), size) for t in self.tasks}
         distilled = self.distillation(task_features)
-        final = {t: upsample_to(fp32_conv(self.heads[t][-1], self.heads[t][:-1](distilled[t])), size)
+        final = {t: resize(fp32_conv(self.heads[t][-1], self.heads[t][:-1](distilled[t])), size)
                  for t in self.tasks}
-        if self.cut_features:
-            return ModelOutput(final=final, aux={"initial": initial}, features=(x,), feature_sources=(shared,))
         return ModelOutput(final=final, aux={"initial": initial})
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -131,7 +129,9 @@ class PADNet(MultiTaskModel):
         self.backbone.set_activation_checkpointing(enabled)
 
 
-@register_model("padnet", min_tasks=2)
-def padnet(config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True) -> PADNet:
-    """PAD-Net: initial predictions, multi-modal distillation, final heads (``fuse``: 1×1 conv-BN-ReLU first)."""
-    return PADNet(config, tasks, fuse=fuse)
+@register_model("padnet", min_tasks=2, tiny={"head_channels": 8})
+def padnet(config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True, head_channels: PositiveInt = 64,
+           decoder_stride: PositiveInt = 8) -> PADNet:
+    """PAD-Net: initial predictions, multi-modal distillation, final heads (``fuse``: 1×1 conv-BN-ReLU first);
+    ``head_channels``: the distillation width (the official 256), ``decoder_stride``: the finest backbone level read."""
+    return PADNet(config, tasks, fuse=fuse, head_channels=head_channels, decoder_stride=decoder_stride)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scenemtl.config import ModelConfig
+from scenemtl.config import BackboneConfig, ModelConfig
+from scenemtl.errors import ConfigError
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.registry import Registry, check_options
 from scenemtl.tasks import Task
 
 MODELS: Registry = Registry("architecture")
 
+#: the architectures the engine asks for by role, never by name: the single-task baseline (one
+#: network per task: Δm's reference runs, the demo's first row) and hard parameter sharing
+SINGLE_TASK = "stl"
+HARD_SHARING = "hps"
+
 
 def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_tasks: int = 1,
                    tasks: tuple[str, ...] | None = None, tiny_backbone: str = "test_resnet",
-                   published: Mapping[str, tuple[str, str]] | None = None):
+                   published: Mapping[str, tuple[str, str]] | None = None, backbone: bool = True):
     """Register an architecture factory ``factory(config, tasks, **options)`` under ``name``.
 
     ``tiny``: options that make it narrow enough for the test suite (architectures whose widths
@@ -23,7 +29,12 @@ def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_
     defined for; ``tasks``: the task names it supports (None: any). The architecture test reads
     these, so a new architecture is tested without editing the test. ``published``: the paper's
     or README's parameter and compute figures by backbone, ``{backbone: (dataset, text)}``, which
-    ``scenemtl info`` prints beside its own counts.
+    ``scenemtl info`` prints beside its own counts. ``backbone=False``: the architecture builds its
+    own encoder (SegNet), so a ``model.backbone`` other than the default is an error rather than ignored.
+
+    The factory's keyword parameters are the architecture's options: ``build_model`` checks their
+    names and validates their types from the annotations (pydantic), so annotate them precisely
+    (``PositiveInt``, ``Literal[...]``, ``Sequence[int]``).
     """
 
     def decorator(factory):
@@ -33,6 +44,7 @@ def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_
         factory.min_tasks = min_tasks
         factory.supported_tasks = tasks
         factory.published = dict(published or {})
+        factory.uses_backbone = backbone
         return factory
 
     return decorator
@@ -41,8 +53,11 @@ def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_
 def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskModel:
     """Build the architecture ``config.arch`` for ``tasks``; ``config.options`` go to its factory."""
     factory = MODELS.get(config.arch)
-    check_options(factory, config.options, "model.options", ("config", "tasks"), owner=config.arch)
-    model = factory(config=config, tasks=dict(tasks), **config.options)
+    options = check_options(factory, config.options, "model.options", ("config", "tasks"), owner=config.arch)
+    if not factory.uses_backbone and config.backbone != BackboneConfig():
+        raise ConfigError(f"architecture '{config.arch}' builds its own encoder and reads no model.backbone "
+                          f"(given {config.backbone.model_dump(exclude_defaults=True)}): remove model.backbone")
+    model = factory(config=config, tasks=dict(tasks), **options)
     if not isinstance(model, MultiTaskModel):
         raise TypeError(f"architecture '{config.arch}' must return a MultiTaskModel, got {type(model).__name__}")
     model.arch = config.arch

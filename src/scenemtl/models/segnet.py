@@ -34,6 +34,7 @@ from torch import nn
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError
 from scenemtl.models.base import MultiTaskModel
+from scenemtl.models.layers import conv_norm_act, mtan_attention
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
@@ -50,24 +51,15 @@ def _filters(variant: Variant, filters: Sequence[int] | None = None) -> list[int
 
 
 def conv_block(cin: int, cout: int, deep: bool = False) -> nn.Sequential:
-    """3×3 conv-BN-ReLU (twice when ``deep``)."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-    if deep:
-        layers += [nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
+    """3×3 conv (with bias)-BN-ReLU (twice when ``deep``), one flat Sequential."""
+    if not deep:
+        return conv_norm_act(cin, cout, 3, bias=True)
+    return nn.Sequential(*conv_norm_act(cin, cout, 3, bias=True), *conv_norm_act(cout, cout, 3, bias=True))
 
 
 def prediction_block(channels: int, out_channels: int) -> nn.Sequential:
     """MTAN's task head: 3×3 conv then 1×1 conv to the task's outputs."""
     return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, out_channels, 1))
-
-
-def attention_block(cin: int, mid: int, cout: int) -> nn.Sequential:
-    """MTAN's soft-attention mask: 1×1 conv-BN-ReLU-1×1 conv-BN-sigmoid."""
-    return nn.Sequential(
-        nn.Conv2d(cin, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-        nn.Conv2d(mid, cout, 1), nn.BatchNorm2d(cout), nn.Sigmoid(),
-    )
 
 
 def init_like_mtan(module: nn.Module, uniform: bool = False) -> None:
@@ -141,14 +133,13 @@ class SegNetSplit(_SegNetModel):
                                     for name, task in tasks.items()})
         init_like_mtan(self)
 
-    def forward(self, image: torch.Tensor) -> ModelOutput:
-        """Every task's logits at the input size."""
-        source = self.trunk(image)["decoded"][-1]
-        feature = source.detach().requires_grad_() if self.cut_features else source
-        final = {name: head(feature) for name, head in self.heads.items()}
-        if self.cut_features:
-            return ModelOutput(final=final, features=(feature,), feature_sources=(source,))
-        return ModelOutput(final=final)
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The trunk's last decoded map (at the input size)."""
+        return (self.trunk(image)["decoded"][-1],)
+
+    def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
+        """Every task's logits (the trunk decodes to the input size)."""
+        return ModelOutput(final={name: head(shared[0]) for name, head in self.heads.items()})
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The SegNet trunk."""
@@ -167,13 +158,13 @@ class MTANSegNet(_SegNetModel):
         self.decoder_block_att = nn.ModuleList([conv_block(f[0], f[0])] + [conv_block(f[i + 1], f[i]) for i in range(3)]
                                                + [conv_block(f[4], f[4])])
         self.encoder_att = nn.ModuleDict({
-            name: nn.ModuleList([attention_block(f[0], f[0], f[0])]
-                                + [attention_block(2 * f[i + 1], f[i + 1], f[i + 1]) for i in range(4)])
+            name: nn.ModuleList([mtan_attention(f[0], f[0], f[0])]
+                                + [mtan_attention(2 * f[i + 1], f[i + 1], f[i + 1]) for i in range(4)])
             for name in tasks
         })
         self.decoder_att = nn.ModuleDict({
-            name: nn.ModuleList([attention_block(2 * f[0], f[0], f[0])]
-                                + [attention_block(f[i + 1] + f[i], f[i], f[i]) for i in range(4)])
+            name: nn.ModuleList([mtan_attention(2 * f[0], f[0], f[0])]
+                                + [mtan_attention(f[i + 1] + f[i], f[i], f[i]) for i in range(4)])
             for name in tasks
         })
         self.heads = nn.ModuleDict({name: prediction_block(f[0], task.out_channels) for name, task in tasks.items()})
@@ -204,7 +195,7 @@ class MTANSegNet(_SegNetModel):
         return [*self.trunk.parameters(), *self.encoder_block_att.parameters(), *self.decoder_block_att.parameters()]
 
 
-@register_model("segnet", tiny={"filters": [4, 8, 8, 16, 16]})
+@register_model("segnet", tiny={"filters": [4, 8, 8, 16, 16]}, backbone=False)
 def segnet(config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard",
            filters: Sequence[int] | None = None) -> SegNetSplit:
     """Shared SegNet with per-task prediction blocks (``variant``: standard, wide or deep)."""
@@ -213,7 +204,7 @@ def segnet(config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "s
     return SegNetSplit(config, tasks, variant, filters)
 
 
-@register_model("mtan", tiny={"filters": [4, 8, 8, 16, 16]})
+@register_model("mtan", tiny={"filters": [4, 8, 8, 16, 16]}, backbone=False)
 def mtan(config: ModelConfig, tasks: Mapping[str, Task], filters: Sequence[int] | None = None) -> MTANSegNet:
     """MTAN-SegNet (Liu et al., CVPR 2019): shared SegNet plus per-task attention."""
     return MTANSegNet(config, tasks, filters)

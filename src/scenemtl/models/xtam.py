@@ -62,7 +62,7 @@ Differences from the official code, and why:
 - Output widths come from the tasks (edges: one logit for the binary loss, where DenseMTL's
   two-class cross-entropy uses two). The training loop sums the scale-0 and scale-1 losses; DenseMTL
   averages them (a global factor 1/2 on the loss: Adam hardly sees it, the gradient clipping does).
-  DenseMTL bilinearly upsamples the scale-1 logits with ``align_corners=True``; ``upsample_to`` uses
+  DenseMTL bilinearly upsamples the scale-1 logits with ``align_corners=True``; ``resize`` uses
   False. DenseMTL
   selects its best checkpoint on the scale-1 metrics; evaluation here reads the final (scale-0,
   attention-refined) output.
@@ -85,7 +85,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.heads import fp32_conv, upsample_to
+from scenemtl.models.layers import ASPP, SpatialAttentionGate, conv_norm_act, fp32_conv, resize
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
@@ -101,52 +101,9 @@ def conv_elu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect"), nn.ELU(inplace=True))
 
 
-def conv_bn_relu_nobias(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
-    """Conv (no bias) → BatchNorm → ReLU: the ASPP branches, DenseMTL's ``Project`` and the attention's projections."""
-    padding = dilation * (kernel_size // 2)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-    )
-
-
-class _PooledBatchNorm(nn.BatchNorm2d):
-    """BatchNorm of the image-pooling branch: a batch with one value per channel uses the running statistics."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
-
-
-class ImagePooling(nn.Sequential):
-    """ASPP's image-level branch: global average, 1×1 conv-BN-ReLU (no bias), broadcast back to the input size."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                         _PooledBatchNorm(out_channels), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled features, bilinearly resized to ``x``'s size."""
-        return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling as DenseMTL's decoders use it (1×1, one 3×3 per rate, image pooling)."""
-
-    def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int], pooling: bool = True) -> None:
-        super().__init__()
-        branches: list[nn.Module] = [conv_bn_relu_nobias(in_channels, out_channels)]
-        branches += [conv_bn_relu_nobias(in_channels, out_channels, 3, int(rate)) for rate in rates]
-        if pooling:
-            branches.append(ImagePooling(in_channels, out_channels))
-        self.convs = nn.ModuleList(branches)
-        self.project = nn.Sequential(*conv_bn_relu_nobias(len(branches) * out_channels, out_channels), nn.Dropout(0.5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenated branches, projected."""
-        return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """1×1 conv (no bias) → BatchNorm → ReLU (not in place, as DenseMTL): the attention's and the messages' projections."""
+    return conv_norm_act(in_channels, out_channels, 1, act=nn.ReLU)
 
 
 class DecoderLevel(nn.Module):
@@ -196,28 +153,15 @@ class Decoder(nn.Module):
         return x
 
 
-class SpatialSelfAttention(nn.Module):
-    """PAD-Net's spatial self-attention gate (``SABlock``): sigmoid(3×3 conv) × 3×3 conv, no bias."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.gate = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.Sigmoid())
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Gated features."""
-        return self.conv(x) * self.gate(x)
-
-
 class SpatialCrossTaskAttention(nn.Module):
     """SxTAM: the target's feature attends over the source's, at 1/``pool`` resolution; scaled by ``alpha`` (zeros at init)."""
 
     def __init__(self, channels: int, pool: int) -> None:
         super().__init__()
         self.pool = pool
-        self.query = conv_bn_relu_nobias(channels, channels)
-        self.key = conv_bn_relu_nobias(channels, channels)
-        self.value = conv_bn_relu_nobias(channels, channels)
+        self.query = _conv_bn_relu(channels, channels)
+        self.key = _conv_bn_relu(channels, channels)
+        self.value = _conv_bn_relu(channels, channels)
         self.alpha = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -252,9 +196,9 @@ class CrossTaskMessage(nn.Module):
     def __init__(self, channels: int, pool: int) -> None:
         super().__init__()
         self.extract = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
-        self.self_attention = SpatialSelfAttention(channels, channels // 2)
+        self.self_attention = SpatialAttentionGate(channels, channels // 2, gate="gate")
         self.cross_attention = SpatialCrossTaskAttention(channels, pool)
-        self.project = conv_bn_relu_nobias(channels // 2 + channels, channels)
+        self.project = _conv_bn_relu(channels // 2 + channels, channels)
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """The projected message at the target's resolution."""
@@ -273,7 +217,7 @@ class CrossTaskAttention(nn.Module):
         self.messages = nn.ModuleDict({
             t: nn.ModuleDict({s: CrossTaskMessage(channels, pool) for s in tasks if s != t}) for t in tasks
         })
-        self.fuse = nn.ModuleDict({t: conv_bn_relu_nobias((len(tasks) - 1) * channels, channels) for t in tasks})
+        self.fuse = nn.ModuleDict({t: _conv_bn_relu((len(tasks) - 1) * channels, channels) for t in tasks})
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each task's feature plus the fused messages of the others."""
@@ -317,24 +261,24 @@ class DenseMTLXTAM(MultiTaskModel):
         self.xtam = CrossTaskAttention(list(tasks), channels[stage], pool) if len(tasks) > 1 else None
         self.sections = (list(range(levels - 1, stage - 1, -1)), list(range(stage - 1, -1, -1)))
 
-    def forward(self, image: torch.Tensor) -> ModelOutput:
-        """Final (scale-0) logits of every task at the input size; scale-1 logits in ``aux['scale1']``."""
-        sources = self.backbone(image)
-        features = [f.detach().requires_grad_() for f in sources] if self.cut_features else sources
-        size = image.shape[-2:]
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The backbone's feature maps."""
+        return tuple(self.backbone(image))
+
+    def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
+        """Final (scale-0) logits of every task at ``size``; scale-1 logits in ``aux['scale1']``."""
+        features = list(shared)
         taps: dict[str, dict[int, torch.Tensor]] = {name: {} for name in self.decoders}
         x = {name: decoder.run(features, None, self.sections[0], taps[name]) for name, decoder in self.decoders.items()}
         if self.xtam is not None:
             x = self.xtam(x)
         for name, decoder in self.decoders.items():
             decoder.run(features, x[name], self.sections[1], taps[name])
-        final = {name: upsample_to(fp32_conv(d.side["0"], taps[name][0]), size) for name, d in self.decoders.items()}
+        final = {name: resize(fp32_conv(d.side["0"], taps[name][0]), size) for name, d in self.decoders.items()}
         aux = {}
         if 1 in self.scales:
-            aux["scale1"] = {name: upsample_to(fp32_conv(d.side["1"], taps[name][1]), size)
+            aux["scale1"] = {name: resize(fp32_conv(d.side["1"], taps[name][1]), size)
                              for name, d in self.decoders.items()}
-        if self.cut_features:
-            return ModelOutput(final=final, aux=aux, features=tuple(features), feature_sources=tuple(sources))
         return ModelOutput(final=final, aux=aux)
 
     def shared_parameters(self) -> list[nn.Parameter]:

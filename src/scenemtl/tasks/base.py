@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scenemtl.errors import ConfigError
 from scenemtl.metrics.base import StreamingMetric
+
+#: how saved predictions should look (said by ``read_prediction``'s errors)
+PREDICTION_FIX = "write predictions as `scenemtl eval --save-png` or the seeds' save code does (one file per id, original size)"
 
 
 class Task:
@@ -28,8 +33,10 @@ class Task:
     #: (e.g. the label image SEISM draws boundaries from); datasets that have it provide it in
     #: evaluation splits, padded with -1; ``None``: the metric scores the training target
     eval_target: str | None = None
-    #: the named evaluation protocol its metric options come from (``metrics/protocols.py``), if any
+    #: the named evaluation protocol its metric options come from (``tasks/protocols.py``), if any
     eval_protocol: str | None = None
+    #: file extensions of saved predictions ``scenemtl score`` reads (``read_prediction``), in the order tried
+    prediction_extensions: tuple[str, ...] = ()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -104,6 +111,10 @@ class Task:
         """
         picked = np.take(np.take(target.numpy(), rows.numpy(), axis=-2), cols.numpy(), axis=-1)
         return torch.from_numpy(picked)
+
+    def read_prediction(self, path: Path) -> torch.Tensor:
+        """One saved prediction file as a batch of one, in the units ``metric().update`` takes."""
+        raise ConfigError(f"scenemtl score cannot read saved predictions of task '{self.name}'")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from scenemtl.fileio import read_label_png
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import BoundaryMetric, LossMetric, SaliencyMetric
 from scenemtl.metrics.boundary import QUANTIZE, nms_mode
-from scenemtl.metrics.protocols import SEISM_ENV, resolve_id_list
-from scenemtl.tasks.base import Task, balanced_bce
+from scenemtl.tasks.protocols import SEISM_ENV, resolve_id_list
+from scenemtl.tasks.base import PREDICTION_FIX, Task, balanced_bce
 from scenemtl.tasks.colors import colorize_gray
 from scenemtl.tasks.registry import register_task
 
@@ -55,6 +57,13 @@ class BinaryTask(Task):
         rate = min(max(self.valid_mean(targets), 1e-4), 1 - 1e-4)
         return torch.tensor([math.log(rate / (1 - rate))])
 
+    prediction_extensions = (".png",)
+
+    def read_prediction(self, path: Path) -> torch.Tensor:
+        """An 8-bit PNG of ``uint8(255·p)`` as its uint8 levels (what the boundary metric scores)."""
+        levels = read_label_png(path, f"{self.name} prediction (8-bit PNG of 255·p)", PREDICTION_FIX)
+        return torch.from_numpy(np.ascontiguousarray(levels, dtype=np.uint8))[None, None]
+
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """Probability as grey level."""
         values = prediction[0].float().cpu().numpy()
@@ -81,6 +90,7 @@ class EdgeTask(BinaryTask):
     """
 
     eval_target = "edge_labels"
+    pos_weight: float  # always a fixed weight here (BinaryTask's None means "the batch's share", saliency only)
 
     def __init__(
         self,
@@ -157,11 +167,13 @@ class SaliencyTask(BinaryTask):
         """Max F and IoU under the configured protocol."""
         return SaliencyMetric(protocol=self.protocol)
 
+    def read_prediction(self, path: Path) -> torch.Tensor:
+        """An 8-bit PNG of ``uint8(255·p)`` as probabilities ``level / 255``."""
+        return super().read_prediction(path).to(torch.float32) / 255
+
 
 def _read_ids(path: str, option: str) -> set[str]:
     """Sample ids, one per line, from a text file; a missing file is an error naming the option."""
-    from pathlib import Path
-
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"{option}: id list not found: {file}")

@@ -43,7 +43,8 @@ def colorize_scalar(values: np.ndarray, low: float | None = None, high: float | 
     index = np.minimum(scaled.astype(np.int64), len(_RAMP) - 2)
     fraction = (scaled - index)[..., None]
     rgb = _RAMP[index] * (1 - fraction) + _RAMP[index + 1] * fraction
-    return rgb.round().astype(np.uint8)
+    levels: np.ndarray = rgb.round().astype(np.uint8)
+    return levels
 
 
 def colorize_gray(values: np.ndarray) -> np.ndarray:
@@ -55,4 +56,5 @@ def colorize_gray(values: np.ndarray) -> np.ndarray:
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
     """Unit normals ``[3,H,W]`` to RGB as 255·(n+1)/2 (the seeds' encoding)."""
     rgb = (np.clip(normals, -1, 1) + 1) / 2 * 255
-    return np.moveaxis(rgb, 0, -1).round().astype(np.uint8)
+    levels: np.ndarray = np.moveaxis(rgb, 0, -1).round().astype(np.uint8)
+    return levels

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from scenemtl.errors import ConfigError
+from scenemtl.fileio import read_mat, read_npy
+from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics import DepthMetric
 from scenemtl.metrics.base import POOLINGS
-from scenemtl.tasks.base import Task, masked_mean
+from scenemtl.tasks.base import PREDICTION_FIX, Task, masked_mean
 from scenemtl.tasks.colors import colorize_scalar
 from scenemtl.tasks.registry import register_task
 
@@ -43,16 +45,17 @@ class DepthTask(Task):
         super().__init__(name)
         if pooling not in POOLINGS:
             raise ConfigError(f"tasks.{name}.pooling must be 'pixel', 'image' or 'batch', got {pooling!r}")
+        bounds: tuple[float, float] | None = None
         if clamp is not None:
             numbers = isinstance(clamp, (list, tuple)) and len(clamp) == 2 and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in clamp)
             if not (numbers and 0 <= clamp[0] < clamp[1]):
                 raise ConfigError(f"tasks.{name}.clamp must be [low, high] in metres with 0 <= low < high "
                                   f"(DenseMTL: [0.001, 80]), got {clamp!r}")
-            clamp = (float(clamp[0]), float(clamp[1]))
+            bounds = (float(clamp[0]), float(clamp[1]))
         if not isinstance(median_scaling, bool):
             raise ConfigError(f"tasks.{name}.median_scaling must be true or false, got {median_scaling!r}")
-        self.max_depth, self.pooling, self.clamp, self.median_scaling = max_depth, pooling, clamp, median_scaling
+        self.max_depth, self.pooling, self.clamp, self.median_scaling = max_depth, pooling, bounds, median_scaling
 
     def check_target(self, target: torch.Tensor, sample: bool = False) -> str | None:
         """Negative values; for one sample, also no valid (positive) pixel at all."""
@@ -86,6 +89,23 @@ class DepthTask(Task):
         """The mean valid training depth."""
         return torch.tensor([self.valid_mean(targets)])
 
+    prediction_extensions: tuple[str, ...] = (".npy", ".mat")
+
+    def read_prediction(self, path: Path) -> torch.Tensor:
+        """An H×W array in metres: ``.npy``, or ``.mat`` with a ``depth`` array (the seeds' save format)."""
+        what = f"{self.name} prediction"
+        if path.suffix == ".mat":
+            content = read_mat(path, f"{what} (.mat with a 'depth' array)", PREDICTION_FIX)
+            if "depth" not in content:
+                raise DataError(f"{path}: no 'depth' array in this .mat file (found {sorted(content)}); {PREDICTION_FIX}")
+            depth = np.asarray(content["depth"], dtype=np.float32)
+        else:
+            depth = np.asarray(read_npy(path, f"{what} (.npy in metres)", PREDICTION_FIX), dtype=np.float32)
+        depth = depth[..., 0] if depth.ndim == 3 and depth.shape[-1] == 1 else depth
+        if depth.ndim != 2:
+            raise DataError(f"{path}: a depth prediction must be H×W, got shape {depth.shape}; {PREDICTION_FIX}")
+        return torch.from_numpy(np.ascontiguousarray(depth))[None, None]
+
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """Depth through a colour ramp, near dark, far bright, scaled to the map's own range."""
         values = prediction[0].float().cpu().numpy()
@@ -113,6 +133,8 @@ class InverseDepthTask(DepthTask):
     ``adjust_values`` the values are multiplied by the zoom (an object shown ``z`` times larger
     looks ``z`` times closer: depth divides by ``z``, inverse depth multiplies).
     """
+
+    prediction_extensions = (".npy",)
 
     def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
         super().__init__(name, max_depth=None, pooling=pooling)

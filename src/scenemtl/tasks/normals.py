@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scenemtl.errors import ConfigError
+from scenemtl.fileio import read_image, read_npy
+from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics import NormalsMetric
 from scenemtl.metrics.base import POOLINGS
 from scenemtl.metrics.normals import unit_vectors
-from scenemtl.tasks.base import Task, masked_mean
+from scenemtl.tasks.base import PREDICTION_FIX, Task, masked_mean
 from scenemtl.tasks.colors import colorize_normals
 from scenemtl.tasks.registry import register_task
 
@@ -82,6 +84,19 @@ class NormalsTask(Task):
         for target in targets:
             total += target.permute(1, 0, 2, 3)[:, self.valid_mask(target)].double().sum(dim=1).cpu()
         return F.normalize(total, dim=0).float()
+
+    prediction_extensions = (".png", ".npy")
+
+    def read_prediction(self, path: Path) -> torch.Tensor:
+        """An RGB PNG of ``(n + 1)·255/2`` or an H×W×3 ``.npy`` of unit vectors, as ``[1,3,H,W]``."""
+        what = f"{self.name} prediction"
+        if path.suffix == ".png":
+            normals = read_image(path, f"{what} (RGB PNG of (n+1)·255/2)", PREDICTION_FIX).astype(np.float32) * (2 / 255) - 1
+        else:
+            normals = np.asarray(read_npy(path, f"{what} (.npy H×W×3)", PREDICTION_FIX), dtype=np.float32)
+        if normals.ndim != 3 or normals.shape[-1] != 3:
+            raise DataError(f"{path}: a normals prediction must be H×W×3, got shape {normals.shape}; {PREDICTION_FIX}")
+        return torch.from_numpy(np.ascontiguousarray(normals.transpose(2, 0, 1)))[None]
 
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """RGB = 255·(n+1)/2."""

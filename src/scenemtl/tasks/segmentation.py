@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scenemtl.fileio import read_label_png
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import ConfusionMatrixMetric
-from scenemtl.tasks.base import Task
+from scenemtl.tasks.base import PREDICTION_FIX, Task
 from scenemtl.tasks.colors import colorize_labels, label_palette
 from scenemtl.tasks.registry import register_task
 
@@ -44,7 +46,8 @@ class SegmentationTask(Task):
         """Class ids outside 0..C−1 that are not the ignore value (a bad id would crash CUDA's loss)."""
         bad = (target != IGNORE_INDEX) & ((target < 0) | (target >= self.out_channels))
         if bool(bad.any()):
-            ids = sorted({int(v) for v in target[bad].unique()[:5]})
+            # torch's Tensor.unique is unannotated
+            ids = sorted({int(v) for v in target[bad].unique()[:5]})  # type: ignore[no-untyped-call]
             return f"{self.name} has ids {ids} outside 0..{self.out_channels - 1} and {IGNORE_INDEX} (ignore)"
         return None
 
@@ -73,6 +76,13 @@ class SegmentationTask(Task):
             labels = target[self.valid_mask(target)]
             counts += torch.bincount(labels.flatten().cpu(), minlength=self.out_channels).double()
         return (counts / counts.sum()).log().float()
+
+    prediction_extensions = (".png",)
+
+    def read_prediction(self, path: Path) -> torch.Tensor:
+        """A class-id PNG."""
+        return torch.from_numpy(read_label_png(path, f"{self.name} prediction (class-id PNG)", PREDICTION_FIX)
+                                .astype(np.int64))[None]
 
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """Class colours from the dataset's palette (ignored pixels white)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import timm
 import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
@@ -25,8 +24,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from scenemtl.config import BackboneConfig
-from scenemtl.errors import ConfigError, ScenemtlError
-from scenemtl.models.backbones import _weights, require_checkpointing_timm
+from scenemtl.errors import ConfigError
+from scenemtl.models.backbones.factory import create_timm_model, require_checkpointing_timm
 
 
 def default_layers(depth: int, count: int = 4) -> tuple[int, ...]:
@@ -39,22 +38,9 @@ class ViTBackbone(nn.Module):
 
     def __init__(self, config: BackboneConfig, img_size: Sequence[int], class_token: bool = True) -> None:
         super().__init__()
-        if not timm.is_model(config.name):
-            near = timm.list_models("vit_*patch16*")[:8]
-            raise ConfigError(f"unknown backbone 'model.backbone.name: {config.name}'. ViTs: {', '.join(near)}, …")
         kwargs = dict(config.options)
         kwargs.setdefault("dynamic_img_size", True)  # other grids: position embedding resampled per input
-        pretrained, overlay = _weights(config)
-        try:
-            vit = timm.create_model(config.name, pretrained=pretrained, pretrained_cfg_overlay=overlay,
-                                    img_size=tuple(img_size), num_classes=0, global_pool="", **kwargs)
-        except TypeError as error:
-            raise ConfigError(f"backbone '{config.name}' rejects model.backbone.options: {error}") from None
-        except (OSError, RuntimeError) as error:
-            raise ScenemtlError(
-                f"cannot load weights '{config.weights}' for backbone '{config.name}': {error}. "
-                "Give a local file in model.backbone.weights, or null for random initialisation."
-            ) from None
+        vit = create_timm_model(config, img_size=tuple(img_size), num_classes=0, global_pool="", **kwargs)
         if not isinstance(vit, VisionTransformer):
             raise ConfigError(f"model.backbone.name: this architecture needs a Vision Transformer "
                               f"(e.g. vit_large_patch16_384), got '{config.name}' ({type(vit).__name__})")

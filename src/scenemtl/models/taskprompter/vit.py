@@ -51,8 +51,8 @@ Differences from the official code, and why:
   edge; others after) so the prompt rows line up with checkpoints. Saliency's head is one logit
   (official: two-class softmax; ``w₁ − w₀`` is exact; ``final_embed_dim`` + 1 parameters fewer).
 - Batch norms are ``BatchNorm2d`` (official ``convert_sync_batchnorm``: ``train.sync_bn``).
-- The Swin variant of the official code is ``models/taskprompter_swin.py`` (chosen by a ``swin_*``
-  backbone).
+- The Swin variant of the official code is ``taskprompter/swin.py`` (chosen by a Swin backbone,
+  ``backbone_family`` 'swin').
 """
 
 from __future__ import annotations
@@ -68,60 +68,12 @@ from torch.utils.checkpoint import checkpoint
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
-from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.heads import fp32_conv, upsample_to
-from scenemtl.models.invpt import _positive_ints, is_vit
+from scenemtl.models.backbones import ViTBackbone, backbone_family, check_layers, default_layers
+from scenemtl.models.layers import resize
 from scenemtl.models.official import KeyMap, Rule, canonical_order
 from scenemtl.models.output import ModelOutput
-from scenemtl.models.registry import register_model
-from scenemtl.models.vit import ViTBackbone, check_layers, default_layers
+from scenemtl.models.taskprompter.common import HEAD_RULES, PROMPTING_RULES, ConvHead, PromptedModel, init_vit_weights, level_fusion
 from scenemtl.tasks import Task
-
-
-class ConvHead(nn.Module):
-    """The official ``ConvHead``: 3×3 conv + BN + GELU, then a 1×1 prediction (``DEConvHead``: ×2 first)."""
-
-    def __init__(self, channels: int, out_channels: int, deconv: bool = False) -> None:
-        super().__init__()
-        if deconv:
-            half = channels // 2
-            self.proj = nn.Sequential(
-                nn.ConvTranspose2d(channels, half, 2, stride=2), nn.BatchNorm2d(half), nn.GELU(),
-                nn.Conv2d(half, half, 3, padding=1), nn.BatchNorm2d(half), nn.GELU(),
-            )
-            self.pred = nn.Conv2d(half, out_channels, 1)
-            for conv in (self.proj[0], self.proj[3], self.pred):
-                trunc_normal_(conv.weight, std=0.02)
-        else:
-            self.proj = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.GELU())
-            self.pred = nn.Conv2d(channels, out_channels, 1)
-            trunc_normal_(self.proj[0].weight, std=0.02)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fp32_conv(self.pred, self.proj(x))
-
-
-class PromptedModel(MultiTaskModel):
-    """What both TaskPrompter variants share: heads named ``heads[task].pred``, a backbone that checkpoints blocks."""
-
-    @torch.no_grad()
-    def output_layers(self) -> dict[str, list[nn.Module]]:
-        """Each task's prediction layer."""
-        return {name: [head.pred] for name, head in self.heads.items()}
-
-    def set_activation_checkpointing(self, enabled: bool = True) -> None:
-        """Checkpoint every prompted block."""
-        self.backbone.set_activation_checkpointing(enabled)
-
-    def task_only_modules(self) -> list[nn.Module]:
-        """Modules only one task's outputs depend on."""
-        raise NotImplementedError
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """What every task's loss reaches: the encoder, the prompts (they attend to one another) and
-        whatever the per-task parts read."""
-        own = {id(p) for m in self.task_only_modules() for p in m.parameters()}
-        return [p for p in self.parameters() if id(p) not in own]
 
 
 class TaskPrompter(PromptedModel):
@@ -131,9 +83,10 @@ class TaskPrompter(PromptedModel):
                  final_embed_dim: int, chan_nheads: int, use_ctr: bool, layers: Sequence[int] | None,
                  head: str) -> None:
         super().__init__()
-        if not is_vit(config.backbone.name):
+        family = backbone_family(config.backbone.name)
+        if family != "vit":
             raise ConfigError(f"taskprompter runs on a ViT (e.g. vit_large_patch16_384) or a Swin "
-                              f"(swin_base_patch4_window12_384), not '{config.backbone.name}'")
+                              f"(swin_base_patch4_window12_384), not '{config.backbone.name}' (timm family '{family}')")
         self.task_names = canonical_order(tasks)
         names = self.task_names
         self.img_size = tuple(img_size)
@@ -157,10 +110,7 @@ class TaskPrompter(PromptedModel):
         self.decode_spatial = nn.ModuleList(nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for _ in levels)
         self.decode_channel = nn.ModuleList(nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for _ in levels)
         f = final_embed_dim
-        self.fuse = nn.ModuleList(nn.ModuleDict({
-            t: nn.Sequential(nn.Conv2d(2 * embed_dim, f, 1), nn.Conv2d(f, f, 3, padding=1), nn.BatchNorm2d(f), nn.GELU(),
-                             nn.Conv2d(f, f, 1))
-            for t in names}) for _ in levels)
+        self.fuse = nn.ModuleList(nn.ModuleDict({t: level_fusion(embed_dim, f, 1) for t in names}) for _ in levels)
         self.ctr = nn.ModuleList(nn.ModuleDict({
             t: nn.Sequential(nn.Conv2d(heads, heads, 1), nn.GELU(), nn.Conv2d(heads, 1, 1)) for t in names
         }) for _ in levels) if use_ctr else None
@@ -178,6 +128,8 @@ class TaskPrompter(PromptedModel):
 
     def _block(self, index: int, x: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One prompted ViT block: new tokens and prompts, raw prompt scores ``[B,H,T,T+N]`` and channel scores."""
+        # timm's Block and Attention run step by step: the prompting reads the raw q·kᵀ of the prompts' rows,
+        # which no timm method returns (a ViTBackbone method would only move this code, not the coupling)
         blk = self.backbone.vit.blocks[index]
         attn = blk.attn
         xn, pn = blk.norm1(x), blk.norm1(prompts)
@@ -264,7 +216,7 @@ class TaskPrompter(PromptedModel):
         for k, feature in enumerate(self._task_features(tokens, spatial, channel, 3)):
             task = self.task_names[k]
             feature = F.interpolate(totals[k] + feature, size=quarter, mode="bilinear", align_corners=False)
-            final[task] = upsample_to(self.heads[task](feature), size)
+            final[task] = resize(self.heads[task](feature), size)
         return ModelOutput(final=final)
 
     def task_only_modules(self) -> list[nn.Module]:
@@ -273,30 +225,6 @@ class TaskPrompter(PromptedModel):
             return [self.ctr, self.heads]
         return [self.decode_spatial, self.decode_channel, self.fuse, self.heads]
 
-
-def init_vit_weights(module: nn.Module) -> None:
-    """The official initialisation of the prompting modules (timm's ViT rule: Linear N(0, .02), norms 1/0)."""
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
-#: the names both TaskPrompter variants share: prompts, per-level decoding and fusion
-PROMPTING_RULES = (
-    Rule("backbone.task_prompts", "prompts"),
-    Rule("backbone.fea_decode_spa.{n}.{t}.0.{rest}", "decode_spatial.{n}.{t}.{rest}"),
-    Rule("backbone.fea_decode_chan.{n}.{t}.0.{rest}", "decode_channel.{n}.{t}.{rest}"),
-    Rule("backbone.fea_fuse.{n}.{t}.{rest}", "fuse.{n}.{t}.{rest}"),
-)
-#: and their heads (``ConvHead``/``DEConvHead``), matched after the backbone rules
-HEAD_RULES = (
-    Rule("heads.{t}.mt_proj.{rest}", "heads.{t}.proj.{rest}"),
-    Rule("heads.{t}.linear_pred.{rest}", "heads.{t}.pred.{rest}", two_class=True),
-)
 
 OFFICIAL_KEYS = KeyMap(
     method="TaskPrompter",
@@ -312,42 +240,3 @@ OFFICIAL_KEYS = KeyMap(
     drop={"backbone.blocks.{n}.attn.token_trans1.{rest}": "the last block's: its prompts are never read again"},
 )
 TaskPrompter.official_key_map = OFFICIAL_KEYS
-
-
-@register_model("taskprompter", tiny={"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
-                tiny_backbone="test_vit",
-                published={"vit_large_patch16_384": ("nyud", "373 M parameters, 416 GFLOPs (TaskPrompter's table, "
-                                                             "quoted by M2H's README)")})
-def taskprompter(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int] = (512, 512),
-                 embed_dim: int = 300, final_embed_dim: int = 350, chan_nheads: int = 1, use_ctr: bool | None = None,
-                 layers: Sequence[int] | None = None, head: str = "conv", chan_embed_dim: int | None = None
-                 ) -> MultiTaskModel:
-    """TaskPrompter with the released PASCAL ViT-L widths (``embed_dim`` 300, ``final_embed_dim`` 350, CTR on).
-
-    With a ``swin_*`` backbone, the official Swin variant (``models/taskprompter_swin.py``):
-    ``embed_dim`` is its ``level_embed_dim``, ``chan_embed_dim`` (default 256) the width of its
-    channel prompts; cross-task reweighting and ``layers`` do not exist there.
-    """
-    _positive_ints(img_size, "img_size", 2)
-    _positive_ints(embed_dim, "embed_dim")
-    _positive_ints(final_embed_dim, "final_embed_dim")
-    _positive_ints(chan_nheads, "chan_nheads")
-    if use_ctr is not None and not isinstance(use_ctr, bool):
-        raise ConfigError(f"model.options.use_ctr must be true or false, got {use_ctr!r}")
-    if head not in ("conv", "deconv"):
-        raise ConfigError(f"model.options.head must be 'conv' (ConvHead) or 'deconv' (DEConvHead), got {head!r}")
-    if config.backbone.name.split(".")[0].startswith("swin"):
-        from scenemtl.models.taskprompter_swin import TaskPrompterSwin
-
-        if use_ctr or layers is not None:
-            raise ConfigError("model.options: the Swin variant of TaskPrompter has no use_ctr or layers "
-                              "(its four levels are the stages); remove them")
-        if chan_embed_dim is not None:
-            _positive_ints(chan_embed_dim, "chan_embed_dim")
-        return TaskPrompterSwin(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_embed_dim or 256,
-                                chan_nheads, head)
-    if chan_embed_dim is not None:
-        raise ConfigError("model.options.chan_embed_dim is the Swin variant's; on a ViT the channel prompts span "
-                          "the token grid of img_size")
-    return TaskPrompter(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_nheads,
-                        True if use_ctr is None else use_ctr, layers, head)

@@ -1,38 +1,38 @@
-"""Backbones from timm: multi-scale features with their channels and strides."""
+"""Backbones from timm as multi-scale feature extractors: feature maps with their channels and strides."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
+from typing import NamedTuple
 
-import timm
 import torch
+from timm.models import FeatureDictNet
 from torch import nn
 
 from scenemtl.config import BackboneConfig
-from scenemtl.errors import ConfigError, ScenemtlError
-
-#: backbones known to work as dense feature extractors (any timm model with ``features_only`` does)
-SUGGESTED_BACKBONES = (
-    "test_resnet",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "regnetx_002",
-    "mobilenetv3_large_100",
-    "efficientnet_b0",
-    "convnext_tiny",
-    "hrnet_w18_small_v2",
-    "hrnet_w48",
-    "vit_small_patch16_384",
-    "vit_base_patch16_384",
-    "vit_large_patch16_384",
-    "swin_tiny_patch4_window7_224",
-    "swin_small_patch4_window7_224",
-    "swin_base_patch4_window12_384",
-    "swin_large_patch4_window12_384",
+from scenemtl.errors import ConfigError
+from scenemtl.models.backbones.factory import (
+    SWIN_FAMILIES, backbone_family, create_timm_model, require_checkpointing_timm,
 )
+
+
+@dataclass(frozen=True)
+class ResidualLayer:
+    """One residual layer of a ResNet (``layer1`` … ``layer4``): its blocks, in order, and its input and output widths."""
+
+    blocks: nn.Sequential
+    in_channels: int
+    out_channels: int
+
+
+class Stage(NamedTuple):
+    """One module of a backbone run stage by stage: its name in ``body``, the module, and the index of the feature map
+    it returns (None: an inner module whose output only feeds the next one)."""
+
+    name: str
+    module: nn.Module
+    level: int | None
 
 
 class Backbone(nn.Module):
@@ -51,57 +51,39 @@ class Backbone(nn.Module):
 
     Transformers: Swin's four stages come as NCHW maps at strides 4–32 (timm's NHWC outputs are
     permuted), at any size (timm's dynamic size and window padding; sides padded to a multiple
-    of 32 inside as for HRNet). A ViT gives its blocks as maps at stride 16 (timm's feature getter;
-    position embeddings resampled to the input's grid, sides padded to a multiple of the patch).
+    of 32 inside as for HRNet). A ViT gives its blocks as maps at the patch's stride (timm's feature
+    getter; position embeddings resampled to the input's grid, sides padded to a multiple of the patch).
     The transformer architectures (``invpt``, ``taskprompter``) read ViTs through
-    ``models/vit.ViTBackbone`` instead, which chooses the blocks and runs them itself.
+    ``backbones/vit.py: ViTBackbone`` instead, which chooses the blocks and runs them itself.
     """
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.name = config.name
-        if not timm.is_model(config.name):
-            near = timm.list_models(f"*{config.name.split('.')[0][:6]}*")[:8]
-            hint = f" Similar timm models: {', '.join(near)}." if near else ""
-            raise ConfigError(f"unknown backbone 'model.backbone.name: {config.name}'.{hint} See `scenemtl list`.")
+        #: timm's family of the model (``backbone_family``: resnet, hrnet, swin, vit, …)
+        self.family = backbone_family(config.name)
         kwargs = dict(config.options)
         # HRNet's fuse layers upsample by fixed factors: it needs sides divisible by its coarsest stride
         self.pad_multiple: int | None = None
-        family = config.name.split(".")[0]
-        if family.startswith("hrnet"):
+        if self.family == "hrnet":
             kwargs.setdefault("feature_location", "")
             self.pad_multiple = 32
-        elif family.startswith("swin"):
+        elif self.family in SWIN_FAMILIES:
             kwargs.setdefault("strict_img_size", False)
             kwargs.setdefault("dynamic_img_size", True)
             self.pad_multiple = 32
-        elif family.startswith(("vit_", "test_vit", "deit")):
+        elif self.family in ("vit", "eva"):  # padded to the patch size, once the model says what it is
             kwargs.setdefault("dynamic_img_size", True)
-            self.pad_multiple = 16
         if config.out_indices is not None:
             kwargs["out_indices"] = config.out_indices
-        pretrained, overlay = _weights(config)
-        try:
-            self.body = timm.create_model(
-                config.name, features_only=True, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs
-            )
-        except TypeError as error:
-            raise ConfigError(f"backbone '{config.name}' rejects model.backbone.options: {error}") from None
-        except (OSError, RuntimeError) as error:
-            if pretrained:
-                raise ScenemtlError(
-                    f"cannot load weights '{config.weights}' for backbone '{config.name}': {error}. "
-                    "Give a local file in model.backbone.weights, or null for random initialisation."
-                ) from None
-            raise ConfigError(
-                f"backbone '{config.name}' cannot serve as a dense feature extractor ({error}); "
-                "see `scenemtl list backbones`"
-            ) from None
+        self.body = create_timm_model(config, features_only=True, **kwargs)
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
+        if self.family in ("vit", "eva"):
+            self.pad_multiple = max(self.strides)
         # Swin's features are channels-last
         self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
-        if family.startswith("hrnet"):
+        if self.family == "hrnet":
             behave_like_seg_hrnet(self.body.modules())
         self.fuse_levels: list[int] | None = None
         if config.fuse == "concat":
@@ -113,6 +95,46 @@ class Backbone(nn.Module):
         """timm's gradient checkpointing of the backbone's stages (needs timm ≥ 1.0.31)."""
         require_checkpointing_timm(enabled)
         self.body.set_grad_checkpointing(enabled)
+
+    def stages(self) -> list[Stage]:
+        """``body``'s modules in the order its forward runs them, each with the feature map it returns.
+
+        For architectures that run the backbone stage by stage (cross-stitch: one network per
+        task, mixed between stages): running the modules in order on the image gives ``forward``'s
+        maps at the stages with a ``level``. Only timm models whose ``features_only`` form is a plain
+        sequence of modules (ResNets, RegNets, ConvNeXts: timm's ``FeatureDictNet``) without padding
+        or ``fuse``; ConfigError otherwise.
+        """
+        body = self.body
+        if not isinstance(body, FeatureDictNet) or self.pad_multiple is not None or self.fuse_levels is not None:
+            raise ConfigError(
+                f"running the backbone stage by stage needs a timm model whose features_only form is a sequence of "
+                f"stages (ResNets, RegNets, ConvNeXts); 'model.backbone.name: {self.name}' gives {type(body).__name__}"
+                + (" (padded inside)" if self.pad_multiple is not None else "")
+            )
+        levels = {name: int(index) for name, index in body.return_layers.items()}
+        return [Stage(name, module, levels.get(name)) for name, module in body.items()]
+
+    def residual_layers(self) -> tuple[list[nn.Module], list[ResidualLayer]]:
+        """A ResNet's stem (its modules in order, whose output ``layer1`` reads) and its four residual layers.
+
+        For architectures that work inside the layers (MTAN's attention over each layer's last
+        block). The modules are ``body``'s own (with its options, e.g. ``output_stride``): running
+        the stem and then each layer's blocks computes the maps ``forward`` returns. Only for timm's
+        ResNet family (``backbone_family`` 'resnet') with all four layers in ``body`` (no
+        ``out_indices`` that drop one, no ``fuse``); ConfigError otherwise.
+        """
+        body = self.body
+        names = list(body.keys()) if self.family == "resnet" and self.fuse_levels is None else []
+        if any(f"layer{i}" not in names for i in range(1, 5)):
+            raise ConfigError(f"backbone '{self.name}' ({self.family}) does not give a ResNet's four residual layers: "
+                              "use timm's ResNet family (e.g. resnet50) with all layers (no model.backbone.out_indices "
+                              "that drop one, model.backbone.fuse 'none')")
+        # the widths of every stage, also those out_indices leave out of the outputs
+        widths = {info["module"]: info["num_chs"] for info in body.feature_info.info}
+        layers = [ResidualLayer(body[f"layer{i}"], body[f"layer{i}"][0].conv1.in_channels, widths[f"layer{i}"])
+                  for i in range(1, 5)]
+        return [body[name] for name in names[: names.index("layer1")]], layers
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps, finest first (one map with ``fuse: concat``)."""
@@ -134,34 +156,6 @@ class Backbone(nn.Module):
         resized = [f if f.shape[-2:] == size else
                    nn.functional.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in selected]
         return [torch.cat(resized, dim=1)]
-
-
-def require_checkpointing_timm(enabled: bool) -> None:
-    """ConfigError when activation checkpointing is asked for with a timm older than 1.0.31."""
-    # earlier timm releases checkpoint feature stages after an in-place ReLU, whose backward fails
-    # ("modified by an inplace operation"); 1.0.31 is the oldest release this guard admits
-    if enabled and _version(timm.__version__) < (1, 0, 31):
-        raise ConfigError(
-            f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "
-            "pip install -U timm, or set it to false"
-        )
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
-
-
-def _weights(config: BackboneConfig) -> tuple[bool, dict | None]:
-    if config.weights is None:
-        return False, None
-    if config.weights == "timm":
-        return True, None
-    path = Path(config.weights).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"model.backbone.weights: file not found: {path}. Give a local weight file, 'timm' to download, or null."
-        )
-    return True, {"file": str(path)}
 
 
 def behave_like_seg_hrnet(modules: Iterable[nn.Module]) -> None:

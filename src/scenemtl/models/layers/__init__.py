@@ -1,0 +1,18 @@
+"""Building blocks shared by the architectures, one copy each.
+
+``conv`` (conv-norm-activation, float32 output convolutions, bilinear resizing), ``residual``
+(ResNet blocks), ``attention`` (attention gates, MTAN's mask, PAD-Net's distillation), ``aspp``
+(DeepLabv3's ASPP) and ``fpn`` (the FPN decoder head). A block only one architecture uses lives
+in that architecture's module. Transformer MLPs are timm's ``timm.layers.Mlp``.
+"""
+
+from scenemtl.models.layers.aspp import ASPP, ImagePooling
+from scenemtl.models.layers.attention import MultiModalDistillation, SpatialAttentionGate, mtan_attention
+from scenemtl.models.layers.conv import conv_norm_act, fp32_conv, relu_inplace, resize
+from scenemtl.models.layers.fpn import FPNHead
+from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, bottleneck
+
+__all__ = [
+    "ASPP", "BOTTLENECK_EXPANSION", "FPNHead", "ImagePooling", "MultiModalDistillation", "SpatialAttentionGate",
+    "basic_block", "bottleneck", "conv_norm_act", "fp32_conv", "mtan_attention", "relu_inplace", "resize",
+]
