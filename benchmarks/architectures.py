@@ -31,9 +31,21 @@ def run(label: str, seed: int, experiment: Path, overrides: list[str], out: Path
     """Train one row's seed (or reuse it) and return its results and log-derived cost."""
     run_dir = out / label / f"seed{seed}"
     if not (run_dir / "results.json").exists():
-        command = [sys.executable, "-m", "scenemtl.cli", "train", str(experiment), "--quiet",
-                   "--set", f"seed={seed}", "--set", f"out_dir={run_dir}", "--set", "reference=null",
-                   *[x for item in overrides for x in ("--set", item)]]
+        command = [
+            sys.executable,
+            "-m",
+            "scenemtl.cli",
+            "train",
+            str(experiment),
+            "--quiet",
+            "--set",
+            f"seed={seed}",
+            "--set",
+            f"out_dir={run_dir}",
+            "--set",
+            "reference=null",
+            *[x for item in overrides for x in ("--set", item)],
+        ]
         print(f"[{label} seed {seed}] {' '.join(command[3:])}", flush=True)
         subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     results = json.loads((run_dir / "results.json").read_text())
@@ -41,8 +53,11 @@ def run(label: str, seed: int, experiment: Path, overrides: list[str], out: Path
     batch = next(r["global_batch"] for r in records if r["kind"] == "run")
     windows = [r for r in records if r["kind"] == "train" and r.get("samples_per_s")]
     windows = windows[1:] if len(windows) > 1 else windows
-    return {"results": results, "steps_per_s": statistics.mean(r["samples_per_s"] for r in windows) / batch,
-            "memory_mib": max(r.get("memory_mib", 0.0) for r in windows)}
+    return {
+        "results": results,
+        "steps_per_s": statistics.mean(r["samples_per_s"] for r in windows) / batch,
+        "memory_mib": max(r.get("memory_mib", 0.0) for r in windows),
+    }
 
 
 def main() -> None:
@@ -68,8 +83,7 @@ def main() -> None:
     first = reference_runs[0]["results"]
     directions, mains = first["directions"], first["main"]
     metrics = {task: [name] for task, name in mains.items()}
-    reference = {t: {n: statistics.mean(r["results"]["metrics"][t][n] for r in reference_runs) for n in ns}
-                 for t, ns in metrics.items()}
+    reference = {t: {n: statistics.mean(r["results"]["metrics"][t][n] for r in reference_runs) for n in ns} for t, ns in metrics.items()}
     table = [("STL", reference_runs, [0.0] * len(seeds))]
     for row in rows:
         runs = [run(row["label"], seed, experiment, common + row["set"], out) for seed in seeds]
@@ -78,11 +92,15 @@ def main() -> None:
 
     columns = [(t, n) for t, ns in metrics.items() for n in ns]
     arrow = lambda t, n: "↑" if directions[t][n] else "↓"  # noqa: E731
-    lines = [f"Architectures on synthetic scenes: mean ± std over seeds {seeds}; Δm against the STL row; "
-             f"`python benchmarks/architectures.py {' '.join(sys.argv[1:])}`", "",
-             "| architecture | " + " | ".join(f"{t} {n} {arrow(t, n)}" for t, n in columns)
-             + " | Δm % ↑ | steps/s | × STL speed | peak memory MiB |",
-             "|" + "---|" * (len(columns) + 5)]
+    lines = [
+        f"Architectures on synthetic scenes: mean ± std over seeds {seeds}; Δm against the STL row; "
+        f"`python benchmarks/architectures.py {' '.join(sys.argv[1:])}`",
+        "",
+        "| architecture | "
+        + " | ".join(f"{t} {n} {arrow(t, n)}" for t, n in columns)
+        + " | Δm % ↑ | steps/s | × STL speed | peak memory MiB |",
+        "|" + "---|" * (len(columns) + 5),
+    ]
     stl_speed = statistics.mean(r["steps_per_s"] for r in reference_runs)
 
     def mean_std(values):
@@ -97,8 +115,9 @@ def main() -> None:
         dm, ds = mean_std(deltas)
         speed = statistics.mean(r["steps_per_s"] for r in runs)
         memory = max(r["memory_mib"] for r in runs)
-        lines.append(f"| {label} | " + " | ".join(cells)
-                     + f" | {dm:+.2f} ± {ds:.2f} | {speed:.2f} | {speed / stl_speed:.2f} | {memory:.0f} |")
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {dm:+.2f} ± {ds:.2f} | {speed:.2f} | {speed / stl_speed:.2f} | {memory:.0f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,12 +43,22 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
     accumulation = 2 if "accumulation" in variant else 1
     batch = args.batch // accumulation
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(None, [
-            f"out_dir={tmp}/run", f"train.device={args.device}", f"model.backbone.name={args.backbone}",
-            "model.options.decoder_stride=4", f"data.options.height={args.size}", f"data.options.width={args.size}",
-            f"data.options.num_train={batch * accumulation * 2}", "data.options.num_val=2", f"data.batch_size={batch}",
-            "train.init_output_bias=false", *VARIANTS[variant],
-        ])
+        config = load_config(
+            None,
+            [
+                f"out_dir={tmp}/run",
+                f"train.device={args.device}",
+                f"model.backbone.name={args.backbone}",
+                "model.options.decoder_stride=4",
+                f"data.options.height={args.size}",
+                f"data.options.width={args.size}",
+                f"data.options.num_train={batch * accumulation * 2}",
+                "data.options.num_val=2",
+                f"data.batch_size={batch}",
+                "train.init_output_bias=false",
+                *VARIANTS[variant],
+            ],
+        )
         trainer = Trainer(config, progress=False, log=False)
         iterator = iter(trainer.loader)
         batches = [next(iterator) for _ in range(accumulation)]
@@ -65,8 +75,13 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
         else:
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         seconds = (time.perf_counter() - start) / args.steps
-        return {"variant": variant, "device": str(trainer.device), "steps_per_s": 1 / seconds,
-                "samples_per_s": args.batch / seconds, "peak_memory_mib": memory}
+        return {
+            "variant": variant,
+            "device": str(trainer.device),
+            "steps_per_s": 1 / seconds,
+            "samples_per_s": args.batch / seconds,
+            "peak_memory_mib": memory,
+        }
 
 
 def main() -> None:
@@ -77,8 +92,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="global batch per step")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
-                        help="a subset to run (fp32 always runs first, as the reference)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        metavar="NAME",
+        help="a subset to run (fp32 always runs first, as the reference)",
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -88,8 +109,22 @@ def main() -> None:
     for variant in ["fp32"] + [v for v in args.variants if v != "fp32"]:
         if variant in CUDA_ONLY and args.device == "cpu":
             continue
-        command = [sys.executable, __file__, "--one", variant, "--backbone", args.backbone, "--size", str(args.size),
-                   "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            variant,
+            "--backbone",
+            args.backbone,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+            "--device",
+            args.device,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"{variant}: failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
@@ -99,8 +134,10 @@ def main() -> None:
     print(f"HPS {args.backbone} at {args.size}×{args.size}, global batch {args.batch}, five tasks, device {base['device']}")
     print(f"{'variant':<30}{'steps/s':>9}{'× fp32':>8}{'peak MiB':>10}{'× fp32':>8}")
     for row in rows:
-        print(f"{row['variant']:<30}{row['steps_per_s']:>9.3f}{row['steps_per_s'] / base['steps_per_s']:>8.2f}"
-              f"{row['peak_memory_mib']:>10.0f}{row['peak_memory_mib'] / base['peak_memory_mib']:>8.2f}")
+        print(
+            f"{row['variant']:<30}{row['steps_per_s']:>9.3f}{row['steps_per_s'] / base['steps_per_s']:>8.2f}"
+            f"{row['peak_memory_mib']:>10.0f}{row['peak_memory_mib'] / base['peak_memory_mib']:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,21 +26,46 @@ sys.path.insert(0, str(REPO))  # the fixture writers live in tests/
 
 # dataset → (config, environment variable, fixture writer "module:function", writer keyword arguments)
 DATASETS = {
-    "nyud": ("configs/nyud/hps.yaml", "SCENEMTL_NYUD", "tests.data.test_nyud:write_nyud",
-             lambda n: {"ids": ([f"{i:04d}" for i in range(n)], ["val"]), "size": (425, 560)}),
-    "pascal_context": ("configs/pascal_context/hps.yaml", "SCENEMTL_PASCAL_CONTEXT",
-                       "tests.data.test_pascal_context:write_pascal",
-                       lambda n: {"splits": {"train": [f"2008_{i:06d}" for i in range(n)], "val": ["2009_000001"]},
-                                  "sizes": [(375, 500), (500, 375), (333, 500)]}),
-    "cityscapes": ("configs/cityscapes/hps.yaml", "SCENEMTL_CITYSCAPES", "tests.data.test_cityscapes:write_cityscapes",
-                   lambda n: {"size": (1024, 2048), "cities": {"train": {"aachen": n}, "val": {"frankfurt": 1}}}),
-    "cityscapes_npy": ("configs/cityscapes_npy/hps.yaml", "SCENEMTL_CITYSCAPES_NPY",
-                       "tests.data.test_cityscapes:write_cityscapes_npy", lambda n: {"counts": (n, 1), "size": (128, 256)}),
+    "nyud": (
+        "configs/nyud/hps.yaml",
+        "SCENEMTL_NYUD",
+        "tests.data.test_nyud:write_nyud",
+        lambda n: {"ids": ([f"{i:04d}" for i in range(n)], ["val"]), "size": (425, 560)},
+    ),
+    "pascal_context": (
+        "configs/pascal_context/hps.yaml",
+        "SCENEMTL_PASCAL_CONTEXT",
+        "tests.data.test_pascal_context:write_pascal",
+        lambda n: {
+            "splits": {"train": [f"2008_{i:06d}" for i in range(n)], "val": ["2009_000001"]},
+            "sizes": [(375, 500), (500, 375), (333, 500)],
+        },
+    ),
+    "cityscapes": (
+        "configs/cityscapes/hps.yaml",
+        "SCENEMTL_CITYSCAPES",
+        "tests.data.test_cityscapes:write_cityscapes",
+        lambda n: {"size": (1024, 2048), "cities": {"train": {"aachen": n}, "val": {"frankfurt": 1}}},
+    ),
+    "cityscapes_npy": (
+        "configs/cityscapes_npy/hps.yaml",
+        "SCENEMTL_CITYSCAPES_NPY",
+        "tests.data.test_cityscapes:write_cityscapes_npy",
+        lambda n: {"counts": (n, 1), "size": (128, 256)},
+    ),
     # 80/20 random splits: generate n / 0.8 frames so that the training split holds about n
-    "synthia": ("configs/synthia/hps.yaml", "SCENEMTL_SYNTHIA", "tests.data.test_synthia:write_synthia",
-                lambda n: {"count": round(n / 0.8) + 2, "size": (760, 1280)}),
-    "vkitti2": ("configs/vkitti2/hps.yaml", "SCENEMTL_VKITTI2", "tests.data.test_vkitti2:write_vkitti2",
-                lambda n: {"frames": (("Scene01", round(n / 0.8) + 2),), "size": (375, 1242)}),
+    "synthia": (
+        "configs/synthia/hps.yaml",
+        "SCENEMTL_SYNTHIA",
+        "tests.data.test_synthia:write_synthia",
+        lambda n: {"count": round(n / 0.8) + 2, "size": (760, 1280)},
+    ),
+    "vkitti2": (
+        "configs/vkitti2/hps.yaml",
+        "SCENEMTL_VKITTI2",
+        "tests.data.test_vkitti2:write_vkitti2",
+        lambda n: {"frames": (("Scene01", round(n / 0.8) + 2),), "size": (375, 1242)},
+    ),
 }
 
 
@@ -55,8 +80,10 @@ def throughput(config_path: Path, workers: int, batches: int) -> float:
     dataset = build_dataset(config, config.data.train_split)
     loader, sampler = train_loader(config, dataset, build_transform(config, tasks, info, train=True))
     if len(loader) <= batches:
-        raise SystemExit(f"{config_path}: {len(dataset)} samples give {len(loader)} batches per epoch; generate at "
-                         f"least {(batches + 1) * config.data.batch_size} (--samples) for {batches} timed batches")
+        raise SystemExit(
+            f"{config_path}: {len(dataset)} samples give {len(loader)} batches per epoch; generate at "
+            f"least {(batches + 1) * config.data.batch_size} (--samples) for {batches} timed batches"
+        )
     iterator = iter(loader)
     next(iterator)
     start = time.perf_counter()
@@ -97,8 +124,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(f"\n{os.cpu_count()} CPUs, {args.batches} timed batches per setting\n{table}")
     if args.out:
-        Path(args.out).write_text(f"# Loader throughput\n\n`python benchmarks/loader_speed.py {' '.join(sys.argv[1:])}`"
-                                  f" on {os.cpu_count()} CPUs.\n\n{table}\n")
+        Path(args.out).write_text(
+            f"# Loader throughput\n\n`python benchmarks/loader_speed.py {' '.join(sys.argv[1:])}` on {os.cpu_count()} CPUs.\n\n{table}\n"
+        )
 
 
 if __name__ == "__main__":

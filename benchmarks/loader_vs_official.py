@@ -71,8 +71,16 @@ def ours(root: Path, workers: int = 0):
                 return augmented[keys[i]]
 
         source = Keys()
-        return DataLoader(source, batch_size=2, sampler=RandomSampler(source), num_workers=workers,
-                          collate_fn=collate, drop_last=True, pin_memory=False, persistent_workers=workers > 0)
+        return DataLoader(
+            source,
+            batch_size=2,
+            sampler=RandomSampler(source),
+            num_workers=workers,
+            collate_fn=collate,
+            drop_last=True,
+            pin_memory=False,
+            persistent_workers=workers > 0,
+        )
 
     steps = {"decode": lambda i: dataset[i]}
     return item, loader, steps, (dataset, transform)
@@ -216,8 +224,10 @@ def main() -> None:
                 for name, side in sides.items():
                     speeds[name][w] = max(speeds[name][w], throughput(side[1], w))
     ms = lambda values: 1000 * statistics.median(values)  # noqa: E731
-    lines = ["| | " + " | ".join(sides) + (" | scenemtl speed |" if len(sides) > 1 else " |"),
-             "|---|" + "---|" * (len(sides) + (len(sides) > 1))]
+    lines = [
+        "| | " + " | ".join(sides) + (" | scenemtl speed |" if len(sides) > 1 else " |"),
+        "|---|" + "---|" * (len(sides) + (len(sides) > 1)),
+    ]
 
     def row(label: str, values: dict[str, float], higher_is_better: bool, unit: str) -> None:
         cells = " | ".join(f"{values[name]:.1f} {unit}" for name in sides)
@@ -235,10 +245,11 @@ def main() -> None:
     text = "\n".join(lines) + f"\n\nscenemtl's steps (median, one core): {steps_line}.\n"
     print(f"\n{os.cpu_count()} CPUs\n{text}")
     if args.out:
-        command = "python benchmarks/loader_vs_official.py " + " ".join(
-            a if not a.startswith("/") else "…" for a in sys.argv[1:])
-        Path(args.out).write_text(f"# NYUD training loader: scenemtl and the official code\n\n`{command}` on "
-                                  f"{os.cpu_count()} CPUs (both sides in one run, interleaved).\n\n{text}")
+        command = "python benchmarks/loader_vs_official.py " + " ".join(a if not a.startswith("/") else "…" for a in sys.argv[1:])
+        Path(args.out).write_text(
+            f"# NYUD training loader: scenemtl and the official code\n\n`{command}` on "
+            f"{os.cpu_count()} CPUs (both sides in one run, interleaved).\n\n{text}"
+        )
 
 
 if __name__ == "__main__":

@@ -143,8 +143,7 @@ def records_since(run: Path, since: float) -> list[dict]:
 
 
 def command(run: Path, name: str, steps: int, every: int, extra: list[str], resume: bool) -> list[str]:
-    sets = [*TINY, f"train.steps={steps}", f"train.checkpoint_every={every}",
-            f"out_dir={run.parent}/{{name}}", f"name={name}", *extra]
+    sets = [*TINY, f"train.steps={steps}", f"train.checkpoint_every={every}", f"out_dir={run.parent}/{{name}}", f"name={name}", *extra]
     line = [sys.executable, "-m", "scenemtl.cli", "train", str(CONFIG), "--quiet"]
     for item in sets:
         line += ["--set", item]
@@ -162,8 +161,7 @@ def launch(line: list[str], run: Path, delay: float | None, after_first_step: bo
         deadline = None if delay is None or after_first_step else start + delay
         while process.poll() is None:
             now = time.perf_counter()
-            if deadline is None and delay is not None and any(
-                    r.get("kind") == "train" for r in records_since(run, result.started)):
+            if deadline is None and delay is not None and any(r.get("kind") == "train" for r in records_since(run, result.started)):
                 deadline = now + delay
             if deadline is not None and now >= deadline:
                 try:
@@ -210,8 +208,9 @@ def compare(reference: Path, soak: Path) -> tuple[bool, str]:
         return False, f"different keys: {sorted(set(a) ^ set(b))[:6]}"
     different = [k for k in sorted(a) if a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
     if different:
-        worst = max(((a[k].double() - b[k].double()).abs().max().item() for k in different
-                     if a[k].shape == b[k].shape), default=float("nan"))
+        worst = max(
+            ((a[k].double() - b[k].double()).abs().max().item() for k in different if a[k].shape == b[k].shape), default=float("nan")
+        )
         return False, f"{len(different)} of {len(a)} tensors differ (e.g. {different[0]}; max |Δ| {worst:.3g})"
     return True, f"{len(a)} tensors, all equal"
 
@@ -239,8 +238,7 @@ def classify(life: Life, run: Path, steps: int) -> None:
     else:
         life.kind = "training"
     # a .tmp folder this process created (an older one may be left by an earlier kill until a restart removes it)
-    if any(name.endswith(".tmp") and (run / "checkpoints" / name).stat().st_mtime >= last.started - 0.01
-           for name in life.leftovers):
+    if any(name.endswith(".tmp") and (run / "checkpoints" / name).stat().st_mtime >= last.started - 0.01 for name in life.leftovers):
         life.kind += ", inside a checkpoint write"
     life.phase = f"killed: {life.kind}" + (f" (after step {max(train)})" if life.kind.startswith("training") else "")
 
@@ -257,11 +255,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (not of the training)")
     parser.add_argument("--steps", type=int, default=60, help="training steps of both runs")
     parser.add_argument("--checkpoint-every", type=int, default=2, help="train.checkpoint_every")
-    parser.add_argument("--startup-kills", type=float, default=0.3,
-                        help="fraction of the kills timed from the launch, within the start-up")
+    parser.add_argument("--startup-kills", type=float, default=0.3, help="fraction of the kills timed from the launch, within the start-up")
     parser.add_argument("--min-delay", type=float, default=0.5, help="shortest time from a launch to its kill (s)")
-    parser.add_argument("--window", type=float, default=None,
-                        help="longest time from a first step to its kill (s); default: calibrated on the reference")
+    parser.add_argument(
+        "--window", type=float, default=None, help="longest time from a first step to its kill (s); default: calibrated on the reference"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another override of both runs")
     parser.add_argument("--keep", action="store_true", help="keep the run folders and the launch logs")
     parser.add_argument("--out", default=None, help="also write the summary to this Markdown file")
@@ -291,10 +289,11 @@ def main() -> None:
     if window is None:
         window = (args.steps / max(args.kills, 1) + 2 * args.checkpoint_every) * step_s
     startup_max = max(startup_s, args.min_delay)
-    schedule = (f"{args.startup_kills:.0%} of the kills uniform in [{args.min_delay:.1f}, {startup_max:.1f}] s after "
-                f"the launch, the others uniform in [0, {window:.2f}] s after the first step")
-    print(f"reference: {ref.seconds:.1f} s (start-up {startup_s:.1f} s, {step_s:.3f} s per step with checkpoints); "
-          f"{schedule}", flush=True)
+    schedule = (
+        f"{args.startup_kills:.0%} of the kills uniform in [{args.min_delay:.1f}, {startup_max:.1f}] s after "
+        f"the launch, the others uniform in [0, {window:.2f}] s after the first step"
+    )
+    print(f"reference: {ref.seconds:.1f} s (start-up {startup_s:.1f} s, {step_s:.3f} s per step with checkpoints); {schedule}", flush=True)
 
     # 2. the soak run
     rng = random.Random(args.seed)
@@ -312,15 +311,13 @@ def main() -> None:
         if final:
             delay = None
         existing = checkpoint_steps(soak)
-        life = Life(index=len(lives), delay=delay, after_first_step=after_first_step,
-                    checkpoint_before=existing[-1] if existing else None)
+        life = Life(index=len(lives), delay=delay, after_first_step=after_first_step, checkpoint_before=existing[-1] if existing else None)
         base = command(soak, "soak", args.steps, args.checkpoint_every, args.set, resume=True)
         item = launch(base, soak, delay, after_first_step, logs / f"life_{life.index:03d}_resume.log")
         life.launches.append(item)
         if refused(item):
             if existing:
-                print(f"  life {life.index}: --resume refused although {soak}/checkpoints holds step {existing[-1]}",
-                      flush=True)
+                print(f"  life {life.index}: --resume refused although {soak}/checkpoints holds step {existing[-1]}", flush=True)
             item = launch(base[:-1], soak, delay, after_first_step, logs / f"life_{life.index:03d}_fresh.log")
             life.launches.append(item)
             life.mode = "fresh (fallback: 'no checkpoint to resume')"
@@ -334,13 +331,15 @@ def main() -> None:
         if item.killed:
             kills += 1
         if life.steps_logged and existing and life.steps_logged[0] != existing[-1] + 1:
-            print(f"  life {life.index}: resumed from step {existing[-1]} but first logged step "
-                  f"{life.steps_logged[0]}", flush=True)
+            print(f"  life {life.index}: resumed from step {existing[-1]} but first logged step {life.steps_logged[0]}", flush=True)
         lives.append(life)
         logged = f", steps {life.steps_logged[0]}–{life.steps_logged[1]}" if life.steps_logged else ""
         left = f"; leftovers {life.leftovers}" if life.leftovers else ""
-        print(f"  life {life.index:3d}: {life.mode}; kill {when(life)}; {life.phase}{logged}; "
-              f"checkpoints {checkpoint_steps(soak)[-2:]}{left}", flush=True)
+        print(
+            f"  life {life.index:3d}: {life.mode}; kill {when(life)}; {life.phase}{logged}; "
+            f"checkpoints {checkpoint_steps(soak)[-2:]}{left}",
+            flush=True,
+        )
         if any(failed(x) for x in life.launches):
             print(f"  life {life.index}: failed on its own:\n{item.stderr}", flush=True)
             break
@@ -363,18 +362,17 @@ def main() -> None:
     leftovers = sorted({n for life in lives for n in life.leftovers if life.launches[-1].killed})
     notes: dict[str, int] = {}  # stderr lines with numbers as N and the run folder as <run>: how many launches
     for x in launches:
-        for key in {re.sub(r"\d+", "N", ln.strip().replace(str(soak), "<run>").replace(str(root), "<tmp>"))
-                    for ln in x.stderr.splitlines()}:
+        for key in {
+            re.sub(r"\d+", "N", ln.strip().replace(str(soak), "<run>").replace(str(root), "<tmp>")) for ln in x.stderr.splitlines()
+        }:
             if key:
                 notes[key] = notes.get(key, 0) + 1
     total = time.perf_counter() - begin
 
-    rows = ["| life | started | kill timer | ended | steps logged | checkpoints/ dot entries after |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| life | started | kill timer | ended | steps logged | checkpoints/ dot entries after |", "|---|---|---|---|---|---|"]
     for life in lives:
         logged = f"{life.steps_logged[0]}–{life.steps_logged[1]}" if life.steps_logged else "–"
-        rows.append(f"| {life.index} | {life.mode} | {when(life)} | {life.phase} | {logged} | "
-                    f"{', '.join(life.leftovers) or '–'} |")
+        rows.append(f"| {life.index} | {life.mode} | {when(life)} | {life.phase} | {logged} | {', '.join(life.leftovers) or '–'} |")
     lines = [
         f"kills delivered: {kills}",
         f"kills that hit a running training: {len(hits)} (after its first step, before its last; "
@@ -385,8 +383,7 @@ def main() -> None:
         f"{sum(x.mode.startswith('no checkpoint') for x in lives[1:])}); launches: {len(launches)}, "
         f"of which --resume refused ('{NO_CHECKPOINT}'): {refusals}",
         f"launches that failed on their own: {len(failures)}"
-        + "".join(f"\n  exit {x.returncode}: {x.stderr.strip().splitlines()[-1] if x.stderr.strip() else ''}"
-                  for x in failures),
+        + "".join(f"\n  exit {x.returncode}: {x.stderr.strip().splitlines()[-1] if x.stderr.strip() else ''}" for x in failures),
         f"checkpoints/ dot entries seen after kills: {', '.join(leftovers) or 'none'}; "
         f"at the end: {', '.join(hidden_entries(soak)) or 'none'}",
         f"stderr lines of the launches (numbers as N): {len(notes)} kinds"
@@ -400,8 +397,8 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(
             f"# Soak: exact resume under random SIGKILLs\n\n`python benchmarks/soak.py {' '.join(sys.argv[1:])}` "
-            f"on {os.cpu_count()} CPUs; {schedule}.\n\n"
-            + "\n".join(rows) + "\n\n```\n" + summary + "\n```\n")
+            f"on {os.cpu_count()} CPUs; {schedule}.\n\n" + "\n".join(rows) + "\n\n```\n" + summary + "\n```\n"
+        )
     if args.keep:
         print(f"run folders and launch logs kept in {root}")
     else:

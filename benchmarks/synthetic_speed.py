@@ -45,12 +45,21 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+
         def config(arch: str):
-            return load_config(None, [
-                f"model.arch={arch}", f"name={arch}", f"out_dir={tmp}/{arch}", f"train.device={args.device}",
-                f"data.batch_size={args.batch}", f"data.options.height={args.height}", f"data.options.width={args.width}",
-                f"data.options.num_train={max(64, 4 * args.batch)}",
-            ])
+            return load_config(
+                None,
+                [
+                    f"model.arch={arch}",
+                    f"name={arch}",
+                    f"out_dir={tmp}/{arch}",
+                    f"train.device={args.device}",
+                    f"data.batch_size={args.batch}",
+                    f"data.options.height={args.height}",
+                    f"data.options.width={args.width}",
+                    f"data.options.num_train={max(64, 4 * args.batch)}",
+                ],
+            )
 
         stl = Trainer(config("stl"), progress=False, log=False)
         cold = SyntheticScenes(split="train", height=args.height, width=args.width, seed=1, cache=False)
@@ -71,8 +80,10 @@ def main() -> None:
         params = {name: sum(p.numel() for p in t.model.parameters()) for name, t in (("stl", stl), ("hps", hps))}
 
     tasks = list(stl.tasks)
-    print(f"device: {stl.device}, threads: {torch.get_num_threads()}, image {args.height}×{args.width}, "
-          f"batch {args.batch}, tasks: {', '.join(tasks)}")
+    print(
+        f"device: {stl.device}, threads: {torch.get_num_threads()}, image {args.height}×{args.width}, "
+        f"batch {args.batch}, tasks: {', '.join(tasks)}"
+    )
     print(f"{'what':<38}{'rate':>14}")
     print(f"{'render (cold), samples/s':<38}{render_rate:>14.1f}")
     print(f"{'loader (augmented), samples/s':<38}{loader_rate:>14.1f}")

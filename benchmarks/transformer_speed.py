@@ -89,9 +89,15 @@ def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"arch": arch, "mode": mode, "seconds": statistics.median(times), "peak_mib": peak,
-            "growth_mib": peak - before, "parameters": sum(p.numel() for p in model.parameters()),
-            "device": str(device)}
+    return {
+        "arch": arch,
+        "mode": mode,
+        "seconds": statistics.median(times),
+        "peak_mib": peak,
+        "growth_mib": peak - before,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+    }
 
 
 def main() -> None:
@@ -111,8 +117,23 @@ def main() -> None:
     rows = []
     for arch in ARCHS:
         for mode in MODES:
-            command = [sys.executable, __file__, "--one", arch, mode, "--backbone", args.backbone, "--size",
-                       str(args.size), "--batch", str(args.batch), "--repeats", str(args.repeats), "--device", args.device]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                arch,
+                mode,
+                "--backbone",
+                args.backbone,
+                "--size",
+                str(args.size),
+                "--batch",
+                str(args.batch),
+                "--repeats",
+                str(args.repeats),
+                "--device",
+                args.device,
+            ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 print(f"{arch} {mode}: failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
@@ -121,16 +142,19 @@ def main() -> None:
     if not rows:
         sys.exit("every run failed (see the lines above)")
     memory = "peak allocated" if args.device.startswith("cuda") else "peak RSS"
-    lines = [f"{args.backbone}, {args.batch} × {args.size}×{args.size}, five tasks, device {rows[0]['device']}, "
-             f"median of {args.repeats}",
-             "",
-             f"| model | parameters | pass | seconds | × fwd+bwd | {memory} MiB | growth MiB | × fwd+bwd growth |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{args.backbone}, {args.batch} × {args.size}×{args.size}, five tasks, device {rows[0]['device']}, median of {args.repeats}",
+        "",
+        f"| model | parameters | pass | seconds | × fwd+bwd | {memory} MiB | growth MiB | × fwd+bwd growth |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         base = next(r for r in rows if r["arch"] == row["arch"] and r["mode"] == "forward+backward")
-        lines.append(f"| {row['arch']} | {row['parameters'] / 1e6:.1f} M | {row['mode']} | {row['seconds']:.3f} | "
-                     f"{row['seconds'] / base['seconds']:.2f} | {row['peak_mib']:.0f} | {row['growth_mib']:.0f} | "
-                     f"{row['growth_mib'] / base['growth_mib']:.2f} |")
+        lines.append(
+            f"| {row['arch']} | {row['parameters'] / 1e6:.1f} M | {row['mode']} | {row['seconds']:.3f} | "
+            f"{row['seconds'] / base['seconds']:.2f} | {row['peak_mib']:.0f} | {row['growth_mib']:.0f} | "
+            f"{row['growth_mib'] / base['growth_mib']:.2f} |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:

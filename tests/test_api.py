@@ -65,15 +65,15 @@ def test_dataset_gives_class_names_and_normalisation():
     from scenemtl.data import DATASETS
 
     info = DATASETS.get("nyud").info
-    model = scenemtl.create_model("hps", tasks=["semseg", "normals"], dataset="nyud", backbone="test_resnet",
-                                  head_channels=8)
+    model = scenemtl.create_model("hps", tasks=["semseg", "normals"], dataset="nyud", backbone="test_resnet", head_channels=8)
     assert model.meta.class_names["semseg"] == list(info.class_names["semseg"])
     assert model.meta.mean == tuple(info.mean) and model.meta.config.data.name == "nyud"
     tasks = scenemtl.tasks_of(model)
     assert tasks["semseg"].out_channels == len(info.class_names["semseg"]) and set(tasks) == {"semseg", "normals"}
     # explicit names win over the dataset's; task options pass through
-    named = scenemtl.create_model("hps", tasks={"semseg": ["sky", "road"], "edge": {"pos_weight": 0.9}},
-                                  backbone="test_resnet", head_channels=8)
+    named = scenemtl.create_model(
+        "hps", tasks={"semseg": ["sky", "road"], "edge": {"pos_weight": 0.9}}, backbone="test_resnet", head_channels=8
+    )
     assert scenemtl.tasks_of(named)["semseg"].out_channels == 2 and named.meta.config.tasks["edge"].options == {"pos_weight": 0.9}
 
 

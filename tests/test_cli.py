@@ -41,8 +41,22 @@ def test_train_eval_predict_end_to_end(config_file, tmp_path, capsys):
     assert len(report["curves"]["edge"]["precision"]) == 101 and "odsF" in report["metrics"]["edge"]
     markdown = results.with_suffix(".md").read_text()
     pngs = tmp_path / "edge_pngs"
-    assert main(["eval", str(config_file), "--checkpoint", str(run), "--out", str(tmp_path / "e2.json"), "--quiet",
-                 "--save-png", f"edge={pngs}"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(config_file),
+                "--checkpoint",
+                str(run),
+                "--out",
+                str(tmp_path / "e2.json"),
+                "--quiet",
+                "--save-png",
+                f"edge={pngs}",
+            ]
+        )
+        == 0
+    )
     saved = sorted(pngs.glob("*.png"))
     assert [p.stem for p in saved] == [f"val_{i:05d}" for i in range(8)]
     assert Image.open(saved[0]).size == (48, 32) and Image.open(saved[0]).mode == "L"
@@ -139,8 +153,9 @@ def test_sigint_stops_after_a_step_with_a_checkpoint_to_resume(config_file, tmp_
 
     run = tmp_path / "runs" / "tiny"
     command = [sys.executable, "-m", "scenemtl.cli", "train", str(config_file), "--quiet", "--set", "train.steps=100000"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() or '"train"' not in (run / "metrics.jsonl").read_text():
         assert process.poll() is None and time.time() < deadline, process.communicate()

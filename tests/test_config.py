@@ -178,8 +178,9 @@ def test_replace_through_a_chain_of_bases(tmp_path):
 
 
 def test_replace_in_a_file_without_base_is_a_no_op(tmp_path):
-    config = load_config(write(tmp_path / "alone.yaml", "tasks: {_replace_: true, depth: {weight: 2.0}}\n"
-                                                        "data: {augment: !replace {flip: false}}\n"))
+    config = load_config(
+        write(tmp_path / "alone.yaml", "tasks: {_replace_: true, depth: {weight: 2.0}}\ndata: {augment: !replace {flip: false}}\n")
+    )
     assert list(config.tasks) == ["depth"] and config.data.augment.flip is False
 
 

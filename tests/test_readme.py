@@ -14,9 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 #: appended to every ``load_config`` call of an example: a few steps on a few tiny scenes
-TOY = ["train.steps=2", "train.log_every=1", "data.options.height=24", "data.options.width=32",
-       "data.options.num_train=4", "data.options.num_val=4", "data.batch_size=2", "data.eval_batch_size=2",
-       "data.num_workers=0"]
+TOY = [
+    "train.steps=2",
+    "train.log_every=1",
+    "data.options.height=24",
+    "data.options.width=32",
+    "data.options.num_train=4",
+    "data.options.num_val=4",
+    "data.batch_size=2",
+    "data.eval_batch_size=2",
+    "data.num_workers=0",
+]
 
 
 def python_blocks() -> list[str]:

@@ -108,7 +108,8 @@ def create_model(
     if pretrained:
         backbone_fields["weights"] = "timm" if pretrained is True else str(pretrained)
     raw: dict[str, Any] = {
-        "name": arch, "tasks": {name: dict(opts) for name, opts in task_options.items()},
+        "name": arch,
+        "tasks": {name: dict(opts) for name, opts in task_options.items()},
         "model": {"arch": arch, "backbone": backbone_fields, "options": dict(options)},
     }
     if dataset is not None:
@@ -116,8 +117,12 @@ def create_model(
     config = validate(raw, "(create_model)")
     palettes = {k: [list(map(int, c)) for c in v] for k, v in (info.palettes.items() if info else ()) if k in class_names}
     meta = CheckpointMeta(
-        config=config, step=0, class_names=class_names, palettes=palettes,
-        mean=tuple(info.mean) if info else _imagenet("mean"), std=tuple(info.std) if info else _imagenet("std"),
+        config=config,
+        step=0,
+        class_names=class_names,
+        palettes=palettes,
+        mean=tuple(info.mean) if info else _imagenet("mean"),
+        std=tuple(info.std) if info else _imagenet("std"),
         version=__version__,
     )
     model = build_model(config.model, tasks_from_meta(meta))
@@ -140,13 +145,13 @@ def meta_of(model: torch.nn.Module) -> CheckpointMeta:
     """``model.meta``, or an error saying how to make a model that has it."""
     meta = getattr(model, "meta", None)
     if not isinstance(meta, CheckpointMeta):
-        raise ConfigError(f"{type(model).__name__} has no scenemtl metadata (model.meta): make it with "
-                          "scenemtl.create_model or scenemtl.load_model")
+        raise ConfigError(
+            f"{type(model).__name__} has no scenemtl metadata (model.meta): make it with scenemtl.create_model or scenemtl.load_model"
+        )
     return meta
 
 
-def load_model(source: str | Path, config: Config | str | Path | None = None,
-               device: torch.device | str = "cpu") -> MultiTaskModel:
+def load_model(source: str | Path, config: Config | str | Path | None = None, device: torch.device | str = "cpu") -> MultiTaskModel:
     """A model in evaluation mode on ``device``, with ``model.meta``, from any checkpoint scenemtl reads.
 
     ``source``: a run folder, a ``step_N``/``best`` folder, a ``model.safetensors``, a model folder
@@ -175,8 +180,9 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, results: Mapping
     out.mkdir(parents=True, exist_ok=True)
     write_model_file(out / MODEL_FILE, model, meta)
     (out / CONFIG_FILE).write_text(yaml.safe_dump(meta.config.to_dict(), sort_keys=False))
-    (out / CLASSES_FILE).write_text(json.dumps({"class_names": meta.class_names, "palettes": meta.palettes,
-                                                "mean": list(meta.mean), "std": list(meta.std)}, indent=2))
+    (out / CLASSES_FILE).write_text(
+        json.dumps({"class_names": meta.class_names, "palettes": meta.palettes, "mean": list(meta.mean), "std": list(meta.std)}, indent=2)
+    )
     report = _read_results(results) if results is not None else None
     if report is not None:
         (out / RESULTS_FILE).write_text(json.dumps(report, indent=2))
@@ -189,8 +195,7 @@ def from_pretrained(source: str | Path, device: torch.device | str = "cpu") -> M
     return load_model(source, device=device)
 
 
-def push_to_hub(model: torch.nn.Module, repo_id: str, results: Mapping[str, Any] | str | Path | None = None,
-                private: bool = False) -> str:
+def push_to_hub(model: torch.nn.Module, repo_id: str, results: Mapping[str, Any] | str | Path | None = None, private: bool = False) -> str:
     """Upload the model folder of ``model`` to the Hugging Face Hub as ``repo_id``; returns its URL."""
     import tempfile
 
@@ -205,8 +210,10 @@ def push_to_hub(model: torch.nn.Module, repo_id: str, results: Mapping[str, Any]
             api.create_repo(repo_id, private=private, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=str(folder))
         except Exception as error:  # no network, no token, no permission: one line
-            raise CheckpointError(f"could not push to the Hugging Face Hub repository '{repo_id}': "
-                                  f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+            raise CheckpointError(
+                f"could not push to the Hugging Face Hub repository '{repo_id}': "
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            ) from None
     return f"https://huggingface.co/{repo_id}"
 
 
@@ -219,13 +226,14 @@ def _download(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ConfigError(f"'{repo_id}' is not a local path; loading a Hub id needs huggingface_hub: "
-                          "pip install 'scenemtl[hub]'") from None
+        raise ConfigError(f"'{repo_id}' is not a local path; loading a Hub id needs huggingface_hub: pip install 'scenemtl[hub]'") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[MODEL_FILE, CONFIG_FILE, CLASSES_FILE, RESULTS_FILE, CARD_FILE]))
     except Exception as error:  # offline, unknown repository, gated: one line
-        raise CheckpointError(f"'{repo_id}' is neither a local path nor a downloadable Hugging Face Hub model "
-                              f"({type(error).__name__}); check the path, or the id and your network") from None
+        raise CheckpointError(
+            f"'{repo_id}' is neither a local path nor a downloadable Hugging Face Hub model "
+            f"({type(error).__name__}); check the path, or the id and your network"
+        ) from None
 
 
 def _read_results(results: Mapping[str, Any] | str | Path) -> dict[str, Any]:
@@ -249,39 +257,63 @@ def model_card(meta: CheckpointMeta, results: Mapping[str, Any] | None = None) -
     summary = (factory.__doc__ or arch).strip().splitlines()[0]
     trained = meta.step > 0
     lines = [
-        "---", "library_name: scenemtl", "tags: [multi-task-learning, dense-prediction, scenemtl]",
-        f"datasets: [{config.data.name}]" if trained else "datasets: []", "---", "",
-        f"# {config.name}: {arch} on {config.model.backbone.name}", "",
+        "---",
+        "library_name: scenemtl",
+        "tags: [multi-task-learning, dense-prediction, scenemtl]",
+        f"datasets: [{config.data.name}]" if trained else "datasets: []",
+        "---",
+        "",
+        f"# {config.name}: {arch} on {config.model.backbone.name}",
+        "",
         f"**Architecture**: `{arch}`: {summary}",
         f"**Backbone**: `{config.model.backbone.name}`",
         f"**Tasks**: {', '.join(f'`{t}`' for t in config.tasks)}",
         f"**Data**: {f'`{config.data.name}` ({meta.step} training steps)' if trained else 'untrained (made by create_model)'}",
         f"**Input normalisation**: mean {list(meta.mean)}, std {list(meta.std)} (RGB in [0, 1])",
-        f"**Written by**: scenemtl {meta.version}", "",
+        f"**Written by**: scenemtl {meta.version}",
+        "",
     ]
     if meta.class_names:
-        lines += ["## Classes", ""] + [f"- `{t}` ({len(names)}): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}"
-                                       for t, names in meta.class_names.items()] + [""]
+        lines += (
+            ["## Classes", ""]
+            + [f"- `{t}` ({len(names)}): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}" for t, names in meta.class_names.items()]
+            + [""]
+        )
     if results is not None and isinstance(results.get("metrics"), Mapping):
         protocol = results.get("protocol") or config.eval.protocol or "the dataset's default"
-        lines += ["## Evaluation", "", f"Split `{results.get('split', config.data.val_split)}`, protocol {protocol}.", "",
-                  "| task | metric | value |", "|---|---|---|"]
+        lines += [
+            "## Evaluation",
+            "",
+            f"Split `{results.get('split', config.data.val_split)}`, protocol {protocol}.",
+            "",
+            "| task | metric | value |",
+            "|---|---|---|",
+        ]
         for task, values in results["metrics"].items():
-            for name, value in (values.items() if isinstance(values, Mapping) else ()):
+            for name, value in values.items() if isinstance(values, Mapping) else ():
                 if isinstance(value, (int, float)):
                     lines.append(f"| {task} | {name} | {value:.4g} |")
         lines.append("")
     lines += [
-        "## Licence", "",
+        "## Licence",
+        "",
         "The scenemtl code is Apache-2.0. Weights converted from a paper's official release keep that release's "
         "licence (InvPT, TaskPrompter, DiffusionMTL and MTI-Net: CC BY-NC 4.0, non-commercial); weights trained "
-        "with scenemtl inherit the terms of their training data.", "",
-        "## Intended use", "",
+        "with scenemtl inherit the terms of their training data.",
+        "",
+        "## Intended use",
+        "",
         "Research on multi-task dense scene understanding: per-pixel predictions for the tasks above on images "
         "like those of the training data. Not validated for safety-critical use; predictions degrade on images "
-        "unlike the training data.", "",
-        "## Use", "", "```python", "import scenemtl",
-        "model = scenemtl.load_model(\"<this folder or hub id>\")",
-        "outputs = scenemtl.Predictor(model)(image)  # H×W×3 uint8 → task → prediction", "```", "",
+        "unlike the training data.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import scenemtl",
+        'model = scenemtl.load_model("<this folder or hub id>")',
+        "outputs = scenemtl.Predictor(model)(image)  # H×W×3 uint8 → task → prediction",
+        "```",
+        "",
     ]
     return "\n".join(lines)

@@ -1,4 +1,8 @@
-"""The ``scenemtl`` command."""
+"""The ``scenemtl`` command.
+
+Over 400 lines because it is one table of subcommands: each a thin handler (parse, call the engine,
+print one line) and its argparse definition; the work is in ``engine/``.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +50,10 @@ def _search(args: argparse.Namespace) -> int:
     try:
         trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
         if trainer.extension is None or trainer.extension.name != "search":
-            raise ConfigError(f"scenemtl search: architecture '{config.model.arch}' searches nothing (its model adds no "
-                              "search to training); use a search-space architecture, or `scenemtl train`")
+            raise ConfigError(
+                f"scenemtl search: architecture '{config.model.arch}' searches nothing (its model adds no "
+                "search to training); use a search-space architecture, or `scenemtl train`"
+            )
         report = trainer.fit()
     finally:
         if trainer is not None:
@@ -96,17 +102,15 @@ def _eval(args: argparse.Namespace) -> int:
         transform = builder.build_transform(config, tasks, info, train=False)
         loader = builder.eval_loader(config, dataset, transform, place.rank, place.world_size)
         progress = not args.quiet and place.is_main
-        writers = {task: PngWriter(folder, task, getattr(tasks[task], "quantize", "truncate"))
-                   for task, folder in folders.items()}
-        metrics = evaluate(loaded.model.to(place.device), tasks, loader, place.device, config.train.precision,
-                           progress, writers)
+        writers = {task: PngWriter(folder, task, getattr(tasks[task], "quantize", "truncate")) for task, folder in folders.items()}
+        metrics = evaluate(loaded.model.to(place.device), tasks, loader, place.device, config.train.precision, progress, writers)
     finally:
         cleanup()
     step = loaded.meta.step
     report = results_report(
-        metrics, load_reference(config.reference),
-        {"name": config.name, "checkpoint": str(file), "step": step, "split": dataset.split,
-         "processes": place.world_size},
+        metrics,
+        load_reference(config.reference),
+        {"name": config.name, "checkpoint": str(file), "step": step, "split": dataset.split, "processes": place.world_size},
     )
     if not place.is_main:
         return 0
@@ -137,8 +141,10 @@ def _score(args: argparse.Namespace) -> int:
     _write_report(report, out)
     if report["extra_predictions"]:
         extra = report["extra_predictions"]
-        print(f"{len(extra)} file(s) for ids outside split '{args.split}' were not scored: {', '.join(extra[:10])}"
-              + (" …" if len(extra) > 10 else ""))
+        print(
+            f"{len(extra)} file(s) for ids outside split '{args.split}' were not scored: {', '.join(extra[:10])}"
+            + (" …" if len(extra) > 10 else "")
+        )
     print(f"results: {out} (and {out.with_suffix('.md').name})")
     return 0
 
@@ -154,8 +160,9 @@ def _predict(args: argparse.Namespace) -> int:
     from scenemtl.engine.storage import check_writable
 
     check_writable(args.out, "predictions")
-    panels = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet,
-                           config=config, batch_size=args.batch_size)
+    panels = predict_files(
+        args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet, config=config, batch_size=args.batch_size
+    )
     print(f"wrote predictions for {len(panels)} image(s) to {args.out}")
     return 0
 
@@ -171,8 +178,10 @@ def _convert(args: argparse.Namespace) -> int:
     folder, dropped, step = convert_official(config, args.checkpoint, args.out)
     print(f"converted {args.checkpoint} (step {step}) for {config.model.arch}: {folder / 'model.safetensors'}")
     if dropped:
-        print(f"left out {len(dropped)} official tensors the official forward never uses "
-              f"(see the architecture's docstring): {', '.join(dropped[:4])}{', …' if len(dropped) > 4 else ''}")
+        print(
+            f"left out {len(dropped)} official tensors the official forward never uses "
+            f"(see the architecture's docstring): {', '.join(dropped[:4])}{', …' if len(dropped) > 4 else ''}"
+        )
     print(f"evaluate it: scenemtl eval {args.config} --checkpoint {folder}")
     return 0
 
@@ -292,30 +301,39 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config", help="experiment YAML (may inherit with 'base:')")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the run's latest readable checkpoint (a new run when there is none)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest readable checkpoint (a new run when there is none)"
+    )
     common(train)
     train.set_defaults(func=_train)
 
-    search = commands.add_parser("search", help="architecture search: train a search-space architecture, write what "
-                                                 "it found (e.g. a genotype JSON)")
+    search = commands.add_parser(
+        "search", help="architecture search: train a search-space architecture, write what it found (e.g. a genotype JSON)"
+    )
     search.add_argument("config", help="experiment YAML whose model.arch is a search space")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=1000")
     search.add_argument("--out", default=None, help="also write the genotype here (default: <run>/genotype.json only)")
-    search.add_argument("--resume", action="store_true",
-                        help="continue from the run's latest readable checkpoint (a new run when there is none)")
+    search.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest readable checkpoint (a new run when there is none)"
+    )
     common(search)
     search.set_defaults(func=_search)
 
     ev = commands.add_parser("eval", help="evaluate a checkpoint on the config's validation split")
     ev.add_argument("config")
-    ev.add_argument("--checkpoint", required=True,
-                    help="model.safetensors, a step_N folder, a run folder, or an official InvPT/TaskPrompter .pth.tar")
+    ev.add_argument(
+        "--checkpoint", required=True, help="model.safetensors, a step_N folder, a run folder, or an official InvPT/TaskPrompter .pth.tar"
+    )
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     ev.add_argument("--out", default=None, help="results JSON (default: <checkpoint's run>/eval/results_<split>_step<N>.json)")
-    ev.add_argument("--save-png", action="append", default=[], metavar="TASK=FOLDER",
-                    help="also save each prediction as <id>.png (e.g. edge=results/edge for SEISM's MATLAB benchmark)")
+    ev.add_argument(
+        "--save-png",
+        action="append",
+        default=[],
+        metavar="TASK=FOLDER",
+        help="also save each prediction as <id>.png (e.g. edge=results/edge for SEISM's MATLAB benchmark)",
+    )
     common(ev)
     ev.set_defaults(func=_eval)
 
@@ -335,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--device", default="auto")
-    pr.add_argument("--batch-size", type=int, default=1,
-                    help="images predicted together (consecutive images of one size; default 1)")
-    pr.add_argument("--config", default=None,
-                    help="the model's config, needed only for an official .pth.tar checkpoint (InvPT, TaskPrompter)")
+    pr.add_argument("--batch-size", type=int, default=1, help="images predicted together (consecutive images of one size; default 1)")
+    pr.add_argument(
+        "--config", default=None, help="the model's config, needed only for an official .pth.tar checkpoint (InvPT, TaskPrompter)"
+    )
     pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the --config")
     common(pr)
     pr.set_defaults(func=_predict)
@@ -358,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = bench.add_subparsers(dest="kind", required=True)
     balancing = kinds.add_parser("balancing", help="task-balancing methods × seeds on one experiment: mean ± std, Δm, cost")
     balancing.add_argument("--config", required=True, help="benchmark YAML (e.g. configs/synthetic/balancing.yaml)")
-    balancing.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="override every run's experiment, e.g. train.steps=100")
+    balancing.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override every run's experiment, e.g. train.steps=100"
+    )
     balancing.add_argument("--methods", default=None, help="comma-separated subset of the methods' rows")
     balancing.add_argument("--seeds", default=None, help="comma-separated seeds (default: the file's)")
     balancing.add_argument("--out", default=None, help="output folder (default: the file's out_dir)")

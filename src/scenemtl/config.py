@@ -32,6 +32,9 @@ Narrowing the tasks. Because mappings merge, a child cannot drop tasks by listin
 write ``tasks: !replace {...}`` (or ``_replace_: true`` inside ``tasks``) to train exactly the
 tasks the child names. On the command line, ``--set tasks={depth: {weight: 2}}`` already replaces
 the task set (overrides assign, they never merge).
+
+Over 400 lines because the schema is one file: every section's pydantic model with its checks,
+so that one page shows every key a config may have.
 """
 
 from __future__ import annotations
@@ -147,9 +150,11 @@ class ModelConfig(Strict):
     def _moved_keys(cls, data: Any) -> Any:
         for key in ("head_channels", "decoder_stride"):
             if isinstance(data, dict) and key in data:
-                raise ConfigError(f"model.{key} is now an option of the architectures that use it: write "
-                                  f"model.options.{key} (model.arch=hps, stl, padnet, mtinet, atrc, cross_stitch, "
-                                  "mtan_deeplab take it; the others have their own widths)")
+                raise ConfigError(
+                    f"model.{key} is now an option of the architectures that use it: write "
+                    f"model.options.{key} (model.arch=hps, stl, padnet, mtinet, atrc, cross_stitch, "
+                    "mtan_deeplab take it; the others have their own widths)"
+                )
         return data
 
 
@@ -282,8 +287,7 @@ class EvalConfig(Strict):
         from scenemtl.tasks.protocols import PROTOCOLS
 
         if protocol is not None and protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol '{protocol}'.{did_you_mean(protocol, list(PROTOCOLS))} "
-                             f"Known: {', '.join(PROTOCOLS)}")
+            raise ValueError(f"unknown protocol '{protocol}'.{did_you_mean(protocol, list(PROTOCOLS))} Known: {', '.join(PROTOCOLS)}")
         return protocol
 
 
@@ -415,8 +419,7 @@ def _mark_replacements(value: Any, path: Path, keys: tuple[str, ...] = ()) -> An
         items = {k: _mark_replacements(v, path, keys + (str(k),)) for k, v in value.items() if k != _REPLACE_KEY}
         return _ReplaceDict(items) if replace else items
     if isinstance(value, list):
-        entries = [_mark_replacements(v, path, (*keys[:-1], f"{keys[-1] if keys else ''}[{i}]"))
-                   for i, v in enumerate(value)]
+        entries = [_mark_replacements(v, path, (*keys[:-1], f"{keys[-1] if keys else ''}[{i}]")) for i, v in enumerate(value)]
         return _ReplaceList(entries) if isinstance(value, _ReplaceList) else entries
     return value
 

@@ -44,6 +44,9 @@ def short_list(items: Sequence[str], limit: int = 6) -> str:
 
 def key_mismatch(missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str], limit: int = 6) -> str:
     """'missing keys: …; unexpected keys: …; shape mismatch: …' for the non-empty lists (for checkpoint errors)."""
-    parts = [f"{label}: {short_list(sorted(keys), limit)}" for label, keys in
-             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)) if keys]
+    parts = [
+        f"{label}: {short_list(sorted(keys), limit)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes))
+        if keys
+    ]
     return "; ".join(parts)

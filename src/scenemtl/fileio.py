@@ -53,8 +53,7 @@ def _read_png_fast(path: Path, mode: str | None) -> np.ndarray | None:
     return array
 
 
-def read_image(path: str | Path, what: str = "image", fix: str = "re-extract it from the release",
-               mode: str | None = "RGB") -> np.ndarray:
+def read_image(path: str | Path, what: str = "image", fix: str = "re-extract it from the release", mode: str | None = "RGB") -> np.ndarray:
     """An image file as a numpy array: ``mode='RGB'`` gives H×W×3 uint8; ``mode=None`` keeps the stored
     values (palette indices of a label PNG, 16-bit depth PNGs)."""
     path = Path(path)
@@ -92,8 +91,9 @@ def read_npy(path: str | Path, what: str = "array", fix: str = "re-extract it fr
         raise DataError(f"cannot read {what} {path}: {error}; {fix}") from None
 
 
-def read_torch(path: str | Path, what: str = "PyTorch file", fix: str = "re-extract it from the release",
-               error: type[ScenemtlError] = DataError) -> Any:
+def read_torch(
+    path: str | Path, what: str = "PyTorch file", fix: str = "re-extract it from the release", error: type[ScenemtlError] = DataError
+) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and plain containers only.
 
     A file that needs other pickled objects is refused with a sentence on how to convert it (never

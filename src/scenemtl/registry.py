@@ -89,8 +89,7 @@ def check_options(
             checked[key] = adapter.validate_python(value)
         except ValidationError as error:
             reason = error.errors()[0]["msg"]
-            raise ConfigError(f"option '{prefix}.{key}'{where} must be {_type_name(hints[key])}, got {value!r} "
-                              f"({reason})") from None
+            raise ConfigError(f"option '{prefix}.{key}'{where} must be {_type_name(hints[key])}, got {value!r} ({reason})") from None
     return checked
 
 

@@ -67,8 +67,14 @@ class Output:
     weights: torch.Tensor | None
 
 
-def run_step(balancer: Balancer, jacobian: torch.Tensor, losses: torch.Tensor, step: int, seed: int = 0,
-             update: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Output:
+def run_step(
+    balancer: Balancer,
+    jacobian: torch.Tensor,
+    losses: torch.Tensor,
+    step: int,
+    seed: int = 0,
+    update: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Output:
     """One optimiser step of ``balancer`` on the Jacobian and losses (see the module docstring).
 
     ``update`` applies the step's direction to the model and returns the losses after it (what
@@ -102,8 +108,10 @@ def run_step(balancer: Balancer, jacobian: torch.Tensor, losses: torch.Tensor, s
 def problems(seed: int, steps: int = 3, m: int = 3, n: int = 7) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``steps`` random (Jacobian, positive losses) pairs in float64."""
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(m, n, generator=generator, dtype=torch.float64),
-             torch.rand(m, generator=generator, dtype=torch.float64) + 0.5) for _ in range(steps)]
+    return [
+        (torch.randn(m, n, generator=generator, dtype=torch.float64), torch.rand(m, generator=generator, dtype=torch.float64) + 0.5)
+        for _ in range(steps)
+    ]
 
 
 def run(balancer: Balancer, steps: list[tuple[torch.Tensor, torch.Tensor]], first: int = 1) -> list[Output]:
@@ -141,11 +149,10 @@ def is_stateful(name: str) -> bool:
 
 def draws_per_step(name: str) -> bool:
     """Whether the output on one input changes with the step number (a random method seeded by (seed, step))."""
-    (jacobian, losses), = problems(0, steps=1)
+    ((jacobian, losses),) = problems(0, steps=1)
     first = run_step(make(name, ["a", "b", "c"]), jacobian, losses, step=1)
     other = run_step(make(name, ["a", "b", "c"]), jacobian, losses, step=2)
-    return not (torch.equal(first.direction, other.direction)
-                and (first.weights is None or torch.equal(first.weights, other.weights)))
+    return not (torch.equal(first.direction, other.direction) and (first.weights is None or torch.equal(first.weights, other.weights)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,13 +183,18 @@ class StateRoundTripProperty:
     EXCLUDED: dict[str, str] = {}
     #: methods whose resumed step agrees to a relative tolerance rather than bitwise: (tolerance, reason)
     APPROXIMATE = {
-        "nash_mtl": (1e-7, "the checkpoint restores the solver's previous α as float32 while torchjd keeps it in "
-                           "float64 (as before the split), so a resumed step is ~1e-8 away"),
+        "nash_mtl": (
+            1e-7,
+            "the checkpoint restores the solver's previous α as float32 while torchjd keeps it in "
+            "float64 (as before the split), so a resumed step is ~1e-8 away",
+        ),
     }
     #: extra options to round-trip a method with, each with its reason
     VARIANTS = {
-        "nash_mtl": ({"update_weights_every": 3}, "with a solve every step the warm start barely moves the next "
-                                                  "step; reusing α makes the restored solver state decide it"),
+        "nash_mtl": (
+            {"update_weights_every": 3},
+            "with a solve every step the warm start barely moves the next step; reusing α makes the restored solver state decide it",
+        ),
     }
 
     @pytest.mark.parametrize("name", over_registry(EXCLUDED))

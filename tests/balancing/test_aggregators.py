@@ -203,7 +203,7 @@ def test_aligned_mtl_sums_the_aligned_gradients_as_the_official_balancer():
     # any Jacobian: Σ_t of the rows of B·J, B = sqrt(λ_min)·V Λ^{-1/2} Vᵀ from the Gramian's eigen-decomposition
     J = random_jacobian(5).numpy()
     values, vectors = np.linalg.eigh(J @ J.T)
-    aligned = np.sqrt(values.min()) * vectors @ np.diag(values ** -0.5) @ vectors.T @ J
+    aligned = np.sqrt(values.min()) * vectors @ np.diag(values**-0.5) @ vectors.T @ J
     direction, _ = combine(make("aligned_mtl"), torch.tensor(J))
     assert direction.numpy() == pytest.approx(aligned.sum(0), abs=1e-9)
     with pytest.raises(ConfigError, match="reduction"):
@@ -330,8 +330,14 @@ def test_sum_aggregation_equals_backpropagating_the_sum(mode):
     model.cut_features = mode != "whole"
     balancer = SumAggregation(["a", "b"], {}, wrt="features" if mode == "features" else "parameters")
     losses, (features, sources) = model(x)
-    ctx = StepContext(shared=model.shared(), parameters=list(model.parameters()), features=features,
-                      feature_sources=sources, scale=0.5 * 4.0, grad_scale=4.0)
+    ctx = StepContext(
+        shared=model.shared(),
+        parameters=list(model.parameters()),
+        features=features,
+        feature_sources=sources,
+        scale=0.5 * 4.0,
+        grad_scale=4.0,
+    )
     balancer.backward(losses, ctx)
     balancer.finish(ctx)
     for name, (expected, got) in zip([n for n, _ in model.named_parameters()], zip(grads(reference), grads(model))):
@@ -344,8 +350,11 @@ def test_unknown_options_name_the_valid_ones():
         make("pcgrad", c=0.4)
     with pytest.raises(ConfigError, match="wrt"):
         make("upgrad", wrtt="features")
-    with pytest.raises(ConfigError, match=r"option 'balancer.options.wrt' for 'upgrad' must be Literal\['parameters', 'features'\], "
-                                          "got 'activations'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"option 'balancer.options.wrt' for 'upgrad' must be Literal\['parameters', 'features'\], "
+        "got 'activations'",
+    ):
         make("upgrad", wrt="activations")
 
 

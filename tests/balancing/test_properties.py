@@ -9,6 +9,5 @@ from tests.balancing.properties import (
 )
 
 
-class TestEveryBalancer(DeterministicProperty, StateRoundTripProperty, PermutationProperty, NonConflictingProperty,
-                        DescentProperty):
+class TestEveryBalancer(DeterministicProperty, StateRoundTripProperty, PermutationProperty, NonConflictingProperty, DescentProperty):
     """The registry's methods, each property parametrised over ``BALANCERS.names()``."""

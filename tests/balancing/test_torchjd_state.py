@@ -27,11 +27,20 @@ def test_the_installed_torchjd_is_supported():
     assert is_supported(torchjd_state.installed_version()), (torchjd_state.installed_version(), SUPPORTED)
 
 
-@pytest.mark.parametrize(("version", "supported"), [
-    ("0.18.0", True), ("0.18.7", True), ("0.18.1rc1", True),
-    ("0.19.0", False), ("0.19.0rc1", False), ("0.17.0", False), ("1.18.0", False), ("0.180.0", False),
-    ("unknown (no package metadata)", False),
-])
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        ("0.18.0", True),
+        ("0.18.7", True),
+        ("0.18.1rc1", True),
+        ("0.19.0", False),
+        ("0.19.0rc1", False),
+        ("0.17.0", False),
+        ("1.18.0", False),
+        ("0.180.0", False),
+        ("unknown (no package metadata)", False),
+    ],
+)
 def test_the_supported_range_is_0_18(version, supported):
     assert is_supported(version) is supported
 
@@ -109,8 +118,7 @@ def test_balancer_state_round_trips_in_the_checkpoint_format(name):
     resumed = make(name, ["a", "b", "c"])
     resumed.load_state_dict(state)
     # nash_mtl restores α as float32 (see StateRoundTripProperty.APPROXIMATE); gradvac is exact
-    assert_equal_outputs(run(straight, steps[2:], first=3), run(resumed, steps[2:], first=3),
-                         tolerance=1e-7 if name == "nash_mtl" else 0.0)
+    assert_equal_outputs(run(straight, steps[2:], first=3), run(resumed, steps[2:], first=3), tolerance=1e-7 if name == "nash_mtl" else 0.0)
 
 
 def _saved(state: dict) -> dict:

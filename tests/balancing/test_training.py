@@ -19,8 +19,14 @@ import torch
 from scenemtl.engine.trainer import Trainer
 from tests.balancing.properties import draws_per_step, families, is_stateful
 
-FIXED_BATCH = ["data.options.num_train=4", "data.augment.scale=null", "data.augment.flip=false",
-               "data.augment.photometric=false", "train.warmup_steps=0", "train.lr=3e-3"]
+FIXED_BATCH = [
+    "data.options.num_train=4",
+    "data.augment.scale=null",
+    "data.augment.flip=false",
+    "data.augment.photometric=false",
+    "train.warmup_steps=0",
+    "train.lr=3e-3",
+]
 
 #: the method that stands for each family in the loop, and what a resume has to restore for it
 REPRESENTATIVES = {
@@ -99,8 +105,7 @@ def test_fp16_loss_scaling_is_divided_out(tiny_config, name):
     losses = [trainer.train_step([next(iter(trainer.loader))])["loss"] for _ in range(4)]
     assert sum(losses[-1].values()) < sum(losses[0].values())
     if name == "uncertainty":  # the log-variances move the same way as in fp32
-        reference = Trainer(tiny_config(*FIXED_BATCH, f"balancer.name={name}", "train.steps=4", "name=fp32"),
-                            progress=False, log=False)
+        reference = Trainer(tiny_config(*FIXED_BATCH, f"balancer.name={name}", "train.steps=4", "name=fp32"), progress=False, log=False)
         for _ in range(4):
             reference.train_step([next(iter(reference.loader))])
         moved = trainer.balancer.scalarizer.log_var.detach() + 0.5
@@ -111,8 +116,7 @@ def test_fp16_loss_scaling_is_divided_out(tiny_config, name):
 
 
 def test_weights_are_logged_per_task(tiny_config):
-    trainer = Trainer(tiny_config("balancer.name=upgrad", "train.steps=2", "train.log_every=1", "name=logged"),
-                      progress=False)
+    trainer = Trainer(tiny_config("balancer.name=upgrad", "train.steps=2", "train.log_every=1", "name=logged"), progress=False)
     trainer.fit()
     records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     weights = [r["weight"] for r in records if r["kind"] == "train"]

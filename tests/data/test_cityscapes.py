@@ -27,12 +27,49 @@ CITIES = {"train": {"aachen": 2, "bochum": 2}, "val": {"frankfurt": 2}, "test": 
 # disparity PNG values written, and the image's green channel that encodes each (index × 30)
 P_VALUES = [0, 1, 2, 257, 513, 2049, 30000]
 # cityscapesScripts' label id → train id, and DenseMTL's cls16 (written out here, not imported)
-TRAIN_19 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14,
-            28: 15, 31: 16, 32: 17, 33: 18}
-TRAIN_16 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 23: 9, 24: 10, 25: 11, 26: 12, 28: 13,
-            32: 14, 33: 15}
-CATEGORY_7 = {7: 0, 8: 0, 11: 1, 12: 1, 13: 1, 17: 2, 19: 2, 20: 2, 21: 3, 22: 3, 23: 4, 24: 5, 25: 5, 26: 6, 27: 6,
-              28: 6, 31: 6, 32: 6, 33: 6}
+TRAIN_19 = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
+TRAIN_16 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 23: 9, 24: 10, 25: 11, 26: 12, 28: 13, 32: 14, 33: 15}
+CATEGORY_7 = {
+    7: 0,
+    8: 0,
+    11: 1,
+    12: 1,
+    13: 1,
+    17: 2,
+    19: 2,
+    20: 2,
+    21: 3,
+    22: 3,
+    23: 4,
+    24: 5,
+    25: 5,
+    26: 6,
+    27: 6,
+    28: 6,
+    31: 6,
+    32: 6,
+    33: 6,
+}
 
 
 def expected_labels(ids: np.ndarray, table: dict) -> np.ndarray:
@@ -65,8 +102,10 @@ def write_cityscapes(root: Path, size=(16, 32), small: bool = False, cities: dic
                 Image.fromarray(image).save(folders["leftImg8bit"] / f"{stem}_leftImg8bit.png")
                 Image.fromarray(ids, mode="L").save(folders["gtFine"] / f"{stem}_gtFine_labelIds.png")
                 Image.fromarray(p).save(folders["disparity"] / f"{stem}_disparity.png")
-                camera = {"extrinsic": {"baseline": 0.2 + 0.01 * k, "pitch": 0.04, "x": 1.7},
-                          "intrinsic": {"fx": 2000.0 + k, "fy": 2000.0, "u0": w / 2, "v0": h / 2}}
+                camera = {
+                    "extrinsic": {"baseline": 0.2 + 0.01 * k, "pitch": 0.04, "x": 1.7},
+                    "intrinsic": {"fx": 2000.0 + k, "fy": 2000.0, "u0": w / 2, "v0": h / 2},
+                }
                 (folders["camera"] / f"{stem}_camera.json").write_text(json.dumps(camera))
                 if small:
                     copy = root / "leftImg8bit_small" / split / city
@@ -87,8 +126,12 @@ def test_release_reads_into_the_contract(tmp_path):
     root = write_cityscapes(tmp_path / "cityscapes")
     train = Cityscapes(str(root), "train", ["semseg", "depth"])
     assert len(train) == 4 and len(Cityscapes(str(root), "test", ["semseg"])) == 1
-    assert [train.sample_id(i) for i in range(4)] == ["aachen_000000_000019", "aachen_000001_000020",
-                                                      "bochum_000000_000019", "bochum_000001_000020"]
+    assert [train.sample_id(i) for i in range(4)] == [
+        "aachen_000000_000019",
+        "aachen_000001_000020",
+        "bochum_000000_000019",
+        "bochum_000001_000020",
+    ]
     sample = train.sample(1)
     stem = "aachen_000001_000020"
     image = np.array(Image.open(root / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png"))
@@ -109,14 +152,11 @@ def test_release_reads_into_the_contract(tmp_path):
 def test_class_sets_16_and_7(tmp_path):
     root = write_cityscapes(tmp_path / "cityscapes")
     ids = stored(root, "val", "frankfurt_000000_000019")[0]
-    assert np.array_equal(Cityscapes16(str(root), "val", ["semseg"]).sample(0)["semseg"].numpy(),
-                          expected_labels(ids, TRAIN_16))
-    assert np.array_equal(Cityscapes7(str(root), "val", ["semseg"]).sample(0)["semseg"].numpy(),
-                          expected_labels(ids, CATEGORY_7))
+    assert np.array_equal(Cityscapes16(str(root), "val", ["semseg"]).sample(0)["semseg"].numpy(), expected_labels(ids, TRAIN_16))
+    assert np.array_equal(Cityscapes7(str(root), "val", ["semseg"]).sample(0)["semseg"].numpy(), expected_labels(ids, CATEGORY_7))
     names16 = Cityscapes16.info.class_names["semseg"]
     assert len(names16) == 16 and not {"truck", "terrain", "train"} & set(names16) and names16[13] == "bus"
-    assert Cityscapes7.info.class_names["semseg"] == ["flat", "construction", "object", "nature", "sky", "human",
-                                                      "vehicle"]
+    assert Cityscapes7.info.class_names["semseg"] == ["flat", "construction", "object", "nature", "sky", "human", "vehicle"]
     assert Cityscapes16.info.palettes["semseg"].shape == (16, 3) and Cityscapes7.info.palettes["semseg"].shape == (7, 3)
 
 
@@ -132,7 +172,8 @@ def test_small_copy_resamples_labels_and_depth_to_its_images(tmp_path):
     assert dataset.release_sizes == () and "leftImg8bit_small" in dataset.variant
     # a map of another aspect ratio than its image is still an error
     Image.fromarray(np.zeros((16, 20), np.uint8), mode="L").save(
-        root / "gtFine" / "val" / "frankfurt" / "frankfurt_000001_000020_gtFine_labelIds.png")
+        root / "gtFine" / "val" / "frankfurt" / "frankfurt_000001_000020_gtFine_labelIds.png"
+    )
     with pytest.raises(DataError, match=r"labelIds.png: the semseg map is 16×20 but its image .* is 8×16"):
         dataset.sample(1)
 
@@ -182,7 +223,8 @@ def test_data_check_reports_ok_then_every_planted_defect(tmp_path):
     png = root / "disparity" / "train" / "aachen" / "aachen_000001_000020_disparity.png"
     png.write_bytes(png.read_bytes()[: len(png.read_bytes()) // 2])  # truncated PNG
     Image.fromarray(np.zeros((12, 32), np.uint8), mode="L").save(
-        train / "bochum" / "bochum_000000_000019_gtFine_labelIds.png")  # wrong size
+        train / "bochum" / "bochum_000000_000019_gtFine_labelIds.png"
+    )  # wrong size
     (train / "bochum" / "bochum_000001_000020_gtFine_labelIds.png").unlink()  # an image without its labels
     report = check_dataset("cityscapes", str(root))
     text = "\n".join(report.problems)
@@ -294,20 +336,43 @@ def test_npy_broken_copies_and_data_check(tmp_path):
     assert len(report.problems) == 5 and report.samples["train"] == 6
 
 
-@pytest.mark.parametrize("config, overrides", [
-    ("cityscapes/hps.yaml", ["data.options.size=null", "data.eval_pad=[16,32]", "model.backbone.options={}"]),
-    ("cityscapes_npy/hps.yaml", []),
-    ("cityscapes_npy/mtan.yaml", ["model.options.filters=[4,8,8,16,16]"]),
-])
+@pytest.mark.parametrize(
+    "config, overrides",
+    [
+        ("cityscapes/hps.yaml", ["data.options.size=null", "data.eval_pad=[16,32]", "model.backbone.options={}"]),
+        ("cityscapes_npy/hps.yaml", []),
+        ("cityscapes_npy/mtan.yaml", ["model.options.filters=[4,8,8,16,16]"]),
+    ],
+)
 def test_recipes_train_and_evaluate_on_the_releases(tmp_path, monkeypatch, config, overrides):
     monkeypatch.setenv("SCENEMTL_CITYSCAPES", str(write_cityscapes(tmp_path / "cityscapes")))
     monkeypatch.setenv("SCENEMTL_CITYSCAPES_NPY", str(write_cityscapes_npy(tmp_path / "cityscapes2")))
-    hps = ["model.backbone.name=test_resnet", "model.backbone.weights=null", "model.options.head_channels=8",
-           "model.options.decoder_stride=8"] if "hps" in config else []
-    cfg = load_config(CONFIGS / config, [
-        f"out_dir={tmp_path / 'runs' / '{name}'}", "train.steps=2", "train.decay_every=1", "train.eval_every=0",
-        "train.checkpoint_every=0", "data.num_workers=0", "data.batch_size=2", "data.eval_batch_size=2",
-        "train.device=cpu", *hps, *overrides])
+    hps = (
+        [
+            "model.backbone.name=test_resnet",
+            "model.backbone.weights=null",
+            "model.options.head_channels=8",
+            "model.options.decoder_stride=8",
+        ]
+        if "hps" in config
+        else []
+    )
+    cfg = load_config(
+        CONFIGS / config,
+        [
+            f"out_dir={tmp_path / 'runs' / '{name}'}",
+            "train.steps=2",
+            "train.decay_every=1",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+            "data.num_workers=0",
+            "data.batch_size=2",
+            "data.eval_batch_size=2",
+            "train.device=cpu",
+            *hps,
+            *overrides,
+        ],
+    )
     assert cfg.train.optimizer == "adam" and cfg.train.schedule == "step" and not cfg.train.init_output_bias
     trainer = Trainer(cfg, progress=False, log=False)
     report = trainer.fit()

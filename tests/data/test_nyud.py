@@ -41,8 +41,9 @@ def write_nyud(root: Path, mt: bool = False, ids=(("0001", "0002", "0003"), ("00
         for i in split_ids:
             labels = scene_labels(rng, h, w)
             image = np.stack([labels * 6, rng.integers(0, 256, (h, w)), rng.integers(0, 256, (h, w))], -1)
-            Image.fromarray(image.astype(np.uint8)).save(root / "images" / f"{i}.{'jpg' if mt else 'png'}",
-                                                        **({"quality": 100} if mt else {}))
+            Image.fromarray(image.astype(np.uint8)).save(
+                root / "images" / f"{i}.{'jpg' if mt else 'png'}", **({"quality": 100} if mt else {})
+            )
             Image.fromarray(labels, mode="L").save(root / "segmentation" / f"{i}.png")
             depth = np.where(labels > 0, 1 + labels / 10, 0).astype(np.float32)
             np.save(root / "depth" / f"{i}.npy", depth)
@@ -123,6 +124,7 @@ def test_data_check_reports_ok_then_every_planted_defect(tmp_path, capsys):
     assert len(split_missing.problems) == 1
     assert split_missing.problems[0].startswith(f"split train: missing split file {root / 'gt_sets' / 'train.txt'}")
 
+
 def test_recipe_augmentation_keeps_every_target_aligned(tmp_path, monkeypatch):
     root = write_nyud(tmp_path / "NYUDv2", size=(40, 48))
     monkeypatch.setenv("SCENEMTL_NYUD", str(root))
@@ -153,14 +155,26 @@ def test_recipe_augmentation_keeps_every_target_aligned(tmp_path, monkeypatch):
 
 def test_recipe_trains_and_evaluates_from_the_command_line(tmp_path, capsys):
     root = write_nyud(tmp_path / "NYUDv2", ids=(("a", "b", "c", "d"), ("e", "f")), size=(32, 40))
-    shrink = [f"data.root={root}", f"out_dir={tmp_path / 'runs'}", "model.backbone.name=test_resnet",
-              "model.backbone.weights=null", "model.options.head_channels=8", "model.options.decoder_stride=8",
-              "data.augment.crop=[32,40]", "data.eval_pad=[32,40]", "data.batch_size=2", "data.eval_batch_size=2",
-              "data.num_workers=0", "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"]
+    shrink = [
+        f"data.root={root}",
+        f"out_dir={tmp_path / 'runs'}",
+        "model.backbone.name=test_resnet",
+        "model.backbone.weights=null",
+        "model.options.head_channels=8",
+        "model.options.decoder_stride=8",
+        "data.augment.crop=[32,40]",
+        "data.eval_pad=[32,40]",
+        "data.batch_size=2",
+        "data.eval_batch_size=2",
+        "data.num_workers=0",
+        "train.steps=2",
+        "train.device=cpu",
+        "train.eval_every=0",
+        "train.checkpoint_every=0",
+    ]
     config = str(CONFIGS / "hps.yaml")
     assert main(["train", config, "--quiet", *[x for item in shrink for x in ("--set", item)]]) == 0
-    assert main(["eval", config, "--quiet", "--checkpoint", str(tmp_path / "runs"),
-                 *[x for item in shrink for x in ("--set", item)]]) == 0
+    assert main(["eval", config, "--quiet", "--checkpoint", str(tmp_path / "runs"), *[x for item in shrink for x in ("--set", item)]]) == 0
     results = json.loads(next((tmp_path / "runs" / "eval").glob("results_val_step2.json")).read_text())
     metrics = results["metrics"]
     assert set(metrics) == set(TASKS) and 0 <= metrics["semseg"]["miou"] <= 1 and metrics["depth"]["rmse"] > 0

@@ -78,11 +78,23 @@ def test_broken_copies_name_the_file_and_the_fix(tmp_path):
 def test_mtan_recipe_trains_on_the_release(tmp_path, monkeypatch, config, balancer):
     root = write_nyuv2_13(tmp_path / "nyuv2", counts=(4, 2))
     monkeypatch.setenv("SCENEMTL_NYUV2_13", str(root))
-    narrow = ["model.options.filters=[4,8,8,16,16]"] if config != "stl.yaml" else \
-        ["model.options.per_task_options={filters: [4, 8, 8, 16, 16]}"]
-    cfg = load_config(CONFIGS / config, [
-        f"out_dir={tmp_path / 'runs' / '{name}'}", "train.steps=3", "train.decay_every=2", "train.eval_every=0",
-        "train.checkpoint_every=0", "data.num_workers=0", "train.device=cpu", f"balancer.name={balancer}", *narrow])
+    narrow = (
+        ["model.options.filters=[4,8,8,16,16]"] if config != "stl.yaml" else ["model.options.per_task_options={filters: [4, 8, 8, 16, 16]}"]
+    )
+    cfg = load_config(
+        CONFIGS / config,
+        [
+            f"out_dir={tmp_path / 'runs' / '{name}'}",
+            "train.steps=3",
+            "train.decay_every=2",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+            "data.num_workers=0",
+            "train.device=cpu",
+            f"balancer.name={balancer}",
+            *narrow,
+        ],
+    )
     assert cfg.train.optimizer == "adam" and cfg.train.schedule == "step" and cfg.data.batch_size == 2
     trainer = Trainer(cfg, progress=False, log=False)
     report = trainer.fit()

@@ -42,8 +42,7 @@ def test_maps_round_trip_as_json_and_published_flag_files_import(tmp_path):
     write_availability(tmp_path / "labels.json", labels, TASKS, "random-labels", 1)
     assert json.loads((tmp_path / "labels.json").read_text())["setting"] == "random-labels"
     assert read_availability(tmp_path / "labels.json", TASKS) == labels
-    assert read_availability(tmp_path / "labels.json", ["semseg"]) == {k: [t for t in v if t == "semseg"]
-                                                                       for k, v in labels.items()}
+    assert read_availability(tmp_path / "labels.json", ["semseg"]) == {k: [t for t in v if t == "semseg"] for k, v in labels.items()}
     flags = {"2008_000002": [1, 0, 0, 0, 0], "2008_000003": [0, 1, 1, 0, 1]}  # semseg, parts, sal, normals, edge
     np.save(tmp_path / "onelabel.npy", flags, allow_pickle=True)
     torch.save({k: torch.tensor(v) for k, v in flags.items()}, tmp_path / "onelabel.pth")
@@ -77,8 +76,14 @@ def test_a_crafted_npy_flag_file_is_refused_without_running_code(tmp_path):
 
 
 def partial_trainer(tiny_config, *overrides):
-    config = tiny_config("data.labels.setting=one-label", "data.augment.scale=null", "data.augment.flip=false",
-                         "data.augment.photometric=false", "train.init_output_bias=false", *overrides)
+    config = tiny_config(
+        "data.labels.setting=one-label",
+        "data.augment.scale=null",
+        "data.augment.flip=false",
+        "data.augment.photometric=false",
+        "train.init_output_bias=false",
+        *overrides,
+    )
     return Trainer(config, progress=False, log=False)
 
 
@@ -119,8 +124,9 @@ def test_masked_targets_do_not_reach_the_gradients_and_the_rescaling_is_the_form
     # the formula: Σ_b (T / |labelled_b|) · loss_t(sample b) / B
     output = trainer.model(batch["image"])
     task = trainer.tasks["semseg"]
-    expected = sum(5 / 2 * task.loss(output.final["semseg"][b : b + 1], batch["semseg"][b : b + 1])
-                   for b in range(len(batch["meta"]))) / len(batch["meta"])
+    expected = sum(
+        5 / 2 * task.loss(output.final["semseg"][b : b + 1], batch["semseg"][b : b + 1]) for b in range(len(batch["meta"]))
+    ) / len(batch["meta"])
     assert trainer.task_losses(output, batch)["semseg"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert losses["semseg"].item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -129,6 +135,5 @@ def test_masked_targets_do_not_reach_the_gradients_and_the_rescaling_is_the_form
 def test_every_balancer_trains_on_one_label_batches(tiny_config, name):
     trainer = partial_trainer(tiny_config, f"balancer.name={name}", "train.steps=2", f"name=partial-{name}")
     report = trainer.fit()
-    assert all(math.isfinite(v) for metrics in report["metrics"].values() for v in metrics.values()
-               if isinstance(v, float))
+    assert all(math.isfinite(v) for metrics in report["metrics"].values() for v in metrics.values() if isinstance(v, float))
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

@@ -14,8 +14,7 @@ from scipy.io import savemat
 from scenemtl.config import load_config
 from scenemtl.data import pascal_context as pc
 from scenemtl.data.check import check_dataset
-from scenemtl.data.pascal_context import (CONTEXT_RELEASE, MT_RELEASE, NORMALS_CLASSES, PART_CLASSES, PascalContext,
-                                          label_edges)
+from scenemtl.data.pascal_context import CONTEXT_RELEASE, MT_RELEASE, NORMALS_CLASSES, PART_CLASSES, PascalContext, label_edges
 from scenemtl.engine.builder import build_tasks, build_transform, dataset_info
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ConfigError, DataError
@@ -68,8 +67,16 @@ def write_pascal(root: Path, splits=SPLITS, sizes=SIZES, no_person=("2008_000002
     and −0.6 where s % 4 == 2; saliency = s ≥ 10; the person's head mask is s == 15 and torso mask s == 16.
     """
     rng = np.random.default_rng(3)
-    for folder in ("ImageSets/Context", "JPEGImages", "semseg/VOC12", "semseg/pascal-context", "human_parts",
-                   "normals_distill", "sal_distill", "pascal-context/trainval"):
+    for folder in (
+        "ImageSets/Context",
+        "JPEGImages",
+        "semseg/VOC12",
+        "semseg/pascal-context",
+        "human_parts",
+        "normals_distill",
+        "sal_distill",
+        "pascal-context/trainval",
+    ):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for split, ids in splits.items():
         (root / "ImageSets" / "Context" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
@@ -90,12 +97,13 @@ def write_pascal(root: Path, splits=SPLITS, sizes=SIZES, no_person=("2008_000002
             if image_id in no_person:
                 write_parts(root / "human_parts" / f"{image_id}.mat", [dog])
             else:
-                write_parts(root / "human_parts" / f"{image_id}.mat",
-                            [dog, ("person", 15, np.isin(s, (15, 16)), [("head", s == 15), ("torso", s == 16)])])
+                write_parts(
+                    root / "human_parts" / f"{image_id}.mat",
+                    [dog, ("person", 15, np.isin(s, (15, 16)), [("head", s == 15), ("torso", s == 16)])],
+                )
             nx = np.where(s % 4 == 0, 0.6, -0.6)
             normals = np.stack([nx, np.zeros_like(nx), np.full_like(nx, 0.8)], -1)
-            Image.fromarray(np.rint((normals + 1) * 255 / 2).astype(np.uint8)).save(
-                root / "normals_distill" / f"{image_id}.png")
+            Image.fromarray(np.rint((normals + 1) * 255 / 2).astype(np.uint8)).save(root / "normals_distill" / f"{image_id}.png")
             sal = np.where(s >= 10, rng.integers(129, 256, (h, w)), rng.integers(0, 128, (h, w)))
             Image.fromarray(sal.astype(np.uint8), mode="L").save(root / "sal_distill" / f"{image_id}.png")
             savemat(root / "pascal-context" / "trainval" / f"{image_id}.mat", {"LabelMap": context_of(s)})
@@ -147,17 +155,25 @@ def test_human_parts_follow_the_part_table_and_ignore_rules(tmp_path):
     everything = np.ones((h, w), bool)
     names = sorted(PART_CLASSES)  # 24 PASCAL-Part person parts, one row band each (24 rows)
     person_parts = [(name, band(k, k + 1)) for k, name in enumerate(names)]
-    write_parts(path, [("person", 15, everything, person_parts[:12]),
-                       ("person", 15, everything, person_parts[12:]),
-                       ("person", 15, everything, [])])
+    write_parts(
+        path, [("person", 15, everything, person_parts[:12]), ("person", 15, everything, person_parts[12:]), ("person", 15, everything, [])]
+    )
     dataset = PascalContext(str(root), "train", ["human_parts"], people_only=False)
     parts = dataset.sample(0)["human_parts"]
     assert [int(parts[k, 0]) for k in range(24)] == [PART_CLASSES[name] for name in names]
     # the seeds' HUMAN_PART[6] table, transcribed independently of the module
     head = ["hair", "head", "lear", "lebrow", "leye", "mouth", "nose", "rear", "rebrow", "reye"]
-    assert PART_CLASSES == {**dict.fromkeys(head, 1), "neck": 2, "torso": 2, "luarm": 3, "ruarm": 3,
-                            **dict.fromkeys(["lhand", "llarm", "rhand", "rlarm"], 4), "luleg": 5, "ruleg": 5,
-                            **dict.fromkeys(["lfoot", "llleg", "rfoot", "rlleg"], 6)}
+    assert PART_CLASSES == {
+        **dict.fromkeys(head, 1),
+        "neck": 2,
+        "torso": 2,
+        "luarm": 3,
+        "ruarm": 3,
+        **dict.fromkeys(["lhand", "llarm", "rhand", "rlarm"], 4),
+        "luleg": 5,
+        "ruleg": 5,
+        **dict.fromkeys(["lfoot", "llleg", "rfoot", "rlleg"], 6),
+    }
     assert len(NORMALS_CLASSES) == 170 and NORMALS_CLASSES[427] == "tvmonitor" and 431 not in NORMALS_CLASSES
     # a later part overwrites an earlier one; pixels of the person outside its parts are background
     write_parts(path, [("person", 15, everything, [("torso", band(0, 10)), ("lhand", band(5, 8))])])
@@ -217,8 +233,11 @@ def test_parts_index_is_cached_outside_the_read_only_dataset(tmp_path, monkeypat
     monkeypatch.setattr(pc, "read_mat", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     try:
         parts_only = PascalContext(str(root), "train", ["human_parts"])  # as the seeds: images with people only
-        assert parts_only.people_only and [parts_only.sample_id(i) for i in range(len(parts_only))] == \
-            ["2008_000001", "2008_000003", "2008_000004"]
+        assert parts_only.people_only and [parts_only.sample_id(i) for i in range(len(parts_only))] == [
+            "2008_000001",
+            "2008_000003",
+            "2008_000004",
+        ]
         assert len(calls) == 4  # one read of each human_parts .mat to build the index
         index_file = parts_only.index_file
         assert index_file.is_file() and cache in index_file.parents
@@ -266,8 +285,7 @@ def test_data_check_reports_ok_then_every_planted_defect(tmp_path):
     assert not report.ok and len(report.problems) == 5, text
     assert "missing file" in text and "sal_distill/2008_000003.png" in text
     assert "cannot read distilled normals PNG" in text and "normals_distill/2008_000010.png" in text
-    assert "pascal-context/2008_000011.png: the semseg map is (10, 12) but its image 2008_000011.jpg is (28, 30)" \
-        in text
+    assert "pascal-context/2008_000011.png: the semseg map is (10, 12) but its image 2008_000011.jpg is (28, 30)" in text
     assert "human_parts/2008_000004.mat" in text
     assert "JPEGImages/2009_999999.jpg" in text
 
@@ -311,14 +329,32 @@ def test_atrc_recipe_trains_and_evaluates_on_the_release(tmp_path, monkeypatch):
     root = write_pascal(tmp_path / "PASCAL_MT")
     monkeypatch.setenv("SCENEMTL_PASCAL_CONTEXT", str(tmp_path))
     monkeypatch.setenv("SCENEMTL_CACHE", str(tmp_path / "cache"))
-    cfg = load_config(CONFIGS / "hps.yaml", [
-        f"out_dir={tmp_path / 'runs' / '{name}'}", "model.backbone.name=test_resnet", "model.backbone.weights=null",
-        "model.options.head_channels=8", "data.augment.crop=[24,24]", "data.eval_pad=[32,32]", "data.batch_size=2",
-        "data.eval_batch_size=2", "data.num_workers=0", "train.steps=2", "train.device=cpu", "train.eval_every=0",
-        "train.checkpoint_every=0"])
+    cfg = load_config(
+        CONFIGS / "hps.yaml",
+        [
+            f"out_dir={tmp_path / 'runs' / '{name}'}",
+            "model.backbone.name=test_resnet",
+            "model.backbone.weights=null",
+            "model.options.head_channels=8",
+            "data.augment.crop=[24,24]",
+            "data.eval_pad=[32,32]",
+            "data.batch_size=2",
+            "data.eval_batch_size=2",
+            "data.num_workers=0",
+            "train.steps=2",
+            "train.device=cpu",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+        ],
+    )
     assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.005 and cfg.train.schedule == "poly"
-    assert {name: t.weight for name, t in cfg.tasks.items()} == \
-        {"semseg": 1.0, "human_parts": 2.0, "saliency": 5.0, "normals": 10.0, "edge": 50.0}
+    assert {name: t.weight for name, t in cfg.tasks.items()} == {
+        "semseg": 1.0,
+        "human_parts": 2.0,
+        "saliency": 5.0,
+        "normals": 10.0,
+        "edge": 50.0,
+    }
     assert cfg.tasks["edge"].options == {"pos_weight": 0.95, "max_dist": 0.0075} and not cfg.train.init_output_bias
     report = Trainer(cfg, progress=False, log=False).fit()
     metrics = report["metrics"]

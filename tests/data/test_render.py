@@ -163,7 +163,7 @@ def test_edges_binary_on_label_changes_and_thin(scenes: list[dict[str, np.ndarra
         in_block = np.zeros_like(e)
         for di in (0, 1):
             for dj in (0, 1):
-                in_block[di:di + block.shape[0], dj:dj + block.shape[1]] |= block
+                in_block[di : di + block.shape[0], dj : dj + block.shape[1]] |= block
         # 2x2 blocks arise only at junctions, slivers and grazing surfaces (depth-jump rule)
         assert e.sum() > 0
         assert in_block.sum() < 0.5 * e.sum()
@@ -239,8 +239,14 @@ def test_empty_room() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(min_objects=4, max_objects=2), dict(min_objects=-1), dict(height=1), dict(fov_degrees=180.0),
-     dict(texture_noise=-0.1), dict(edge_depth_jump=0.0)],
+    [
+        dict(min_objects=4, max_objects=2),
+        dict(min_objects=-1),
+        dict(height=1),
+        dict(fov_degrees=180.0),
+        dict(texture_noise=-0.1),
+        dict(edge_depth_jump=0.0),
+    ],
 )
 def test_config_validation(kwargs: dict) -> None:
     with pytest.raises(ConfigError):

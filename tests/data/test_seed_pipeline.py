@@ -149,8 +149,9 @@ class Official:
             if dh == 0 and dw == 0:
                 continue
             self.events.add("padded")
-            padded = np.full((max(self.crop[0], height), max(self.crop[1], width), value.shape[2]),
-                             0 if key == "image" else FILL[key], dtype=np.float32)
+            padded = np.full(
+                (max(self.crop[0], height), max(self.crop[1], width), value.shape[2]), 0 if key == "image" else FILL[key], dtype=np.float32
+            )
             padded[dh // 2 : dh // 2 + height, dw // 2 : dw // 2 + width, :] = value
             sample[key] = padded
         return sample

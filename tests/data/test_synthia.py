@@ -232,10 +232,22 @@ def test_recipe_augmentation_flips_every_target_together(tmp_path, monkeypatch):
 def test_recipe_trains_and_evaluates(tmp_path, monkeypatch):
     root = write_synthia(tmp_path / "RAND_CITYSCAPES", count=6, size=(24, 32))
     monkeypatch.setenv("SCENEMTL_SYNTHIA", str(root))
-    cfg = load_config(CONFIGS / "hps.yaml", [
-        f"out_dir={tmp_path / 'runs' / '{name}'}", "model.backbone.name=test_resnet", "model.backbone.weights=null",
-        "model.options.head_channels=8", "data.options.resize=null", "data.eval_pad=[24,32]", "data.num_workers=0",
-        "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"])
+    cfg = load_config(
+        CONFIGS / "hps.yaml",
+        [
+            f"out_dir={tmp_path / 'runs' / '{name}'}",
+            "model.backbone.name=test_resnet",
+            "model.backbone.weights=null",
+            "model.options.head_channels=8",
+            "data.options.resize=null",
+            "data.eval_pad=[24,32]",
+            "data.num_workers=0",
+            "train.steps=2",
+            "train.device=cpu",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+        ],
+    )
     assert cfg.train.optimizer == "adam" and cfg.train.schedule == "step" and cfg.train.decay_every == 30000
     assert cfg.data.batch_size == 2 and cfg.train.grad_clip == 10.0 and not cfg.train.init_output_bias
     assert cfg.tasks["semseg"].weight == 50.0 and cfg.model.backbone.options == {"output_stride": 16}

@@ -152,8 +152,9 @@ def test_photometric_distortion_changes_only_the_image(tasks, dataset):
 
 
 def test_augmentation_is_a_function_of_the_seed(tasks, dataset):
-    pipeline = T.Compose([T.RandomScale(tasks, 0.5, 2.0), T.RandomCrop(tasks, None), T.RandomHorizontalFlip(tasks),
-                          T.PhotometricDistortion()])
+    pipeline = T.Compose(
+        [T.RandomScale(tasks, 0.5, 2.0), T.RandomCrop(tasks, None), T.RandomHorizontalFlip(tasks), T.PhotometricDistortion()]
+    )
     a = pipeline(fresh(dataset), np.random.default_rng(7))
     b = pipeline(fresh(dataset), np.random.default_rng(7))
     c = pipeline(fresh(dataset), np.random.default_rng(8))

@@ -139,7 +139,7 @@ def test_split_is_densemtls_on_the_same_frames(tmp_path):
 
     def to_id(path: str) -> str:
         parts = path.split("/")
-        return f"{parts[-6]}/{parts[-5]}/{parts[-2]}/{parts[-1][len('rgb_'):-len('.jpg')]}"
+        return f"{parts[-6]}/{parts[-5]}/{parts[-2]}/{parts[-1][len('rgb_') : -len('.jpg')]}"
 
     cut = int(len(files) * 0.8)
     train = VirtualKitti2(str(root), "train", ["semseg"]).ids
@@ -224,10 +224,22 @@ def test_recipe_augmentation_flips_every_target_together(tmp_path, monkeypatch):
 def test_recipe_trains_and_evaluates(tmp_path, monkeypatch):
     root = write_vkitti2(tmp_path / "vkitti2", frames=(("Scene01", 4), ("Scene02", 2)), size=(24, 32))
     monkeypatch.setenv("SCENEMTL_VKITTI2", str(root))
-    cfg = load_config(CONFIGS / "hps.yaml", [
-        f"out_dir={tmp_path / 'runs' / '{name}'}", "model.backbone.name=test_resnet", "model.backbone.weights=null",
-        "model.options.head_channels=8", "data.options.resize=null", "data.eval_pad=[24,32]", "data.num_workers=0",
-        "train.steps=2", "train.device=cpu", "train.eval_every=0", "train.checkpoint_every=0"])
+    cfg = load_config(
+        CONFIGS / "hps.yaml",
+        [
+            f"out_dir={tmp_path / 'runs' / '{name}'}",
+            "model.backbone.name=test_resnet",
+            "model.backbone.weights=null",
+            "model.options.head_channels=8",
+            "data.options.resize=null",
+            "data.eval_pad=[24,32]",
+            "data.num_workers=0",
+            "train.steps=2",
+            "train.device=cpu",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+        ],
+    )
     assert cfg.train.optimizer == "adam" and cfg.train.decay_gamma == 0.1 and cfg.train.steps == 2
     assert cfg.tasks["depth"].options == {} and cfg.eval.protocol == "densemtl"
     report = Trainer(cfg, progress=False, log=False).fit()

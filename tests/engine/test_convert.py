@@ -65,16 +65,17 @@ def test_trained_model_as_an_official_file_converts_evaluates_and_predicts(arch,
     out_dir = tmp_path / "pred"
     assert main(["predict", str(image), "--checkpoint", str(official), "--out", str(out_dir), "--quiet"]) == 2
     assert "--config" in capsys.readouterr().err
-    assert main(["predict", str(image), "--checkpoint", str(official), "--config", str(config_file),
-                 "--out", str(out_dir), "--quiet"]) == 0
+    assert main(["predict", str(image), "--checkpoint", str(official), "--config", str(config_file), "--out", str(out_dir), "--quiet"]) == 0
     assert np.load(out_dir / "depth" / "photo.npy").shape == (37, 53)
 
 
 def test_convert_refuses_a_file_for_other_tasks(tmp_path, capsys):
     config_file = write_config(tmp_path, "invpt")
     other = tmp_path / "other.pth.tar"
-    torch.save({"model": {"module.multi_task_decoder.x.weight": torch.zeros(1), "module.heads.sal.linear_pred.weight":
-                          torch.zeros(2, 1, 1, 1)}}, other)
+    torch.save(
+        {"model": {"module.multi_task_decoder.x.weight": torch.zeros(1), "module.heads.sal.linear_pred.weight": torch.zeros(2, 1, 1, 1)}},
+        other,
+    )
     assert main(["convert", str(config_file), str(other), "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "does not fit this InvPT model" in err and "heads for ['sal']" in err and "Traceback" not in err
@@ -87,6 +88,5 @@ def test_predict_refuses_a_config_beside_a_scenemtl_checkpoint(tmp_path, capsys)
     image = tmp_path / "photo.png"
     Image.fromarray(np.zeros((32, 48, 3), dtype=np.uint8)).save(image)
     run = load_config(config_file).run_dir
-    assert main(["predict", str(image), "--checkpoint", str(run), "--config", str(config_file),
-                 "--out", str(tmp_path / "p")]) == 2
+    assert main(["predict", str(image), "--checkpoint", str(run), "--config", str(config_file), "--out", str(tmp_path / "p")]) == 2
     assert "drop --config" in capsys.readouterr().err

@@ -8,8 +8,15 @@ from scenemtl.engine.demo import MARKER, run_demo
 from scenemtl.errors import ScenemtlError
 from scenemtl.metrics import relative_change
 
-TINY = ["data.options.height=32", "data.options.width=48", "data.options.num_train=16", "data.options.num_val=8",
-        "data.batch_size=4", "model.options.head_channels=8", "train.device=cpu"]
+TINY = [
+    "data.options.height=32",
+    "data.options.width=48",
+    "data.options.num_train=16",
+    "data.options.num_val=8",
+    "data.batch_size=4",
+    "model.options.head_channels=8",
+    "train.device=cpu",
+]
 
 
 def test_demo_writes_a_report_with_baselines_and_checks(tmp_path, capsys):

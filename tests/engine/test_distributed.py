@@ -54,16 +54,17 @@ def test_two_processes_train_like_one_with_the_same_global_batch(config_file, tm
     # a learned loss weighting (the model's gradients go through DDP's hooks, its log-variances are
     # averaged by hand: they live outside DDP) and a gradient aggregator (the Jacobian is averaged
     # over processes before it is aggregated, and the loop all-reduces the rest itself)
-    run([*TORCHRUN, *CLI, "train", str(config_file), "--quiet", "--set", f"balancer.name={balancer}", "--set", "name=ddp"],
-        tmp_path)
+    run([*TORCHRUN, *CLI, "train", str(config_file), "--quiet", "--set", f"balancer.name={balancer}", "--set", "name=ddp"], tmp_path)
     # one process: batch 4 × 2 accumulation steps = the global batch of 2 processes × 4
     train_in_this_process(config_file, f"balancer.name={balancer}", "name=one", "train.accumulation=2")
     ddp, one = parameters(tmp_path / "runs" / "ddp"), parameters(tmp_path / "runs" / "one")
     assert ddp.keys() == one.keys()
     for key in ddp:
         assert (ddp[key] - one[key]).abs().max() <= 1e-5, key
-    states = [torch.load(sorted((tmp_path / "runs" / name / "checkpoints").glob("step_*"))[-1] / "trainer.pt",
-                         weights_only=True)["balancer"] for name in ("ddp", "one")]
+    states = [
+        torch.load(sorted((tmp_path / "runs" / name / "checkpoints").glob("step_*"))[-1] / "trainer.pt", weights_only=True)["balancer"]
+        for name in ("ddp", "one")
+    ]
     assert states[0].keys() == states[1].keys()
     for key, value in states[0].items():
         if isinstance(value, torch.Tensor):

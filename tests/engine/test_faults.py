@@ -50,8 +50,7 @@ def config_file(tmp_path):
 def cli(tmp_path: Path, *args: str, runner: bool = False) -> subprocess.Popen:
     prefix = [sys.executable, "-c", RUNNER] if runner else [sys.executable, "-m", "scenemtl.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([*prefix, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen([*prefix, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen, code: int = 0) -> str:
@@ -145,8 +144,9 @@ def test_nan_loss_is_named_or_skipped_and_counted(tiny_config):
         before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         assert trainer.train_step([batch])["skipped"] and trainer.skipped == 1
         after = trainer.model.state_dict()
-        unchanged = [torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before
-                     if "running" not in k and "num_batches" not in k]
+        unchanged = [
+            torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before if "running" not in k and "num_batches" not in k
+        ]
         assert all(unchanged)  # no optimiser step
         assert trainer.state()["skipped"] == 1
 

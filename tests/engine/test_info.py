@@ -58,8 +58,9 @@ def test_cli_prints_the_table_and_asks_for_a_size_when_the_config_has_none(tiny_
 def test_transformers_report_their_official_layout_attention_and_published_figures(tiny_config):
     from scenemtl.engine.info import published
 
-    config = tiny_config("model.arch=taskprompter", "model.backbone.name=test_vit",
-                         "model.options={img_size: [32, 48], embed_dim: 8, final_embed_dim: 8}")
+    config = tiny_config(
+        "model.arch=taskprompter", "model.backbone.name=test_vit", "model.options={img_size: [32, 48], embed_dim: 8, final_embed_dim: 8}"
+    )
     info = model_info(config, size=(32, 48), reach_size=(32, 48))
     # the official layout adds the last block's unused feedback (2×3 pixels → 64) and the second
     # channel of the two-class saliency head (8 inputs + bias)

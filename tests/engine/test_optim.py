@@ -34,6 +34,7 @@ def test_bf16_autocast_and_grad_clipping_train(tiny_config):
     trainer = Trainer(tiny_config("train.precision=bf16", "train.grad_clip=0.01", "train.steps=2"), progress=False, log=False)
     seen = {}
     conv = next(m for m in trainer.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+
     def remember_dtype(module, inputs, output):
         seen.setdefault("dtype", output.dtype)
 
@@ -59,8 +60,7 @@ def test_bf16_autocast_and_grad_clipping_train(tiny_config):
 def test_step_schedule_halves_the_rate_every_decay_steps():
     from scenemtl.errors import ConfigError
 
-    config = TrainConfig(steps=10, lr=1e-4, optimizer="adam", warmup_steps=0, schedule="step", decay_every=4,
-                         decay_gamma=0.5)
+    config = TrainConfig(steps=10, lr=1e-4, optimizer="adam", warmup_steps=0, schedule="step", decay_every=4, decay_gamma=0.5)
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = build_optimizer(config, [param])
     scheduler = build_scheduler(config, optimizer)

@@ -21,8 +21,7 @@ def test_fp16_uses_a_gradient_scaler_that_is_checkpointed(tiny_config):
     assert seen and seen[0] == torch.float16  # autocast really ran in half precision
     state = ckpt.load_trainer_state(ckpt.list_checkpoints(trainer.checkpoint_dir)[-1])
     assert state["scaler"]["scale"] > 0
-    resumed = Trainer(tiny_config("train.precision=fp16", "train.steps=3", "train.grad_clip=1.0"), resume=True,
-                      progress=False)
+    resumed = Trainer(tiny_config("train.precision=fp16", "train.steps=3", "train.grad_clip=1.0"), resume=True, progress=False)
     assert resumed.scaler.get_scale() == trainer.scaler.get_scale()
 
 
@@ -38,8 +37,7 @@ def grads(trainer: Trainer, batches: list) -> dict:
 def test_activation_checkpointing_gives_the_same_gradients(tiny_config):
     batch = next(iter(Trainer(tiny_config("name=data"), progress=False, log=False).loader))
     plain = grads(Trainer(tiny_config("name=plain"), progress=False, log=False), [batch])
-    saved = grads(Trainer(tiny_config("name=ckpt", "train.activation_checkpointing=true"), progress=False, log=False),
-                  [batch])
+    saved = grads(Trainer(tiny_config("name=ckpt", "train.activation_checkpointing=true"), progress=False, log=False), [batch])
     assert plain.keys() == saved.keys()
     for name in plain:
         assert torch.allclose(plain[name], saved[name], atol=1e-6, rtol=1e-4), name

@@ -70,8 +70,11 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tiny_config):
 
 
 @pytest.mark.slow
-def test_a_second_cli_training_exits_2_while_the_first_runs_and_sigterm_exits_75(config_file, tmp_path,  # noqa: F811
-                                                                                  capsys):
+def test_a_second_cli_training_exits_2_while_the_first_runs_and_sigterm_exits_75(
+    config_file,  # noqa: F811
+    tmp_path,
+    capsys,
+):
     run = tmp_path / "runs" / "busy"
     first = run_cli(tmp_path, "train", str(config_file), "--quiet", "--set", "name=busy", "--set", "train.steps=100000")
     wait_for(lambda: (run / "metrics.jsonl").exists() and '"train"' in (run / "metrics.jsonl").read_text(), first)
@@ -101,13 +104,18 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_says_so(tiny
     trainer.fit()
     previous = ckpt.list_checkpoints(trainer.checkpoint_dir)[-1]
     if failure == "safetensors":  # what safetensors raises when the disk fills up
+
         def full(*args, **kwargs):
-            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                                  'message: "No space left on device" })')
+            raise SafetensorError(
+                'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+            )
+
         monkeypatch.setattr(ckpt, "save_file", full)
     else:  # torch's zip writer says only "unexpected pos"; the free space tells
+
         def cryptic(*args, **kwargs):
             raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4352 vs 4240")
+
         monkeypatch.setattr(ckpt.torch, "save", cryptic)
         monkeypatch.setattr(storage.shutil, "disk_usage", lambda path: Usage(total=10**9, used=10**9 - 4096, free=4096))
     trainer.step = 3
@@ -134,8 +142,11 @@ def test_a_read_only_run_folder_fails_before_any_work(tiny_config, monkeypatch, 
     monkeypatch.setattr(storage, "open", refusing_open, raising=False)
     monkeypatch.setattr(builder, "build_dataset", lambda *a, **k: pytest.fail("work started"))
     try:
-        with pytest.raises(storage.StorageError, match=r"cannot write the run folder in .*runs/tiny: the file system "
-                                                        r"is read-only; set out_dir"):
+        with pytest.raises(
+            storage.StorageError,
+            match=r"cannot write the run folder in .*runs/tiny: the file system "
+            r"is read-only; set out_dir",
+        ):
             Trainer(tiny_config(), progress=False, log=False)
     finally:
         folder.chmod(stat.S_IRWXU)
@@ -148,8 +159,9 @@ def test_eval_refuses_a_read_only_results_folder_before_evaluating(tiny_config, 
     trainer.fit()
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(trainer.config.to_dict()))
-    monkeypatch.setattr(storage, "open", lambda p, *a, **k: (_ for _ in ()).throw(
-        OSError(errno.EACCES, "Permission denied", str(p))), raising=False)
+    monkeypatch.setattr(
+        storage, "open", lambda p, *a, **k: (_ for _ in ()).throw(OSError(errno.EACCES, "Permission denied", str(p))), raising=False
+    )
     monkeypatch.setattr("scenemtl.engine.evaluate.evaluate", lambda *a, **k: pytest.fail("evaluated"))
     code = cli.main(["eval", str(path), "--checkpoint", str(trainer.run_dir), "--out", str(tmp_path / "ro" / "r.json")])
     err = capsys.readouterr().err
@@ -235,8 +247,7 @@ def test_a_task_without_labelled_pixels_is_warned_about_once(tiny_config):
     train, val = builder.build_dataset(config, "train"), builder.build_dataset(config, "val")
     trainer = Trainer(config, progress=False, log=False, datasets=(_NoDepth(train), val))
     trainer.unlabelled_patience = 2
-    with pytest.warns(UserWarning, match=r"task 'depth' has had no labelled pixel in the last 2 steps \(steps 1–2\)") \
-            as caught:
+    with pytest.warns(UserWarning, match=r"task 'depth' has had no labelled pixel in the last 2 steps \(steps 1–2\)") as caught:
         trainer.fit()
     assert sum("no labelled pixel" in str(w.message) for w in caught) == 1  # once, not every step
 
@@ -272,4 +283,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-

@@ -56,12 +56,34 @@ def test_score_reads_the_seeds_formats_and_equals_the_metrics_fed_directly(tmp_p
     pred = tmp_path / "pred"
     write_predictions(pred, ["0004", "0005"], np.random.default_rng(0), extra=["9999"])
     out = tmp_path / "scores.json"
-    assert main(["score", "nyud", "--root", str(root), "--split", "val", "--pred", str(pred), "--protocol", "invpt",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "nyud",
+                "--root",
+                str(root),
+                "--split",
+                "val",
+                "--pred",
+                str(pred),
+                "--protocol",
+                "invpt",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert set(report["metrics"]) == {"edge", "semseg", "depth", "normals"} and report["protocol"] == "invpt"
-    assert sorted(report["extra_predictions"]) == ["depth/9999.npy", "edge/9999.png", "normals/9999.png",
-                                                   "semseg/9999.png"]  # listed, not scored
+    assert sorted(report["extra_predictions"]) == [
+        "depth/9999.npy",
+        "edge/9999.png",
+        "normals/9999.png",
+        "semseg/9999.png",
+    ]  # listed, not scored
     assert "seg2bmap" in report["variants"]["edge"] and out.with_suffix(".md").read_text().startswith("Protocol")
     # the edge numbers are the metric's on the PNG levels against the stored edge maps read as label images
     direct = BoundaryMetric(0.011)

@@ -27,9 +27,17 @@ def _one_thread():
 
 
 def tiny_overrides(tmp_path):
-    return [f"out_dir={tmp_path}/{{name}}", "train.steps=2", "train.log_every=1", "train.device=cpu",
-            "data.options={height: 32, width: 48, num_train: 4, num_val: 2}", "data.batch_size=2",
-            "data.eval_batch_size=2", "model.options.channels=8", "tasks.edge.boundary_metric=false"]
+    return [
+        f"out_dir={tmp_path}/{{name}}",
+        "train.steps=2",
+        "train.log_every=1",
+        "train.device=cpu",
+        "data.options={height: 32, width: 48, num_train: 4, num_val: 2}",
+        "data.batch_size=2",
+        "data.eval_batch_size=2",
+        "model.options.channels=8",
+        "tasks.edge.boundary_metric=false",
+    ]
 
 
 def test_search_writes_a_genotype_that_atrc_trains_with(tmp_path, capsys):
@@ -55,8 +63,7 @@ def test_search_writes_a_genotype_that_atrc_trains_with(tmp_path, capsys):
     assert len(logits) == 25 and any(bool(v.abs().max() > 0) for v in logits)
     assert any(json.loads(line)["kind"] == "search" for line in (run / "metrics.jsonl").read_text().splitlines())
     # ATRC with the searched genotype trains a step
-    raw = apply_overrides(load_config(CONFIG).to_dict(),
-                          [*overrides, "name=atrc", "model.arch=atrc", f"model.options.genotype={out}"])
+    raw = apply_overrides(load_config(CONFIG).to_dict(), [*overrides, "name=atrc", "model.arch=atrc", f"model.options.genotype={out}"])
     trainer = Trainer(validate(raw), progress=False, log=False)
     assert trainer.model.genotype() == genotype
     stats = trainer.train_step([next(iter(trainer.loader))])

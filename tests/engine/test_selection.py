@@ -12,7 +12,8 @@ from scenemtl.data import register_dataset
 from scenemtl.data.render import render_scene
 from scenemtl.data.synthetic import SyntheticScenes
 from scenemtl.engine import checkpoint as ckpt
-from scenemtl.engine.trainer import SELECTION_IDS_FILE, Trainer
+from scenemtl.engine.selection import SELECTION_IDS_FILE
+from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import CheckpointError, ConfigError
 
 
@@ -30,8 +31,14 @@ class SyntheticWithTestSplit(SyntheticScenes):
 
 # 12 training images, 4 held out: 8 trained on, two batches of 4 per epoch; scored at steps 2, 4, 6, 8
 # (on this CPU run the held-out rmse first gets worse, then better: the best moves after step 4)
-HOLDOUT = ["train.steps=8", "train.eval_every=2", "train.lr=1e-2", "data.options.num_train=12",
-           "data.options.num_val=4", "train.selection={metric: depth.rmse, holdout: 4}"]
+HOLDOUT = [
+    "train.steps=8",
+    "train.eval_every=2",
+    "train.lr=1e-2",
+    "data.options.num_train=12",
+    "data.options.num_val=4",
+    "train.selection={metric: depth.rmse, holdout: 4}",
+]
 
 
 def records(trainer, kind: str) -> list[dict]:
@@ -49,21 +56,17 @@ def best_in_log(trainer) -> tuple[int, float]:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["train.selection={metric: semseg.miou, split: val}"],
-         "train.selection.split is 'val', the same split as data.val_split"),
+        (["train.selection={metric: semseg.miou, split: val}"], "train.selection.split is 'val', the same split as data.val_split"),
         (["train.selection={metric: semseg.miou, split: train}"], "same split as data.train_split"),
         (["train.selection={metric: semseg.miou, split: tset}"], "no split 'tset'. Did you mean 'test'?"),
-        (["train.selection={metric: semseg.miou, split: test, holdout: 4}"],
-         "'train.selection': give exactly one of split"),
+        (["train.selection={metric: semseg.miou, split: test, holdout: 4}"], "'train.selection': give exactly one of split"),
         (["train.selection={metric: semseg.miou}"], "'train.selection': give exactly one of split"),
-        (["train.selection={metric: semseg.mIoU, holdout: 4}"],
-         "task 'semseg' reports no metric 'mIoU'. Did you mean 'miou'?"),
+        (["train.selection={metric: semseg.mIoU, holdout: 4}"], "task 'semseg' reports no metric 'mIoU'. Did you mean 'miou'?"),
         (["train.selection={metric: semsg.miou, holdout: 4}"], "no task 'semsg'. Did you mean 'semseg'?"),
         (["train.selection={metric: miou, holdout: 4}"], "'train.selection.metric': must be 'delta_m'"),
         (["train.selection={metric: delta_m, holdout: 4}"], "needs single-task reference numbers: set 'reference:'"),
         (["train.selection={metric: semseg.miou, holdout: 4}", "train.eval_every=0"], "set train.eval_every"),
-        (["train.selection={metric: semseg.miou, holdout: 16}"],
-         "train.selection.holdout is 16 but the training split"),
+        (["train.selection={metric: semseg.miou, holdout: 16}"], "train.selection.holdout is 16 but the training split"),
         (["train.selection={metric: semseg.miou, holdot: 4}"], "unknown key 'holdot'. Did you mean 'holdout'?"),
     ],
 )
@@ -129,8 +132,16 @@ def test_best_checkpoint_is_the_best_logged_step_and_the_report_uses_it(tiny_con
 
 def test_selection_on_a_split_of_its_own_by_delta_m(tiny_config):
     reference = "reference={semseg: {miou: 20.0}, depth: {rmse: 1.0}}"
-    trainer = Trainer(tiny_config("data.name=synthetic_test_split", "train.steps=4", "train.eval_every=2", reference,
-                                  "train.selection={metric: delta_m, split: test}"), progress=False)
+    trainer = Trainer(
+        tiny_config(
+            "data.name=synthetic_test_split",
+            "train.steps=4",
+            "train.eval_every=2",
+            reference,
+            "train.selection={metric: delta_m, split: test}",
+        ),
+        progress=False,
+    )
     report = trainer.fit()
     scored = [(-r["score"], r["step"]) for r in records(trainer, "select")]  # Δm: higher is better
     assert report["step"] == min(scored)[1] == ckpt.read_meta(trainer.checkpoint_dir / "best").step

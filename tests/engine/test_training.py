@@ -13,15 +13,20 @@ from tests.conftest import loss_before_and_after_fit
 
 
 def test_training_lowers_the_loss(tiny_config):
-    config = tiny_config("train.steps=40", "data.options.num_train=8", "data.augment.scale=null",
-                         "data.augment.flip=false", "data.augment.photometric=false", "train.lr=3e-3")
+    config = tiny_config(
+        "train.steps=40",
+        "data.options.num_train=8",
+        "data.augment.scale=null",
+        "data.augment.flip=false",
+        "data.augment.photometric=false",
+        "train.lr=3e-3",
+    )
     before, after = loss_before_and_after_fit(Trainer(config, progress=False, log=False))
     assert after < 0.7 * before, (before, after)
 
 
 # drop path makes the model itself random: resume must restore the RNG exactly as well
-RESUME = ["train.steps=5", "data.options.num_train=10", "train.keep_checkpoints=5",
-          "model.backbone.options={drop_path_rate: 0.2}"]
+RESUME = ["train.steps=5", "data.options.num_train=10", "train.keep_checkpoints=5", "model.backbone.options={drop_path_rate: 0.2}"]
 
 
 def test_resume_continues_to_the_same_weights(tiny_config):
@@ -42,8 +47,11 @@ def test_resume_continues_to_the_same_weights(tiny_config):
         for key in a:
             assert torch.equal(a[key], b[key]), (stop_at, key)
         # the resumed run's log has each step once
-        steps = [json.loads(line)["step"] for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
-                 if json.loads(line)["kind"] == "train"]
+        steps = [
+            json.loads(line)["step"]
+            for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "train"
+        ]
         assert steps == sorted(set(steps)), stop_at
     # logs and results were written
     records = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -67,8 +67,7 @@ def bsds_counts(prediction: np.ndarray, boundary: np.ndarray, max_dist: float) -
 
 
 def our_matches(prediction: np.ndarray, boundary: np.ndarray, max_dist: float) -> int:
-    counts = boundary_counts(prediction.astype(float), boundary, max_dist, np.array([0.5]), apply_nms=False,
-                             quantize="none")
+    counts = boundary_counts(prediction.astype(float), boundary, max_dist, np.array([0.5]), apply_nms=False, quantize="none")
     return int(counts[0, 0])
 
 
@@ -182,8 +181,7 @@ def test_perfect_prediction_scores_100_without_nms():
     _, boundary = scene(5)
     exact, seism = BoundaryMetric(apply_nms=False), BoundaryMetric()
     for metric in (exact, seism):
-        metric.update(torch.from_numpy(boundary.astype(np.float32))[None, None],
-                      torch.from_numpy(boundary.astype(np.float32))[None, None])
+        metric.update(torch.from_numpy(boundary.astype(np.float32))[None, None], torch.from_numpy(boundary.astype(np.float32))[None, None])
     assert exact.compute()["odsF"] == pytest.approx(100.0) and exact.compute()["oisF"] == pytest.approx(100.0)
     # with SEISM's NMS, boundary pixels within 5 px of the image border fade out, so recall drops a little
     assert 90 < seism.compute()["odsF"] < 100

@@ -119,8 +119,11 @@ def test_saliency_without_labels_is_nan_not_zero():
 @pytest.mark.parametrize(
     "make, pred, target",
     [
-        (lambda: ConfusionMatrixMetric(4), lambda g: torch.randint(0, 4, (6, 5, 7), generator=g),
-         lambda g: torch.randint(0, 4, (6, 5, 7), generator=g)),
+        (
+            lambda: ConfusionMatrixMetric(4),
+            lambda g: torch.randint(0, 4, (6, 5, 7), generator=g),
+            lambda g: torch.randint(0, 4, (6, 5, 7), generator=g),
+        ),
         (DepthMetric, lambda g: torch.rand(6, 1, 5, 7, generator=g) * 5, lambda g: torch.rand(6, 1, 5, 7, generator=g) * 5),
         (NormalsMetric, lambda g: torch.randn(6, 3, 5, 7, generator=g), lambda g: torch.randn(6, 3, 5, 7, generator=g)),
         (SaliencyMetric, lambda g: torch.rand(6, 1, 5, 7, generator=g), lambda g: (torch.rand(6, 1, 5, 7, generator=g) > 0.5).float()),

@@ -11,8 +11,17 @@ from scenemtl.data.transforms import pad_sample
 from scenemtl.engine.evaluate import format_report, results_report
 from scenemtl.engine.export import png_array
 from scenemtl.metrics import _boundary_kernels as kernels
-from scenemtl.metrics.boundary import (BoundaryMetric, boundary_counts, conv_tri, nms, relabel, sak_nms, seg2bmap,
-                                       seism_ground_truth, to_levels)
+from scenemtl.metrics.boundary import (
+    BoundaryMetric,
+    boundary_counts,
+    conv_tri,
+    nms,
+    relabel,
+    sak_nms,
+    seg2bmap,
+    seism_ground_truth,
+    to_levels,
+)
 from scenemtl.tasks.protocols import PROTOCOLS, task_options
 from scenemtl.tasks import build_task
 
@@ -67,8 +76,7 @@ def single_pixel_counts(probability: float, quantize: str, strict: bool = True) 
     prediction[2, 2] = probability
     gt = np.zeros((5, 5), bool)
     gt[2, 2] = True
-    return boundary_counts(prediction, gt, 0.011, np.array([0.2]), apply_nms="none", strict=strict,
-                           quantize=quantize)[0]
+    return boundary_counts(prediction, gt, 0.011, np.array([0.2]), apply_nms="none", strict=strict, quantize=quantize)[0]
 
 
 def test_truncation_and_rounding_at_the_exact_threshold():
@@ -129,8 +137,7 @@ def test_conv_tri_is_the_running_sum_in_float32():
     assert np.array_equal(ours, conv_tri_by_the_recurrence(image, 4))
     kernel = np.array([1, 2, 3, 4, 5, 4, 3, 2, 1]) / 25
     padded = np.pad(image.astype(float), 4, mode="symmetric")
-    exact = np.array([[np.sum(np.outer(kernel, kernel) * padded[r:r + 9, c:c + 9]) for c in range(19)]
-                      for r in range(14)])
+    exact = np.array([[np.sum(np.outer(kernel, kernel) * padded[r : r + 9, c : c + 9]) for c in range(19)] for r in range(14)])
     assert np.abs(ours - exact).max() < 1e-6 and not np.array_equal(ours, exact.astype(F32))
 
 
@@ -178,8 +185,7 @@ def test_metric_scores_against_the_label_image_and_ignores_padding():
     labels[5:7] = 255  # a 2-px band: two ground-truth lines for SEISM, one thinned line as a training target
     target = torch.from_numpy((labels == 255).astype(np.float32))[None, None]
     prediction = target.clone()
-    sample = {"image": torch.zeros(3, 12, 16), "edge": target[0], "edge_labels": torch.from_numpy(labels)[None],
-              "meta": {}}
+    sample = {"image": torch.zeros(3, 12, 16), "edge": target[0], "edge_labels": torch.from_numpy(labels)[None], "meta": {}}
     tasks = {"edge": build_task("edge", {})}
     padded = pad_sample(sample, tasks, (16, 20), centre=True)
     assert padded["edge_labels"][0, 0, 0] == -1 and padded["edge_labels"].dtype == torch.int64
@@ -248,11 +254,14 @@ def test_reports_name_the_protocol():
     assert format_report(report).startswith("Protocol **invpt**: InvPT")
 
 
-@pytest.mark.parametrize("protocol, depth, normals", [
-    ("densemtl", ("per-image mean", "0.001 < gt < 80 m, prediction clamped"), "per-image mean"),
-    ("mtan", ("per-batch mean",), "per-batch mean"),
-    ("invpt", ("pixel-pooled",), "pixel-pooled"),
-])
+@pytest.mark.parametrize(
+    "protocol, depth, normals",
+    [
+        ("densemtl", ("per-image mean", "0.001 < gt < 80 m, prediction clamped"), "per-image mean"),
+        ("mtan", ("per-batch mean",), "per-batch mean"),
+        ("invpt", ("pixel-pooled",), "pixel-pooled"),
+    ],
+)
 def test_depth_and_normals_variants_of_each_protocol(protocol, depth, normals):
     depth_variant = build_task("depth", task_options(protocol, "nyud", "depth", {})).metric().variant
     assert all(part in depth_variant for part in depth), depth_variant

@@ -19,8 +19,13 @@ def data():
 
 
 def make():
-    return {"semseg": ConfusionMatrixMetric(4), "depth": DepthMetric(), "normals": NormalsMetric(),
-            "saliency": SaliencyMetric(), "edge": BoundaryMetric(max_dist=0.05)}
+    return {
+        "semseg": ConfusionMatrixMetric(4),
+        "depth": DepthMetric(),
+        "normals": NormalsMetric(),
+        "saliency": SaliencyMetric(),
+        "edge": BoundaryMetric(max_dist=0.05),
+    }
 
 
 def worker(rank: int, world: int, init: str, queue) -> None:

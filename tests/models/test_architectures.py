@@ -110,9 +110,10 @@ def test_backbone_loads_a_local_weight_file(tmp_path):
             p.fill_(0.5)
     path = tmp_path / "weights.safetensors"
     save_file(reference.state_dict(), str(path))
-    model = build_model(ModelConfig(arch="hps", backbone={"name": "test_resnet", "weights": str(path)},
-                                    options={"head_channels": 8}),
-                        {"depth": build_task("depth", {})})
+    model = build_model(
+        ModelConfig(arch="hps", backbone={"name": "test_resnet", "weights": str(path)}, options={"head_channels": 8}),
+        {"depth": build_task("depth", {})},
+    )
     first = next(model.backbone.parameters())
     assert torch.all(first == 0.5)
 

@@ -106,8 +106,10 @@ def test_released_format_loads_with_atrc_task_names_and_round_trips(tmp_path):
         (json.dumps({"data": {"semsag": {}}}), "unknown task 'data.semsag'"),
         (json.dumps({"data": {"semseg": {"semseg": 1, "depth": 1}}}), "no entry 'data.depth' for the target task 'depth'"),
         (json.dumps({"data": {"semseg": {"semseg": 1}, "depth": {"depth": 1}}}), "'data.semseg' has no source 'depth'"),
-        (json.dumps({"data": {t: {s: 7 for s in ("semseg", "depth")} for t in ("semseg", "depth")}}),
-         "'data.semseg.semseg' = 7 is not a context code"),
+        (
+            json.dumps({"data": {t: {s: 7 for s in ("semseg", "depth")} for t in ("semseg", "depth")}}),
+            "'data.semseg.semseg' = 7 is not a context code",
+        ),
     ],
 )
 def test_genotype_errors_name_the_file_and_the_key(tmp_path, content, message):
@@ -173,7 +175,7 @@ def test_local_attention_is_a_window_softmax_with_zero_outside():
     # reference: the 25 neighbours of every pixel (zero-padded), as ATRC's CUDA kernels index them
     keys = F.unfold(k, window, padding=window // 2).view(2, 3, window * window, 6 * 7)
     values = F.unfold(v, window, padding=window // 2).view(2, 4, window * window, 6 * 7)
-    scores = (q.view(2, 3, 1, 42) * keys).sum(1) / 3 ** 0.5
+    scores = (q.view(2, 3, 1, 42) * keys).sum(1) / 3**0.5
     expected = (scores.softmax(1).unsqueeze(1) * values).sum(2).view(2, 4, 6, 7)
     assert torch.allclose(local_attention(q, k, v, window), expected, atol=1e-6)
 

@@ -11,12 +11,22 @@ from scenemtl.models.backbones import Backbone, backbone_family
 from scenemtl.tasks import build_task
 
 
-@pytest.mark.parametrize("name, family", [
-    ("test_resnet", "resnet"), ("resnet50.tv_in1k", "resnet"), ("resnext50_32x4d", "resnet"),
-    ("test_vit", "vit"), ("vit_large_patch16_384", "vit"), ("deit_small_patch16_224", "vit"),
-    ("swin_base_patch4_window12_384", "swin"), ("swinv2_tiny_window8_256", "swinv2"),
-    ("hrnet_w18_small_v2", "hrnet"), ("convnext_tiny", "convnext"), ("eva02_tiny_patch14_224", "eva"),
-])
+@pytest.mark.parametrize(
+    "name, family",
+    [
+        ("test_resnet", "resnet"),
+        ("resnet50.tv_in1k", "resnet"),
+        ("resnext50_32x4d", "resnet"),
+        ("test_vit", "vit"),
+        ("vit_large_patch16_384", "vit"),
+        ("deit_small_patch16_224", "vit"),
+        ("swin_base_patch4_window12_384", "swin"),
+        ("swinv2_tiny_window8_256", "swinv2"),
+        ("hrnet_w18_small_v2", "hrnet"),
+        ("convnext_tiny", "convnext"),
+        ("eva02_tiny_patch14_224", "eva"),
+    ],
+)
 def test_backbone_family_comes_from_timms_registry(name, family):
     assert backbone_family(name) == family
 
@@ -76,8 +86,9 @@ def test_concat_fuse_upsamples_every_branch_to_a_quarter():
 
 def test_hps_on_the_fused_hrnet_predicts_at_input_size():
     tasks = {name: build_task(name, {}, {"semseg": ["a", "b", "c"]}) for name in ("semseg", "depth")}
-    config = ModelConfig(arch="hps", backbone={"name": "hrnet_w18_small_v2", "fuse": "concat"},
-                         options={"head_channels": 8, "decoder_stride": 4})
+    config = ModelConfig(
+        arch="hps", backbone={"name": "hrnet_w18_small_v2", "fuse": "concat"}, options={"head_channels": 8, "decoder_stride": 4}
+    )
     model = build_model(config, tasks)
     output = model(torch.randn(1, 3, 33, 47))
     assert output.final["semseg"].shape == (1, 3, 33, 47) and output.final["depth"].shape == (1, 1, 33, 47)

@@ -14,8 +14,11 @@ TINY = [4, 8, 8, 16, 16]
 
 
 def nyu_tasks():
-    return {"semseg": build_task("semseg", {}, NYU13), "depth": build_task("depth", {}),
-            "normals": build_task("normals", {"loss": "cosine"})}
+    return {
+        "semseg": build_task("semseg", {}, NYU13),
+        "depth": build_task("depth", {}),
+        "normals": build_task("normals", {"loss": "cosine"}),
+    }
 
 
 def count(module):
@@ -23,8 +26,7 @@ def count(module):
 
 
 def tiny_timm(tasks, **options):
-    return build_model(ModelConfig(arch="cross_stitch", backbone={"name": "test_resnet"},
-                                   options={"head_channels": 8, **options}), tasks)
+    return build_model(ModelConfig(arch="cross_stitch", backbone={"name": "test_resnet"}, options={"head_channels": 8, **options}), tasks)
 
 
 def test_segnet_variant_has_the_parameter_count_of_mtans_cross_stitch_segnet():
@@ -35,8 +37,7 @@ def test_segnet_variant_has_the_parameter_count_of_mtans_cross_stitch_segnet():
     # 3 × 24,943,296 + 111,889 + 27 = 74,941,804 (the script prints 74,941,807: + 3 logsigma)
     with torch.device("meta"):
         model = build_model(ModelConfig(arch="cross_stitch", options={"backbone": "segnet"}), nyu_tasks())
-        channel = build_model(ModelConfig(arch="cross_stitch", options={"backbone": "segnet", "unit": "channel"}),
-                              nyu_tasks())
+        channel = build_model(ModelConfig(arch="cross_stitch", options={"backbone": "segnet", "unit": "channel"}), nyu_tasks())
     assert count(model) == 74_941_804
     assert round(count(model) / 24_981_069, 2) == 3.00  # the script's REL: / its single-task SegNet
     units = [*model.encoder_stitch, *model.decoder_stitch]
@@ -73,8 +74,10 @@ def test_default_initialisation_is_a_convex_combination():
     three = tiny_timm(nyu_tasks()).stitch["1"].alpha.detach()
     assert torch.all(three.diagonal(dim1=0, dim2=1) == 0.9) and torch.allclose(three.sum(dim=1), torch.ones(3, 32))
     assert three[0, 1, 0].item() == pytest.approx(0.05)
-    five = {n: build_task(n, {}, {"semseg": ["a", "b"], "human_parts": ["a", "b"]})
-            for n in ("semseg", "human_parts", "saliency", "edge", "normals")}
+    five = {
+        n: build_task(n, {}, {"semseg": ["a", "b"], "human_parts": ["a", "b"]})
+        for n in ("semseg", "human_parts", "saliency", "edge", "normals")
+    }
     assert tiny_timm(five, alpha_same=0.8).stitch["4"].alpha[1, 0, 0].item() == pytest.approx(0.05)
 
 
@@ -125,7 +128,10 @@ def test_segnet_variant_forward_backward_and_output_bias():
     model = build_model(ModelConfig(arch="cross_stitch", options={"backbone": "segnet", "filters": TINY}), tasks)
     output = model(torch.randn(2, 3, 33, 47))
     assert {n: tuple(v.shape) for n, v in output.final.items()} == {
-        "semseg": (2, 13, 33, 47), "depth": (2, 1, 33, 47), "normals": (2, 3, 33, 47)}
+        "semseg": (2, 13, 33, 47),
+        "depth": (2, 1, 33, 47),
+        "normals": (2, 3, 33, 47),
+    }
     sum((v * torch.randn_like(v)).mean() for v in output.final.values()).backward()
     assert all(p.grad is not None for p in model.parameters())
     model.init_output_bias({"depth": torch.tensor([0.7])})

@@ -15,8 +15,12 @@ NYU13 = {"semseg": [f"class{i}" for i in range(13)]}
 
 
 def nyud_tasks():
-    return {"semseg": build_task("semseg", {}, NYU13), "depth": build_task("depth", {}),
-            "normals": build_task("normals", {}), "edge": build_task("edge", {})}
+    return {
+        "semseg": build_task("semseg", {}, NYU13),
+        "depth": build_task("depth", {}),
+        "normals": build_task("normals", {}),
+        "edge": build_task("edge", {}),
+    }
 
 
 def tiny(**options):
@@ -46,8 +50,13 @@ def test_parameter_count_matches_the_official_shapes():
     model = build_model(ModelConfig(arch="diffusionmtl", backbone={"name": "resnet18"}), nyud_tasks())
     assert count(model.backbone) == 11_176_512
     assert count(model) == 113_679_972
-    shared = count(model.backbone) + count(model.backbone_embed) + count(model.pred_combinator) \
-        + count(model.denoiser.crossblocks) + count(model.denoiser.t_embedder)
+    shared = (
+        count(model.backbone)
+        + count(model.backbone_embed)
+        + count(model.pred_combinator)
+        + count(model.denoiser.crossblocks)
+        + count(model.denoiser.t_embedder)
+    )
     assert sum(p.numel() for p in model.shared_parameters()) == shared == 37_088_832
 
 
@@ -90,8 +99,7 @@ def test_both_variants_give_final_and_weighted_preliminary_outputs(target):
     output = model(torch.randn(2, 3, 33, 47))
     assert output.aux_weights == {"preliminary": 0.5}
     for stage in (output.final, output.aux["preliminary"]):
-        assert {t: v.shape for t, v in stage.items()} == {
-            t: (2, task.out_channels, 33, 47) for t, task in tasks.items()}
+        assert {t: v.shape for t, v in stage.items()} == {t: (2, task.out_channels, 33, 47) for t, task in tasks.items()}
     width = {"feature": 16, "prediction": 13}[target]
     assert model.denoiser.pre_layer["semseg"].in_channels == width
 

@@ -14,8 +14,11 @@ NYU13 = {"semseg": [f"class{i}" for i in range(13)]}
 
 
 def nyu_tasks():
-    return {"semseg": build_task("semseg", {}, NYU13), "depth": build_task("depth", {}),
-            "normals": build_task("normals", {"loss": "cosine"})}
+    return {
+        "semseg": build_task("semseg", {}, NYU13),
+        "depth": build_task("depth", {}),
+        "normals": build_task("normals", {"loss": "cosine"}),
+    }
 
 
 def count(module):
@@ -23,15 +26,12 @@ def count(module):
 
 
 def tiny(tasks, **backbone):
-    return build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "test_resnet", **backbone},
-                                   options={"head_channels": 8}),
-                       tasks)
+    return build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "test_resnet", **backbone}, options={"head_channels": 8}), tasks)
 
 
 def test_parameter_count_matches_the_official_model_at_resnet50():
     with torch.device("meta"):
-        model = build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "resnet50"}, options={"head_channels": 256}),
-                            nyu_tasks())
+        model = build_model(ModelConfig(arch="mtan_deeplab", backbone={"name": "resnet50"}, options={"head_channels": 256}), nyu_tasks())
         reference_head = DeepLabHead(2048, 13)
     # lorenmt/mtan im2im_pred/model_resnet_mtan/resnet_mtan.py with 13/1/3 outputs:
     # ResNet-50 without fc: 23,508,032

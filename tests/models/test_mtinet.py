@@ -59,7 +59,10 @@ def test_initial_predictions_at_every_scale():
     assert list(out.aux) == ["scale_0", "scale_1", "scale_2", "scale_3"]
     for stage in out.aux.values():
         assert {t: tuple(v.shape) for t, v in stage.items()} == {
-            "semseg": (1, 3, 33, 47), "depth": (1, 1, 33, 47), "normals": (1, 3, 33, 47)}
+            "semseg": (1, 3, 33, 47),
+            "depth": (1, 1, 33, 47),
+            "normals": (1, 3, 33, 47),
+        }
     assert len(model.fpm) == 3 and len(model.distillation) == 4
     with torch.no_grad():  # decoder_stride 8: the levels at strides 8, 16, 32
         assert list(tiny(decoder_stride=8).eval()(torch.randn(1, 3, 32, 32)).aux) == ["scale_0", "scale_1", "scale_2"]

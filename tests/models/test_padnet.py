@@ -66,7 +66,10 @@ def test_initial_predictions_supervise_and_distillation_mixes_tasks():
         out = model(image)
         assert list(out.aux) == ["initial"]
         assert {t: v.shape for t, v in out.aux["initial"].items()} == {
-            "semseg": (1, 3, 32, 40), "depth": (1, 1, 32, 40), "normals": (1, 3, 32, 40)}
+            "semseg": (1, 3, 32, 40),
+            "depth": (1, 1, 32, 40),
+            "normals": (1, 3, 32, 40),
+        }
         # one gate per ordered pair of tasks
         assert sum(len(g) for g in model.distillation.self_attention.values()) == 6
         # semseg's final output reads depth's initial branch; semseg's initial prediction does not

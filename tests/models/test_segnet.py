@@ -13,8 +13,11 @@ NYU13 = {"semseg": [f"class{i}" for i in range(13)]}
 
 
 def nyu_tasks():
-    return {"semseg": build_task("semseg", {}, NYU13), "depth": build_task("depth", {}),
-            "normals": build_task("normals", {"loss": "cosine"})}
+    return {
+        "semseg": build_task("semseg", {}, NYU13),
+        "depth": build_task("depth", {}),
+        "normals": build_task("normals", {"loss": "cosine"}),
+    }
 
 
 def count(model):

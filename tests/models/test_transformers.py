@@ -14,7 +14,11 @@ from scenemtl.config import ModelConfig, load_config
 from scenemtl.errors import CheckpointError, ConfigError
 from scenemtl.models import build_model
 from scenemtl.models.official import (
-    convert_state, load_official_into, official_parameter_count, read_official, to_official_state,
+    convert_state,
+    load_official_into,
+    official_parameter_count,
+    read_official,
+    to_official_state,
 )
 from scenemtl.tasks import build_task
 
@@ -25,11 +29,19 @@ CLASSES = {"semseg": [str(i) for i in range(5)], "human_parts": [str(i) for i in
 TINY = {
     "invpt": {"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
     "taskprompter": {"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
-    "taskprompter_swin": {"img_size": [64, 128], "embed_dim": 12, "final_embed_dim": 10, "chan_embed_dim": 16,
-                          "chan_nheads": 4, "head": "deconv"},
+    "taskprompter_swin": {
+        "img_size": [64, 128],
+        "embed_dim": 12,
+        "final_embed_dim": 10,
+        "chan_embed_dim": 16,
+        "chan_nheads": 4,
+        "head": "deconv",
+    },
 }
-TINY_SWIN = {"name": "swin_base_patch4_window12_384",
-             "options": {"embed_dim": 16, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 2, 4], "window_size": 4}}
+TINY_SWIN = {
+    "name": "swin_base_patch4_window12_384",
+    "options": {"embed_dim": 16, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 2, 4], "window_size": 4},
+}
 VARIANTS = list(TINY)
 
 
@@ -54,8 +66,7 @@ def official_file(model, path, extra: dict | None = None):
     """Write the model's weights as the official code saves them: DDP's ``module.`` names in {'model': …}."""
     state = to_official_state(model, model.official_key_map, model.task_names)
     state.update(extra or {})
-    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "optimizer": {"state": {}},
-                "epoch": 3, "iter_count": 1234}, path)
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "optimizer": {"state": {}}, "epoch": 3, "iter_count": 1234}, path)
     return state
 
 
@@ -133,9 +144,11 @@ def test_the_key_maps_give_the_official_module_names_and_shapes(arch):
     converted, dropped = convert_state(state, model, model.official_key_map, model.task_names)
     assert dropped == unbuilt
     model.load_state_dict(converted)
-    official_params = sum(torch.Size(shape).numel() for k, shape in official.items()
-                          if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "relative_position_index",
-                                             "attn_mask")))
+    official_params = sum(
+        torch.Size(shape).numel()
+        for k, shape in official.items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked", "relative_position_index", "attn_mask"))
+    )
     assert official_parameter_count(model) == official_params
 
 
@@ -232,8 +245,10 @@ def test_taskprompter_resizes_other_sizes_to_its_training_grid():
     with pytest.raises(ConfigError, match="chan_nheads must be a square"):
         make("taskprompter", chan_nheads=3)
     with pytest.raises(ConfigError, match="runs on a ViT"):
-        build_model(ModelConfig(arch="taskprompter", backbone={"name": "test_resnet"}, options=TINY["taskprompter"]),
-                    {"depth": build_task("depth", {})})
+        build_model(
+            ModelConfig(arch="taskprompter", backbone={"name": "test_resnet"}, options=TINY["taskprompter"]),
+            {"depth": build_task("depth", {})},
+        )
 
 
 def test_invpt_takes_any_size_and_any_backbone():
@@ -241,8 +256,10 @@ def test_invpt_takes_any_size_and_any_backbone():
     with torch.no_grad():
         for size in ((40, 72), (128, 192)):
             assert model(torch.randn(1, 3, *size)).final["depth"].shape[-2:] == size
-    cnn = build_model(ModelConfig(arch="invpt", backbone={"name": "test_resnet"}, options={"embed_dim": 16, "pred_channels": 8}),
-                      {"depth": build_task("depth", {})})
+    cnn = build_model(
+        ModelConfig(arch="invpt", backbone={"name": "test_resnet"}, options={"embed_dim": 16, "pred_channels": 8}),
+        {"depth": build_task("depth", {})},
+    )
     assert cnn(torch.randn(2, 3, 33, 47)).final["depth"].shape[-2:] == (33, 47)
     with pytest.raises(ConfigError, match="layers must be 3 increasing block numbers"):
         make("invpt", layers=[4, 2, 6])
@@ -316,8 +333,7 @@ def test_vit_backbone_resamples_a_local_weight_file(tmp_path):
 
 def test_swin_and_vit_serve_the_cnn_architectures_too():
     tasks = {"semseg": build_task("semseg", {}, CLASSES), "depth": build_task("depth", {})}
-    swin = {"name": "swin_tiny_patch4_window7_224", "options": {"embed_dim": 16, "depths": [1, 1, 1, 1],
-                                                                "num_heads": [1, 1, 1, 1]}}
+    swin = {"name": "swin_tiny_patch4_window7_224", "options": {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]}}
     for backbone in (swin, {"name": "test_vit"}):
         model = build_model(ModelConfig(arch="hps", backbone=backbone, options={"head_channels": 8}), tasks)
         output = model(torch.randn(2, 3, 33, 47))
@@ -352,8 +368,7 @@ def test_shared_parameters_are_what_every_task_reaches(arch, options):
     reached = {}
     for task in ("semseg", "depth", "normals"):
         values = [output.final[task]] + [stage[task] for stage in output.aux.values()]
-        grads = torch.autograd.grad(sum(v.square().mean() for v in values), list(names.values()),
-                                    retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(sum(v.square().mean() for v in values), list(names.values()), retain_graph=True, allow_unused=True)
         reached[task] = {n for (n, p), g in zip(names.items(), grads) if g is not None}
     everyone = set.intersection(*reached.values())
     assert {n for n, p in names.items() if id(p) in shared} == everyone
@@ -373,11 +388,18 @@ def test_option_mistakes_are_config_errors():
             make(arch, **options)
     tasks = {"depth": build_task("depth", {})}
     with pytest.raises(ConfigError, match="patches of 14"):
-        build_model(ModelConfig(arch="invpt", backbone={"name": "vit_small_patch14_dinov2"},
-                                options={"img_size": [56, 56], "embed_dim": 8, "pred_channels": 8}), tasks)
+        build_model(
+            ModelConfig(
+                arch="invpt",
+                backbone={"name": "vit_small_patch14_dinov2"},
+                options={"img_size": [56, 56], "embed_dim": 8, "pred_channels": 8},
+            ),
+            tasks,
+        )
     with pytest.raises(ConfigError, match="Swin \\(v1"):
-        build_model(ModelConfig(arch="taskprompter", backbone={"name": "swinv2_tiny_window8_256"},
-                                options=TINY["taskprompter_swin"]), tasks)
+        build_model(
+            ModelConfig(arch="taskprompter", backbone={"name": "swinv2_tiny_window8_256"}, options=TINY["taskprompter_swin"]), tasks
+        )
 
 
 def test_info_of_a_configuration_the_official_code_lacks_has_no_official_layout():

@@ -37,15 +37,22 @@ def test_cross_task_block_parameter_count_matches_densemtl():
     # per target: post Conv2d((T-1)·C, C, 1, no bias) + BN(C)   (T-1)·16,384 + 256
     per_pair = 147_584 + 147_456 + 50_048 + 24_832
     assert per_pair == 369_920
-    for names, expected in [(("semseg", "depth"), 773_120), (("semseg", "depth", "normals"), 2_318_592),
-                            (("semseg", "depth", "normals", "edge"), 4_636_672)]:
+    for names, expected in [
+        (("semseg", "depth"), 773_120),
+        (("semseg", "depth", "normals"), 2_318_592),
+        (("semseg", "depth", "normals", "edge"), 4_636_672),
+    ]:
         t = len(names)
         assert expected == t * (t - 1) * per_pair + t * ((t - 1) * 16_384 + 256)
         block = CrossTaskAttention(names, 128, 4)
         assert count(block) == expected, names
     message = CrossTaskAttention(("semseg", "depth"), 128, 4).messages["semseg"]["depth"]
     assert [count(m) for m in (message.extract, message.self_attention, message.cross_attention, message.project)] == [
-        147_584, 147_456, 50_048, 24_832]
+        147_584,
+        147_456,
+        50_048,
+        24_832,
+    ]
 
 
 def test_decoder_parameter_count_matches_densemtl_on_resnet101():

@@ -12,14 +12,20 @@ from scenemtl.tasks import build_task
 CLASSES = {"semseg": ["a", "b", "c"]}
 
 
-@pytest.mark.parametrize("name, good, bad, message", [
-    ("semseg", torch.tensor([[0, 2], [255, 1]]), torch.tensor([[0, 3], [255, -1]]), r"ids \[-1, 3\] outside 0..2"),
-    ("edge", torch.tensor([[[0.0, 1.0], [255.0, 1.0]]]), torch.tensor([[[0.0, 0.5], [1.0, 1.0]]]), "other than 0, 1"),
-    ("depth", torch.tensor([[[0.0, 2.5], [float("nan"), 1.0]]]), torch.tensor([[[-1.0, 2.5], [0.0, 1.0]]]),
-     "negative values"),
-    ("normals", torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]),
-     torch.tensor([[[0.5, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]), "not unit vectors"),
-])
+@pytest.mark.parametrize(
+    "name, good, bad, message",
+    [
+        ("semseg", torch.tensor([[0, 2], [255, 1]]), torch.tensor([[0, 3], [255, -1]]), r"ids \[-1, 3\] outside 0..2"),
+        ("edge", torch.tensor([[[0.0, 1.0], [255.0, 1.0]]]), torch.tensor([[[0.0, 0.5], [1.0, 1.0]]]), "other than 0, 1"),
+        ("depth", torch.tensor([[[0.0, 2.5], [float("nan"), 1.0]]]), torch.tensor([[[-1.0, 2.5], [0.0, 1.0]]]), "negative values"),
+        (
+            "normals",
+            torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]),
+            torch.tensor([[[0.5, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]),
+            "not unit vectors",
+        ),
+    ],
+)
 def test_each_task_names_what_is_wrong_with_its_target(name, good, bad, message):
     task = build_task(name, {}, CLASSES)
     assert task.check_target(good) is None and task.check_target(good[None]) is None  # one sample or a batch

@@ -44,8 +44,7 @@ def test_zoom_multiplies_inverse_depth_where_depth_divides():
 
 def test_random_scale_transform_multiplies_it():
     tasks = {"inverse_depth": build_task("inverse_depth", {})}
-    sample = {"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "inverse_depth": torch.full((1, 8, 8), 0.25),
-              "meta": {"size": (8, 8)}}
+    sample = {"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "inverse_depth": torch.full((1, 8, 8), 0.25), "meta": {"size": (8, 8)}}
     out = T.RandomScale(tasks, 1.5, 1.5, adjust_depth=True)(sample, np.random.default_rng(0))
     assert out["inverse_depth"].shape == (1, 12, 12)
     assert torch.allclose(out["inverse_depth"], torch.full((1, 12, 12), 0.375))

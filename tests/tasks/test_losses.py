@@ -60,13 +60,13 @@ def test_edge_balanced_bce_matches_the_seeds_formula():
     x = torch.tensor([[[[0.3, -1.2, 2.0]]]])
     y = torch.tensor([[[[1.0, 0.0, 255.0]]]])
     # w·(−log σ(x)) for the positive, (1−w)·(−log(1−σ(x))) for the negative, mean over 2 valid pixels
-    expected = (0.95 * -math.log(torch.sigmoid(torch.tensor(0.3)).item())
-                + 0.05 * -math.log(1 - torch.sigmoid(torch.tensor(-1.2)).item())) / 2
+    expected = (
+        0.95 * -math.log(torch.sigmoid(torch.tensor(0.3)).item()) + 0.05 * -math.log(1 - torch.sigmoid(torch.tensor(-1.2)).item())
+    ) / 2
     assert task.loss(x, y).item() == pytest.approx(expected, rel=1e-6)
     # the seeds' form: BCE-with-logits with pos_weight w/(1−w), divided by 1/(1−w)
     valid = y != 255
-    seeds = torch.nn.functional.binary_cross_entropy_with_logits(
-        x[valid], y[valid], pos_weight=torch.tensor(0.95 / 0.05)) * 0.05
+    seeds = torch.nn.functional.binary_cross_entropy_with_logits(x[valid], y[valid], pos_weight=torch.tensor(0.95 / 0.05)) * 0.05
     assert task.loss(x, y).item() == pytest.approx(seeds.item(), rel=1e-6)
 
 
@@ -76,8 +76,7 @@ def test_saliency_weight_is_the_batch_share_of_negatives():
     y = torch.tensor([[[[1.0, 0.0, 0.0, 0.0]]]])
     w = 0.75  # three of four valid pixels are negative
     logp = torch.nn.functional.logsigmoid
-    expected = -(w * logp(torch.tensor(0.5)) + (1 - w) * (logp(torch.tensor(0.5)) + logp(torch.tensor(-1.0))
-                                                          + logp(torch.tensor(0.0)))) / 4
+    expected = -(w * logp(torch.tensor(0.5)) + (1 - w) * (logp(torch.tensor(0.5)) + logp(torch.tensor(-1.0)) + logp(torch.tensor(0.0)))) / 4
     assert task.loss(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
     # equal to the seeds' two-class cross-entropy with class weights [1−w, w], summed / valid pixels
     two = torch.cat([torch.zeros_like(x), x], dim=1)

@@ -19,8 +19,15 @@ from scenemtl.balancing.jacobian import GradientBalancer
 from scenemtl.registry import check_options
 
 __all__ = [
-    "BALANCERS", "Balancer", "EqualWeights", "FixedWeights", "GradientBalancer", "LossWeighting", "StepContext",
-    "build_balancer", "register_balancer",
+    "BALANCERS",
+    "Balancer",
+    "EqualWeights",
+    "FixedWeights",
+    "GradientBalancer",
+    "LossWeighting",
+    "StepContext",
+    "build_balancer",
+    "register_balancer",
 ]
 
 

@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torchjd.aggregation import (IMTLG, MGDA, AlignedMTL, CAGrad, GradDrop, GradVac, NashMTL, PCGrad, UPGrad,
-                                WeightedAggregator)
+from torchjd.aggregation import IMTLG, MGDA, AlignedMTL, CAGrad, GradDrop, GradVac, NashMTL, PCGrad, UPGrad, WeightedAggregator
 
 from scenemtl.balancing import torchjd_state
 from scenemtl.balancing.base import StepContext, register_balancer
@@ -27,8 +26,18 @@ from scenemtl.balancing.min_norm import min_norm_weights
 from scenemtl.errors import ConfigError
 
 __all__ = [
-    "AlignedMTLBalancer", "CAGradBalancer", "DBMTL", "GradDropBalancer", "GradNorm", "GradVacBalancer", "IMTLGBalancer",
-    "MGDABalancer", "NashMTLBalancer", "PCGradBalancer", "TorchJDAggregation", "UPGradBalancer",
+    "AlignedMTLBalancer",
+    "CAGradBalancer",
+    "DBMTL",
+    "GradDropBalancer",
+    "GradNorm",
+    "GradVacBalancer",
+    "IMTLGBalancer",
+    "MGDABalancer",
+    "NashMTLBalancer",
+    "PCGradBalancer",
+    "TorchJDAggregation",
+    "UPGradBalancer",
 ]
 
 
@@ -168,8 +177,9 @@ class NashMTLBalancer(TorchJDAggregation):
 
     def build(self) -> Any:
         """torchjd's NashMTL."""
-        return NashMTL(n_tasks=len(self.tasks), max_norm=self.max_norm,
-                       update_weights_every=self.update_weights_every, optim_niter=self.optim_niter)
+        return NashMTL(
+            n_tasks=len(self.tasks), max_norm=self.max_norm, update_weights_every=self.update_weights_every, optim_niter=self.optim_niter
+        )
 
     def combine(self, jacobian: torch.Tensor, losses: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor | None]:
         """torchjd's Nash-MTL weights (cvxpy's note that the problem is not DPP is expected: it is re-solved each step)."""

@@ -24,7 +24,18 @@ from scenemtl.balancing.jacobian import GradientBalancer
 from scenemtl.balancing.min_norm import min_norm_weights
 
 __all__ = [
-    "DBMTL", "AlignedMTLBalancer", "CAGradBalancer", "GradDropBalancer", "GradNorm", "GradVacBalancer",
-    "GradientBalancer", "IMTLGBalancer", "MGDABalancer", "NashMTLBalancer", "PCGradBalancer", "TorchJDAggregation",
-    "UPGradBalancer", "min_norm_weights",
+    "DBMTL",
+    "AlignedMTLBalancer",
+    "CAGradBalancer",
+    "GradDropBalancer",
+    "GradNorm",
+    "GradVacBalancer",
+    "GradientBalancer",
+    "IMTLGBalancer",
+    "MGDABalancer",
+    "NashMTLBalancer",
+    "PCGradBalancer",
+    "TorchJDAggregation",
+    "UPGradBalancer",
+    "min_norm_weights",
 ]

@@ -104,7 +104,7 @@ class GradientBalancer(Balancer):
             grads = torch.autograd.grad(value, [*features, *others], retain_graph=True, allow_unused=True)
             for i, (g, f) in enumerate(zip(grads[: len(features)], features)):
                 rows[i].append(g if g is not None else torch.zeros_like(f))
-            _accumulate(others, grads[len(features):])
+            _accumulate(others, grads[len(features) :])
         return [torch.stack(r) for r in rows]
 
     def _parameter_jacobian(self, values: list[torch.Tensor], ctx: StepContext) -> torch.Tensor:
@@ -143,9 +143,11 @@ class GradientBalancer(Balancer):
                     if hasattr(p, "jac"):
                         del p.jac
                 self._vmap_ok = False
-                warnings.warn(f"balancer: the vmapped Jacobian failed ({str(error).splitlines()[0]}); computing its "
-                              "rows one at a time from now on (set balancer.options.chunk_size=1 to skip the attempt)",
-                              stacklevel=2)
+                warnings.warn(
+                    f"balancer: the vmapped Jacobian failed ({str(error).splitlines()[0]}); computing its "
+                    "rows one at a time from now on (set balancer.options.chunk_size=1 to skip the attempt)",
+                    stacklevel=2,
+                )
         jac_backward(sources, jac_tensors=rows, inputs=shared, parallel_chunk_size=self.chunk_size or 1)
 
     def _features_backward(self, values: list[torch.Tensor], losses: torch.Tensor, ctx: StepContext) -> None:
@@ -162,7 +164,7 @@ class GradientBalancer(Balancer):
         direction = direction * ctx.scale
         pieces, offset = [], 0
         for f in ctx.feature_sources:
-            pieces.append(direction[offset: offset + f.numel()].view_as(f).to(f.dtype))
+            pieces.append(direction[offset : offset + f.numel()].view_as(f).to(f.dtype))
             offset += f.numel()
         torch.autograd.backward(list(ctx.feature_sources), grad_tensors=pieces)
 
@@ -186,7 +188,7 @@ class GradientBalancer(Balancer):
         for p in ctx.shared:
             if not p.requires_grad:
                 continue
-            piece = direction[offset: offset + p.numel()].view_as(p).to(p.dtype)
+            piece = direction[offset : offset + p.numel()].view_as(p).to(p.dtype)
             p.grad = piece.clone() if p.grad is None else p.grad + piece
             offset += p.numel()
             self._synced.add(p)

@@ -28,8 +28,15 @@ import torch
 from scenemtl.errors import ScenemtlError
 
 __all__ = [
-    "SUPPORTED", "TorchJDVersionError", "check_version", "gradvac_state", "installed_version", "is_supported",
-    "load_gradvac_state", "load_nash_mtl_state", "nash_mtl_state",
+    "SUPPORTED",
+    "TorchJDVersionError",
+    "check_version",
+    "gradvac_state",
+    "installed_version",
+    "is_supported",
+    "load_gradvac_state",
+    "load_nash_mtl_state",
+    "nash_mtl_state",
 ]
 
 #: the torchjd versions whose private state this module was written for (pyproject.toml pins the same)
@@ -62,8 +69,10 @@ def is_supported(version: str) -> bool:
 
 
 def _message(what: str, version: str) -> str:
-    return (f"{what} is kept in torchjd's private attributes, which scenemtl reads (to save and resume it) only for "
-            f"torchjd{SUPPORTED}, but the installed torchjd is {version}. Fix: {_FIX}")
+    return (
+        f"{what} is kept in torchjd's private attributes, which scenemtl reads (to save and resume it) only for "
+        f"torchjd{SUPPORTED}, but the installed torchjd is {version}. Fix: {_FIX}"
+    )
 
 
 def check_version(what: str) -> None:
@@ -87,8 +96,11 @@ def nash_mtl_state(aggregator: Any) -> dict[str, Any]:
     """Nash-MTL's solver state: the previous α, the step count and the Gramian's normalisation factor."""
     with _private("Nash-MTL's solver state"):
         w = aggregator.weighting
-        return {"prvs_alpha": torch.as_tensor(np.asarray(w.prvs_alpha, dtype=np.float64)), "step": float(w.step),
-                "normalization_factor": torch.as_tensor(np.asarray(w.normalization_factor, dtype=np.float64))}
+        return {
+            "prvs_alpha": torch.as_tensor(np.asarray(w.prvs_alpha, dtype=np.float64)),
+            "step": float(w.step),
+            "normalization_factor": torch.as_tensor(np.asarray(w.normalization_factor, dtype=np.float64)),
+        }
 
 
 def load_nash_mtl_state(aggregator: Any, state: dict[str, Any]) -> None:

@@ -54,9 +54,7 @@ class DenseDataset(Dataset):
             raise ConfigError(f"dataset '{self.info.name}' has no split '{split}'.{did_you_mean(split, self.splits)}")
         missing = [t for t in tasks if t not in self.info.tasks]
         if missing:
-            raise ConfigError(
-                f"dataset '{self.info.name}' has no labels for task(s) {missing}; it provides {list(self.info.tasks)}"
-            )
+            raise ConfigError(f"dataset '{self.info.name}' has no labels for task(s) {missing}; it provides {list(self.info.tasks)}")
         self.root = root
         self.split = split
         self.tasks = list(tasks)

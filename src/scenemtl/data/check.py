@@ -19,7 +19,6 @@ from scenemtl.data.base import DATASETS, DatasetInfo, DenseDataset
 from scenemtl.errors import ConfigError, DataError
 
 
-
 @dataclass
 class CheckReport:
     """What ``check_dataset`` found: problems make the copy broken; warnings do not."""
@@ -82,8 +81,13 @@ def sample_problems(sample: dict, info: DatasetInfo, where: str) -> list[str]:
     return problems
 
 
-def check_dataset(name: str, root: str | None, splits: Iterable[str] | None = None, options: dict | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> CheckReport:
+def check_dataset(
+    name: str,
+    root: str | None,
+    splits: Iterable[str] | None = None,
+    options: dict | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CheckReport:
     """Open every split of dataset ``name`` at ``root`` with all its tasks and read every sample."""
     cls = DATASETS.get(name)
     report = CheckReport(dataset=name, root=root)

@@ -74,32 +74,90 @@ from scenemtl.fileio import read_image, read_json, read_label_png, read_npy, req
 from scenemtl.errors import ConfigError, DataError
 
 # label id → train id of the 19 evaluated classes (cityscapesScripts' labels.py)
-TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-             26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-CLASS_NAMES_19 = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                  "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
-                  "bicycle"]
-COLOURS_19 = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-              (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-              (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)]
+TRAIN_IDS = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
+CLASS_NAMES_19 = [
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+]
+COLOURS_19 = [
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
+]
 # DenseMTL's cls16: the 19 without these, order kept
 DROPPED_16 = ("truck", "terrain", "train")
 CATEGORY_NAMES = ["flat", "construction", "object", "nature", "sky", "human", "vehicle"]
 # category (id − 1) of each of the 19 train ids
 CATEGORY_OF_TRAIN_ID = [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6]
-CATEGORY_COLOURS = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (107, 142, 35), (70, 130, 180), (220, 20, 60),
-                    (0, 0, 142)]
+CATEGORY_COLOURS = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (107, 142, 35), (70, 130, 180), (220, 20, 60), (0, 0, 142)]
 MAX_LABEL_ID = 33
 RAW_IMAGES = "leftImg8bit"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 
 DOWNLOADS = "https://www.cityscapes-dataset.com/downloads/"
-HELP = (f"log in at {DOWNLOADS}, download leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip, "
-        "disparity_trainvaltest.zip and camera_trainvaltest.zip, unzip them all into one folder (which then holds "
-        "leftImg8bit/, gtFine/, disparity/ and camera/) and set data.root to it")
-NPY_HELP = ("download MTAN's preprocessed Cityscapes (`scenemtl data download cityscapes_npy --root DIR`, or the "
-            "lorenmt/mtan README's links: cityscapes2.zip 128×256, cityscapes.zip 256×512) and set data.root to "
-            "the folder holding train/ and val/")
+HELP = (
+    f"log in at {DOWNLOADS}, download leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip, "
+    "disparity_trainvaltest.zip and camera_trainvaltest.zip, unzip them all into one folder (which then holds "
+    "leftImg8bit/, gtFine/, disparity/ and camera/) and set data.root to it"
+)
+NPY_HELP = (
+    "download MTAN's preprocessed Cityscapes (`scenemtl data download cityscapes_npy --root DIR`, or the "
+    "lorenmt/mtan README's links: cityscapes2.zip 128×256, cityscapes.zip 256×512) and set data.root to "
+    "the folder holding train/ and val/"
+)
 
 
 def class_set(classes: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -158,14 +216,29 @@ class Cityscapes(DenseDataset):
     splits = ("train", "val", "test")
     release_sizes = ((1024, 2048),)
     archives = tuple(
-        Archive(name, url=None, manual=f"Cityscapes needs a login: sign in at {DOWNLOADS}, download {name} and "
-                                       f"unzip it into the --root folder (it holds {folder}/)")
-        for name, folder in (("leftImg8bit_trainvaltest.zip", "leftImg8bit"), ("gtFine_trainvaltest.zip", "gtFine"),
-                             ("disparity_trainvaltest.zip", "disparity"), ("camera_trainvaltest.zip", "camera"))
+        Archive(
+            name,
+            url=None,
+            manual=f"Cityscapes needs a login: sign in at {DOWNLOADS}, download {name} and "
+            f"unzip it into the --root folder (it holds {folder}/)",
+        )
+        for name, folder in (
+            ("leftImg8bit_trainvaltest.zip", "leftImg8bit"),
+            ("gtFine_trainvaltest.zip", "gtFine"),
+            ("disparity_trainvaltest.zip", "disparity"),
+            ("camera_trainvaltest.zip", "camera"),
+        )
     )
 
-    def __init__(self, root: str | None, split: str, tasks: list[str], image_folder: str = RAW_IMAGES,
-                 size: list[int] | None = None, max_depth: float | None = None) -> None:
+    def __init__(
+        self,
+        root: str | None,
+        split: str,
+        tasks: list[str],
+        image_folder: str = RAW_IMAGES,
+        size: list[int] | None = None,
+        max_depth: float | None = None,
+    ) -> None:
         super().__init__(root, split, tasks)
         if root is None:
             raise ConfigError(f"data.root is not set for dataset '{self.info.name}': {HELP}")
@@ -218,8 +291,10 @@ class Cityscapes(DenseDataset):
             path, array = self._semseg(index) if task == "semseg" else self._depth(index)
             if array.shape != stored:
                 if self.image_folder == RAW_IMAGES or array.shape[0] * stored[1] != array.shape[1] * stored[0]:
-                    raise DataError(f"{path}: the {task} map is {array.shape[0]}×{array.shape[1]} but its image "
-                                    f"{image_path} is {stored[0]}×{stored[1]}; re-extract both from the release")
+                    raise DataError(
+                        f"{path}: the {task} map is {array.shape[0]}×{array.shape[1]} but its image "
+                        f"{image_path} is {stored[0]}×{stored[1]}; re-extract both from the release"
+                    )
             if array.shape != target:
                 array = resize_nearest(array, target)
             tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -231,8 +306,9 @@ class Cityscapes(DenseDataset):
         path = self._path("gtFine", index, "gtFine_labelIds.png")
         ids = read_label_png(path, "Cityscapes label-id map", HELP)
         if ids.max(initial=0) > MAX_LABEL_ID:
-            raise DataError(f"{path}: ids go up to {ids.max()}, Cityscapes label ids are 0..{MAX_LABEL_ID}; is it a "
-                            f"*_gtFine_labelIds.png? {HELP}")
+            raise DataError(
+                f"{path}: ids go up to {ids.max()}, Cityscapes label ids are 0..{MAX_LABEL_ID}; is it a *_gtFine_labelIds.png? {HELP}"
+            )
         return path, self.lookup[ids]
 
     def _depth(self, index: int) -> tuple[Path, np.ndarray]:
@@ -278,9 +354,12 @@ class CityscapesNpy(DenseDataset):
     info = _info("cityscapes_npy", ("semseg", "inverse_depth"), 7, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     release_sizes = ((128, 256), (256, 512))
     archives = (
-        Archive("cityscapes2.zip", url="https://www.dropbox.com/s/lg2ktu7o8hzwf99/cityscapes2.zip?dl=1",
-                manual="the 128×256 copy MTAN's paper uses; the 256×512 one is "
-                       "https://www.dropbox.com/s/q2333k4eyrnezbh/cityscapes.zip?dl=1 (lorenmt/mtan README)"),
+        Archive(
+            "cityscapes2.zip",
+            url="https://www.dropbox.com/s/lg2ktu7o8hzwf99/cityscapes2.zip?dl=1",
+            manual="the 128×256 copy MTAN's paper uses; the 256×512 one is "
+            "https://www.dropbox.com/s/q2333k4eyrnezbh/cityscapes.zip?dl=1 (lorenmt/mtan README)",
+        ),
     )
 
     def __init__(self, root: str | None, split: str, tasks: list[str]) -> None:
@@ -308,8 +387,7 @@ class CityscapesNpy(DenseDataset):
         """``root/<split>``, or ``root/<child>/<split>`` for the one child that holds it (the archive's folder)."""
         if (root / split).is_dir():
             return root / split
-        nested = [child / split for child in sorted(root.iterdir()) if (child / split / "image").is_dir()] \
-            if root.is_dir() else []
+        nested = [child / split for child in sorted(root.iterdir()) if (child / split / "image").is_dir()] if root.is_dir() else []
         if len(nested) == 1:
             return nested[0]
         raise DataError(f"no folder {root / split} (expected {split}/ inside data.root {root}); {NPY_HELP}")
@@ -335,8 +413,10 @@ class CityscapesNpy(DenseDataset):
             if array.ndim == 3 and array.shape[2] == 1:
                 array = array[..., 0]
             if array.shape != size:
-                raise DataError(f"{path}: the {task} map is {'×'.join(map(str, array.shape))} but its image "
-                                f"{image_path} is {size[0]}×{size[1]}; re-extract both from the release")
+                raise DataError(
+                    f"{path}: the {task} map is {'×'.join(map(str, array.shape))} but its image "
+                    f"{image_path} is {size[0]}×{size[1]}; re-extract both from the release"
+                )
             if task == "semseg":
                 labels = np.rint(np.nan_to_num(array, nan=-1.0)).astype(np.int64)
                 labels[labels < 0] = 255

@@ -48,8 +48,7 @@ def densemtl_split(ids: Sequence[str], split: str, seed: int, rule: str) -> list
 def check_split_options(name: str, split_seed: int, split_rule: str) -> None:
     """ConfigError for a split rule or seed that cannot work."""
     if split_rule not in SPLIT_RULES:
-        raise ConfigError(f"data.options.split_rule for '{name}' must be one of {list(SPLIT_RULES)}, "
-                          f"got {split_rule!r}")
+        raise ConfigError(f"data.options.split_rule for '{name}' must be one of {list(SPLIT_RULES)}, got {split_rule!r}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, int):
         raise ConfigError(f"data.options.split_seed for '{name}' must be an integer, got {split_seed!r}")
 
@@ -64,8 +63,7 @@ def check_resize(name: str, resize: Sequence[int] | None) -> tuple[int, int] | N
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ConfigError(f"data.options.resize for '{name}' must be [height, width] (positive integers) or null, "
-                          f"got {resize!r}")
+        raise ConfigError(f"data.options.resize for '{name}' must be [height, width] (positive integers) or null, got {resize!r}")
     return height, width
 
 
@@ -81,19 +79,20 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """H×W float32 depth resized with Pillow's nearest neighbour: the same pixels as ``resize_labels`` picks."""
-    return np.array(Image.fromarray(np.asarray(depth, dtype=np.float32)).resize((size[1], size[0]),
-                                                                              Image.Resampling.NEAREST))
+    return np.array(Image.fromarray(np.asarray(depth, dtype=np.float32)).resize((size[1], size[0]), Image.Resampling.NEAREST))
 
 
 def size_error(path: Path, what: str, found: tuple[int, ...], image: tuple[int, int], image_path: Path) -> DataError:
     """The DataError of a target whose size differs from its image."""
-    return DataError(f"{path}: the {what} is {tuple(found[:2])} but its image {image_path.name} is {tuple(image)}; "
-                     "re-extract both files from the release")
+    return DataError(
+        f"{path}: the {what} is {tuple(found[:2])} but its image {image_path.name} is {tuple(image)}; "
+        "re-extract both files from the release"
+    )
 
 
-
-def densemtl_sample(image: np.ndarray, targets: dict[str, np.ndarray], resize: tuple[int, int] | None, name: str,
-                    tasks: Sequence[str]) -> dict:
+def densemtl_sample(
+    image: np.ndarray, targets: dict[str, np.ndarray], resize: tuple[int, int] | None, name: str, tasks: Sequence[str]
+) -> dict:
     """A sample in the data contract from the decoded image, semseg ids and depth in metres, resized when asked."""
     if resize is not None:
         image = resize_image(image, resize)

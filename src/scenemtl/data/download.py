@@ -94,8 +94,10 @@ def _verify(path: Path, archive: Archive, report: Callable[[str], None]) -> None
     if problems:
         bad = path.with_name(path.name + ".corrupt")
         path.replace(bad)
-        raise DataError(f"{path.name} failed verification ({'; '.join(problems)}); it was moved to {bad}. Delete it "
-                        "and run the command again to download the file anew.")
+        raise DataError(
+            f"{path.name} failed verification ({'; '.join(problems)}); it was moved to {bad}. Delete it "
+            "and run the command again to download the file anew."
+        )
     if archive.sha256 is None and not record.is_file():
         record.write_text(f"{sha256}  {path.name}\n")
         report(f"{path.name}: no published checksum; recorded its SHA-256 in {record.name}")
@@ -129,8 +131,10 @@ def download(name: str, root: str | Path, report: Callable[[str], None] = print,
 
     cls = DATASETS.get(name)
     if not cls.archives:
-        raise DataError(f"dataset '{name}' has no download: it is generated or must be assembled by hand (see its "
-                        "documentation in `scenemtl list datasets`)")
+        raise DataError(
+            f"dataset '{name}' has no download: it is generated or must be assembled by hand (see its "
+            "documentation in `scenemtl list datasets`)"
+        )
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -139,9 +143,11 @@ def download(name: str, root: str | Path, report: Callable[[str], None] = print,
         if not path.is_file():
             urls = [u for u in (archive.url, *archive.mirrors) if u]
             if not urls:
-                raise DataError(f"{archive.filename} cannot be downloaded automatically: {archive.manual}. Put it at "
-                                f"{path} and run `scenemtl data download {name} --root {root}` again to verify and "
-                                "extract it.")
+                raise DataError(
+                    f"{archive.filename} cannot be downloaded automatically: {archive.manual}. Put it at "
+                    f"{path} and run `scenemtl data download {name} --root {root}` again to verify and "
+                    "extract it."
+                )
             part = path.with_name(path.name + ".part")
             errors = []
             for url in urls:
@@ -153,10 +159,11 @@ def download(name: str, root: str | Path, report: Callable[[str], None] = print,
                     errors.append(f"{url}: {getattr(error, 'reason', error)}")
             else:
                 hint = f" ({archive.manual})" if archive.manual else ""
-                raise DataError(f"cannot download {archive.filename} ({'; '.join(errors)}). Fetch it from {urls[0]}"
-                                f"{hint}, put it at {path} and run `scenemtl data download {name} --root {root}` "
-                                "again" + (f"; the partial download {part.name} is kept and resumed." if part.exists()
-                                           else "."))
+                raise DataError(
+                    f"cannot download {archive.filename} ({'; '.join(errors)}). Fetch it from {urls[0]}"
+                    f"{hint}, put it at {path} and run `scenemtl data download {name} --root {root}` "
+                    "again" + (f"; the partial download {part.name} is kept and resumed." if part.exists() else ".")
+                )
             part.replace(path)
         _verify(path, archive, report)
         if archive.extract:

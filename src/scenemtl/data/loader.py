@@ -43,9 +43,7 @@ class EpochSampler(Sampler):
     what makes W processes equal one process with W-fold gradient accumulation.
     """
 
-    def __init__(
-        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1, block: int = 1
-    ) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1, block: int = 1) -> None:
         if size == 0:
             raise ValueError("cannot sample from an empty dataset")
         self.size, self.seed, self.shuffle = size, seed, shuffle

@@ -42,16 +42,53 @@ from scenemtl.fileio import read_image, read_label_png, read_npy, read_split, re
 from scenemtl.errors import ConfigError, DataError
 
 CLASS_NAMES = [
-    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
-    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat",
-    "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel", "shower curtain", "box",
-    "whiteboard", "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure",
-    "otherfurniture", "otherprop",
+    "wall",
+    "floor",
+    "cabinet",
+    "bed",
+    "chair",
+    "sofa",
+    "table",
+    "door",
+    "window",
+    "bookshelf",
+    "picture",
+    "counter",
+    "blinds",
+    "desk",
+    "shelves",
+    "curtain",
+    "dresser",
+    "pillow",
+    "mirror",
+    "floor mat",
+    "clothes",
+    "ceiling",
+    "books",
+    "refridgerator",
+    "television",
+    "paper",
+    "towel",
+    "shower curtain",
+    "box",
+    "whiteboard",
+    "person",
+    "night stand",
+    "toilet",
+    "sink",
+    "lamp",
+    "bathtub",
+    "bag",
+    "otherstructure",
+    "otherfurniture",
+    "otherprop",
 ]
 PNG_RELEASE = "NYUDv2 (ATRC/InvPT PNG release, 425×560)"
 MT_RELEASE = "NYUD_MT (MTI-Net JPG+NPY release, 480×640)"
-HELP = ("download NYUDv2.tar.gz (`scenemtl data download nyud --root DIR`, or the link in the InvPT README) and "
-        "set data.root to the extracted NYUDv2/ folder (MTI-Net's NYUD_MT/ folder works too)")
+HELP = (
+    "download NYUDv2.tar.gz (`scenemtl data download nyud --root DIR`, or the link in the InvPT README) and "
+    "set data.root to the extracted NYUDv2/ folder (MTI-Net's NYUD_MT/ folder works too)"
+)
 FIX = "re-extract the file from the release archive (NYUDv2.tar.gz or NYUD_MT.tgz)"
 FOLDERS = {"semseg": "segmentation", "depth": "depth", "normals": "normals", "edge": "edge"}
 
@@ -83,8 +120,7 @@ class NYUD(DenseDataset):
         Archive(
             "NYUDv2.tar.gz",
             url="https://data.vision.ee.ethz.ch/brdavid/atrc/NYUDv2.tar.gz",
-            manual="if the ETH address no longer answers, InvPT's README (prismformore/Multi-Task-Transformer) "
-                   "links a re-hosted copy",
+            manual="if the ETH address no longer answers, InvPT's README (prismformore/Multi-Task-Transformer) links a re-hosted copy",
         ),
     )
 
@@ -102,8 +138,10 @@ class NYUD(DenseDataset):
         self.variant = MT_RELEASE if self.mt else PNG_RELEASE
         self.release_sizes = ((480, 640),) if self.mt else ((425, 560),)
         if self.mt:
-            self.notes.append("NYUD_MT images are 480×640: set data.eval_pad to [480, 640] (the InvPT recipe pads "
-                              "to 448×576, which only the NYUDv2 PNG release fits)")
+            self.notes.append(
+                "NYUD_MT images are 480×640: set data.eval_pad to [480, 640] (the InvPT recipe pads "
+                "to 448×576, which only the NYUDv2 PNG release fits)"
+            )
         for task in self.tasks:
             require_folder(self.folder / FOLDERS[task], f"the {task} labels", HELP)
 
@@ -114,8 +152,10 @@ class NYUD(DenseDataset):
             return (images / f"{first}.jpg").is_file() and not (images / f"{first}.png").is_file()
         pngs, jpgs = any(images.glob("*.png")), any(images.glob("*.jpg"))
         if pngs == jpgs:
-            raise DataError(f"{images} holds {'both' if pngs else 'neither'} <id>.png (NYUDv2 release) "
-                            f"{'and' if pngs else 'nor'} <id>.jpg (NYUD_MT release) files; {HELP}")
+            raise DataError(
+                f"{images} holds {'both' if pngs else 'neither'} <id>.png (NYUDv2 release) "
+                f"{'and' if pngs else 'nor'} <id>.jpg (NYUD_MT release) files; {HELP}"
+            )
         return jpgs
 
     def __len__(self) -> int:
@@ -142,13 +182,17 @@ class NYUD(DenseDataset):
         for task in self.tasks:
             sample[task] = getattr(self, f"_{task}")(index)
             if tuple(sample[task].shape[-2:]) != size:
-                raise DataError(f"{self._file(task, index)}: the {task} map is {tuple(sample[task].shape[-2:])} but "
-                                f"its image {image_path.name} is {size}; {FIX}")
+                raise DataError(
+                    f"{self._file(task, index)}: the {task} map is {tuple(sample[task].shape[-2:])} but "
+                    f"its image {image_path.name} is {size}; {FIX}"
+                )
         if "edge_labels" in self.eval_keys:
             labels = self._edge_labels(index)
             if tuple(labels.shape[-2:]) != size:
-                raise DataError(f"{self._file('edge', index)}: the edge map is {tuple(labels.shape[-2:])} but its image "
-                                f"{image_path.name} is {size}; {FIX}")
+                raise DataError(
+                    f"{self._file('edge', index)}: the edge map is {tuple(labels.shape[-2:])} but its image "
+                    f"{image_path.name} is {size}; {FIX}"
+                )
             sample["edge_labels"] = labels
         sample["meta"] = {"id": self.ids[index], "size": size, "labelled": list(self.tasks)}
         return sample

@@ -26,11 +26,12 @@ from scenemtl.data.download import Archive
 from scenemtl.fileio import read_npy
 from scenemtl.errors import ConfigError, DataError
 
-CLASS_NAMES = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table",
-               "tv", "wall", "window"]
+CLASS_NAMES = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table", "tv", "wall", "window"]
 FOLDERS = {"semseg": "label", "depth": "depth", "normals": "normal"}
-HELP = ("download MTAN's preprocessed NYUv2 (linked from the lorenmt/mtan README, 'nyuv2.zip') and set data.root "
-        "to the folder holding train/ and val/")
+HELP = (
+    "download MTAN's preprocessed NYUv2 (linked from the lorenmt/mtan README, 'nyuv2.zip') and set data.root "
+    "to the folder holding train/ and val/"
+)
 
 
 def _palette() -> np.ndarray:
@@ -60,7 +61,7 @@ class NYUv2Thirteen(DenseDataset):
         Archive(
             "nyuv2.zip",
             manual="MTAN's README (lorenmt/mtan) links the preprocessed NYUv2 from a Dropbox folder, which has no "
-                   "direct address; download nyuv2.zip from there",
+            "direct address; download nyuv2.zip from there",
         ),
     )
 

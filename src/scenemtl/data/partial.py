@@ -62,8 +62,7 @@ def generate(ids: Sequence[str], tasks: Sequence[str], setting: str, seed: int) 
     return {i: labels[i] for i in ids}
 
 
-def write_availability(path: str | Path, labels: Mapping[str, Sequence[str]], tasks: Sequence[str], setting: str,
-                       seed: int | None) -> None:
+def write_availability(path: str | Path, labels: Mapping[str, Sequence[str]], tasks: Sequence[str], setting: str, seed: int | None) -> None:
     """Write an availability map as JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,8 +77,10 @@ def read_availability(path: str | Path, tasks: Sequence[str]) -> dict[str, list[
         body = json.loads(path.read_text())
         labels = body["labels"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DataError(f"cannot read the label availability file {path}: {error!r}; write it again with "
-                        "data.labels (or delete it to have it generated)") from None
+        raise DataError(
+            f"cannot read the label availability file {path}: {error!r}; write it again with "
+            "data.labels (or delete it to have it generated)"
+        ) from None
     unknown = sorted({t for v in labels.values() for t in v} - set(body.get("tasks", tasks)) - set(tasks))
     if unknown:
         raise DataError(f"{path}: unknown task names {unknown}")
@@ -90,9 +91,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: any other class or function is refused, never called."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
     }
 
     def find_class(self, module: str, name: str):
@@ -105,8 +110,7 @@ def _load_pickled_npy(path: Path):
     """The object stored in a ``.npy`` of a pickled object (``np.save`` of a dict), without executing code."""
     with path.open("rb") as file:
         version = np.lib.format.read_magic(file)
-        _, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)(file)
+        _, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(file)
         if not dtype.hasobject:
             return np.load(path, allow_pickle=False)  # a plain array (not a map; the caller says so)
         array = _ArrayUnpickler(file).load()
@@ -128,8 +132,7 @@ def import_flags(path: str | Path, order: Sequence[str] = PASCAL_FLAG_ORDER) -> 
         except Exception as error:  # noqa: BLE001  (any unreadable file is reported the same way)
             raise DataError(f"cannot read the published label map {path}: {error}") from None
     else:
-        flags = read_torch(path, "published label map", "use the file as published, or convert it to scenemtl's "
-                           "labels.json format")
+        flags = read_torch(path, "published label map", "use the file as published, or convert it to scenemtl's labels.json format")
     if not isinstance(flags, Mapping):
         raise DataError(f"{path}: expected a mapping image id → task flags, found {type(flags).__name__}")
     labels = {}
@@ -152,8 +155,10 @@ class PartialLabels(DenseDataset):
         ids = [dataset.sample_id(i) for i in range(len(dataset))]
         missing = [i for i in ids if i not in labels]
         if missing:
-            raise DataError(f"the label availability map lists {len(ids) - len(missing)} of the {len(ids)} training "
-                            f"images; missing e.g. {missing[:3]}. Generate it for this split (data.labels).")
+            raise DataError(
+                f"the label availability map lists {len(ids) - len(missing)} of the {len(ids)} training "
+                f"images; missing e.g. {missing[:3]}. Generate it for this split (data.labels)."
+            )
         self.available = [[t for t in self.tasks if t in labels[i]] for i in ids]
 
     def __len__(self) -> int:
@@ -173,9 +178,13 @@ class PartialLabels(DenseDataset):
         return sample
 
 
-def partial_losses(tasks: Sequence[str], batch: Mapping, rescale: bool,
-                   sample_loss: Callable[[str, int], torch.Tensor],
-                   zero: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
+def partial_losses(
+    tasks: Sequence[str],
+    batch: Mapping,
+    rescale: bool,
+    sample_loss: Callable[[str, int], torch.Tensor],
+    zero: Callable[[str], torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Each task's loss over the samples of ``batch`` that carry its label (DiffusionMTL's scheme).
 
     ``sample_loss(task, b)`` is the task's loss on sample ``b``; each is multiplied by (tasks /

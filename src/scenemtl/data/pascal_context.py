@@ -59,6 +59,9 @@ Differences from the seeds, and why:
 
 Class names: VOC's 21 in id order (the seeds' ``VOC_CATEGORY_NAMES``) and the 7 part classes;
 palettes: the PASCAL VOC colour map (bit-interleaved ids), as the seeds' ``labelcolormap``.
+
+Over 400 lines because the release has five label sources read five ways (.mat contexts, part
+annotations, saliency, normals, boundaries) plus the seeds' id lists; each reader is short.
 """
 
 from __future__ import annotations
@@ -80,19 +83,56 @@ from scenemtl.metrics.boundary import relabel, thin
 from scenemtl.tasks.colors import label_palette
 
 VOC_CLASSES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 PART_NAMES = ["background", "head", "torso", "upper arm", "lower arm", "upper leg", "lower leg"]
 
 #: PASCAL-Part person part name → part class (the seeds' ``HUMAN_PART[6]``)
 PART_CLASSES = {
-    "hair": 1, "head": 1, "lear": 1, "lebrow": 1, "leye": 1, "mouth": 1, "nose": 1, "rear": 1, "rebrow": 1, "reye": 1,
-    "neck": 2, "torso": 2,
-    "luarm": 3, "ruarm": 3,
-    "lhand": 4, "llarm": 4, "rhand": 4, "rlarm": 4,
-    "luleg": 5, "ruleg": 5,
-    "lfoot": 6, "llleg": 6, "rfoot": 6, "rlleg": 6,
+    "hair": 1,
+    "head": 1,
+    "lear": 1,
+    "lebrow": 1,
+    "leye": 1,
+    "mouth": 1,
+    "nose": 1,
+    "rear": 1,
+    "rebrow": 1,
+    "reye": 1,
+    "neck": 2,
+    "torso": 2,
+    "luarm": 3,
+    "ruarm": 3,
+    "lhand": 4,
+    "llarm": 4,
+    "rhand": 4,
+    "rlarm": 4,
+    "luleg": 5,
+    "ruleg": 5,
+    "lfoot": 6,
+    "llleg": 6,
+    "rfoot": 6,
+    "rlleg": 6,
 }
 #: PASCAL-Part's class_ind of "person" (VOC id 15)
 PERSON = 15
@@ -101,31 +141,176 @@ PERSON = 15
 #: ``nyu_classes.json`` found in ``context_classes.json`` (without ``unknown``), plus ``tvmonitor``
 #: (prismformore/Multi-Task-Transformer:InvPT/data/db_info/, == brdav/atrc:src/data/db_info/)
 NORMALS_CLASSES = {
-    3: "air conditioner", 4: "antenna", 6: "ashtray", 9: "bag", 10: "ball", 11: "balloon", 13: "barrel",
-    15: "basket", 17: "bathtub", 18: "bed", 22: "bench", 23: "bicycle", 29: "blackboard", 30: "board", 33: "book",
-    34: "bottle", 36: "bowl", 37: "box", 38: "bracelet", 39: "brick", 41: "broom", 43: "bucket", 46: "cabinet",
-    49: "cake", 50: "calculator", 51: "calendar", 53: "camera", 55: "can", 56: "candle", 59: "car", 61: "cart",
-    62: "case", 65: "cat", 66: "cd", 68: "ceiling", 69: "cell phone", 72: "chair", 73: "chessboard", 78: "clock",
-    83: "coffee machine", 84: "comb", 85: "computer", 87: "cone", 88: "container", 95: "corkscrew", 96: "counter",
-    101: "crate", 104: "cup", 105: "curtain", 107: "cutting board", 111: "dishwasher", 113: "dog", 115: "door",
-    122: "drum", 124: "duck", 135: "envelope", 141: "fan", 142: "faucet", 143: "fax machine",
-    146: "fire extinguisher", 150: "fish tank", 154: "flag", 157: "flashlight", 158: "floor", 159: "flower",
-    165: "fork", 172: "fruit", 174: "furnace", 181: "glass", 183: "globe", 184: "glove", 191: "guitar",
-    193: "hammer", 195: "handle", 197: "hanger", 199: "hat", 202: "heater", 213: "ipod", 215: "ironing board",
-    216: "jar", 219: "key", 220: "keyboard", 223: "knife", 225: "ladder", 228: "laptop", 230: "lid", 232: "light",
-    233: "light bulb", 238: "lock", 239: "machine", 242: "map", 243: "mask", 246: "mattress", 250: "microphone",
-    251: "microwave", 252: "mirror", 255: "money", 260: "mouse", 261: "mouse pad", 263: "napkin", 269: "oven",
-    272: "pan", 273: "paper", 275: "paper cutter", 281: "pen", 283: "pencil", 284: "person", 285: "photo",
-    286: "piano", 287: "picture", 288: "pig", 290: "pillow", 291: "pipe", 292: "pitcher", 293: "plant", 295: "plate",
-    304: "pool table", 307: "pot", 309: "printer", 310: "projector", 314: "radiator", 315: "radio",
-    319: "range hood", 323: "remote control", 329: "rope", 330: "rug", 331: "ruler", 336: "scale", 342: "sculpture",
-    345: "sewing machine", 349: "shelves", 350: "shoe", 351: "shopping cart", 352: "shovel", 355: "sign",
-    357: "sink", 368: "sofa", 370: "spatula", 371: "speaker", 374: "spoon", 379: "stapler", 380: "stick",
-    383: "stool", 384: "stove", 397: "table", 401: "tape", 403: "telephone", 405: "tent", 407: "toaster",
-    408: "toilet", 411: "toothbrush", 412: "towel", 413: "toy", 414: "toy car", 417: "trampoline", 419: "tray",
-    421: "tricycle", 423: "trophy", 427: "tvmonitor", 429: "typewriter", 430: "umbrella", 432: "vacuum cleaner",
-    440: "wall", 441: "wallet", 442: "wardrobe", 443: "washing machine", 444: "watch", 446: "water dispenser",
-    454: "window", 457: "wire",
+    3: "air conditioner",
+    4: "antenna",
+    6: "ashtray",
+    9: "bag",
+    10: "ball",
+    11: "balloon",
+    13: "barrel",
+    15: "basket",
+    17: "bathtub",
+    18: "bed",
+    22: "bench",
+    23: "bicycle",
+    29: "blackboard",
+    30: "board",
+    33: "book",
+    34: "bottle",
+    36: "bowl",
+    37: "box",
+    38: "bracelet",
+    39: "brick",
+    41: "broom",
+    43: "bucket",
+    46: "cabinet",
+    49: "cake",
+    50: "calculator",
+    51: "calendar",
+    53: "camera",
+    55: "can",
+    56: "candle",
+    59: "car",
+    61: "cart",
+    62: "case",
+    65: "cat",
+    66: "cd",
+    68: "ceiling",
+    69: "cell phone",
+    72: "chair",
+    73: "chessboard",
+    78: "clock",
+    83: "coffee machine",
+    84: "comb",
+    85: "computer",
+    87: "cone",
+    88: "container",
+    95: "corkscrew",
+    96: "counter",
+    101: "crate",
+    104: "cup",
+    105: "curtain",
+    107: "cutting board",
+    111: "dishwasher",
+    113: "dog",
+    115: "door",
+    122: "drum",
+    124: "duck",
+    135: "envelope",
+    141: "fan",
+    142: "faucet",
+    143: "fax machine",
+    146: "fire extinguisher",
+    150: "fish tank",
+    154: "flag",
+    157: "flashlight",
+    158: "floor",
+    159: "flower",
+    165: "fork",
+    172: "fruit",
+    174: "furnace",
+    181: "glass",
+    183: "globe",
+    184: "glove",
+    191: "guitar",
+    193: "hammer",
+    195: "handle",
+    197: "hanger",
+    199: "hat",
+    202: "heater",
+    213: "ipod",
+    215: "ironing board",
+    216: "jar",
+    219: "key",
+    220: "keyboard",
+    223: "knife",
+    225: "ladder",
+    228: "laptop",
+    230: "lid",
+    232: "light",
+    233: "light bulb",
+    238: "lock",
+    239: "machine",
+    242: "map",
+    243: "mask",
+    246: "mattress",
+    250: "microphone",
+    251: "microwave",
+    252: "mirror",
+    255: "money",
+    260: "mouse",
+    261: "mouse pad",
+    263: "napkin",
+    269: "oven",
+    272: "pan",
+    273: "paper",
+    275: "paper cutter",
+    281: "pen",
+    283: "pencil",
+    284: "person",
+    285: "photo",
+    286: "piano",
+    287: "picture",
+    288: "pig",
+    290: "pillow",
+    291: "pipe",
+    292: "pitcher",
+    293: "plant",
+    295: "plate",
+    304: "pool table",
+    307: "pot",
+    309: "printer",
+    310: "projector",
+    314: "radiator",
+    315: "radio",
+    319: "range hood",
+    323: "remote control",
+    329: "rope",
+    330: "rug",
+    331: "ruler",
+    336: "scale",
+    342: "sculpture",
+    345: "sewing machine",
+    349: "shelves",
+    350: "shoe",
+    351: "shopping cart",
+    352: "shovel",
+    355: "sign",
+    357: "sink",
+    368: "sofa",
+    370: "spatula",
+    371: "speaker",
+    374: "spoon",
+    379: "stapler",
+    380: "stick",
+    383: "stool",
+    384: "stove",
+    397: "table",
+    401: "tape",
+    403: "telephone",
+    405: "tent",
+    407: "toaster",
+    408: "toilet",
+    411: "toothbrush",
+    412: "towel",
+    413: "toy",
+    414: "toy car",
+    417: "trampoline",
+    419: "tray",
+    421: "tricycle",
+    423: "trophy",
+    427: "tvmonitor",
+    429: "typewriter",
+    430: "umbrella",
+    432: "vacuum cleaner",
+    440: "wall",
+    441: "wallet",
+    442: "wardrobe",
+    443: "washing machine",
+    444: "watch",
+    446: "water dispenser",
+    454: "window",
+    457: "wire",
 }
 _NORMALS_IDS = np.array(sorted(NORMALS_CLASSES), dtype=np.int64)
 
@@ -134,9 +319,11 @@ _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
 
 MT_RELEASE = "PASCAL_MT (ASTMT/MTI-Net release, PASCAL_MT.tgz)"
 CONTEXT_RELEASE = "PASCALContext (ATRC/InvPT release, PASCALContext.tar.gz)"
-HELP = ("download PASCAL_MT.tgz (`scenemtl data download pascal_context --root DIR`, or the link in "
-        "ATRC's or MTI-Net's code; InvPT's README links the same data as PASCALContext.tar.gz) and set data.root "
-        "to the extracted PASCAL_MT/ (or PASCALContext/) folder or the folder holding it")
+HELP = (
+    "download PASCAL_MT.tgz (`scenemtl data download pascal_context --root DIR`, or the link in "
+    "ATRC's or MTI-Net's code; InvPT's README links the same data as PASCALContext.tar.gz) and set data.root "
+    "to the extracted PASCAL_MT/ (or PASCALContext/) folder or the folder holding it"
+)
 TARGETS = {
     "semseg": "semseg",
     "human_parts": "human_parts",
@@ -167,8 +354,7 @@ def _items(value) -> list:
 def _field(struct, name: str, path: Path):
     if not hasattr(struct, name):
         fields = getattr(struct, "_fieldnames", None)
-        raise DataError(f"{path}: a PASCAL-Part struct has no field '{name}' (fields: {fields}); "
-                        f"re-extract it from the release")
+        raise DataError(f"{path}: a PASCAL-Part struct has no field '{name}' (fields: {fields}); re-extract it from the release")
     return getattr(struct, name)
 
 
@@ -189,12 +375,13 @@ class PascalContext(DenseDataset):
             "PASCAL_MT.tgz",
             url="https://data.vision.ee.ethz.ch/kmaninis/share/MTL/PASCAL_MT.tgz",
             manual="if the ETH address no longer answers, InvPT's README (prismformore/Multi-Task-Transformer) "
-                   "links the same data as PASCALContext.tar.gz; extract it and set data.root to PASCALContext/",
+            "links the same data as PASCALContext.tar.gz; extract it and set data.root to PASCALContext/",
         ),
     )
 
-    def __init__(self, root: str | None, split: str, tasks: list[str], people_only: bool | None = None,
-                 cache_dir: str | None = None) -> None:
+    def __init__(
+        self, root: str | None, split: str, tasks: list[str], people_only: bool | None = None, cache_dir: str | None = None
+    ) -> None:
         """``people_only``: keep only images with a person (None: when human_parts is the only task, as the
         seeds); ``cache_dir``: where the parts index is written when the release has none (see the module)."""
         super().__init__(root, split, tasks)
@@ -202,8 +389,7 @@ class PascalContext(DenseDataset):
             raise ConfigError(f"data.root is not set for dataset 'pascal_context': {HELP}")
         self.folder = self._find_folder(Path(root))
         name = self.folder.name
-        self.variant = {"PASCAL_MT": MT_RELEASE, "PASCALContext": CONTEXT_RELEASE}.get(
-            name, f"PASCAL-MT layout (folder {name})")
+        self.variant = {"PASCAL_MT": MT_RELEASE, "PASCALContext": CONTEXT_RELEASE}.get(name, f"PASCAL-MT layout (folder {name})")
         require_folder(self.folder / "ImageSets" / "Context", "the split lists", HELP)
         self.ids = read_split(self.folder / "ImageSets" / "Context" / f"{split}.txt", HELP)
         require_folder(self.folder / "JPEGImages", "the RGB images", HELP)
@@ -232,8 +418,10 @@ class PascalContext(DenseDataset):
         for name in ("PASCAL_MT", "PASCALContext"):
             if (root / name / "ImageSets").is_dir():
                 return root / name
-        raise DataError(f"no PASCAL-Context release in {root}: expected ImageSets/ and JPEGImages/ there or in "
-                        f"{root / 'PASCAL_MT'} or {root / 'PASCALContext'}; {HELP}")
+        raise DataError(
+            f"no PASCAL-Context release in {root}: expected ImageSets/ and JPEGImages/ there or in "
+            f"{root / 'PASCAL_MT'} or {root / 'PASCALContext'}; {HELP}"
+        )
 
     # ------------------------------------------------------------------------------------------
     # the parts index: which images hold a person
@@ -253,8 +441,9 @@ class PascalContext(DenseDataset):
                 index = read_json(shipped, "parts index")
                 if isinstance(index, dict) and set(index) == wanted:
                     return index
-                self.notes.append(f"{shipped} does not list exactly the ids of the {self.split} split; "
-                                  f"using an index in {self.index_file.parent}")
+                self.notes.append(
+                    f"{shipped} does not list exactly the ids of the {self.split} split; using an index in {self.index_file.parent}"
+                )
             except DataError as error:
                 self.notes.append(f"{error}; using an index in {self.index_file.parent}")
         cached = self.index_file
@@ -292,8 +481,7 @@ class PascalContext(DenseDataset):
         anno = self._anno(path)
         out = []
         for obj in _items(_field(anno, "objects", path)):
-            out.append((int(np.asarray(_field(obj, "class_ind", path)).ravel()[0]),
-                        int(np.count_nonzero(_field(obj, "mask", path)))))
+            out.append((int(np.asarray(_field(obj, "class_ind", path)).ravel()[0]), int(np.count_nonzero(_field(obj, "mask", path)))))
         return out
 
     @staticmethod
@@ -323,14 +511,17 @@ class PascalContext(DenseDataset):
         for task in self.tasks:
             target, path = getattr(self, f"_{task}")(image_id, context)
             if tuple(target.shape[-2:]) != size:
-                raise DataError(f"{path}: the {task} map is {tuple(target.shape[-2:])} but its image {image_path.name} "
-                                f"is {size}; re-extract both from the release")
+                raise DataError(
+                    f"{path}: the {task} map is {tuple(target.shape[-2:])} but its image {image_path.name} "
+                    f"is {size}; re-extract both from the release"
+                )
             sample[task] = target
         if "edge_labels" in self.eval_keys:
             labels, path = self._label_map(image_id, context)
             if tuple(labels.shape) != size:
-                raise DataError(f"{path}: LabelMap is {tuple(labels.shape)} but its image {image_path.name} is {size}; "
-                                "re-extract both from the release")
+                raise DataError(
+                    f"{path}: LabelMap is {tuple(labels.shape)} but its image {image_path.name} is {size}; re-extract both from the release"
+                )
             sample["edge_labels"] = torch.from_numpy(relabel(labels))[None]
         sample["meta"] = {"id": image_id, "size": size, "labelled": list(self.tasks)}
         return sample
@@ -384,12 +575,13 @@ class PascalContext(DenseDataset):
         path = self.folder / "normals_distill" / f"{image_id}.png"
         stored = read_image(path, "distilled normals PNG (RGB)", HELP, mode=None)
         if stored.ndim != 3 or stored.shape[2] != 3 or stored.dtype != np.uint8:
-            raise DataError(f"{path}: distilled normals must be an 8-bit RGB PNG, found shape {stored.shape} "
-                            f"{stored.dtype}; {HELP}")
+            raise DataError(f"{path}: distilled normals must be an 8-bit RGB PNG, found shape {stored.shape} {stored.dtype}; {HELP}")
         labels, label_path = self._label_map(image_id, context)
         if labels.shape != stored.shape[:2]:
-            raise DataError(f"{label_path}: LabelMap is {labels.shape} but the normals {path.name} are "
-                            f"{stored.shape[:2]}; re-extract both from the release")
+            raise DataError(
+                f"{label_path}: LabelMap is {labels.shape} but the normals {path.name} are "
+                f"{stored.shape[:2]}; re-extract both from the release"
+            )
         normals = np.float32(2.0) * stored.astype(np.float32) / np.float32(255.0) - np.float32(1.0)
         normals[~np.isin(labels.astype(np.int64), _NORMALS_IDS)] = 0.0
         return torch.from_numpy(np.ascontiguousarray(normals.transpose(2, 0, 1))), path

@@ -53,14 +53,20 @@ class SceneConfig:
     edge_depth_jump: float = 0.1  # relative depth jump that counts as a boundary
 
     def __post_init__(self) -> None:
-        problems = [msg for bad, msg in [
-            (min(self.height, self.width) < 2, f"height and width must be >= 2, got {self.height}x{self.width}"),
-            (not 0 <= self.min_objects <= self.max_objects,
-             f"need 0 <= min_objects <= max_objects, got {self.min_objects} and {self.max_objects}"),
-            (not 0 < self.fov_degrees < 180, f"fov_degrees must lie in (0, 180), got {self.fov_degrees}"),
-            (self.texture_noise < 0, f"texture_noise must be >= 0, got {self.texture_noise}"),
-            (self.edge_depth_jump <= 0, f"edge_depth_jump must be > 0, got {self.edge_depth_jump}"),
-        ] if bad]
+        problems = [
+            msg
+            for bad, msg in [
+                (min(self.height, self.width) < 2, f"height and width must be >= 2, got {self.height}x{self.width}"),
+                (
+                    not 0 <= self.min_objects <= self.max_objects,
+                    f"need 0 <= min_objects <= max_objects, got {self.min_objects} and {self.max_objects}",
+                ),
+                (not 0 < self.fov_degrees < 180, f"fov_degrees must lie in (0, 180), got {self.fov_degrees}"),
+                (self.texture_noise < 0, f"texture_noise must be >= 0, got {self.texture_noise}"),
+                (self.edge_depth_jump <= 0, f"edge_depth_jump must be > 0, got {self.edge_depth_jump}"),
+            ]
+            if bad
+        ]
         if problems:
             raise ConfigError("SceneConfig: " + "; ".join(problems) + ".")
 
@@ -151,8 +157,7 @@ def _normal_cylinder(p: np.ndarray, ob: _Object) -> np.ndarray:
     rho = np.hypot(rel[0], rel[1])
     side = np.abs(rho - ob.half[0]) < np.abs(np.abs(rel[2]) - ob.half[2])  # nearer to the mantle
     rho = np.maximum(rho, 1e-12)
-    return np.stack([np.where(side, rel[0] / rho, 0.0), np.where(side, rel[1] / rho, 0.0),
-                     np.where(side, 0.0, np.sign(rel[2]))])
+    return np.stack([np.where(side, rel[0] / rho, 0.0), np.where(side, rel[1] / rho, 0.0), np.where(side, 0.0, np.sign(rel[2]))])
 
 
 _HIT = {_SPHERE: _hit_sphere, _BOX: _hit_box, _CYLINDER: _hit_cylinder}
@@ -199,8 +204,7 @@ def _wall_distance(xy: np.ndarray, ang: float, room: np.ndarray) -> float:
         return float(np.min(np.where(d > 0, room[:2] - xy, xy) / np.abs(d)))
 
 
-def _sample_objects(rng: np.random.Generator, cfg: SceneConfig, room: np.ndarray,
-                    cam: np.ndarray, yaw: float) -> list[_Object]:
+def _sample_objects(rng: np.random.Generator, cfg: SceneConfig, room: np.ndarray, cam: np.ndarray, yaw: float) -> list[_Object]:
     half_fov = np.deg2rad(cfg.fov_degrees) / 2
     objects: list[_Object] = []
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
@@ -274,8 +278,16 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
     n *= np.where(np.sum(n * ray, axis=0) > 0, -1.0, 1.0)  # guard; entry hits already face the ray
 
     # albedo: low-saturation room surfaces, objects with class-independent random HSV colours
-    room_hsv = np.array([rng.uniform(0.0, 0.15), rng.uniform(0.2, 0.5), rng.uniform(0.35, 0.6),  # floor
-                         rng.uniform(0, 1), rng.uniform(0.0, 0.1), rng.uniform(0.8, 0.95)])  # ceiling
+    room_hsv = np.array(
+        [
+            rng.uniform(0.0, 0.15),
+            rng.uniform(0.2, 0.5),
+            rng.uniform(0.35, 0.6),  # floor
+            rng.uniform(0, 1),
+            rng.uniform(0.0, 0.1),
+            rng.uniform(0.8, 0.95),
+        ]
+    )  # ceiling
     wall_hsv = np.array([rng.uniform(0, 1), rng.uniform(0.05, 0.35), rng.uniform(0.55, 0.85)])
     hsv = np.concatenate([room_hsv.reshape(2, 3), wall_hsv + np.zeros((4, 3))])
     hsv[2:, 2] *= rng.uniform(0.9, 1.05, size=4)  # walls differ slightly, as real paint under light
@@ -335,6 +347,7 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
 
 def _edges(inst: np.ndarray, depth: np.ndarray, jump: float) -> np.ndarray:
     """1 where a pixel's instance differs from, or its depth jumps relative to, its right/lower neighbour."""
+
     def differs(a: slice, b: slice) -> np.ndarray:
         da, db = depth[a], depth[b]
         return (inst[a] != inst[b]) | (np.abs(da - db) > jump * np.minimum(da, db))

@@ -73,30 +73,94 @@ import numpy as np
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.data.densemtl import (DENSEMTL_MEAN, DENSEMTL_STD, FAR_CODE, check_resize, check_split_options,
-                                    densemtl_sample, densemtl_split, size_error)
+from scenemtl.data.densemtl import (
+    DENSEMTL_MEAN,
+    DENSEMTL_STD,
+    FAR_CODE,
+    check_resize,
+    check_split_options,
+    densemtl_sample,
+    densemtl_split,
+    size_error,
+)
 from scenemtl.fileio import read_image, read_png_opencv
 from scenemtl.errors import ConfigError, DataError
 
-CLASS_NAMES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-               "vegetation", "sky", "person", "rider", "car", "bus", "motorcycle", "bicycle"]
+CLASS_NAMES = [
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "bus",
+    "motorcycle",
+    "bicycle",
+]
 # Cityscapes' colours of the 16 classes (cityscapesScripts labels.py)
-PALETTE = np.array([
-    [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153], [153, 153, 153],
-    [250, 170, 30], [220, 220, 0], [107, 142, 35], [70, 130, 180], [220, 20, 60], [255, 0, 0],
-    [0, 0, 142], [0, 60, 100], [0, 0, 230], [119, 11, 32],
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        [128, 64, 128],
+        [244, 35, 232],
+        [70, 70, 70],
+        [102, 102, 156],
+        [190, 153, 153],
+        [153, 153, 153],
+        [250, 170, 30],
+        [220, 220, 0],
+        [107, 142, 35],
+        [70, 130, 180],
+        [220, 20, 60],
+        [255, 0, 0],
+        [0, 0, 142],
+        [0, 60, 100],
+        [0, 0, 230],
+        [119, 11, 32],
+    ],
+    dtype=np.uint8,
+)
 # SYNTHIA class id → train id (DenseMTL dataset/semseg/mappings.py, Mappings.Synthia['cls16'])
-SYNTHIA_TO_TRAIN = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 9, 10: 10, 17: 11, 8: 12, 19: 13,
-                    12: 14, 11: 15}
-SYNTHIA_NAMES = ["void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car", "traffic sign",
-                 "pedestrian", "bicycle", "motorcycle", "parking-slot", "road-work", "traffic light", "terrain",
-                 "rider", "truck", "bus", "train", "wall", "lanemarking"]
+SYNTHIA_TO_TRAIN = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 9, 10: 10, 17: 11, 8: 12, 19: 13, 12: 14, 11: 15}
+SYNTHIA_NAMES = [
+    "void",
+    "sky",
+    "building",
+    "road",
+    "sidewalk",
+    "fence",
+    "vegetation",
+    "pole",
+    "car",
+    "traffic sign",
+    "pedestrian",
+    "bicycle",
+    "motorcycle",
+    "parking-slot",
+    "road-work",
+    "traffic light",
+    "terrain",
+    "rider",
+    "truck",
+    "bus",
+    "train",
+    "wall",
+    "lanemarking",
+]
 RELEASE = "SYNTHIA-RAND-CITYSCAPES"
-HELP = ("download SYNTHIA_RAND_CITYSCAPES.rar (`scenemtl data download synthia --root DIR`, or the "
-        "SYNTHIA-RAND-CITYSCAPES (CVPR16) link on https://synthia-dataset.net/downloads/), extract it with "
-        "`unrar x SYNTHIA_RAND_CITYSCAPES.rar` and set data.root to the RAND_CITYSCAPES/ folder (RGB/, GT/LABELS/, "
-        "Depth/Depth/)")
+HELP = (
+    "download SYNTHIA_RAND_CITYSCAPES.rar (`scenemtl data download synthia --root DIR`, or the "
+    "SYNTHIA-RAND-CITYSCAPES (CVPR16) link on https://synthia-dataset.net/downloads/), extract it with "
+    "`unrar x SYNTHIA_RAND_CITYSCAPES.rar` and set data.root to the RAND_CITYSCAPES/ folder (RGB/, GT/LABELS/, "
+    "Depth/Depth/)"
+)
+
 
 def _label_table() -> np.ndarray:
     table = np.full(1 << 16, 255, dtype=np.uint8)
@@ -109,6 +173,7 @@ LABEL_TABLE = _label_table()
 
 
 # --------------------------------------------------------------------------------------------
+
 
 @register_dataset("synthia")
 class Synthia(DenseDataset):
@@ -129,13 +194,21 @@ class Synthia(DenseDataset):
             url="http://synthia-dataset.cvc.uab.cat/SYNTHIA_RAND_CITYSCAPES.rar",
             extract=False,  # RAR: Python's standard library cannot unpack it
             manual="the SYNTHIA-RAND-CITYSCAPES (CVPR16) entry of https://synthia-dataset.net/downloads/; unpack it "
-                   "with `unrar x SYNTHIA_RAND_CITYSCAPES.rar` (some unrar runs leave a few GT/LABELS files corrupt: "
-                   "`scenemtl data check synthia` lists them)",
+            "with `unrar x SYNTHIA_RAND_CITYSCAPES.rar` (some unrar runs leave a few GT/LABELS files corrupt: "
+            "`scenemtl data check synthia` lists them)",
         ),
     )
 
-    def __init__(self, root: str | None, split: str, tasks: list[str], resize: list[int] | None = None,
-                 split_seed: int = 42, split_rule: str = "disjoint", far_invalid: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | None,
+        split: str,
+        tasks: list[str],
+        resize: list[int] | None = None,
+        split_seed: int = 42,
+        split_rule: str = "disjoint",
+        far_invalid: bool = True,
+    ) -> None:
         super().__init__(root, split, tasks)
         if root is None:
             raise ConfigError(f"data.root is not set for dataset 'synthia': {HELP}")

@@ -121,8 +121,14 @@ class RandomScaleCrop:
     * ``adjust_depth``: depth-like targets change their values with the zoom (``Task.resample``).
     """
 
-    def __init__(self, tasks: Mapping[str, Task], scale: Sequence[float] | None = None,
-                 crop: Sequence[int] | str | None = None, cat_max_ratio: float = 1.0, adjust_depth: bool = False) -> None:
+    def __init__(
+        self,
+        tasks: Mapping[str, Task],
+        scale: Sequence[float] | None = None,
+        crop: Sequence[int] | str | None = None,
+        cat_max_ratio: float = 1.0,
+        adjust_depth: bool = False,
+    ) -> None:
         if scale is not None and not 0 < scale[0] <= scale[1]:
             raise ValueError(f"scale range must satisfy 0 < low ≤ high, got {list(scale)}")
         if isinstance(crop, str) and crop != "original":
@@ -283,8 +289,9 @@ class PhotometricDistortion:
     makes it float32, as the official ``astype(float32)`` would).
     """
 
-    def __init__(self, brightness: float = 32, contrast: Sequence[float] = (0.5, 1.5),
-                 saturation: Sequence[float] = (0.5, 1.5), hue: int = 18) -> None:
+    def __init__(
+        self, brightness: float = 32, contrast: Sequence[float] = (0.5, 1.5), saturation: Sequence[float] = (0.5, 1.5), hue: int = 18
+    ) -> None:
         self.brightness, self.contrast, self.saturation, self.hue = brightness, tuple(contrast), tuple(saturation), int(hue)
 
     def _contrast(self, image: np.ndarray, draws: Draws) -> np.ndarray:
@@ -342,8 +349,9 @@ class Pad:
     came out smaller than its size (after a zoom below 1), after normalisation, as the seeds.
     """
 
-    def __init__(self, tasks: Mapping[str, Task], size: Sequence[int] | None = None, multiple: int | None = None,
-                 original: bool = False) -> None:
+    def __init__(
+        self, tasks: Mapping[str, Task], size: Sequence[int] | None = None, multiple: int | None = None, original: bool = False
+    ) -> None:
         if (size is not None) + (multiple is not None) + bool(original) != 1:
             raise ValueError("Pad takes exactly one of size, multiple or original")
         self.tasks, self.size, self.multiple, self.original = tasks, size, multiple, original
@@ -365,6 +373,7 @@ class ToFloatImage:
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
         image = sample["image"]
-        sample["image"] = image.float() if torch.is_tensor(image) else torch.from_numpy(
-            np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        sample["image"] = (
+            image.float() if torch.is_tensor(image) else torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        )
         return sample

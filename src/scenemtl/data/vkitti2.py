@@ -55,27 +55,46 @@ import numpy as np
 from scenemtl.data.base import DatasetInfo, DenseDataset, register_dataset
 from scenemtl.data.download import Archive
 from scenemtl.fileio import read_image, read_label_png
-from scenemtl.data.densemtl import (DENSEMTL_MEAN, DENSEMTL_STD, FAR_CODE, check_resize, check_split_options,
-                                    densemtl_sample, densemtl_split, size_error)
+from scenemtl.data.densemtl import (
+    DENSEMTL_MEAN,
+    DENSEMTL_STD,
+    FAR_CODE,
+    check_resize,
+    check_split_options,
+    densemtl_sample,
+    densemtl_split,
+    size_error,
+)
 from scenemtl.errors import ConfigError, DataError, did_you_mean
 
 # the release's classes and colours (colors.txt; DenseMTL dataset/semseg/labels.py VKitti2), in id order
 CLASSES = [
-    ("terrain", (210, 0, 200)), ("sky", (90, 200, 255)), ("tree", (0, 199, 0)), ("vegetation", (90, 240, 0)),
-    ("building", (140, 140, 140)), ("road", (100, 60, 100)), ("guard rail", (250, 100, 255)),
-    ("traffic sign", (255, 255, 0)), ("traffic light", (200, 200, 0)), ("pole", (255, 130, 0)),
-    ("misc", (80, 80, 80)), ("truck", (160, 60, 60)), ("car", (255, 127, 80)), ("van", (0, 139, 139)),
+    ("terrain", (210, 0, 200)),
+    ("sky", (90, 200, 255)),
+    ("tree", (0, 199, 0)),
+    ("vegetation", (90, 240, 0)),
+    ("building", (140, 140, 140)),
+    ("road", (100, 60, 100)),
+    ("guard rail", (250, 100, 255)),
+    ("traffic sign", (255, 255, 0)),
+    ("traffic light", (200, 200, 0)),
+    ("pole", (255, 130, 0)),
+    ("misc", (80, 80, 80)),
+    ("truck", (160, 60, 60)),
+    ("car", (255, 127, 80)),
+    ("van", (0, 139, 139)),
 ]
 CLASS_NAMES = [name for name, _ in CLASSES]
 PALETTE = np.array([colour for _, colour in CLASSES], dtype=np.uint8)
-VARIATIONS = ("15-deg-left", "15-deg-right", "30-deg-left", "30-deg-right", "clone", "fog", "morning", "overcast",
-              "rain", "sunset")
+VARIATIONS = ("15-deg-left", "15-deg-right", "30-deg-left", "30-deg-right", "clone", "fog", "morning", "overcast", "rain", "sunset")
 CAMERAS = ("Camera_0", "Camera_1")
 BASE_URL = "https://download.europe.naverlabs.com/virtual_kitti_2.0.3"
 PAGE = "https://europe.naverlabs.com/research/computer-vision/proxy-virtual-worlds-vkitti-2/"
-HELP = ("download vkitti_2.0.3_rgb.tar, vkitti_2.0.3_classSegmentation.tar and vkitti_2.0.3_depth.tar "
-        f"(`scenemtl data download vkitti2 --root DIR`, or {PAGE}), extract them into one folder and set data.root "
-        "to it (it holds Scene01/ … Scene20/)")
+HELP = (
+    "download vkitti_2.0.3_rgb.tar, vkitti_2.0.3_classSegmentation.tar and vkitti_2.0.3_depth.tar "
+    f"(`scenemtl data download vkitti2 --root DIR`, or {PAGE}), extract them into one folder and set data.root "
+    "to it (it holds Scene01/ … Scene20/)"
+)
 # modality: (folder under frames/, file prefix, suffix, archive)
 MODALITIES = {
     "rgb": ("rgb", "rgb", ".jpg", "vkitti_2.0.3_rgb.tar"),
@@ -114,24 +133,36 @@ class VirtualKitti2(DenseDataset):
     )
     release_sizes = ((375, 1242),)
     archives = tuple(
-        Archive(archive, url=f"{BASE_URL}/{archive}",
-                mirrors=(f"http://download.europe.naverlabs.com//virtual_kitti_2.0.3/{archive}",),
-                manual=f"Virtual KITTI 2 page: {PAGE}")
+        Archive(
+            archive,
+            url=f"{BASE_URL}/{archive}",
+            mirrors=(f"http://download.europe.naverlabs.com//virtual_kitti_2.0.3/{archive}",),
+            manual=f"Virtual KITTI 2 page: {PAGE}",
+        )
         for _, _, _, archive in MODALITIES.values()
     )
 
-    def __init__(self, root: str | None, split: str, tasks: list[str], variation: str = "15-deg-left",
-                 camera: str = "Camera_0", resize: list[int] | None = None, split_seed: int = 42,
-                 split_rule: str = "disjoint", far_invalid: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | None,
+        split: str,
+        tasks: list[str],
+        variation: str = "15-deg-left",
+        camera: str = "Camera_0",
+        resize: list[int] | None = None,
+        split_seed: int = 42,
+        split_rule: str = "disjoint",
+        far_invalid: bool = True,
+    ) -> None:
         super().__init__(root, split, tasks)
         if root is None:
             raise ConfigError(f"data.root is not set for dataset 'vkitti2': {HELP}")
         if variation not in VARIATIONS:
-            raise ConfigError(f"data.options.variation for 'vkitti2': unknown variation {variation!r}."
-                              f"{did_you_mean(variation, VARIATIONS)}")
+            raise ConfigError(
+                f"data.options.variation for 'vkitti2': unknown variation {variation!r}.{did_you_mean(variation, VARIATIONS)}"
+            )
         if camera not in CAMERAS:
-            raise ConfigError(f"data.options.camera for 'vkitti2': unknown camera {camera!r}."
-                              f"{did_you_mean(camera, CAMERAS)}")
+            raise ConfigError(f"data.options.camera for 'vkitti2': unknown camera {camera!r}.{did_you_mean(camera, CAMERAS)}")
         check_split_options("vkitti2", split_seed, split_rule)
         self.resize = check_resize("vkitti2", resize)
         self.far_invalid = bool(far_invalid)
@@ -151,13 +182,12 @@ class VirtualKitti2(DenseDataset):
             scenes.append(scene.name)
             for path in folder.iterdir():
                 if path.name.startswith("rgb_") and path.suffix == ".jpg":
-                    frames.append(f"{scene.name}/{variation}/{camera}/{path.stem[len('rgb_'):]}")
+                    frames.append(f"{scene.name}/{variation}/{camera}/{path.stem[len('rgb_') :]}")
         if not frames:
             raise DataError(f"no frames rgb_*.jpg in {rgb_base}/Scene*/{variation}/frames/rgb/{camera}: {HELP}")
         self.ids = densemtl_split(frames, split, split_seed, split_rule)
         layout = "merged" if all(base == self.root_path for base in self.bases.values()) else "one folder per archive"
-        self.variant = (f"Virtual KITTI 2.0.3 ({variation}, {camera}, {len(scenes)} scenes, {layout}; "
-                        f"split {split_rule}, seed {split_seed})")
+        self.variant = f"Virtual KITTI 2.0.3 ({variation}, {camera}, {len(scenes)} scenes, {layout}; split {split_rule}, seed {split_seed})"
         if self.resize is not None:
             self.release_sizes = (self.resize,)  # every sample comes out at this size
 
@@ -169,8 +199,9 @@ class VirtualKitti2(DenseDataset):
         folder, _, _, archive = MODALITIES[modality]
         candidates = [self.root_path, self.root_path / folder, self.root_path / archive.removesuffix(".tar")]
         for base in candidates:
-            if base.is_dir() and any(self._folder(base, s.name, modality).is_dir()
-                                     for s in base.iterdir() if s.is_dir() and s.name.startswith("Scene")):
+            if base.is_dir() and any(
+                self._folder(base, s.name, modality).is_dir() for s in base.iterdir() if s.is_dir() and s.name.startswith("Scene")
+            ):
                 return base
         expected = self._folder(self.root_path, "Scene*", modality)
         raise DataError(f"no folder {expected} ({folder} of variation {self.variation}, from {archive}): {HELP}")

@@ -92,8 +92,7 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tupl
     return bench, path.resolve().parent
 
 
-def run_config(bench: BalancingBenchmark, base: Path, label: str, seed: int, extra: list[str],
-               balancer: MethodSpec | None) -> Config:
+def run_config(bench: BalancingBenchmark, base: Path, label: str, seed: int, extra: list[str], balancer: MethodSpec | None) -> Config:
     """The experiment config of one run of the benchmark."""
     experiment = Path(bench.experiment)
     experiment = experiment if experiment.is_absolute() else base / experiment
@@ -140,8 +139,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
-def run_balancing_benchmark(bench: BalancingBenchmark, base: Path, progress: bool = True,
-                            log: Any = print) -> dict[str, Any]:
+def run_balancing_benchmark(bench: BalancingBenchmark, base: Path, progress: bool = True, log: Any = print) -> dict[str, Any]:
     """Train every (method, seed) not yet done; write and return the summary (``results.json``/``.md``)."""
     specs = bench.specs()
     out = Path(bench.out_dir.replace("{name}", bench.name))
@@ -169,33 +167,55 @@ def run_balancing_benchmark(bench: BalancingBenchmark, base: Path, progress: boo
                 known = {t: sorted(d) for t, d in directions.items()}
                 raise ConfigError(f"benchmark delta_metrics: no metric '{task}/{name}'; the runs report {known}")
     if bench.reference == SINGLE_TASK:
-        reference = {task: {name: statistics.mean(r["metrics"][task][name] for r in reference_runs.values())
-                            for name in names} for task, names in metrics.items()}
+        reference = {
+            task: {name: statistics.mean(r["metrics"][task][name] for r in reference_runs.values()) for name in names}
+            for task, names in metrics.items()
+        }
     else:
-        reference = load_reference(bench.reference if isinstance(bench.reference, dict)
-                                   else str(Path(bench.reference) if Path(bench.reference).is_absolute()
-                                            else base / bench.reference))
+        reference = load_reference(
+            bench.reference
+            if isinstance(bench.reference, dict)
+            else str(Path(bench.reference) if Path(bench.reference).is_absolute() else base / bench.reference)
+        )
     equal_time = statistics.mean(timing["equal"]) if timing.get("equal") else None
     rows = []
     for spec in specs:
         per_seed = runs[spec.row]
         balancer = build_balancer(spec.name, list(mains), {}, spec.options)
-        values = {task: {name: _mean_std([r["metrics"][task][name] for r in per_seed.values()]) for name in names}
-                  for task, names in metrics.items()}
+        values = {
+            task: {name: _mean_std([r["metrics"][task][name] for r in per_seed.values()]) for name in names}
+            for task, names in metrics.items()
+        }
         sign = -1.0 if bench.delta_m_lower_is_better else 1.0
         deltas = [sign * delta_m(r["metrics"], reference, directions, metrics) for r in per_seed.values()]
         step_time = statistics.mean(timing[spec.row]) if timing.get(spec.row) else None
-        rows.append({
-            "method": spec.row, "balancer": spec.name, "options": spec.options, "seeds": sorted(per_seed),
-            "metrics": values, "delta_m": _mean_std(deltas), "delta_m_per_seed": deltas,
-            "seconds_per_step": step_time,
-            "time_vs_equal": step_time / equal_time if step_time and equal_time else None,
-            "backward_passes": balancer.backward_passes, "extra_forward": balancer.extra_forward,
-        })
-    summary = {"name": bench.name, "experiment": bench.experiment, "seeds": bench.seeds, "set": bench.set,
-               "delta_metrics": metrics, "directions": directions, "reference": reference,
-               "delta_m_lower_is_better": bench.delta_m_lower_is_better,
-               "reference_kind": f"{SINGLE_TASK} runs (mean over seeds)" if bench.reference == SINGLE_TASK else "given", "rows": rows}
+        rows.append(
+            {
+                "method": spec.row,
+                "balancer": spec.name,
+                "options": spec.options,
+                "seeds": sorted(per_seed),
+                "metrics": values,
+                "delta_m": _mean_std(deltas),
+                "delta_m_per_seed": deltas,
+                "seconds_per_step": step_time,
+                "time_vs_equal": step_time / equal_time if step_time and equal_time else None,
+                "backward_passes": balancer.backward_passes,
+                "extra_forward": balancer.extra_forward,
+            }
+        )
+    summary = {
+        "name": bench.name,
+        "experiment": bench.experiment,
+        "seeds": bench.seeds,
+        "set": bench.set,
+        "delta_metrics": metrics,
+        "directions": directions,
+        "reference": reference,
+        "delta_m_lower_is_better": bench.delta_m_lower_is_better,
+        "reference_kind": f"{SINGLE_TASK} runs (mean over seeds)" if bench.reference == SINGLE_TASK else "given",
+        "rows": rows,
+    }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", summary)
     (out / "results.md").write_text(format_balancing_table(summary))
@@ -208,10 +228,17 @@ def format_balancing_table(summary: dict[str, Any]) -> str:
     metrics, directions = summary["delta_metrics"], summary["directions"]
     columns = [(t, n) for t, names in metrics.items() for n in names]
     arrow = lambda t, n: "↑" if directions[t][n] else "↓"  # noqa: E731
-    header = ("| method | " + " | ".join(f"{t} {n} {arrow(t, n)}" for t, n in columns)
-              + f" | Δm % {'↓' if summary['delta_m_lower_is_better'] else '↑'} | s/step | × equal | backward passes |")
-    lines = [f"Balancing benchmark `{summary['name']}`: mean ± std over seeds {summary['seeds']}; "
-             f"Δm against {summary['reference_kind']}.", "", header, "|" + "---|" * (len(columns) + 5)]
+    header = (
+        "| method | "
+        + " | ".join(f"{t} {n} {arrow(t, n)}" for t, n in columns)
+        + f" | Δm % {'↓' if summary['delta_m_lower_is_better'] else '↑'} | s/step | × equal | backward passes |"
+    )
+    lines = [
+        f"Balancing benchmark `{summary['name']}`: mean ± std over seeds {summary['seeds']}; Δm against {summary['reference_kind']}.",
+        "",
+        header,
+        "|" + "---|" * (len(columns) + 5),
+    ]
     reference = summary["reference"]
     lines.append("| STL reference | " + " | ".join(f"{reference[t][n]:.4g}" for t, n in columns) + " | 0 | | | |")
     for row in summary["rows"]:

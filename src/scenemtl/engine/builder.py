@@ -56,8 +56,13 @@ def build_tasks(config: Config, info: DatasetInfo) -> dict[str, Task]:
     if missing:
         raise ConfigError(f"dataset '{info.name}' has no labels for task(s) {missing}; it provides {list(info.tasks)}")
     return {
-        name: build_task(name, task_options(config.eval.protocol, info.name, name, cfg.options), info.class_names,
-                         info.palettes, protocol=config.eval.protocol)
+        name: build_task(
+            name,
+            task_options(config.eval.protocol, info.name, name, cfg.options),
+            info.class_names,
+            info.palettes,
+            protocol=config.eval.protocol,
+        )
         for name, cfg in config.tasks.items()
     }
 
@@ -106,9 +111,7 @@ def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo
 
 def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, rank: int = 0, world: int = 1):
     """A loader over ``(index, seed)`` keys from a resumable per-epoch sampler."""
-    sampler = EpochSampler(
-        len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world, block=config.data.batch_size
-    )
+    sampler = EpochSampler(len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world, block=config.data.batch_size)
     if len(dataset) == 0:
         raise DataError(f"the training split '{dataset.split}' of dataset '{config.data.name}' is empty")
     loader = DataLoader(
@@ -154,9 +157,16 @@ def tasks_from_meta(meta: CheckpointMeta) -> dict[str, Task]:
     """A model's tasks, rebuilt from what its checkpoint recorded (no dataset needed)."""
     config = meta.config
     palettes = {k: np.asarray(v, dtype=np.uint8) for k, v in meta.palettes.items()}
-    return {name: build_task(name, task_options(config.eval.protocol, config.data.name, name, cfg.options),
-                             meta.class_names, palettes, protocol=config.eval.protocol)
-            for name, cfg in config.tasks.items()}
+    return {
+        name: build_task(
+            name,
+            task_options(config.eval.protocol, config.data.name, name, cfg.options),
+            meta.class_names,
+            palettes,
+            protocol=config.eval.protocol,
+        )
+        for name, cfg in config.tasks.items()
+    }
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Task], CheckpointMeta]:

@@ -218,8 +218,15 @@ def results_folder(file: Path) -> Path:
     return file.parent / "eval"
 
 
-def _metadata(config: Config, step: int, class_names: Mapping[str, list[str]], palettes: Mapping[str, Any],
-              mean: Sequence[float], std: Sequence[float], selection: Mapping[str, Any] | None = None) -> dict[str, str]:
+def _metadata(
+    config: Config,
+    step: int,
+    class_names: Mapping[str, list[str]],
+    palettes: Mapping[str, Any],
+    mean: Sequence[float],
+    std: Sequence[float],
+    selection: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
     """The safetensors metadata of a checkpoint: everything needed to rebuild its model (strings only)."""
     metadata = {
         "scenemtl_version": __version__,
@@ -244,8 +251,11 @@ def write_model_file(path: Path, model: nn.Module, meta: CheckpointMeta) -> Path
     written under a temporary name and renamed, so a failed write leaves no half file."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        save_file(_weights(model), str(temporary), metadata=_metadata(
-            meta.config, meta.step, meta.class_names, meta.palettes, meta.mean, meta.std, meta.selection))
+        save_file(
+            _weights(model),
+            str(temporary),
+            metadata=_metadata(meta.config, meta.step, meta.class_names, meta.palettes, meta.mean, meta.std, meta.selection),
+        )
         os.chmod(temporary, file_mode())
         os.replace(temporary, path)
     except (OSError, RuntimeError, SafetensorError) as error:

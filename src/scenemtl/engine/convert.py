@@ -24,6 +24,7 @@ def convert_official(config: Config, path: str | Path, out: str | Path) -> tuple
     if not loaded.official:
         raise CheckpointError(f"{loaded.file} is already a scenemtl checkpoint: `scenemtl eval`/`predict` take it as it is")
     meta = loaded.meta
-    folder = save_checkpoint(Path(out), meta.step, loaded.model, config, meta.class_names, meta.palettes, meta.mean,
-                             meta.std, trainer_state=None)
+    folder = save_checkpoint(
+        Path(out), meta.step, loaded.model, config, meta.class_names, meta.palettes, meta.mean, meta.std, trainer_state=None
+    )
     return folder, loaded.dropped, meta.step

@@ -27,6 +27,7 @@ DEMO_STEPS = 500
 #: a few minutes on two CPU cores (configs/synthetic/base.yaml is the same experiment)
 DEMO_OVERRIDES = ["data.options.height=48", "data.options.width=64"]
 
+
 def demo_config(arch: str, out: Path, steps: int, overrides: list[str] | None = None) -> Config:
     """The embedded default experiment (the config defaults) for one architecture, writing under ``out``."""
     fixed = [f"model.arch={arch}", f"name={arch}", f"out_dir={out / arch}", f"train.steps={steps}"]
@@ -84,8 +85,7 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True, overrid
     train_set = builder.build_dataset(single_config, "train")
     val_set = builder.build_dataset(single_config, "val")
     height, width = val_set.sample(0)["image"].shape[-2:]
-    print(f"{single_config.data.name}: {len(train_set)} train / {len(val_set)} val images of {height}×{width}; "
-          f"{steps} steps per model")
+    print(f"{single_config.data.name}: {len(train_set)} train / {len(val_set)} val images of {height}×{width}; {steps} steps per model")
 
     trivial = trivial_baselines(single_config, train_set, val_set, progress)
     single = Trainer(single_config, progress=progress, datasets=(train_set, val_set)).fit()
@@ -116,11 +116,18 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True, overrid
     predict_files(shared_trainer.checkpoint_dir, [inputs], out / "predictions", device=shared_config.train.device, progress=False)
 
     elapsed = time.perf_counter() - started
-    report = {"trivial": trivial, SINGLE_TASK: single["metrics"], HARD_SHARING: shared["metrics"], "main": mains,
-              "directions": directions,
-              "delta_m": {"trivial": delta(trivial), HARD_SHARING: delta(shared["metrics"])},
-              "checks": {name: ok for name, ok in checks}, "steps": steps, "seconds": round(elapsed, 1),
-              "threads": torch.get_num_threads()}
+    report = {
+        "trivial": trivial,
+        SINGLE_TASK: single["metrics"],
+        HARD_SHARING: shared["metrics"],
+        "main": mains,
+        "directions": directions,
+        "delta_m": {"trivial": delta(trivial), HARD_SHARING: delta(shared["metrics"])},
+        "checks": {name: ok for name, ok in checks},
+        "steps": steps,
+        "seconds": round(elapsed, 1),
+        "threads": torch.get_num_threads(),
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(table + "\n")
     print()

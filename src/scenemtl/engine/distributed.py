@@ -98,7 +98,7 @@ def all_reduce_grads(info: DistInfo, params: list[torch.nn.Parameter]) -> None:
     flat.div_(info.world_size)
     offset = 0
     for p, g in zip(params, grads):
-        p.grad = flat[offset: offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
+        p.grad = flat[offset : offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
         offset += p.numel()
 
 

@@ -154,6 +154,7 @@ def results_report(
     if curves:  # precision/recall over thresholds (boundaries)
         report["curves"] = curves
     if reference:
+
         def usable_value(value: Any) -> bool:
             return isinstance(value, (int, float)) and math.isfinite(value) and value != 0
 
@@ -200,9 +201,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         header = [f"Protocol **{report['protocol']}**" + (f": {protocol.description}." if protocol else "."), ""]
     parts = header + [format_table(report), "", "| task | variant | metrics |", "|---|---|---|"]
     for task, values in report["metrics"].items():
-        shown = ", ".join(
-            f"{name} {value:.4g}" for name, value in values.items() if "/" not in name and isinstance(value, float)
-        )
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in values.items() if "/" not in name and isinstance(value, float))
         parts.append(f"| {task} | {report['variants'].get(task, '')} | {shown} |")
     if report.get("delta_m_skipped"):
         parts.append(f"\nΔm leaves out {', '.join(report['delta_m_skipped'])} (a reference or result of 0 or NaN).")
@@ -210,6 +209,5 @@ def format_report(report: Mapping[str, Any]) -> str:
         classes = {name[4:]: value for name, value in values.items() if name.startswith("iou/")}
         if classes:
             parts += ["", f"**{task}: IoU per class**", "", "| class | IoU |", "|---|---|"]
-            parts += [f"| {name} | {value:.2f} |" if math.isfinite(value) else f"| {name} | absent |"
-                      for name, value in classes.items()]
+            parts += [f"| {name} | {value:.2f} |" if math.isfinite(value) else f"| {name} | absent |" for name, value in classes.items()]
     return "\n".join(parts) + "\n"

@@ -51,19 +51,24 @@ class ModelInfo:
 
     def format(self) -> str:
         """A small table."""
-        lines = [f"architecture {self.arch} (backbone {self.backbone}) at {self.size[0]}×{self.size[1]}",
-                 f"parameters: {self.total:,} ({self.total / 1e6:.2f} M)",
-                 f"  shared: {self.shared:,} ({self.shared / 1e6:.2f} M)"]
+        lines = [
+            f"architecture {self.arch} (backbone {self.backbone}) at {self.size[0]}×{self.size[1]}",
+            f"parameters: {self.total:,} ({self.total / 1e6:.2f} M)",
+            f"  shared: {self.shared:,} ({self.shared / 1e6:.2f} M)",
+        ]
         lines += [f"  {task}: {count:,} ({count / 1e6:.2f} M)" for task, count in self.per_task.items()]
         if self.unused:
             lines.append(f"  reached by no task's output: {self.unused:,}")
         if self.official is not None:
-            lines.append(f"official checkpoint layout: {self.official:,} ({self.official / 1e6:.2f} M; "
-                         f"{self.official - self.total:+,}: parameters its forward never uses, two-class heads)")
+            lines.append(
+                f"official checkpoint layout: {self.official:,} ({self.official / 1e6:.2f} M; "
+                f"{self.official - self.total:+,}: parameters its forward never uses, two-class heads)"
+            )
         if self.published:
             lines.append(f"published: {self.published}")
-        lines.append(f"compute: {self.gmacs:.2f} GMACs (the papers' 'GFLOPs', fvcore's convention) = "
-                     f"{self.gflops:.2f} GFLOPs (2 per multiply-add)")
+        lines.append(
+            f"compute: {self.gmacs:.2f} GMACs (the papers' 'GFLOPs', fvcore's convention) = {self.gflops:.2f} GFLOPs (2 per multiply-add)"
+        )
         return "\n".join(lines)
 
 
@@ -78,8 +83,9 @@ def input_size(config: Config) -> tuple[int, int]:
         return int(options["height"]), int(options["width"])
     if "size" in options and options["size"] is not None:
         return tuple(options["size"])
-    raise ConfigError("the config sets no resolution (data.augment.crop, data.eval_pad or data.options "
-                      "height/width): give one with --size H W")
+    raise ConfigError(
+        "the config sets no resolution (data.augment.crop, data.eval_pad or data.options height/width): give one with --size H W"
+    )
 
 
 def parameter_reach(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, set[str]]:
@@ -140,9 +146,14 @@ def model_info(config: Config, size: tuple[int, int] | None = None, reach_size: 
     from scenemtl.models.official import official_parameter_count
 
     return ModelInfo(
-        arch=config.model.arch, backbone=config.model.backbone.name, size=size, total=sum(counts.values()),
-        shared=sum(counts[n] for n, o in owners.items() if len(o) > 1), per_task=per_task,
-        unused=sum(counts[n] for n, o in owners.items() if not o), gmacs=count_macs(model, size),
+        arch=config.model.arch,
+        backbone=config.model.backbone.name,
+        size=size,
+        total=sum(counts.values()),
+        shared=sum(counts[n] for n, o in owners.items() if len(o) > 1),
+        per_task=per_task,
+        unused=sum(counts[n] for n, o in owners.items() if not o),
+        gmacs=count_macs(model, size),
         official=official_parameter_count(model),
         published=published(config.model.arch, config.model.backbone.name, config.data.name),
     )

@@ -47,11 +47,12 @@ def load_model(source: str | Path, config: Config | None = None, device: torch.d
     device = torch.device(device)
     if is_official_file(file):
         if config is None:
-            raise CheckpointError(f"{file} is an official checkpoint without scenemtl metadata: give the config of "
-                                  "its model (its configs/<dataset>/<arch>.yaml)")
+            raise CheckpointError(
+                f"{file} is an official checkpoint without scenemtl metadata: give the config of "
+                "its model (its configs/<dataset>/<arch>.yaml)"
+            )
         model, tasks, meta, extra = _from_official(config, file)
-        return LoadedModel(model.to(device).eval(), tasks, meta, file, official=True,
-                           dropped=list(extra.get("dropped", [])))
+        return LoadedModel(model.to(device).eval(), tasks, meta, file, official=True, dropped=list(extra.get("dropped", [])))
     meta = read_meta(file)
     if config is not None:
         _check_against(meta, config, file)
@@ -87,8 +88,12 @@ def _from_official(config: Config, path: Path):
     model = build_model(model_config, tasks)
     extra = load_official_into(model, path)
     meta = CheckpointMeta(
-        config=config, step=int(extra.get("iter_count", 0) or 0), class_names=dict(info.class_names),
+        config=config,
+        step=int(extra.get("iter_count", 0) or 0),
+        class_names=dict(info.class_names),
         palettes={k: [list(map(int, c)) for c in v] for k, v in info.palettes.items()},
-        mean=tuple(info.mean), std=tuple(info.std), version=f"official ({__version__} key map)",
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        version=f"official ({__version__} key map)",
     )
     return model, tasks, meta, extra

@@ -37,10 +37,8 @@ class RunLogger:
             try:
                 import wandb
             except ImportError:
-                raise ConfigError(f"train.wandb is '{wandb_project}' but wandb is not installed: "
-                                  "pip install 'scenemtl[wandb]'") from None
-            self._wandb = wandb.init(project=wandb_project, name=folder.name, config=config, dir=str(folder),
-                                     resume="allow")
+                raise ConfigError(f"train.wandb is '{wandb_project}' but wandb is not installed: pip install 'scenemtl[wandb]'") from None
+            self._wandb = wandb.init(project=wandb_project, name=folder.name, config=config, dir=str(folder), resume="allow")
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "metrics.jsonl"
         if resume_step is not None and path.exists():

@@ -11,9 +11,7 @@ from scenemtl.config import TrainConfig
 from scenemtl.errors import ConfigError
 
 
-def build_optimizer(
-    config: TrainConfig, parameters: Iterable[nn.Parameter], extra_groups: Sequence[dict] = ()
-) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, parameters: Iterable[nn.Parameter], extra_groups: Sequence[dict] = ()) -> torch.optim.Optimizer:
     """AdamW, Adam or SGD (with momentum) over the trainable parameters (plus ``extra_groups``, e.g. a balancer's)."""
     trainable = [p for p in parameters if p.requires_grad]
     params: list = [{"params": trainable}, *extra_groups] if extra_groups else trainable
@@ -24,9 +22,7 @@ def build_optimizer(
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused or None
-    )
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def poly_factor(step: int, total: int, power: float, warmup: int) -> float:

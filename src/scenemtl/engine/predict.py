@@ -64,11 +64,14 @@ class Predictor:
             return
         file = resolve(model)
         if config is None and is_official_file(file):
-            raise CheckpointError(f"{file} is an official checkpoint without scenemtl metadata: give the config of its "
-                                  "model with --config (its configs/<dataset>/<arch>.yaml)")
+            raise CheckpointError(
+                f"{file} is an official checkpoint without scenemtl metadata: give the config of its "
+                "model with --config (its configs/<dataset>/<arch>.yaml)"
+            )
         if config is not None and not is_official_file(file):
-            raise CheckpointError(f"{file} is a scenemtl checkpoint, which carries its own config: drop --config "
-                                  "(it is for official .pth.tar files)")
+            raise CheckpointError(
+                f"{file} is a scenemtl checkpoint, which carries its own config: drop --config (it is for official .pth.tar files)"
+            )
         loaded = load_model(file, config, self.device)
         self.model, self.tasks, self.meta = loaded.model, loaded.tasks, loaded.meta
         self._normalisation()
@@ -91,8 +94,10 @@ class Predictor:
         """Per-task predictions for images of one size, run as one batch."""
         for image in images:
             if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.uint8):
-                raise ValueError(f"Predictor takes H×W×3 uint8 RGB arrays, got {getattr(image, 'dtype', type(image).__name__)} "
-                                 f"of shape {getattr(image, 'shape', None)}; read files with scenemtl.data.images.read_rgb")
+                raise ValueError(
+                    f"Predictor takes H×W×3 uint8 RGB arrays, got {getattr(image, 'dtype', type(image).__name__)} "
+                    f"of shape {getattr(image, 'shape', None)}; read files with scenemtl.data.images.read_rgb"
+                )
         height, width = images[0].shape[:2]
         if any(image.shape[:2] != (height, width) for image in images):
             raise ValueError("predict_batch takes images of one size; call it per size (or the predictor per image)")
@@ -102,14 +107,19 @@ class Predictor:
         x = F.pad(x, (0, pad_w, 0, pad_h)).to(self.device)
         with autocast(self.device, self.precision):
             output = self.model(x)
-        predictions = {name: task.predict(output.final[name][..., :height, :width].float()).cpu()
-                       for name, task in self.tasks.items()}
+        predictions = {name: task.predict(output.final[name][..., :height, :width].float()).cpu() for name, task in self.tasks.items()}
         return [{name: values[i] for name, values in predictions.items()} for i in range(len(images))]
 
 
-def predict_files(checkpoint: str | Path | torch.nn.Module, inputs: list[str | Path], out_dir: str | Path,
-                  device: str = "auto", progress: bool = True, config: Config | None = None,
-                  batch_size: int = 1) -> list[Path]:
+def predict_files(
+    checkpoint: str | Path | torch.nn.Module,
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    config: Config | None = None,
+    batch_size: int = 1,
+) -> list[Path]:
     """Predict every input image; write ``<task>/<stem>.png`` and ``.npy`` and ``panels/<stem>.png``.
 
     Streams: images are decoded, predicted and written a batch at a time (consecutive images of one

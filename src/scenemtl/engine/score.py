@@ -33,8 +33,12 @@ def _find(folder: Path, sample_id: str, task: Task) -> Path | None:
 def score_config(dataset: str, root: str, split: str, tasks: Sequence[str], protocol: str | None) -> Config:
     """The config ``scenemtl score`` builds its dataset and metrics from."""
     return validate(
-        {"name": f"score_{dataset}", "data": {"name": dataset, "root": root, "val_split": split},
-         "tasks": {task: {} for task in tasks}, "eval": {"protocol": protocol}},
+        {
+            "name": f"score_{dataset}",
+            "data": {"name": dataset, "root": root, "val_split": split},
+            "tasks": {task: {} for task in tasks},
+            "eval": {"protocol": protocol},
+        },
         "(scenemtl score)",
     )
 
@@ -61,8 +65,7 @@ def score(
     if tasks is None:
         tasks = [task for task in info.tasks if (pred_root / task).is_dir()]
         if not tasks:
-            raise ConfigError(f"--pred {pred_root}: no task folder found; expected some of {list(info.tasks)} "
-                              "(<pred>/<task>/<id>.png …)")
+            raise ConfigError(f"--pred {pred_root}: no task folder found; expected some of {list(info.tasks)} (<pred>/<task>/<id>.png …)")
     unknown = [task for task in tasks if task not in info.tasks]
     if unknown:
         raise ConfigError(f"--tasks: dataset '{dataset_name}' has no task {unknown}; it has {list(info.tasks)}")
@@ -84,11 +87,14 @@ def score(
         files[task] = found
     if missing:
         shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise DataError(f"{len(missing)} prediction file(s) missing in {pred_root} for split '{split}': {shown}; "
-                        "every id of the split needs one (a partial folder would score a different image set)")
+        raise DataError(
+            f"{len(missing)} prediction file(s) missing in {pred_root} for split '{split}': {shown}; "
+            "every id of the split needs one (a partial folder would score a different image set)"
+        )
     known = set(ids)
-    extra = sorted(f"{task}/{path.name}" for task in tasks for path in (pred_root / task).iterdir()
-                   if path.is_file() and path.stem not in known)
+    extra = sorted(
+        f"{task}/{path.name}" for task in tasks for path in (pred_root / task).iterdir() if path.is_file() and path.stem not in known
+    )
     metrics = task_metrics(task_objects)
     for index in progress_bar(range(len(dataset)), desc="score", disable=not progress):
         sample = dataset[index]
@@ -97,12 +103,21 @@ def score(
             prediction = task.read_prediction(files[name][index])
             target = batch[name]
             if prediction.shape[-2:] != target.shape[-2:]:
-                raise DataError(f"{files[name][index]}: the prediction is {tuple(prediction.shape[-2:])} but the "
-                                f"image {ids[index]} is {tuple(target.shape[-2:])}; save predictions at the original "
-                                "size (padding cropped away)")
+                raise DataError(
+                    f"{files[name][index]}: the prediction is {tuple(prediction.shape[-2:])} but the "
+                    f"image {ids[index]} is {tuple(target.shape[-2:])}; save predictions at the original "
+                    "size (padding cropped away)"
+                )
             metrics[name].update(prediction, target, **metric_context(metrics[name], task, batch, [ids[index]]))
     return results_report(
-        metrics, None,
-        {"name": config.name, "dataset": dataset_name, "split": split, "predictions": str(pred_root),
-         "images": len(ids), "extra_predictions": extra},
+        metrics,
+        None,
+        {
+            "name": config.name,
+            "dataset": dataset_name,
+            "split": split,
+            "predictions": str(pred_root),
+            "images": len(ids),
+            "extra_predictions": extra,
+        },
     )

@@ -37,8 +37,10 @@ _CAUSES = {
     errno.EPERM: ("operation not permitted", "fix the folder's permissions or set out_dir (or --out) elsewhere"),
     errno.ENOENT: ("a folder on the way does not exist", "check the path"),
     errno.ENOTDIR: ("a part of the path is a file, not a folder", "check the path"),
-    errno.EFBIG: ("the file is too large for this file system or for the process's file-size limit",
-                  "raise the limit (ulimit -f) or write to another file system"),
+    errno.EFBIG: (
+        "the file is too large for this file system or for the process's file-size limit",
+        "raise the limit (ulimit -f) or write to another file system",
+    ),
     errno.EIO: ("an input/output error (a failing disk or a lost network mount)", "check the disk or mount"),
 }
 
@@ -109,8 +111,7 @@ class RunLock:
     def __init__(self, folder: Path | str, command: str | None = None) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
-        self.command = command if command is not None else " ".join(os.path.basename(a) if i == 0 else a
-                                                                   for i, a in enumerate(sys.argv))
+        self.command = command if command is not None else " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
         self._handle = None
         self._created: list[Path] = []
         self.previous: dict | None = None  # the owner a stale lock file named
@@ -141,11 +142,16 @@ class RunLock:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise storage_error(error, self.path, "lock the run folder with") from None
             owner = self.owner(self.path)
-            who = (f"process {owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('started', '?')}"
-                   f" ({owner.get('command', '?')})") if owner else "another process"
+            who = (
+                (
+                    f"process {owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('started', '?')}"
+                    f" ({owner.get('command', '?')})"
+                )
+                if owner
+                else "another process"
+            )
             raise ScenemtlError(
-                f"run folder {self.folder} is in use by {who}; wait for it to finish or stop it, or give this run "
-                "another name / out_dir"
+                f"run folder {self.folder} is in use by {who}; wait for it to finish or stop it, or give this run another name / out_dir"
             ) from None
         handle.seek(0)
         previous = handle.read().strip()
@@ -156,8 +162,10 @@ class RunLock:
                 self.previous = {}
         handle.seek(0)
         handle.truncate()
-        json.dump({"host": socket.gethostname(), "pid": os.getpid(),
-                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": self.command}, handle)
+        json.dump(
+            {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": self.command},
+            handle,
+        )
         handle.flush()
         self._handle = handle
         return self

@@ -6,6 +6,9 @@ Suen 1992, the two-subiteration rule), Piotr Dollár's ``convTri``, ``gradient2`
 their float32 operations in their order, so that the suppressed pixels are SEISM's, SEISM's
 ``relabel``, and a maximum-cardinality bipartite matching (Hopcroft–Karp) between prediction and
 ground-truth pixels closer than the match distance.
+
+Over 400 lines because each kernel follows its definition step by step (thinning, NMS,
+relabelling, matching) and they share numba helpers that are kept beside their callers.
 """
 
 from __future__ import annotations
@@ -243,8 +246,9 @@ def _interp(image: npt.NDArray[np.float32], row: float, col: float) -> float:
     dr0 = row - np.float32(r0)
     dc1 = _F1 - dc0
     dr1 = _F1 - dr0
-    value: float = (image[r0, c0] * dc1 * dr1 + image[r0, c0 + 1] * dc0 * dr1
-                    + image[r0 + 1, c0] * dc1 * dr0 + image[r0 + 1, c0 + 1] * dc0 * dr0)
+    value: float = (
+        image[r0, c0] * dc1 * dr1 + image[r0, c0 + 1] * dc0 * dr1 + image[r0 + 1, c0] * dc1 * dr0 + image[r0 + 1, c0 + 1] * dc0 * dr0
+    )
     return value
 
 

@@ -9,7 +9,6 @@ import torch
 from scenemtl.metrics.base import POOLINGS, StreamingMetric, fixed_point, fixed_zero, from_fixed
 
 
-
 class DepthMetric(StreamingMetric):
     """RMSE, log-RMSE, abs-rel, sq-rel, mean absolute error and δ<1.25.
 
@@ -93,8 +92,7 @@ class DepthMetric(StreamingMetric):
             pred = pred.clamp_min(1e-9)
             diff = pred - gt
             ratio = torch.maximum(pred / gt, gt / pred)
-            terms = torch.stack([diff**2, (pred.log() - gt.log()) ** 2, diff.abs() / gt, diff**2 / gt, diff.abs(),
-                                 (ratio < 1.25).double()])
+            terms = torch.stack([diff**2, (pred.log() - gt.log()) ** 2, diff.abs() / gt, diff**2 / gt, diff.abs(), (ratio < 1.25).double()])
             rows.append(terms.mean(1) if self.per_image else terms.sum(1))
             pixels += gt.numel()
         if not rows:

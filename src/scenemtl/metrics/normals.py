@@ -16,7 +16,6 @@ NUM_BINS = 180 * BINS_PER_DEGREE
 OFFSET_STEPS = 2**20
 
 
-
 def unit_vectors(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """``x / max(|x|, 1e-12)`` along ``dim``: F.normalize's result, ten times faster on CPU over dim 1."""
     return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True).clamp_min(1e-24))

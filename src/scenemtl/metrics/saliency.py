@@ -36,9 +36,7 @@ class SaliencyMetric(StreamingMetric):
     image_jaccard: torch.Tensor
     images: torch.Tensor
 
-    def __init__(
-        self, beta_squared: float = 0.3, threshold_step: float = 0.05, ignore_index: int = 255, protocol: str = "pooled"
-    ) -> None:
+    def __init__(self, beta_squared: float = 0.3, threshold_step: float = 0.05, ignore_index: int = 255, protocol: str = "pooled") -> None:
         super().__init__()
         if protocol not in ("pooled", "mtinet", "invpt"):
             raise ValueError(f"saliency protocol must be 'pooled' (ATRC), 'invpt' or 'mtinet', got {protocol!r}")
@@ -119,8 +117,11 @@ class SaliencyMetric(StreamingMetric):
             recall = from_fixed(self.image_recall) / self.images
             f = 2 * precision * recall / (precision + recall + 1e-12)
             best = int(f.argmax())
-            return {"max_f": float(f[best]) * 100, "iou": float((from_fixed(self.image_jaccard) / self.images).max()) * 100,
-                    "max_f_threshold": float(self.thresholds[best])}
+            return {
+                "max_f": float(f[best]) * 100,
+                "iou": float((from_fixed(self.image_jaccard) / self.images).max()) * 100,
+                "max_f_threshold": float(self.thresholds[best]),
+            }
         precision = self.true_pos / self.pred_pos.clamp_min(1)
         recall = self.true_pos / self.actual_pos.clamp_min(1)
         b2 = self.beta_squared

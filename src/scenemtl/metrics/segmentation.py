@@ -25,9 +25,7 @@ class ConfusionMatrixMetric(StreamingMetric):
     image_miou_sum: torch.Tensor
     images: torch.Tensor
 
-    def __init__(
-        self, num_classes: int, ignore_index: int = 255, class_names: list[str] | None = None, per_image: bool = False
-    ) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: list[str] | None = None, per_image: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -55,8 +53,13 @@ class ConfusionMatrixMetric(StreamingMetric):
             for image_pred, image_target in zip(prediction, target):
                 keep = image_target != self.ignore_index
                 if keep.any():
-                    single = torch.bincount(image_target[keep].long() * self.num_classes + image_pred[keep].long(),
-                                            minlength=self.num_classes**2).reshape(self.num_classes, -1).double()
+                    single = (
+                        torch.bincount(
+                            image_target[keep].long() * self.num_classes + image_pred[keep].long(), minlength=self.num_classes**2
+                        )
+                        .reshape(self.num_classes, -1)
+                        .double()
+                    )
                     self.image_miou_sum += fixed_point(_iou(single).nanmean()[None])
                     self.images += 1
 

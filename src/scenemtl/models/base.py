@@ -78,8 +78,7 @@ class MultiTaskModel(nn.Module):
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass instead of storing them (less memory, more time)."""
         raise ConfigError(
-            f"architecture '{getattr(self, 'arch', type(self).__name__)}' does not support "
-            "train.activation_checkpointing; set it to false"
+            f"architecture '{getattr(self, 'arch', type(self).__name__)}' does not support train.activation_checkpointing; set it to false"
         )
 
 
@@ -110,8 +109,9 @@ class SharedCut(nn.Module):
 def require_tasks(arch: str, tasks: Mapping[str, object], minimum: int, reason: str) -> None:
     """ConfigError unless ``arch`` is given at least ``minimum`` tasks (``reason`` says why it needs them)."""
     if len(tasks) < minimum:
-        raise ConfigError(f"{arch} needs at least {'two' if minimum == 2 else minimum} tasks ({reason}), got "
-                          f"{list(tasks)}; use model.arch=hps for fewer")
+        raise ConfigError(
+            f"{arch} needs at least {'two' if minimum == 2 else minimum} tasks ({reason}), got {list(tasks)}; use model.arch=hps for fewer"
+        )
 
 
 def check_positive_ints(value: object, name: str, count: int | None = None) -> None:
@@ -119,8 +119,7 @@ def check_positive_ints(value: object, name: str, count: int | None = None) -> N
     if count is not None and not isinstance(value, (list, tuple)):
         raise ConfigError(f"model.options.{name} must be a list of {count} positive integers, got {value!r}")
     values = value if isinstance(value, (list, tuple)) else [value]
-    if (count is not None and len(values) != count) or any(
-            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+    if (count is not None and len(values) != count) or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
         shape = f"{count} positive integers" if count else "a positive integer"
         raise ConfigError(f"model.options.{name} must be {shape}, got {value!r}")
 

@@ -82,8 +82,7 @@ class CrossStitchUnit(nn.Module):
     the one combination every target receives.
     """
 
-    def __init__(self, tasks: int, channels: int, unit: Unit = "channel", alpha_same: float = 0.9,
-                 alpha_diff: float = 0.1) -> None:
+    def __init__(self, tasks: int, channels: int, unit: Unit = "channel", alpha_same: float = 0.9, alpha_diff: float = 0.1) -> None:
         super().__init__()
         self.unit = unit
         if unit == "channel":
@@ -105,29 +104,33 @@ class CrossStitchUnit(nn.Module):
 class CrossStitchTimm(MultiTaskModel):
     """One timm network per task, stitched after every stage of stride ≥ 4, one FPN head per task."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], unit: Unit, alpha_same: float,
-                 alpha_diff: float, head_channels: int = 64, decoder_stride: int = 8) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        unit: Unit,
+        alpha_same: float,
+        alpha_diff: float,
+        head_channels: int = 64,
+        decoder_stride: int = 8,
+    ) -> None:
         super().__init__()
         if config.backbone.fuse != "none":
-            raise ConfigError("arch cross_stitch stitches the backbone's stages one by one: "
-                              "model.backbone.fuse must be 'none'")
+            raise ConfigError("arch cross_stitch stitches the backbone's stages one by one: model.backbone.fuse must be 'none'")
         first = Backbone(config.backbone)
         try:
             first.stages()
         except ConfigError as error:
             raise ConfigError(f"arch cross_stitch: {error}") from None
         names = list(tasks)
-        self.backbones = nn.ModuleDict({name: first if i == 0 else Backbone(config.backbone)
-                                        for i, name in enumerate(names)})
+        self.backbones = nn.ModuleDict({name: first if i == 0 else Backbone(config.backbone) for i, name in enumerate(names)})
         strides, channels = first.strides, first.channels
         # which of the returned feature maps get a unit
         stitched = [i for i, s in enumerate(strides) if s >= 4] or [len(strides) - 1]
-        self.stitch = nn.ModuleDict({str(i): CrossStitchUnit(len(tasks), channels[i], unit, alpha_same, alpha_diff)
-                                     for i in stitched})
-        self.heads = nn.ModuleDict({
-            name: FPNHead(channels, strides, head_channels, task.out_channels, min_stride=decoder_stride)
-            for name, task in tasks.items()
-        })
+        self.stitch = nn.ModuleDict({str(i): CrossStitchUnit(len(tasks), channels[i], unit, alpha_same, alpha_diff) for i in stitched})
+        self.heads = nn.ModuleDict(
+            {name: FPNHead(channels, strides, head_channels, task.out_channels, min_stride=decoder_stride) for name, task in tasks.items()}
+        )
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Each task's logits at the input size."""
@@ -139,8 +142,10 @@ class CrossStitchTimm(MultiTaskModel):
             if stages[0].level is None:
                 continue
             if not all(isinstance(value, torch.Tensor) for value in x):
-                raise ScenemtlError(f"arch cross_stitch: backbone stage '{stages[0].name}' returns {type(x[0]).__name__}, "
-                                    "not one feature map; choose another model.backbone.name")
+                raise ScenemtlError(
+                    f"arch cross_stitch: backbone stage '{stages[0].name}' returns {type(x[0]).__name__}, "
+                    "not one feature map; choose another model.backbone.name"
+                )
             level = str(stages[0].level)
             if level in self.stitch:
                 x = self.stitch[level](x)
@@ -161,24 +166,21 @@ class CrossStitchTimm(MultiTaskModel):
 class CrossStitchSegNet(MultiTaskModel):
     """MTAN's cross-stitch SegNet: a SegNet per task, units on the four encoder and five decoder levels."""
 
-    def __init__(self, tasks: Mapping[str, Task], unit: Unit, alpha_same: float, alpha_diff: float,
-                 filters: Sequence[int] | None) -> None:
+    def __init__(self, tasks: Mapping[str, Task], unit: Unit, alpha_same: float, alpha_diff: float, filters: Sequence[int] | None) -> None:
         super().__init__()
         self.trunks = nn.ModuleDict({name: SegNetTrunk("standard", filters) for name in tasks})
         f, k = next(iter(self.trunks.values())).filters, len(tasks)
         # encoder units stitch the pooled outputs of levels 0–3; decoder unit 0 the pooled output of
         # level 4, decoder unit j the output of decoder level 5 − j (the decoder runs level 4 to 0)
         self.encoder_stitch = nn.ModuleList(CrossStitchUnit(k, f[i], unit, alpha_same, alpha_diff) for i in range(4))
-        self.decoder_stitch = nn.ModuleList(CrossStitchUnit(k, c, unit, alpha_same, alpha_diff)
-                                            for c in (f[4], f[3], f[2], f[1], f[0]))
+        self.decoder_stitch = nn.ModuleList(CrossStitchUnit(k, c, unit, alpha_same, alpha_diff) for c in (f[4], f[3], f[2], f[1], f[0]))
         self.heads = nn.ModuleDict({name: prediction_block(f[0], task.out_channels) for name, task in tasks.items()})
         init_like_mtan(self, uniform=True)  # the cross-stitch script's Xavier-uniform
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Each task's logits at the input size."""
         if min(image.shape[-2:]) < 32:
-            raise ScenemtlError(f"SegNet pools five times by 2: inputs must be at least 32×32 pixels, "
-                                f"got {tuple(image.shape[-2:])}")
+            raise ScenemtlError(f"SegNet pools five times by 2: inputs must be at least 32×32 pixels, got {tuple(image.shape[-2:])}")
         names = list(self.heads)
         trunks = [self.trunks[name] for name in names]
         x = [image] * len(names)
@@ -195,18 +197,21 @@ class CrossStitchSegNet(MultiTaskModel):
             x = self.encoder_stitch[level](pooled) if level < 4 else self.decoder_stitch[0](pooled)
         for j in range(5):
             level = 4 - j
-            x = [trunk.conv_block_dec[level](trunk.decoder_block[level](
-                     F.max_unpool2d(x[t], indices[t][level], 2, 2, output_size=sizes[t][level])))
-                 for t, trunk in enumerate(trunks)]
+            x = [
+                trunk.conv_block_dec[level](
+                    trunk.decoder_block[level](F.max_unpool2d(x[t], indices[t][level], 2, 2, output_size=sizes[t][level]))
+                )
+                for t, trunk in enumerate(trunks)
+            ]
             if j < 4:
                 x = self.decoder_stitch[j + 1](x)
-        return ModelOutput(final={name: fp32_conv(self.heads[name][-1], self.heads[name][0](x[t]))
-                                  for t, name in enumerate(names)})
+        return ModelOutput(final={name: fp32_conv(self.heads[name][-1], self.heads[name][0](x[t])) for t, name in enumerate(names)})
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The SegNets up to the last unit (all but their last decoder level) and the units."""
-        last = {id(p) for trunk in self.trunks.values()
-                for p in [*trunk.decoder_block[0].parameters(), *trunk.conv_block_dec[0].parameters()]}
+        last = {
+            id(p) for trunk in self.trunks.values() for p in [*trunk.decoder_block[0].parameters(), *trunk.conv_block_dec[0].parameters()]
+        }
         trunks = [p for p in self.trunks.parameters() if id(p) not in last]
         return [*trunks, *self.encoder_stitch.parameters(), *self.decoder_stitch.parameters()]
 
@@ -216,10 +221,17 @@ class CrossStitchSegNet(MultiTaskModel):
 
 
 @register_model("cross_stitch", tiny={"head_channels": 8})
-def cross_stitch(config: ModelConfig, tasks: Mapping[str, Task], backbone: Literal["timm", "segnet"] = "timm",
-                 unit: Unit | None = None, alpha_same: float | None = None, alpha_diff: float | None = None,
-                 filters: Sequence[PositiveInt] | None = None, head_channels: PositiveInt | None = None,
-                 decoder_stride: PositiveInt | None = None) -> MultiTaskModel:
+def cross_stitch(
+    config: ModelConfig,
+    tasks: Mapping[str, Task],
+    backbone: Literal["timm", "segnet"] = "timm",
+    unit: Unit | None = None,
+    alpha_same: float | None = None,
+    alpha_diff: float | None = None,
+    filters: Sequence[PositiveInt] | None = None,
+    head_channels: PositiveInt | None = None,
+    decoder_stride: PositiveInt | None = None,
+) -> MultiTaskModel:
     """Cross-stitch networks (Misra et al., CVPR 2016): one network per task, stitched after each stage.
 
     ``backbone``: ``timm`` (``model.backbone``, FPN heads) or ``segnet`` (MTAN's cross-stitch
@@ -237,19 +249,27 @@ def cross_stitch(config: ModelConfig, tasks: Mapping[str, Task], backbone: Liter
     if unit not in ("channel", "mtan"):
         raise ConfigError(f"model.options.unit must be 'channel' or 'mtan' (got {unit!r})")
     if unit == "mtan" and (alpha_same is not None or alpha_diff is not None):
-        raise ConfigError("model.options.alpha_same/alpha_diff initialise the 'channel' unit; the 'mtan' unit "
-                          "(one weight per source task) starts at 1 as MTAN's: remove them or set unit: channel")
+        raise ConfigError(
+            "model.options.alpha_same/alpha_diff initialise the 'channel' unit; the 'mtan' unit "
+            "(one weight per source task) starts at 1 as MTAN's: remove them or set unit: channel"
+        )
     same = 0.9 if alpha_same is None else float(alpha_same)
     diff = (1.0 - same) / max(len(tasks) - 1, 1) if alpha_diff is None else float(alpha_diff)
     if backbone == "segnet":
         if head_channels is not None or decoder_stride is not None:
-            raise ConfigError("model.options.head_channels/decoder_stride set the FPN heads of backbone: timm; the "
-                              "cross-stitch SegNet's decoders are SegNet's (set their widths with filters)")
+            raise ConfigError(
+                "model.options.head_channels/decoder_stride set the FPN heads of backbone: timm; the "
+                "cross-stitch SegNet's decoders are SegNet's (set their widths with filters)"
+            )
         if config.backbone != BackboneConfig():
-            raise ConfigError("model.backbone configures a timm network; cross_stitch with backbone: segnet builds "
-                              "its own SegNets, so remove model.backbone or set model.options.backbone: timm")
+            raise ConfigError(
+                "model.backbone configures a timm network; cross_stitch with backbone: segnet builds "
+                "its own SegNets, so remove model.backbone or set model.options.backbone: timm"
+            )
         return CrossStitchSegNet(tasks, unit, same, diff, filters)
     if filters is not None:
-        raise ConfigError("model.options.filters sets the widths of backbone: segnet; with backbone: timm the widths "
-                          "are the timm model's (model.backbone.name): remove filters")
+        raise ConfigError(
+            "model.options.filters sets the widths of backbone: segnet; with backbone: timm the widths "
+            "are the timm model's (model.backbone.name): remove filters"
+        )
     return CrossStitchTimm(config, tasks, unit, same, diff, head_channels or 64, decoder_stride or 8)

@@ -158,8 +158,13 @@ class Denoiser(nn.Module):
         self.task_heads = nn.ModuleDict(
             {
                 t: nn.Sequential(
-                    nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
-                    nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+                    nn.Conv2d(c, c, 1),
+                    nn.Conv2d(c, c, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(c, c, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(c, c, 3, padding=1),
+                    nn.ReLU(),
                 )
                 for t in tasks
             }
@@ -191,8 +196,17 @@ class Denoiser(nn.Module):
 class DiffusionMTL(MultiTaskModel):
     """Preliminary predictions → multi-task conditioned denoising diffusion of each task's feature/prediction."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], channels: int, num_timesteps: int,
-                 depth: int, num_heads: int, target: str, sample_seed: int) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        channels: int,
+        num_timesteps: int,
+        depth: int,
+        num_heads: int,
+        target: str,
+        sample_seed: int,
+    ) -> None:
         super().__init__()
         self.task_names = list(tasks)
         self.target = target
@@ -212,7 +226,7 @@ class DiffusionMTL(MultiTaskModel):
         self.denoiser = Denoiser(tasks, c, depth, num_heads, target)
 
         # linear schedule on sqrt(beta) (the latent-diffusion ``make_beta_schedule``), in float64
-        betas = np.linspace(1e-3 ** 0.5, 1e-2 ** 0.5, num_timesteps, dtype=np.float64) ** 2
+        betas = np.linspace(1e-3**0.5, 1e-2**0.5, num_timesteps, dtype=np.float64) ** 2
         alphas = 1.0 - betas
         cumprod = np.cumprod(alphas)
         cumprod_prev = np.append(1.0, cumprod[:-1])
@@ -262,8 +276,9 @@ class DiffusionMTL(MultiTaskModel):
         noisy = {}
         for t in self.task_names:
             x_start = starts[t]
-            noisy[t] = (self.sqrt_alphas_cumprod[last_t] * x_start
-                        + self.sqrt_one_minus_alphas_cumprod[last_t] * self._noise(x_start, generator))
+            noisy[t] = self.sqrt_alphas_cumprod[last_t] * x_start + self.sqrt_one_minus_alphas_cumprod[last_t] * self._noise(
+                x_start, generator
+            )
         for step in reversed(range(self.num_timesteps)):
             t_emb = self.denoiser.t_embedder(torch.full((b,), step, device=image.device, dtype=torch.long))
             for t in self.task_names:
@@ -282,15 +297,13 @@ class DiffusionMTL(MultiTaskModel):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """What every task's loss reaches: backbone, fuse conv, condition combinator, cross blocks, timestep embedder."""
-        modules = [self.backbone, self.backbone_embed, self.pred_combinator,
-                   self.denoiser.crossblocks, self.denoiser.t_embedder]
+        modules = [self.backbone, self.backbone_embed, self.pred_combinator, self.denoiser.crossblocks, self.denoiser.t_embedder]
         return [p for m in modules for p in m.parameters()]
 
     @torch.no_grad()
     def output_layers(self) -> dict[str, list[nn.Module]]:
         """Each task's final and preliminary outputs."""
-        return {name: [self.denoiser.final_task_heads[name], self.preliminary_head[name]]
-                for name in self.preliminary_head}
+        return {name: [self.denoiser.final_task_heads[name], self.preliminary_head[name]] for name in self.preliminary_head}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone."""
@@ -298,9 +311,16 @@ class DiffusionMTL(MultiTaskModel):
 
 
 @register_model("diffusionmtl", tiny={"channels": 16, "depth": 1})
-def diffusionmtl(config: ModelConfig, tasks: Mapping[str, Task], channels: int = 512, num_timesteps: int = 2,
-                 depth: int = 4, num_heads: int = 4, target: Literal["feature", "prediction"] = "feature",
-                 sample_seed: int = 0) -> DiffusionMTL:
+def diffusionmtl(
+    config: ModelConfig,
+    tasks: Mapping[str, Task],
+    channels: int = 512,
+    num_timesteps: int = 2,
+    depth: int = 4,
+    num_heads: int = 4,
+    target: Literal["feature", "prediction"] = "feature",
+    sample_seed: int = 0,
+) -> DiffusionMTL:
     """DiffusionMTL: preliminary heads, multi-task conditioned denoising diffusion (official defaults)."""
     if target not in ("feature", "prediction"):
         raise ConfigError(f"model.options.target must be 'feature' or 'prediction', got {target!r}")

@@ -22,14 +22,16 @@ from scenemtl.tasks import Task
 class HardSharing(MultiTaskModel):
     """One shared backbone and one decoder head per task (Caruana, 1997: "Multitask Learning")."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], head_channels: int = 64,
-                 decoder_stride: int = 8) -> None:
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], head_channels: int = 64, decoder_stride: int = 8) -> None:
         super().__init__()
         self.backbone = Backbone(config.backbone)
         self.heads = nn.ModuleDict(
             {
                 name: FPNHead(
-                    self.backbone.channels, self.backbone.strides, head_channels, task.out_channels,
+                    self.backbone.channels,
+                    self.backbone.strides,
+                    head_channels,
+                    task.out_channels,
                     min_stride=decoder_stride,
                 )
                 for name, task in tasks.items()
@@ -67,8 +69,9 @@ class SingleTaskNetworks(MultiTaskModel):
     architecture's options, checked by it).
     """
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps",
-                 options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps", options: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__()
         from scenemtl.models.registry import build_model
 
@@ -99,8 +102,7 @@ class SingleTaskNetworks(MultiTaskModel):
 
 
 @register_model("hps", tiny={"head_channels": 8})
-def hps(config: ModelConfig, tasks: Mapping[str, Task], head_channels: PositiveInt = 64,
-        decoder_stride: PositiveInt = 8) -> HardSharing:
+def hps(config: ModelConfig, tasks: Mapping[str, Task], head_channels: PositiveInt = 64, decoder_stride: PositiveInt = 8) -> HardSharing:
     """Hard parameter sharing: shared backbone, per-task FPN heads of ``head_channels`` reading the
     backbone levels of stride ≥ ``decoder_stride`` (8 suits the small synthetic images; the seeds'
     decoders work at 4 on their 448×576 / 512×512 images)."""
@@ -108,8 +110,9 @@ def hps(config: ModelConfig, tasks: Mapping[str, Task], head_channels: PositiveI
 
 
 @register_model("stl", tiny={"head_channels": 8})
-def stl(config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps",
-        per_task_options: Mapping[str, Any] | None = None, **options: Any) -> SingleTaskNetworks:
+def stl(
+    config: ModelConfig, tasks: Mapping[str, Task], per_task: str = "hps", per_task_options: Mapping[str, Any] | None = None, **options: Any
+) -> SingleTaskNetworks:
     """Single-task learning: one independent network (architecture ``per_task``) per task.
 
     Every other option is ``per_task``'s (so ``model.arch=stl`` on a config written for that

@@ -74,7 +74,11 @@ from scenemtl.models.backbones import Backbone, ViTBackbone, backbone_family, ch
 from scenemtl.models.base import MultiTaskModel, check_positive_ints
 from scenemtl.models.layers import conv_norm_act, fp32_conv, resize
 from scenemtl.models.official import (
-    KeyMap, Rule, canonical_order, official_channels, two_class_to_logit,
+    KeyMap,
+    Rule,
+    canonical_order,
+    official_channels,
+    two_class_to_logit,
 )
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
@@ -105,7 +109,7 @@ class JointAttention(nn.Module):
         super().__init__()
         self.tasks = list(tasks)
         self.heads = heads
-        self.scale = dim ** -0.5  # the official scale: the stage's full width, not the head width
+        self.scale = dim**-0.5  # the official scale: the stage's full width, not the head width
         self.q_conv = nn.ModuleDict({t: conv_norm_act(dim, dim, 3, stride=2, groups=dim, act=None) for t in tasks})
         self.pool = nn.AvgPool2d(kv_stride, kv_stride, ceil_mode=True)
         self.proj_q = nn.Linear(dim, dim)
@@ -118,8 +122,7 @@ class JointAttention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
 
-    def forward(self, maps: Sequence[torch.Tensor], message: torch.Tensor | None
-                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, maps: Sequence[torch.Tensor], message: torch.Tensor | None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-task outputs on the query grid (half the input grid) and the pre-softmax scores."""
         queries = [self.q_conv[t](m) for t, m in zip(self.tasks, maps)]
         q_size = queries[0].shape[-2:]
@@ -155,16 +158,14 @@ def _source_grid(tokens: int, q_size: Sequence[int]) -> tuple[int, int]:
 class JointBlock(nn.Module):
     """Pre-norm joint attention (output resized back to the grid) and MLP over all tasks' tokens."""
 
-    def __init__(self, tasks: Sequence[str], dim: int, heads: int, mlp_ratio: float, kv_stride: int,
-                 message: bool) -> None:
+    def __init__(self, tasks: Sequence[str], dim: int, heads: int, mlp_ratio: float, kv_stride: int, message: bool) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = JointAttention(tasks, dim, heads, kv_stride, message)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, maps: Sequence[torch.Tensor], message: torch.Tensor | None
-                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, maps: Sequence[torch.Tensor], message: torch.Tensor | None) -> tuple[list[torch.Tensor], torch.Tensor]:
         size = maps[0].shape[-2:]
         x = torch.cat([_tokens(m) for m in maps], dim=1)
         normed = [_map(part, size) for part in self.norm1(x).split(size[0] * size[1], dim=1)]
@@ -176,16 +177,17 @@ class JointBlock(nn.Module):
 
 def up_embed(in_channels: int, out_channels: int) -> nn.Sequential:
     """The official ``UpEmbed``: ×2 bilinear, then two 3×3 convs (dilation 2, padding 2) + BN + ReLU."""
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                         *conv_norm_act(in_channels, out_channels, 3, dilation=2),
-                         *conv_norm_act(out_channels, out_channels, 3, dilation=2))
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        *conv_norm_act(in_channels, out_channels, 3, dilation=2),
+        *conv_norm_act(out_channels, out_channels, 3, dilation=2),
+    )
 
 
 class Stage(nn.Module):
     """One UP-Transformer stage: (per-task ×2 upsampling + backbone skip), then a joint block."""
 
-    def __init__(self, tasks: Sequence[str], index: int, in_channels: int, dim: int, heads: int,
-                 mlp_ratio: float) -> None:
+    def __init__(self, tasks: Sequence[str], index: int, in_channels: int, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
         self.up = nn.ModuleDict({t: up_embed(in_channels, dim) for t in tasks}) if index > 0 else None
         self.block = JointBlock(tasks, dim, heads, mlp_ratio, KV_STRIDES[index], message=index > 0)
@@ -201,19 +203,29 @@ def skip_conv(in_channels: int, out_channels: int, stride: int, target: int) -> 
 class InvPT(MultiTaskModel):
     """ViT (or any backbone) → preliminary decoder → UP-Transformer with message passing → heads."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int], embed_dim: int,
-                 pred_channels: int, num_heads: Sequence[int], mlp_ratio: float, layers: object) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        img_size: Sequence[int],
+        embed_dim: int,
+        pred_channels: int,
+        num_heads: Sequence[int],
+        mlp_ratio: float,
+        layers: object,
+    ) -> None:
         super().__init__()
         self.task_names = canonical_order(tasks)
         names = self.task_names
         if backbone_family(config.backbone.name) == "vit":
             self.backbone = ViTBackbone(config.backbone, img_size)
             if PAD_MULTIPLE % self.backbone.patch_size:
-                raise ConfigError(f"invpt's decoder works at strides 32/16/8 of a patch-16 ViT; "
-                                  f"'{config.backbone.name}' has patches of {self.backbone.patch_size}")
+                raise ConfigError(
+                    f"invpt's decoder works at strides 32/16/8 of a patch-16 ViT; "
+                    f"'{config.backbone.name}' has patches of {self.backbone.patch_size}"
+                )
             depth = self.backbone.depth
-            self.layers = check_layers(default_layers(depth, 4)[:2] + (depth,) if layers is None else layers,
-                                       depth, 3, "layers")
+            self.layers = check_layers(default_layers(depth, 4)[:2] + (depth,) if layers is None else layers, depth, 3, "layers")
             channels = [self.backbone.embed_dim] * 3
             strides = [self.backbone.patch_size] * 3
         else:
@@ -221,34 +233,24 @@ class InvPT(MultiTaskModel):
                 raise ConfigError("model.options.layers selects ViT blocks; other backbones give their last three levels")
             self.backbone = Backbone(config.backbone)
             if len(self.backbone.channels) < 3:
-                raise ConfigError(f"invpt needs a backbone with three levels or more; '{config.backbone.name}' "
-                                  f"gives {len(self.backbone.channels)}")
+                raise ConfigError(
+                    f"invpt needs a backbone with three levels or more; '{config.backbone.name}' gives {len(self.backbone.channels)}"
+                )
             self.layers = None
             channels, strides = self.backbone.channels[-3:], self.backbone.strides[-3:]
         d0 = embed_dim + pred_channels
         dims = [d0, d0 // 2, d0 // 4]
         self.dims = dims
         c_last = channels[-1]
-        self.preliminary = nn.ModuleDict({
-            t: nn.Sequential(conv_norm_act(c_last, c_last), conv_norm_act(c_last, embed_dim)) for t in names
-        })
-        self.intermediate = nn.ModuleDict({
-            t: nn.Conv2d(embed_dim, official_channels(t, tasks[t].out_channels), 1) for t in names
-        })
-        self.mix_proj = nn.ModuleDict({
-            t: nn.Conv2d(embed_dim + official_channels(t, tasks[t].out_channels), d0, 1) for t in names
-        })
+        self.preliminary = nn.ModuleDict({t: nn.Sequential(conv_norm_act(c_last, c_last), conv_norm_act(c_last, embed_dim)) for t in names})
+        self.intermediate = nn.ModuleDict({t: nn.Conv2d(embed_dim, official_channels(t, tasks[t].out_channels), 1) for t in names})
+        self.mix_proj = nn.ModuleDict({t: nn.Conv2d(embed_dim + official_channels(t, tasks[t].out_channels), d0, 1) for t in names})
         self.skip_mid = skip_conv(channels[1], dims[1], strides[1], STAGE_STRIDES[1])
         self.skip_fine = skip_conv(channels[0], dims[2], strides[0], STAGE_STRIDES[2])
-        self.stages = nn.ModuleList(
-            Stage(names, i, dims[max(i - 1, 0)], dims[i], num_heads[i], mlp_ratio) for i in range(3)
-        )
+        self.stages = nn.ModuleList(Stage(names, i, dims[max(i - 1, 0)], dims[i], num_heads[i], mlp_ratio) for i in range(3))
         self.stage_norms = nn.ModuleList(nn.LayerNorm(len(names) * d) for d in dims)
-        self.reduce = nn.ModuleDict({str(i): nn.ModuleDict({t: nn.Conv2d(dims[i], d0, 1) for t in names})
-                                     for i in (1, 2)})
-        self.fuse = nn.ModuleDict({
-            t: conv_norm_act(d0, d0, 3, bias=True) for t in names
-        })
+        self.reduce = nn.ModuleDict({str(i): nn.ModuleDict({t: nn.Conv2d(dims[i], d0, 1) for t in names}) for i in (1, 2)})
+        self.fuse = nn.ModuleDict({t: conv_norm_act(d0, d0, 3, bias=True) for t in names})
         self.heads = nn.ModuleDict({t: nn.Conv2d(d0, tasks[t].out_channels, 1) for t in names})
         for stage in self.stages:  # the official InvPTStage initialisation
             for module in stage.modules():
@@ -260,10 +262,14 @@ class InvPT(MultiTaskModel):
                     nn.init.zeros_(module.bias)
         for block in self.fuse.values():
             trunc_normal_(block[0].weight, std=0.02)
-        self._unbuilt = (c_last * d0 * 9 + d0  # scale_embed.2
-                         + len(names) * (d0 * d0 + d0)  # redu_chan.0
-                         + 2 * len(names) * dims[2]  # norm_mt
-                         + 2 * num_heads[0] * num_heads[0] + num_heads[0])  # stage 0's fuse_attn
+        self._unbuilt = (
+            c_last * d0 * 9
+            + d0  # scale_embed.2
+            + len(names) * (d0 * d0 + d0)  # redu_chan.0
+            + 2 * len(names) * dims[2]  # norm_mt
+            + 2 * num_heads[0] * num_heads[0]
+            + num_heads[0]
+        )  # stage 0's fuse_attn
 
     def unbuilt_official_parameters(self) -> int:
         """Parameters of the official model its forward never uses (not built here; see the docstring)."""
@@ -363,14 +369,28 @@ OFFICIAL_KEYS = KeyMap(
 InvPT.official_key_map = OFFICIAL_KEYS
 
 
-@register_model("invpt", tiny={"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
-                tiny_backbone="test_vit",
-                # REFERENCE.md's efficiency table; fvcore's convention (a multiply-add is one FLOP) = our GMACs
-                published={"vit_large_patch16_384": ("nyud", "402.1 M parameters, 555.57 GFLOPs at 448×576 "
-                                                             "(MQTransformer's README; fvcore's convention = our GMACs)")})
-def invpt(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int] = (512, 512),
-          embed_dim: int = 512, pred_channels: int = 64, num_heads: Sequence[int] = (2, 2, 2),
-          mlp_ratio: float = 4.0, layers: Sequence[int] | None = None) -> InvPT:
+@register_model(
+    "invpt",
+    tiny={"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
+    tiny_backbone="test_vit",
+    # REFERENCE.md's efficiency table; fvcore's convention (a multiply-add is one FLOP) = our GMACs
+    published={
+        "vit_large_patch16_384": (
+            "nyud",
+            "402.1 M parameters, 555.57 GFLOPs at 448×576 (MQTransformer's README; fvcore's convention = our GMACs)",
+        )
+    },
+)
+def invpt(
+    config: ModelConfig,
+    tasks: Mapping[str, Task],
+    img_size: Sequence[int] = (512, 512),
+    embed_dim: int = 512,
+    pred_channels: int = 64,
+    num_heads: Sequence[int] = (2, 2, 2),
+    mlp_ratio: float = 4.0,
+    layers: Sequence[int] | None = None,
+) -> InvPT:
     """InvPT with the official widths (ViT-L: ``embed_dim`` 512 + 64 prediction channels, 2 heads per stage)."""
     check_positive_ints(img_size, "img_size", 2)
     check_positive_ints(embed_dim, "embed_dim")

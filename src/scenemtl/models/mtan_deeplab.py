@@ -57,11 +57,11 @@ from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
 
 
-def deeplab_head(in_channels: int, out_channels: int, width: int = 256,
-                 atrous_rates: Sequence[int] = (12, 24, 36)) -> nn.Sequential:
+def deeplab_head(in_channels: int, out_channels: int, width: int = 256, atrous_rates: Sequence[int] = (12, 24, 36)) -> nn.Sequential:
     """DeepLabv3's head (torchvision's ``DeepLabHead`` layout and keys, ASPP width ``width``)."""
-    return nn.Sequential(ASPP(in_channels, width, atrous_rates), *conv_norm_act(width, width, 3, act=nn.ReLU),
-                         nn.Conv2d(width, out_channels, 1))
+    return nn.Sequential(
+        ASPP(in_channels, width, atrous_rates), *conv_norm_act(width, width, 3, act=nn.ReLU), nn.Conv2d(width, out_channels, 1)
+    )
 
 
 def _bottleneck(in_channels: int, out_channels: int) -> Bottleneck:
@@ -91,14 +91,15 @@ def _check_resnet(name: str) -> None:
 class MTANDeepLab(MultiTaskModel):
     """A shared dilated ResNet, per-task attention over each layer's last block, per-task DeepLabv3 heads."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], atrous_rates: Sequence[int],
-                 head_channels: int = 64) -> None:
+    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], atrous_rates: Sequence[int], head_channels: int = 64) -> None:
         super().__init__()
         backbone = config.backbone
         _check_resnet(backbone.name)
         if backbone.out_indices is not None or backbone.fuse != "none":
-            raise ConfigError("arch mtan_deeplab reads all four ResNet layers itself: leave model.backbone.out_indices "
-                              "unset and model.backbone.fuse 'none'")
+            raise ConfigError(
+                "arch mtan_deeplab reads all four ResNet layers itself: leave model.backbone.out_indices "
+                "unset and model.backbone.fuse 'none'"
+            )
         options = {"output_stride": 8, **backbone.options}
         self.backbone = Backbone(backbone.model_copy(update={"options": options}))
         _, layers = self.backbone.residual_layers()
@@ -107,13 +108,18 @@ class MTANDeepLab(MultiTaskModel):
         before = [layer.out_channels if len(layer.blocks) > 1 else layer.in_channels for layer in layers]
         self.encoder_block_att = nn.ModuleList(_bottleneck(ch[i], ch[i + 1]) for i in range(3))
         attended = [ch[0]] + [4 * (ch[i] // 4) for i in range(1, 4)]  # the encoder_block_att outputs
-        self.encoder_att = nn.ModuleDict({
-            name: nn.ModuleList([mtan_attention(before[0], ch[0] // 4, ch[0])]
-                                + [mtan_attention(before[i] + attended[i], ch[i] // 4, ch[i]) for i in range(1, 4)])
-            for name in tasks
-        })
-        self.heads = nn.ModuleDict({name: deeplab_head(ch[3], task.out_channels, head_channels, atrous_rates)
-                                    for name, task in tasks.items()})
+        self.encoder_att = nn.ModuleDict(
+            {
+                name: nn.ModuleList(
+                    [mtan_attention(before[0], ch[0] // 4, ch[0])]
+                    + [mtan_attention(before[i] + attended[i], ch[i] // 4, ch[i]) for i in range(1, 4)]
+                )
+                for name in tasks
+            }
+        )
+        self.heads = nn.ModuleDict(
+            {name: deeplab_head(ch[3], task.out_channels, head_channels, atrous_rates) for name, task in tasks.items()}
+        )
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Each task's logits at the input size."""
@@ -153,8 +159,9 @@ class MTANDeepLab(MultiTaskModel):
 
 
 @register_model("mtan_deeplab", tiny={"head_channels": 8})
-def mtan_deeplab(config: ModelConfig, tasks: Mapping[str, Task], atrous_rates: Sequence[PositiveInt] = (12, 24, 36),
-                 head_channels: PositiveInt = 64) -> MTANDeepLab:
+def mtan_deeplab(
+    config: ModelConfig, tasks: Mapping[str, Task], atrous_rates: Sequence[PositiveInt] = (12, 24, 36), head_channels: PositiveInt = 64
+) -> MTANDeepLab:
     """MTAN-DeepLabv3 (Liu et al., CVPR 2019): dilated ResNet, per-task attention, per-task ASPP heads
     of width ``head_channels`` (the official 256; 64 by default for the small synthetic scenes)."""
     rates = list(atrous_rates)

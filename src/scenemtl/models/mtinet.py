@@ -93,14 +93,14 @@ class InitialTaskPrediction(nn.Module):
 
     def __init__(self, tasks: Mapping[str, Task], in_channels: int, task_channels: int) -> None:
         super().__init__()
-        self.refinement = nn.ModuleDict({
-            t: nn.Sequential(basic_block(in_channels, task_channels), basic_block(task_channels, task_channels))
-            for t in tasks
-        })
+        self.refinement = nn.ModuleDict(
+            {t: nn.Sequential(basic_block(in_channels, task_channels), basic_block(task_channels, task_channels)) for t in tasks}
+        )
         self.decoders = nn.ModuleDict({t: nn.Conv2d(task_channels, task.out_channels, 1) for t, task in tasks.items()})
 
-    def forward(self, feature: torch.Tensor, propagated: dict[str, torch.Tensor] | None = None
-                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def forward(
+        self, feature: torch.Tensor, propagated: dict[str, torch.Tensor] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Each task's refined feature and its initial prediction at this scale."""
         features, predictions = {}, {}
         for t, refine in self.refinement.items():
@@ -152,8 +152,9 @@ class AggregationHead(nn.Module):
 class MTINet(MultiTaskModel):
     """Multi-scale initial predictions with feature propagation, per-scale distillation, aggregation heads."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task],
-                 task_channels: int | Sequence[int] | None = None, decoder_stride: int = 8) -> None:
+    def __init__(
+        self, config: ModelConfig, tasks: Mapping[str, Task], task_channels: int | Sequence[int] | None = None, decoder_stride: int = 8
+    ) -> None:
         super().__init__()
         require_tasks("mtinet", tasks, 2, "its distillation passes messages between tasks")
         self.tasks = list(tasks)
@@ -170,8 +171,7 @@ class MTINet(MultiTaskModel):
         self.task_channels = widths
         scales = len(widths)
         self.initial = nn.ModuleList(
-            InitialTaskPrediction(tasks, backbone_channels[i] + (widths[i + 1] if i + 1 < scales else 0), widths[i])
-            for i in range(scales)
+            InitialTaskPrediction(tasks, backbone_channels[i] + (widths[i + 1] if i + 1 < scales else 0), widths[i]) for i in range(scales)
         )
         # fpm[i - 1] carries scale i's task features to scale i - 1
         self.fpm = nn.ModuleList(FeaturePropagation(self.tasks, widths[i]) for i in range(1, scales))
@@ -217,8 +217,12 @@ def _task_channels(value: int | Sequence[int] | None, backbone_channels: list[in
         return list(backbone_channels)
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value] * len(backbone_channels)
-    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(backbone_channels)
-            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in value)):
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != len(backbone_channels)
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in value)
+    ):
         raise ConfigError(
             f"model.options.task_channels must be null (the backbone's widths, {backbone_channels}), one positive "
             f"integer or {len(backbone_channels)} of them (one per scale), got {value!r}"
@@ -227,8 +231,12 @@ def _task_channels(value: int | Sequence[int] | None, backbone_channels: list[in
 
 
 @register_model("mtinet", tiny={"task_channels": 8}, min_tasks=2)
-def mtinet(config: ModelConfig, tasks: Mapping[str, Task], task_channels: PositiveInt | Sequence[PositiveInt] | None = None,
-           decoder_stride: PositiveInt = 8) -> MTINet:
+def mtinet(
+    config: ModelConfig,
+    tasks: Mapping[str, Task],
+    task_channels: PositiveInt | Sequence[PositiveInt] | None = None,
+    decoder_stride: PositiveInt = 8,
+) -> MTINet:
     """MTI-Net: multi-scale initial predictions, feature propagation, distillation at every scale, aggregation
     (over the backbone levels of stride ≥ ``decoder_stride``: 4 with HRNet-18, its four branches)."""
     return MTINet(config, tasks, task_channels=task_channels, decoder_stride=decoder_stride)

@@ -43,8 +43,7 @@ from scenemtl.tasks.official import (  # noqa: F401  (the key maps' task vocabul
 )
 
 
-_PLACEHOLDERS = {"t": r"(?P<t>[a-z][a-z_]*?)", "ti": r"(?P<ti>\d+)", "n": r"(?P<n>\d+)", "m": r"(?P<m>\d+)",
-                 "rest": r"(?P<rest>.+)"}
+_PLACEHOLDERS = {"t": r"(?P<t>[a-z][a-z_]*?)", "ti": r"(?P<ti>\d+)", "n": r"(?P<n>\d+)", "m": r"(?P<m>\d+)", "rest": r"(?P<rest>.+)"}
 
 
 def _regex(template: str) -> re.Pattern:
@@ -133,17 +132,20 @@ class KeyMap:
         return None
 
 
-def convert_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, key_map: KeyMap,
-                  tasks: Sequence[str], source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
+def convert_state(
+    state: Mapping[str, torch.Tensor], model: torch.nn.Module, key_map: KeyMap, tasks: Sequence[str], source: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Our state dict from an official one, and the official keys left out as unused.
 
     Raises a CheckpointError listing every unknown, missing or mis-shaped key (nothing is loaded then).
     """
     expected = model.state_dict()
     if key_map.signature and not any(k.startswith(key_map.signature) for k in state):
-        raise CheckpointError(f"{source} is not a {key_map.method} checkpoint (no '{key_map.signature}…' keys; "
-                              f"it starts with {short_list(sorted(state)[:3], 3)}); use the config of the model it was "
-                              "trained as")
+        raise CheckpointError(
+            f"{source} is not a {key_map.method} checkpoint (no '{key_map.signature}…' keys; "
+            f"it starts with {short_list(sorted(state)[:3], 3)}); use the config of the model it was "
+            "trained as"
+        )
     out: dict[str, torch.Tensor] = {}
     unknown, dropped, shapes = [], [], []
     for key, value in state.items():
@@ -167,10 +169,10 @@ def convert_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, key
         hint = ""
         heads = sorted({m.group(1) for k in state for m in [re.match(r"heads\.([a-z_]+)\.", k)] if m})
         if heads:
-            hint = (f" The checkpoint has heads for {heads}; the config's tasks are "
-                    f"{[official_name(t) for t in tasks]} (official names).")
-        raise CheckpointError(f"{source} does not fit this {key_map.method} model "
-                              f"({key_mismatch(missing, unknown, shapes, limit=8)}).{hint}")
+            hint = f" The checkpoint has heads for {heads}; the config's tasks are {[official_name(t) for t in tasks]} (official names)."
+        raise CheckpointError(
+            f"{source} does not fit this {key_map.method} model ({key_mismatch(missing, unknown, shapes, limit=8)}).{hint}"
+        )
     for key in expected:
         if key not in out:  # derived buffers (e.g. batch-norm step counters) keep the model's values
             out[key] = expected[key]
@@ -207,8 +209,9 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    raw = read_torch(path, "checkpoint", "if it is an official InvPT/TaskPrompter file, check it downloaded completely",
-                     error=CheckpointError)
+    raw = read_torch(
+        path, "checkpoint", "if it is an official InvPT/TaskPrompter file, check it downloaded completely", error=CheckpointError
+    )
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state dict or a {{'model': …}} checkpoint")
     extra: dict[str, object] = {}
@@ -222,7 +225,7 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if not tensors:
         raise CheckpointError(f"{path} has no tensors under 'model', 'state_dict' or at its top level")
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors, extra
 
 
@@ -246,8 +249,10 @@ def load_official_into(model: torch.nn.Module, path: str | Path) -> dict[str, ob
     """Convert and load an official checkpoint into ``model``; returns the file's other entries and the dropped keys."""
     key_map = getattr(model, "official_key_map", None)
     if key_map is None:
-        raise CheckpointError(f"{path} is a PyTorch checkpoint, but architecture '{getattr(model, 'arch', '?')}' has "
-                              "no official key map (invpt, taskprompter have); give a scenemtl model.safetensors")
+        raise CheckpointError(
+            f"{path} is a PyTorch checkpoint, but architecture '{getattr(model, 'arch', '?')}' has "
+            "no official key map (invpt, taskprompter have); give a scenemtl model.safetensors"
+        )
     state, extra = read_official(path)
     converted, dropped = convert_state(state, model, key_map, list(model.task_names), source=str(path))
     model.load_state_dict(converted)

@@ -70,8 +70,9 @@ from scenemtl.tasks import Task
 class PADNet(MultiTaskModel):
     """Backbone → fused map → initial predictions → multi-modal distillation → final heads."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True, head_channels: int = 64,
-                 decoder_stride: int = 8) -> None:
+    def __init__(
+        self, config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True, head_channels: int = 64, decoder_stride: int = 8
+    ) -> None:
         super().__init__()
         require_tasks("padnet", tasks, 2, "its distillation passes messages between tasks")
         width = head_channels
@@ -87,23 +88,28 @@ class PADNet(MultiTaskModel):
         in_channels = sum(self.backbone.channels[i] for i in self.levels)
         self.fuse = conv_norm_act(in_channels, in_channels, 1, bias=True) if fuse else nn.Identity()
         planes = width // BOTTLENECK_EXPANSION
-        self.initial = nn.ModuleDict({t: nn.Sequential(bottleneck(in_channels, planes), bottleneck(width, planes))
-                                      for t in self.tasks})
+        self.initial = nn.ModuleDict({t: nn.Sequential(bottleneck(in_channels, planes), bottleneck(width, planes)) for t in self.tasks})
         self.initial_out = nn.ModuleDict({t: nn.Conv2d(width, task.out_channels, 1) for t, task in tasks.items()})
         self.distillation = MultiModalDistillation(self.tasks, width)
-        self.heads = nn.ModuleDict({
-            t: nn.Sequential(bottleneck(width, planes), bottleneck(width, planes),
-                             nn.Conv2d(width, task.out_channels, 1))
-            for t, task in tasks.items()
-        })
+        self.heads = nn.ModuleDict(
+            {
+                t: nn.Sequential(bottleneck(width, planes), bottleneck(width, planes), nn.Conv2d(width, task.out_channels, 1))
+                for t, task in tasks.items()
+            }
+        )
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The fused map: the backbone levels read, at the finest one's resolution (after ``fuse``)."""
         levels = [f for i, f in enumerate(self.backbone(image)) if i in self.levels]
         finest = levels[0].shape[-2:]
-        return (self.fuse(torch.cat([f if f.shape[-2:] == finest else
-                                     F.interpolate(f, size=finest, mode="bilinear", align_corners=False)
-                                     for f in levels], dim=1)),)
+        return (
+            self.fuse(
+                torch.cat(
+                    [f if f.shape[-2:] == finest else F.interpolate(f, size=finest, mode="bilinear", align_corners=False) for f in levels],
+                    dim=1,
+                )
+            ),
+        )
 
     def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
         """Final logits of every task and its initial prediction (``aux["initial"]``), at ``size``."""
@@ -111,8 +117,7 @@ class PADNet(MultiTaskModel):
         task_features = {t: self.initial[t](x) for t in self.tasks}
         initial = {t: resize(fp32_conv(self.initial_out[t], task_features[t]), size) for t in self.tasks}
         distilled = self.distillation(task_features)
-        final = {t: resize(fp32_conv(self.heads[t][-1], self.heads[t][:-1](distilled[t])), size)
-                 for t in self.tasks}
+        final = {t: resize(fp32_conv(self.heads[t][-1], self.heads[t][:-1](distilled[t])), size) for t in self.tasks}
         return ModelOutput(final=final, aux={"initial": initial})
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -130,8 +135,9 @@ class PADNet(MultiTaskModel):
 
 
 @register_model("padnet", min_tasks=2, tiny={"head_channels": 8})
-def padnet(config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True, head_channels: PositiveInt = 64,
-           decoder_stride: PositiveInt = 8) -> PADNet:
+def padnet(
+    config: ModelConfig, tasks: Mapping[str, Task], fuse: bool = True, head_channels: PositiveInt = 64, decoder_stride: PositiveInt = 8
+) -> PADNet:
     """PAD-Net: initial predictions, multi-modal distillation, final heads (``fuse``: 1×1 conv-BN-ReLU first);
     ``head_channels``: the distillation width (the official 256), ``decoder_stride``: the finest backbone level read."""
     return PADNet(config, tasks, fuse=fuse, head_channels=head_channels, decoder_stride=decoder_stride)

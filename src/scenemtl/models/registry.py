@@ -18,9 +18,16 @@ SINGLE_TASK = "stl"
 HARD_SHARING = "hps"
 
 
-def register_model(name: str | None = None, *, tiny: Mapping | None = None, min_tasks: int = 1,
-                   tasks: tuple[str, ...] | None = None, tiny_backbone: str = "test_resnet",
-                   published: Mapping[str, tuple[str, str]] | None = None, backbone: bool = True):
+def register_model(
+    name: str | None = None,
+    *,
+    tiny: Mapping | None = None,
+    min_tasks: int = 1,
+    tasks: tuple[str, ...] | None = None,
+    tiny_backbone: str = "test_resnet",
+    published: Mapping[str, tuple[str, str]] | None = None,
+    backbone: bool = True,
+):
     """Register an architecture factory ``factory(config, tasks, **options)`` under ``name``.
 
     ``tiny``: options that make it narrow enough for the test suite (architectures whose widths
@@ -55,8 +62,10 @@ def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskMode
     factory = MODELS.get(config.arch)
     options = check_options(factory, config.options, "model.options", ("config", "tasks"), owner=config.arch)
     if not factory.uses_backbone and config.backbone != BackboneConfig():
-        raise ConfigError(f"architecture '{config.arch}' builds its own encoder and reads no model.backbone "
-                          f"(given {config.backbone.model_dump(exclude_defaults=True)}): remove model.backbone")
+        raise ConfigError(
+            f"architecture '{config.arch}' builds its own encoder and reads no model.backbone "
+            f"(given {config.backbone.model_dump(exclude_defaults=True)}): remove model.backbone"
+        )
     model = factory(config=config, tasks=dict(tasks), **options)
     if not isinstance(model, MultiTaskModel):
         raise TypeError(f"architecture '{config.arch}' must return a MultiTaskModel, got {type(model).__name__}")

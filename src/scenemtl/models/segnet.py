@@ -125,12 +125,12 @@ class _SegNetModel(MultiTaskModel):
 class SegNetSplit(_SegNetModel):
     """Shared SegNet, one prediction block per task (MTAN's "split, standard"; one task: single-task SegNet)."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard",
-                 filters: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard", filters: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         self.trunk = SegNetTrunk(variant, filters)
-        self.heads = nn.ModuleDict({name: prediction_block(self.trunk.filters[0], task.out_channels)
-                                    for name, task in tasks.items()})
+        self.heads = nn.ModuleDict({name: prediction_block(self.trunk.filters[0], task.out_channels) for name, task in tasks.items()})
         init_like_mtan(self)
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -155,18 +155,25 @@ class MTANSegNet(_SegNetModel):
         f = self.trunk.filters
         # shared by the tasks: the 3×3 blocks between attention levels
         self.encoder_block_att = nn.ModuleList([conv_block(f[i], f[i + 1]) for i in range(4)] + [conv_block(f[4], f[4])])
-        self.decoder_block_att = nn.ModuleList([conv_block(f[0], f[0])] + [conv_block(f[i + 1], f[i]) for i in range(3)]
-                                               + [conv_block(f[4], f[4])])
-        self.encoder_att = nn.ModuleDict({
-            name: nn.ModuleList([mtan_attention(f[0], f[0], f[0])]
-                                + [mtan_attention(2 * f[i + 1], f[i + 1], f[i + 1]) for i in range(4)])
-            for name in tasks
-        })
-        self.decoder_att = nn.ModuleDict({
-            name: nn.ModuleList([mtan_attention(2 * f[0], f[0], f[0])]
-                                + [mtan_attention(f[i + 1] + f[i], f[i], f[i]) for i in range(4)])
-            for name in tasks
-        })
+        self.decoder_block_att = nn.ModuleList(
+            [conv_block(f[0], f[0])] + [conv_block(f[i + 1], f[i]) for i in range(3)] + [conv_block(f[4], f[4])]
+        )
+        self.encoder_att = nn.ModuleDict(
+            {
+                name: nn.ModuleList(
+                    [mtan_attention(f[0], f[0], f[0])] + [mtan_attention(2 * f[i + 1], f[i + 1], f[i + 1]) for i in range(4)]
+                )
+                for name in tasks
+            }
+        )
+        self.decoder_att = nn.ModuleDict(
+            {
+                name: nn.ModuleList(
+                    [mtan_attention(2 * f[0], f[0], f[0])] + [mtan_attention(f[i + 1] + f[i], f[i], f[i]) for i in range(4)]
+                )
+                for name in tasks
+            }
+        )
         self.heads = nn.ModuleDict({name: prediction_block(f[0], task.out_channels) for name, task in tasks.items()})
         init_like_mtan(self)
 
@@ -196,8 +203,9 @@ class MTANSegNet(_SegNetModel):
 
 
 @register_model("segnet", tiny={"filters": [4, 8, 8, 16, 16]}, backbone=False)
-def segnet(config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard",
-           filters: Sequence[int] | None = None) -> SegNetSplit:
+def segnet(
+    config: ModelConfig, tasks: Mapping[str, Task], variant: Variant = "standard", filters: Sequence[int] | None = None
+) -> SegNetSplit:
     """Shared SegNet with per-task prediction blocks (``variant``: standard, wide or deep)."""
     if variant not in ("standard", "wide", "deep"):
         raise ConfigError(f"model.options.variant must be standard, wide or deep (got {variant!r})")

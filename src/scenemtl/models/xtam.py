@@ -129,8 +129,14 @@ class DecoderLevel(nn.Module):
 class Decoder(nn.Module):
     """DenseMTL's "padnet+" decoder of one task: levels L-1 … 0 over the encoder's L feature maps."""
 
-    def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], out_channels: int,
-                 aspp_rates: Sequence[int], scales: Sequence[int] = (0, 1)) -> None:
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        channels: Sequence[int],
+        out_channels: int,
+        aspp_rates: Sequence[int],
+        scales: Sequence[int] = (0, 1),
+    ) -> None:
         super().__init__()
         top = len(encoder_channels) - 1
         self.levels = nn.ModuleList(
@@ -144,8 +150,9 @@ class Decoder(nn.Module):
         )
         self.side = nn.ModuleDict({str(s): nn.Conv2d(channels[s], out_channels, 1) for s in scales})
 
-    def run(self, features: Sequence[torch.Tensor], x: torch.Tensor | None, levels: Sequence[int],
-            taps: dict[int, torch.Tensor]) -> torch.Tensor:
+    def run(
+        self, features: Sequence[torch.Tensor], x: torch.Tensor | None, levels: Sequence[int], taps: dict[int, torch.Tensor]
+    ) -> torch.Tensor:
         """Run ``levels`` (descending) from ``x`` (None: the coarsest encoder feature); keep each level's output in ``taps``."""
         for i in levels:
             x = self.levels[i](features[-1] if x is None else x, features[i - 1] if i > 0 else None)
@@ -170,8 +177,7 @@ class SpatialCrossTaskAttention(nn.Module):
         height, width = target.shape[-2] // s, target.shape[-1] // s
         if height < 1 or width < 1:
             raise ScenemtlError(
-                f"xtam: the cross-task attention pools its {tuple(target.shape[-2:])} features by {s}; "
-                "the input image is too small for it"
+                f"xtam: the cross-task attention pools its {tuple(target.shape[-2:])} features by {s}; the input image is too small for it"
             )
         # nearest sub-sampling by s (DenseMTL: nn.Upsample(scale_factor=1/s)) and max-pooling by s
         query = self.query(target[..., ::s, ::s][..., :height, :width])
@@ -214,9 +220,7 @@ class CrossTaskAttention(nn.Module):
         tasks = list(tasks)
         if len(tasks) < 2:
             raise ConfigError("xtam: the cross-task attention needs at least two tasks")
-        self.messages = nn.ModuleDict({
-            t: nn.ModuleDict({s: CrossTaskMessage(channels, pool) for s in tasks if s != t}) for t in tasks
-        })
+        self.messages = nn.ModuleDict({t: nn.ModuleDict({s: CrossTaskMessage(channels, pool) for s in tasks if s != t}) for t in tasks})
         self.fuse = nn.ModuleDict({t: _conv_bn_relu((len(tasks) - 1) * channels, channels) for t in tasks})
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -231,9 +235,16 @@ class CrossTaskAttention(nn.Module):
 class DenseMTLXTAM(MultiTaskModel):
     """Shared encoder, per-task DenseMTL decoders, cross-task attention between the two decoder sections."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], decoder_channels: Sequence[int] | None = None,
-                 aspp_rates: Sequence[int] = (6, 12, 18), stage: int = 1, attention_pool: int | None = None,
-                 deep_supervision: bool = True) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        decoder_channels: Sequence[int] | None = None,
+        aspp_rates: Sequence[int] = (6, 12, 18),
+        stage: int = 1,
+        attention_pool: int | None = None,
+        deep_supervision: bool = True,
+    ) -> None:
         super().__init__()
         self.backbone = Backbone(config.backbone)
         levels = len(self.backbone.channels)
@@ -250,14 +261,15 @@ class DenseMTLXTAM(MultiTaskModel):
         if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
             raise ConfigError(f"model.options.attention_pool must be a positive integer, got {attention_pool!r}")
         if channels[stage] < 2:
-            raise ConfigError(f"model.options.decoder_channels: level {stage} needs at least 2 channels (the "
-                              f"self-attention halves them), got {channels[stage]}")
+            raise ConfigError(
+                f"model.options.decoder_channels: level {stage} needs at least 2 channels (the "
+                f"self-attention halves them), got {channels[stage]}"
+            )
         self.stage, self.pool = stage, pool
         self.scales = (0, 1) if deep_supervision else (0,)
-        self.decoders = nn.ModuleDict({
-            name: Decoder(self.backbone.channels, channels, task.out_channels, rates, self.scales)
-            for name, task in tasks.items()
-        })
+        self.decoders = nn.ModuleDict(
+            {name: Decoder(self.backbone.channels, channels, task.out_channels, rates, self.scales) for name, task in tasks.items()}
+        )
         self.xtam = CrossTaskAttention(list(tasks), channels[stage], pool) if len(tasks) > 1 else None
         self.sections = (list(range(levels - 1, stage - 1, -1)), list(range(stage - 1, -1, -1)))
 
@@ -277,8 +289,7 @@ class DenseMTLXTAM(MultiTaskModel):
         final = {name: resize(fp32_conv(d.side["0"], taps[name][0]), size) for name, d in self.decoders.items()}
         aux = {}
         if 1 in self.scales:
-            aux["scale1"] = {name: resize(fp32_conv(d.side["1"], taps[name][1]), size)
-                             for name, d in self.decoders.items()}
+            aux["scale1"] = {name: resize(fp32_conv(d.side["1"], taps[name][1]), size) for name, d in self.decoders.items()}
         return ModelOutput(final=final, aux=aux)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -295,8 +306,10 @@ class DenseMTLXTAM(MultiTaskModel):
 
 
 def _positive_ints(values: Sequence[int], key: str) -> list[int]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or any(
-        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
+    if (
+        isinstance(values, (str, bytes))
+        or not isinstance(values, Sequence)
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values)
     ):
         raise ConfigError(f"model.options.{key} must be a list of positive integers, got {values!r}")
     return list(values)
@@ -320,8 +333,14 @@ def _decoder_channels(values: Sequence[int] | None, levels: int) -> list[int]:
 
 
 @register_model("xtam", tiny={"decoder_channels": [4, 8, 8, 8, 8]})
-def xtam(config: ModelConfig, tasks: Mapping[str, Task], decoder_channels: Sequence[int] | None = None,
-         aspp_rates: Sequence[int] = (6, 12, 18), stage: int = 1, attention_pool: int | None = None,
-         deep_supervision: bool = True) -> DenseMTLXTAM:
+def xtam(
+    config: ModelConfig,
+    tasks: Mapping[str, Task],
+    decoder_channels: Sequence[int] | None = None,
+    aspp_rates: Sequence[int] = (6, 12, 18),
+    stage: int = 1,
+    attention_pool: int | None = None,
+    deep_supervision: bool = True,
+) -> DenseMTLXTAM:
     """DenseMTL (Lopes et al., WACV 2023): per-task decoders with cross-task attention at decoder level ``stage``."""
     return DenseMTLXTAM(config, tasks, decoder_channels, aspp_rates, stage, attention_pool, deep_supervision)

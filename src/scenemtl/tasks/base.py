@@ -101,8 +101,7 @@ class Task:
         """Mirror a target left–right (``[..., H, W]``)."""
         return target.flip(-1)
 
-    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float,
-                 adjust_values: bool) -> torch.Tensor:
+    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool) -> torch.Tensor:
         """Nearest resampling of a ``[C,H,W]`` or ``[H,W]`` target: output pixel ``(i, j)`` is source pixel
         ``(rows[i], cols[j])`` (labels are never blended; the transforms compute the indices).
 

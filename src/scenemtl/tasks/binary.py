@@ -118,8 +118,10 @@ class EdgeTask(BinaryTask):
         if image_ids:
             path = resolve_id_list(image_ids)
             if path is None:  # a protocol's SEISM list, and no SEISM checkout named
-                self.ids_note = (f"all images: {image_ids} needs ${SEISM_ENV} (a SEISM checkout); numbers are not "
-                                 "comparable with tables scored on that list")
+                self.ids_note = (
+                    f"all images: {image_ids} needs ${SEISM_ENV} (a SEISM checkout); numbers are not "
+                    "comparable with tables scored on that list"
+                )
             else:
                 self.image_ids = _read_ids(str(path), f"tasks.{name}.image_ids")
         if not 0 < max_dist < 1:
@@ -141,9 +143,17 @@ class EdgeTask(BinaryTask):
             return LossMetric(self._pixel_loss)
         if self.ids_note:  # said when scoring starts, not when a model is merely loaded
             warnings.warn(f"tasks.{self.name}.image_ids: {self.ids_note}", stacklevel=2)
-        return BoundaryMetric(self.max_dist, self.thresholds, self.nms, IGNORE, pixel_loss=self._pixel_loss,
-                              image_ids=self.image_ids, quantize=self.quantize, ground_truth=self.ground_truth,
-                              note=self.ids_note)
+        return BoundaryMetric(
+            self.max_dist,
+            self.thresholds,
+            self.nms,
+            IGNORE,
+            pixel_loss=self._pixel_loss,
+            image_ids=self.image_ids,
+            quantize=self.quantize,
+            ground_truth=self.ground_truth,
+            note=self.ids_note,
+        )
 
 
 @register_task("saliency")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # Anchor colours of a perceptually ordered dark-blue → yellow ramp (viridis-like), interpolated.
-_RAMP = np.array(
-    [[68, 1, 84], [65, 68, 135], [42, 120, 142], [34, 168, 132], [122, 209, 81], [253, 231, 37]], dtype=np.float64
-)
+_RAMP = np.array([[68, 1, 84], [65, 68, 135], [42, 120, 142], [34, 168, 132], [122, 209, 81], [253, 231, 37]], dtype=np.float64)
 
 
 def label_palette(num_classes: int) -> np.ndarray:

@@ -47,11 +47,15 @@ class DepthTask(Task):
             raise ConfigError(f"tasks.{name}.pooling must be 'pixel', 'image' or 'batch', got {pooling!r}")
         bounds: tuple[float, float] | None = None
         if clamp is not None:
-            numbers = isinstance(clamp, (list, tuple)) and len(clamp) == 2 and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in clamp)
+            numbers = (
+                isinstance(clamp, (list, tuple))
+                and len(clamp) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in clamp)
+            )
             if not (numbers and 0 <= clamp[0] < clamp[1]):
-                raise ConfigError(f"tasks.{name}.clamp must be [low, high] in metres with 0 <= low < high "
-                                  f"(DenseMTL: [0.001, 80]), got {clamp!r}")
+                raise ConfigError(
+                    f"tasks.{name}.clamp must be [low, high] in metres with 0 <= low < high (DenseMTL: [0.001, 80]), got {clamp!r}"
+                )
             bounds = (float(clamp[0]), float(clamp[1]))
         if not isinstance(median_scaling, bool):
             raise ConfigError(f"tasks.{name}.median_scaling must be true or false, got {median_scaling!r}")
@@ -82,8 +86,7 @@ class DepthTask(Task):
 
     def metric(self) -> DepthMetric:
         """Depth errors under this task's evaluation options."""
-        return DepthMetric(max_depth=self.max_depth, pooling=self.pooling, clamp=self.clamp,
-                           median_scaling=self.median_scaling)
+        return DepthMetric(max_depth=self.max_depth, pooling=self.pooling, clamp=self.clamp, median_scaling=self.median_scaling)
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
         """The mean valid training depth."""
@@ -112,8 +115,7 @@ class DepthTask(Task):
         values = np.where(values > 0, values, np.nan)
         return colorize_scalar(values)
 
-    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float,
-                 adjust_values: bool) -> torch.Tensor:
+    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool) -> torch.Tensor:
         """Nearest resampling; with ``adjust_values``, depth is divided by the zoom in float32 (as the seeds do)."""
         resized = super().resample(target, rows, cols, zoom, adjust_values)
         return resized / zoom if adjust_values else resized
@@ -139,8 +141,7 @@ class InverseDepthTask(DepthTask):
     def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
         super().__init__(name, max_depth=None, pooling=pooling)
 
-    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float,
-                 adjust_values: bool) -> torch.Tensor:
+    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool) -> torch.Tensor:
         """Nearest resampling; with ``adjust_values``, inverse depth is multiplied by the zoom."""
         resized = Task.resample(self, target, rows, cols, zoom, adjust_values)
         return resized * zoom if adjust_values else resized

@@ -37,8 +37,7 @@ class NormalsTask(Task):
         if loss not in ("l1", "cosine"):
             raise ConfigError(f"tasks.{name}.loss must be 'l1' (InvPT) or 'cosine' (MTAN), got {loss!r}")
         if pooling not in POOLINGS:
-            raise ConfigError(f"tasks.{name}.pooling must be 'pixel' (MTI-Net), 'image' (DenseMTL) or 'batch' "
-                              f"(MTAN), got {pooling!r}")
+            raise ConfigError(f"tasks.{name}.pooling must be 'pixel' (MTI-Net), 'image' (DenseMTL) or 'batch' (MTAN), got {pooling!r}")
         self.loss_kind, self.pooling = loss, pooling
 
     #: beyond ``UNIT_BAD_SHARE`` of labelled pixels off unit length by more than ``UNIT_TOLERANCE``, the normals are wrong
@@ -52,8 +51,7 @@ class NormalsTask(Task):
         if bool(labelled.any()):
             off = float(((norm[labelled] - 1).abs() > self.UNIT_TOLERANCE).float().mean())
             if off > self.UNIT_BAD_SHARE:
-                return (f"{self.name}: {off:.1%} of labelled pixels are not unit vectors (norm off by more than "
-                        f"{self.UNIT_TOLERANCE})")
+                return f"{self.name}: {off:.1%} of labelled pixels are not unit vectors (norm off by more than {self.UNIT_TOLERANCE})"
         return None
 
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,10 @@ PROTOCOLS: dict[str, Protocol] = {
             "SEISM's test_new half; saliency through the official meter's second sigmoid; pooled mIoU, depth and normals",
             "InvPT, TaskPrompter, DiffusionMTL, MLoRE, MTMamba tables on NYUD-v2 and PASCAL-Context",
             {
-                "semseg": _SEGMENTATION, "human_parts": _SEGMENTATION,
-                "depth": {"pooling": "pixel"}, "normals": {"pooling": "pixel"},
+                "semseg": _SEGMENTATION,
+                "human_parts": _SEGMENTATION,
+                "depth": {"pooling": "pixel"},
+                "normals": {"pooling": "pixel"},
                 "saliency": {"protocol": "invpt"},
                 "edge": {"thresholds": "hed", "nms": "seism", "quantize": "truncate", "ground_truth": "seism"},
             },
@@ -67,8 +69,10 @@ PROTOCOLS: dict[str, Protocol] = {
             "on test_new; saliency per image (β = 1, thresholds 0.2…0.9); pooled mIoU, depth and normals",
             "MTI-Net and the PAD-Net/cross-stitch baselines it re-ran",
             {
-                "semseg": _SEGMENTATION, "human_parts": _SEGMENTATION,
-                "depth": {"pooling": "pixel"}, "normals": {"pooling": "pixel"},
+                "semseg": _SEGMENTATION,
+                "human_parts": _SEGMENTATION,
+                "depth": {"pooling": "pixel"},
+                "normals": {"pooling": "pixel"},
                 "saliency": {"protocol": "mtinet"},
                 "edge": {"thresholds": "mtinet", "nms": "none", "quantize": "truncate", "ground_truth": "seism"},
             },
@@ -80,8 +84,10 @@ PROTOCOLS: dict[str, Protocol] = {
             "saliency max F over dataset-pooled counts (β² = 0.3, 19 thresholds); pooled mIoU, depth and normals",
             "ATRC's tables (its gt_set is unverified)",
             {
-                "semseg": _SEGMENTATION, "human_parts": _SEGMENTATION,
-                "depth": {"pooling": "pixel"}, "normals": {"pooling": "pixel"},
+                "semseg": _SEGMENTATION,
+                "human_parts": _SEGMENTATION,
+                "depth": {"pooling": "pixel"},
+                "normals": {"pooling": "pixel"},
                 "saliency": {"protocol": "pooled"},
                 "edge": {"thresholds": "hed", "nms": "seism", "quantize": "truncate", "ground_truth": "seism"},
             },
@@ -104,7 +110,8 @@ PROTOCOLS: dict[str, Protocol] = {
             "MTAN's NYUv2-13 and Cityscapes tables, and the loss-weighting papers that use its code",
             {
                 "semseg": _SEGMENTATION,
-                "depth": {"pooling": "batch"}, "inverse_depth": {"pooling": "batch"},
+                "depth": {"pooling": "batch"},
+                "inverse_depth": {"pooling": "batch"},
                 "normals": {"pooling": "batch"},
             },
         ),
@@ -114,8 +121,10 @@ PROTOCOLS: dict[str, Protocol] = {
             "read_one_png (99 thresholds, E >= t) on all val images (PASCAL 5,105); pooled mIoU, depth and normals",
             "SAK's and PRISM's ViT-B controlled comparison",
             {
-                "semseg": _SEGMENTATION, "human_parts": _SEGMENTATION,
-                "depth": {"pooling": "pixel"}, "normals": {"pooling": "pixel"},
+                "semseg": _SEGMENTATION,
+                "human_parts": _SEGMENTATION,
+                "depth": {"pooling": "pixel"},
+                "normals": {"pooling": "pixel"},
                 "saliency": {"protocol": "pooled"},
                 "edge": {"thresholds": "mtinet", "nms": "sak", "quantize": "truncate", "ground_truth": "seism"},
             },
@@ -127,8 +136,7 @@ PROTOCOLS: dict[str, Protocol] = {
 def get_protocol(name: str, key: str = "eval.protocol") -> Protocol:
     """The protocol called ``name``; an unknown name is a ConfigError listing the known ones."""
     if name not in PROTOCOLS:
-        raise ConfigError(f"{key}: unknown protocol '{name}'.{did_you_mean(name, list(PROTOCOLS))} "
-                          f"Known: {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"{key}: unknown protocol '{name}'.{did_you_mean(name, list(PROTOCOLS))} Known: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 

@@ -29,9 +29,7 @@ class SegmentationTask(Task):
     pad_value = float(IGNORE_INDEX)
     is_classification = True
 
-    def __init__(
-        self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None, miou: str = "accumulated"
-    ) -> None:
+    def __init__(self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None, miou: str = "accumulated") -> None:
         super().__init__(name)
         if miou not in ("accumulated", "per_image"):
             raise ConfigError(f"tasks.{name}.miou must be 'accumulated' or 'per_image', got {miou!r}")
@@ -81,8 +79,7 @@ class SegmentationTask(Task):
 
     def read_prediction(self, path: Path) -> torch.Tensor:
         """A class-id PNG."""
-        return torch.from_numpy(read_label_png(path, f"{self.name} prediction (class-id PNG)", PREDICTION_FIX)
-                                .astype(np.int64))[None]
+        return torch.from_numpy(read_label_png(path, f"{self.name} prediction (class-id PNG)", PREDICTION_FIX).astype(np.int64))[None]
 
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """Class colours from the dataset's palette (ignored pixels white)."""

@@ -76,13 +76,35 @@ extension), ``factories`` (the registered ``atrc`` and ``atrc_search``).
 from scenemtl.models.atrc.context import ContextBlock, ContextChoice, ContextModule, SearchContextModule, local_attention
 from scenemtl.models.atrc.factories import atrc, atrc_search
 from scenemtl.models.atrc.genotype import (
-    CONTEXTS, Genotype, format_genotype, genotype_json, load_genotype, official_name,
+    CONTEXTS,
+    Genotype,
+    format_genotype,
+    genotype_json,
+    load_genotype,
+    official_name,
 )
 from scenemtl.models.atrc.model import ATRC, AuxDecoder, RelationalContextNet, fibonacci_sphere
 from scenemtl.models.atrc.search import GENOTYPE_FILE, ArchitectureSearch, ATRCSearch
 
 __all__ = [
-    "ATRC", "ATRCSearch", "ArchitectureSearch", "AuxDecoder", "CONTEXTS", "ContextBlock", "ContextChoice", "ContextModule",
-    "GENOTYPE_FILE", "Genotype", "RelationalContextNet", "SearchContextModule", "atrc", "atrc_search", "fibonacci_sphere",
-    "format_genotype", "genotype_json", "load_genotype", "local_attention", "official_name",
+    "ATRC",
+    "ATRCSearch",
+    "ArchitectureSearch",
+    "AuxDecoder",
+    "CONTEXTS",
+    "ContextBlock",
+    "ContextChoice",
+    "ContextModule",
+    "GENOTYPE_FILE",
+    "Genotype",
+    "RelationalContextNet",
+    "SearchContextModule",
+    "atrc",
+    "atrc_search",
+    "fibonacci_sphere",
+    "format_genotype",
+    "genotype_json",
+    "load_genotype",
+    "local_attention",
+    "official_name",
 ]

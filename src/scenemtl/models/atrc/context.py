@@ -13,8 +13,6 @@ from scenemtl.models.atrc.genotype import Genotype
 from scenemtl.models.layers import conv_norm_act
 
 
-
-
 def local_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, window: int) -> torch.Tensor:
     """Softmax(q·k / √d) over the ``window``² positions around each pixel, applied to ``value``.
 
@@ -26,13 +24,11 @@ def local_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     padded_key = F.pad(key, (r, r, r, r))
     padded_value = F.pad(value, (r, r, r, r))
     offsets = [(dy, dx) for dy in range(window) for dx in range(window)]
-    scores = torch.stack(
-        [(query * padded_key[..., dy:dy + height, dx:dx + width]).sum(1) for dy, dx in offsets], dim=1
-    )
+    scores = torch.stack([(query * padded_key[..., dy : dy + height, dx : dx + width]).sum(1) for dy, dx in offsets], dim=1)
     weights = torch.softmax(scores / math.sqrt(key.shape[1]), dim=1)
     out = weights[:, 0:1] * padded_value[..., 0:height, 0:width]
     for i, (dy, dx) in enumerate(offsets[1:], start=1):
-        out = out + weights[:, i:i + 1] * padded_value[..., dy:dy + height, dx:dx + width]
+        out = out + weights[:, i : i + 1] * padded_value[..., dy : dy + height, dx : dx + width]
     return out
 
 
@@ -47,8 +43,9 @@ class ContextBlock(nn.Module):
 
         def projection() -> nn.Sequential:
             if kind == 1:  # global: non-negative query/key features for linear attention
-                return nn.Sequential(conv_norm_act(channels, att_channels, 1), conv_norm_act(att_channels, att_channels, 1, act=None),
-                                     nn.Softplus())
+                return nn.Sequential(
+                    conv_norm_act(channels, att_channels, 1), conv_norm_act(att_channels, att_channels, 1, act=None), nn.Softplus()
+                )
             return nn.Sequential(conv_norm_act(channels, att_channels, 1), conv_norm_act(att_channels, att_channels, 1))
 
         self.query_project = projection()
@@ -58,8 +55,9 @@ class ContextBlock(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
 
-    def forward(self, target: torch.Tensor, source: torch.Tensor, target_regions: torch.Tensor | None,
-                source_regions: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, target: torch.Tensor, source: torch.Tensor, target_regions: torch.Tensor | None, source_regions: torch.Tensor | None
+    ) -> torch.Tensor:
         """Context for the target's pixels, ``[B, att_channels, H, W]``; regions: ``[B, K, H·W]`` spatial softmaxes."""
         batch, _, height, width = target.shape
         if self.kind == 1:
@@ -101,16 +99,16 @@ def _fusion(channels: int, att_channels: int, sources: int, dropout: float | Non
 class ContextModule(nn.Module):
     """Fixed genotype: one block per (target, source) pair whose code is not 0, fused per target."""
 
-    def __init__(self, tasks: Sequence[str], genotype: Genotype, channels: int, att_channels: int,
-                 window: int, dropout: float) -> None:
+    def __init__(self, tasks: Sequence[str], genotype: Genotype, channels: int, att_channels: int, window: int, dropout: float) -> None:
         super().__init__()
         self.genotype = {t: dict(genotype[t]) for t in tasks}
         self.blocks = nn.ModuleDict()
         self.project = nn.ModuleDict()
         self.fuse = nn.ModuleDict()
         for t in tasks:
-            row = nn.ModuleDict({s: ContextBlock(code, channels, att_channels, window)
-                                 for s, code in self.genotype[t].items() if code != 0})
+            row = nn.ModuleDict(
+                {s: ContextBlock(code, channels, att_channels, window) for s, code in self.genotype[t].items() if code != 0}
+            )
             self.blocks[t] = row
             project, fuse = _fusion(channels, att_channels, len(row), dropout)
             if project is not None:
@@ -120,8 +118,7 @@ class ContextModule(nn.Module):
     def region_tasks(self) -> list[str]:
         """Tasks whose label regions some block reads (only these get an auxiliary head, as in ATRC)."""
         tasks = list(self.genotype)
-        return [t for t in tasks if any(self.genotype[t][s] == 3 for s in tasks)
-                or any(self.genotype[u][t] == 4 for u in tasks)]
+        return [t for t in tasks if any(self.genotype[t][s] == 3 for s in tasks) or any(self.genotype[u][t] == 4 for u in tasks)]
 
     def forward(self, features: Mapping[str, torch.Tensor], regions: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each target's features after adding its sources' context."""
@@ -178,8 +175,9 @@ class ContextChoice(nn.Module):
             return self.fixed_weights, index
         return F.gumbel_softmax(self.arch_param, tau=temperature, hard=False, dim=-1), None
 
-    def forward(self, target: torch.Tensor, source: torch.Tensor, target_regions: torch.Tensor,
-                source_regions: torch.Tensor, temperature: float) -> torch.Tensor:
+    def forward(
+        self, target: torch.Tensor, source: torch.Tensor, target_regions: torch.Tensor, source_regions: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
         """The weighted sum of the candidates' contexts (none contributes zero)."""
         weights, index = self.mixture(temperature)
         if index is not None:  # one-hot: only the chosen block matters
@@ -206,8 +204,7 @@ class SearchContextModule(nn.Module):
         self.fuse = nn.ModuleDict()
         for t in self.tasks:
             self.choices[t] = nn.ModuleDict(
-                {s: ContextChoice([1, 2, 3] if s == t else [1, 2, 3, 4], channels, att_channels, window, margin)
-                 for s in self.tasks}
+                {s: ContextChoice([1, 2, 3] if s == t else [1, 2, 3, 4], channels, att_channels, window, margin) for s in self.tasks}
             )
             self.project[t], self.fuse[t] = _fusion(channels, att_channels, len(self.tasks), None)
 
@@ -219,7 +216,6 @@ class SearchContextModule(nn.Module):
         """Each target's features after adding the mixed context of every source."""
         out = {}
         for t in self.tasks:
-            contexts = [choice(features[t], features[s], regions[t], regions[s], self.temperature)
-                        for s, choice in self.choices[t].items()]
+            contexts = [choice(features[t], features[s], regions[t], regions[s], self.temperature) for s, choice in self.choices[t].items()]
             out[t] = self.fuse[t](torch.cat([features[t], self.project[t](torch.cat(contexts, dim=1))], dim=1))
         return out

@@ -50,7 +50,7 @@ def load_genotype(spec: str | os.PathLike | Mapping | None, tasks: Sequence[str]
     else:
         raise ConfigError(f"model.options.genotype must be a file path, a mapping or a context name, got {spec!r}")
     if not isinstance(content, Mapping):
-        raise ConfigError(f"{where}: expected a JSON object {{\"data\": {{target: {{source: code}}}}}}")
+        raise ConfigError(f'{where}: expected a JSON object {{"data": {{target: {{source: code}}}}}}')
     table, prefix = (content["data"], "data.") if "data" in content else (content, "")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: '{prefix or 'data'}' must map target tasks to their sources")
@@ -60,8 +60,10 @@ def load_genotype(spec: str | os.PathLike | Mapping | None, tasks: Sequence[str]
         for key, value in mapping.items():
             name = _FROM_OFFICIAL.get(key, key)
             if name not in TASKS:
-                raise ConfigError(f"{where}: unknown task '{key_path}{key}'; tasks are named as in ATRC's files "
-                                  f"({', '.join(official_name(t) for t in TASKS.names())})")
+                raise ConfigError(
+                    f"{where}: unknown task '{key_path}{key}'; tasks are named as in ATRC's files "
+                    f"({', '.join(official_name(t) for t in TASKS.names())})"
+                )
             if name in out:
                 raise ConfigError(f"{where}: task '{name}' appears twice in '{key_path.rstrip('.') or 'data'}'")
             out[name] = (key, value)

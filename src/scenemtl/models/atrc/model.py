@@ -52,14 +52,14 @@ class AuxDecoder(nn.Module):
             return torch.einsum("bkhw,k->bhw", logits.float().softmax(1), self.centres).unsqueeze(1)
         if self.kind == "directions":
             return torch.einsum("bkhw,kc->bchw", logits.float().softmax(1), self.directions)
-        return logits[:, :self.out_channels]
+        return logits[:, : self.out_channels]
 
     @torch.no_grad()
     def init_bias(self, conv: nn.Conv2d, prior: torch.Tensor) -> None:
         """Start the head at the task's prior where the decoding is linear."""
         prior = prior.to(conv.bias)
         if self.kind == "identity":
-            conv.bias[:prior.numel()].copy_(prior)
+            conv.bias[: prior.numel()].copy_(prior)
         elif self.kind == "binary":
             conv.bias.copy_(torch.cat([torch.zeros_like(prior), prior]))
 
@@ -76,9 +76,20 @@ def fibonacci_sphere(count: int) -> torch.Tensor:
 class RelationalContextNet(MultiTaskModel):
     """Backbone → per-task features and auxiliary region maps → relational context → per-task logits."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], search: bool, genotype: Genotype | None,
-                 channels: int | None, window: int, dropout: float, aux_bins: int, depth_range: Sequence[float],
-                 freeze_margin: float = 0.3, decoder_stride: int = 8) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        search: bool,
+        genotype: Genotype | None,
+        channels: int | None,
+        window: int,
+        dropout: float,
+        aux_bins: int,
+        depth_range: Sequence[float],
+        freeze_margin: float = 0.3,
+        decoder_stride: int = 8,
+    ) -> None:
         super().__init__()
         _check(channels, window, dropout, aux_bins, depth_range)
         self.backbone = Backbone(config.backbone)
@@ -87,8 +98,9 @@ class RelationalContextNet(MultiTaskModel):
         in_channels = sum(self.backbone.channels[i] for i in self.levels)
         width = channels if channels is not None else in_channels // 4
         if width < 2:
-            raise ConfigError(f"atrc: head width {width} (backbone channels {in_channels} // 4) is too narrow; "
-                              "set model.options.channels ≥ 2")
+            raise ConfigError(
+                f"atrc: head width {width} (backbone channels {in_channels} // 4) is too narrow; set model.options.channels ≥ 2"
+            )
         att = width // 2
         names = list(tasks)
         self.bottleneck = nn.ModuleDict({t: conv_norm_act(in_channels, width, 3) for t in names})
@@ -114,8 +126,7 @@ class RelationalContextNet(MultiTaskModel):
         features = list(shared)
         selected = [features[i] for i in self.levels]
         grid = selected[0].shape[-2:]
-        x = torch.cat([selected[0]] + [F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-                                       for f in selected[1:]], dim=1)
+        x = torch.cat([selected[0]] + [F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in selected[1:]], dim=1)
         task_features = {t: block(x) for t, block in self.bottleneck.items()}
         detached = x.detach()  # the auxiliary heads do not train the backbone (ATRC)
         aux_logits = {t: fp32_conv(self.aux_logits[t], self.aux_conv[t](detached)) for t in self.aux_logits}

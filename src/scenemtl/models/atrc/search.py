@@ -29,8 +29,15 @@ class ATRCSearch(RelationalContextNet):
 
     needs_unused_parameters = True  # frozen choices: their logits and unchosen blocks get no gradient
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], temperature: Sequence[float],
-                 entropy_weight: Sequence[float], arch_lr: float, **options: Any) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        temperature: Sequence[float],
+        entropy_weight: Sequence[float],
+        arch_lr: float,
+        **options: Any,
+    ) -> None:
         super().__init__(config, tasks, search=True, genotype=None, **options)
         self.temperature_schedule = _pair(temperature, "temperature", positive=True)
         self.entropy_schedule = _pair(entropy_weight, "entropy_weight")
@@ -67,8 +74,7 @@ class ATRCSearch(RelationalContextNet):
 
     def entropy(self) -> torch.Tensor:
         """Mean over pairs of the entropy of the softmax of their logits."""
-        terms = [-(c.arch_param.softmax(-1) * c.arch_param.log_softmax(-1)).sum()
-                 for row in self.choices().values() for c in row.values()]
+        terms = [-(c.arch_param.softmax(-1) * c.arch_param.log_softmax(-1)).sum() for row in self.choices().values() for c in row.values()]
         return torch.stack(terms).mean()
 
     def search_loss(self) -> torch.Tensor:
@@ -118,8 +124,7 @@ class ArchitectureSearch(TrainingExtension):
         if config.train.precision == "fp16":
             raise ConfigError("ATRC's search runs in train.precision fp32 or bf16 (not fp16)")
         if config.train.compile:
-            raise ConfigError("ATRC's search does not support train.compile (the choices change the graph); set it "
-                              "to false")
+            raise ConfigError("ATRC's search does not support train.compile (the choices change the graph); set it to false")
 
     def parameters(self) -> list[nn.Parameter]:
         """The choice logits."""
@@ -141,8 +146,12 @@ class ArchitectureSearch(TrainingExtension):
     def log_values(self) -> dict[str, Any]:
         """Temperature, entropy weight and entropy, and how many pairs are frozen."""
         model = self.model
-        return {"temperature": model.temperature, "entropy_weight": model.entropy_weight,
-                "entropy": float(model.entropy().detach()), "frozen_pairs": model.frozen()}
+        return {
+            "temperature": model.temperature,
+            "entropy_weight": model.entropy_weight,
+            "entropy": float(model.entropy().detach()),
+            "frozen_pairs": model.frozen(),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """The choice logits' optimiser."""
@@ -167,8 +176,11 @@ class ArchitectureSearch(TrainingExtension):
     def summary(self, run_dir: Path) -> list[str]:
         """The genotype table and how to train ATRC with it."""
         path = run_dir / GENOTYPE_FILE
-        return [format_genotype(self.model.genotype()), f"genotype: {path}",
-                f"train ATRC with it: --set model.arch=atrc --set model.options.genotype={path}"]
+        return [
+            format_genotype(self.model.genotype()),
+            f"genotype: {path}",
+            f"train ATRC with it: --set model.arch=atrc --set model.options.genotype={path}",
+        ]
 
 
 def _pair(value: Sequence[float], name: str, positive: bool = False) -> tuple[float, float]:

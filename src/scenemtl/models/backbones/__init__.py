@@ -8,12 +8,28 @@ feature maps (``residual_layers`` for architectures that work inside a ResNet); 
 """
 
 from scenemtl.models.backbones.factory import (
-    SUGGESTED_BACKBONES, SWIN_FAMILIES, backbone_family, check_known, create_timm_model, require_checkpointing_timm,
+    SUGGESTED_BACKBONES,
+    SWIN_FAMILIES,
+    backbone_family,
+    check_known,
+    create_timm_model,
+    require_checkpointing_timm,
 )
 from scenemtl.models.backbones.features import Backbone, ResidualLayer, Stage, behave_like_seg_hrnet
 from scenemtl.models.backbones.vit import ViTBackbone, check_layers, default_layers
 
 __all__ = [
-    "SUGGESTED_BACKBONES", "SWIN_FAMILIES", "Backbone", "ResidualLayer", "Stage", "ViTBackbone", "backbone_family", "behave_like_seg_hrnet",
-    "check_known", "check_layers", "create_timm_model", "default_layers", "require_checkpointing_timm",
+    "SUGGESTED_BACKBONES",
+    "SWIN_FAMILIES",
+    "Backbone",
+    "ResidualLayer",
+    "Stage",
+    "ViTBackbone",
+    "backbone_family",
+    "behave_like_seg_hrnet",
+    "check_known",
+    "check_layers",
+    "create_timm_model",
+    "default_layers",
+    "require_checkpointing_timm",
 ]

@@ -91,8 +91,9 @@ def create_timm_model(config: BackboneConfig, *, weights: bool = True, **kwargs:
                 "Give a local file in model.backbone.weights, or null for random initialisation."
             ) from None
         if kwargs.get("features_only"):
-            raise ConfigError(f"backbone '{config.name}' cannot serve as a dense feature extractor ({error}); "
-                              "see `scenemtl list backbones`") from None
+            raise ConfigError(
+                f"backbone '{config.name}' cannot serve as a dense feature extractor ({error}); see `scenemtl list backbones`"
+            ) from None
         raise ConfigError(f"backbone '{config.name}' cannot be built with model.backbone.options ({error})") from None
 
 
@@ -102,8 +103,7 @@ def require_checkpointing_timm(enabled: bool) -> None:
     # ("modified by an inplace operation"); 1.0.31 is the oldest release this guard admits
     if enabled and _version(timm.__version__) < (1, 0, 31):
         raise ConfigError(
-            f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): "
-            "pip install -U timm, or set it to false"
+            f"train.activation_checkpointing needs timm ≥ 1.0.31 (installed: {timm.__version__}): pip install -U timm, or set it to false"
         )
 
 
@@ -118,7 +118,5 @@ def _weights(config: BackboneConfig) -> tuple[bool, dict | None]:
         return True, None
     path = Path(config.weights).expanduser()
     if not path.is_file():
-        raise ConfigError(
-            f"model.backbone.weights: file not found: {path}. Give a local weight file, 'timm' to download, or null."
-        )
+        raise ConfigError(f"model.backbone.weights: file not found: {path}. Give a local weight file, 'timm' to download, or null.")
     return True, {"file": str(path)}

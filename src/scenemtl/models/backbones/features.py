@@ -13,7 +13,10 @@ from torch import nn
 from scenemtl.config import BackboneConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones.factory import (
-    SWIN_FAMILIES, backbone_family, create_timm_model, require_checkpointing_timm,
+    SWIN_FAMILIES,
+    backbone_family,
+    create_timm_model,
+    require_checkpointing_timm,
 )
 
 
@@ -127,13 +130,14 @@ class Backbone(nn.Module):
         body = self.body
         names = list(body.keys()) if self.family == "resnet" and self.fuse_levels is None else []
         if any(f"layer{i}" not in names for i in range(1, 5)):
-            raise ConfigError(f"backbone '{self.name}' ({self.family}) does not give a ResNet's four residual layers: "
-                              "use timm's ResNet family (e.g. resnet50) with all layers (no model.backbone.out_indices "
-                              "that drop one, model.backbone.fuse 'none')")
+            raise ConfigError(
+                f"backbone '{self.name}' ({self.family}) does not give a ResNet's four residual layers: "
+                "use timm's ResNet family (e.g. resnet50) with all layers (no model.backbone.out_indices "
+                "that drop one, model.backbone.fuse 'none')"
+            )
         # the widths of every stage, also those out_indices leave out of the outputs
         widths = {info["module"]: info["num_chs"] for info in body.feature_info.info}
-        layers = [ResidualLayer(body[f"layer{i}"], body[f"layer{i}"][0].conv1.in_channels, widths[f"layer{i}"])
-                  for i in range(1, 5)]
+        layers = [ResidualLayer(body[f"layer{i}"], body[f"layer{i}"][0].conv1.in_channels, widths[f"layer{i}"]) for i in range(1, 5)]
         return [body[name] for name in names[: names.index("layer1")]], layers
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
@@ -147,14 +151,14 @@ class Backbone(nn.Module):
             features = self.body(padded)
             if self.channels_last:
                 features = [f.permute(0, 3, 1, 2) for f in features]
-            features = [f[..., : -(-height // s), : -(-width // s)]
-                        for f, s in zip(features, self.body.feature_info.reduction())]
+            features = [f[..., : -(-height // s), : -(-width // s)] for f, s in zip(features, self.body.feature_info.reduction())]
         if self.fuse_levels is None:
             return features
         selected = [features[i] for i in self.fuse_levels]
         size = selected[0].shape[-2:]
-        resized = [f if f.shape[-2:] == size else
-                   nn.functional.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in selected]
+        resized = [
+            f if f.shape[-2:] == size else nn.functional.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in selected
+        ]
         return [torch.cat(resized, dim=1)]
 
 
@@ -172,4 +176,3 @@ def behave_like_seg_hrnet(modules: Iterable[nn.Module]) -> None:
             module.align_corners = False
         elif isinstance(module, nn.BatchNorm2d):
             module.momentum = 0.01
-

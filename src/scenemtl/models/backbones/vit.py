@@ -42,8 +42,10 @@ class ViTBackbone(nn.Module):
         kwargs.setdefault("dynamic_img_size", True)  # other grids: position embedding resampled per input
         vit = create_timm_model(config, img_size=tuple(img_size), num_classes=0, global_pool="", **kwargs)
         if not isinstance(vit, VisionTransformer):
-            raise ConfigError(f"model.backbone.name: this architecture needs a Vision Transformer "
-                              f"(e.g. vit_large_patch16_384), got '{config.name}' ({type(vit).__name__})")
+            raise ConfigError(
+                f"model.backbone.name: this architecture needs a Vision Transformer "
+                f"(e.g. vit_large_patch16_384), got '{config.name}' ({type(vit).__name__})"
+            )
         if not class_token and vit.cls_token is not None:
             vit.cls_token = None  # the architecture has no class token; its position slot stays (unused)
         self.vit = vit
@@ -68,8 +70,9 @@ class ViTBackbone(nn.Module):
         """``pos_embed`` (prefix slots and grid), resampled to ``grid`` if it is not the training grid."""
         if tuple(grid) == self.grid:
             return self.vit.pos_embed
-        return resample_abs_pos_embed(self.vit.pos_embed, new_size=list(grid), old_size=list(self.grid),
-                                      num_prefix_tokens=self.embed_prefix)
+        return resample_abs_pos_embed(
+            self.vit.pos_embed, new_size=list(grid), old_size=list(self.grid), num_prefix_tokens=self.embed_prefix
+        )
 
     def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """The tokens as timm's ViT embeds them (its class/register tokens first, where it has them) and the grid.
@@ -86,7 +89,7 @@ class ViTBackbone(nn.Module):
         if vit.no_embed_class:
             x = torch.cat([*prefix, x + pos], dim=1)
         else:  # the slots of removed prefix tokens are skipped
-            x = torch.cat([*prefix, x], dim=1) + pos[:, self.embed_prefix - len(prefix):]
+            x = torch.cat([*prefix, x], dim=1) + pos[:, self.embed_prefix - len(prefix) :]
         return vit.norm_pre(vit.patch_drop(vit.pos_drop(x))), grid
 
     @property
@@ -123,11 +126,20 @@ class ViTBackbone(nn.Module):
 def check_layers(layers: object, depth: int, count: int, option: str) -> tuple[int, ...]:
     """Validate 1-based, increasing block numbers within the ViT's depth."""
     if not isinstance(layers, (list, tuple)):
-        raise ConfigError(f"model.options.{option} must be a list of {count} block numbers in 1…{depth} "
-                          f"(e.g. {list(default_layers(depth, count))}), got {layers!r}")
+        raise ConfigError(
+            f"model.options.{option} must be a list of {count} block numbers in 1…{depth} "
+            f"(e.g. {list(default_layers(depth, count))}), got {layers!r}"
+        )
     layers = tuple(layers)
-    if (len(layers) != count or any(not isinstance(k, int) or isinstance(k, bool) for k in layers)
-            or list(layers) != sorted(set(layers)) or layers[0] < 1 or layers[-1] > depth):
-        raise ConfigError(f"model.options.{option} must be {count} increasing block numbers in 1…{depth} "
-                          f"(e.g. {list(default_layers(depth, count))}), got {list(layers)}")
+    if (
+        len(layers) != count
+        or any(not isinstance(k, int) or isinstance(k, bool) for k in layers)
+        or list(layers) != sorted(set(layers))
+        or layers[0] < 1
+        or layers[-1] > depth
+    ):
+        raise ConfigError(
+            f"model.options.{option} must be {count} increasing block numbers in 1…{depth} "
+            f"(e.g. {list(default_layers(depth, count))}), got {list(layers)}"
+        )
     return layers

@@ -13,6 +13,17 @@ from scenemtl.models.layers.fpn import FPNHead
 from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, bottleneck
 
 __all__ = [
-    "ASPP", "BOTTLENECK_EXPANSION", "FPNHead", "ImagePooling", "MultiModalDistillation", "SpatialAttentionGate",
-    "basic_block", "bottleneck", "conv_norm_act", "fp32_conv", "mtan_attention", "relu_inplace", "resize",
+    "ASPP",
+    "BOTTLENECK_EXPANSION",
+    "FPNHead",
+    "ImagePooling",
+    "MultiModalDistillation",
+    "SpatialAttentionGate",
+    "basic_block",
+    "bottleneck",
+    "conv_norm_act",
+    "fp32_conv",
+    "mtan_attention",
+    "relu_inplace",
+    "resize",
 ]

@@ -32,8 +32,9 @@ class ImagePooling(nn.Sequential):
     """ASPP's image-level branch: global average, 1×1 conv-BN-ReLU (no bias), broadcast back to the input size."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                         _PooledBatchNorm(out_channels), nn.ReLU())
+        super().__init__(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=False), _PooledBatchNorm(out_channels), nn.ReLU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled features, bilinearly resized to ``x``'s size."""
@@ -50,8 +51,7 @@ class ASPP(nn.Module):
         if pooling:
             branches.append(ImagePooling(in_channels, out_channels))
         self.convs = nn.ModuleList(branches)
-        self.project = nn.Sequential(*conv_norm_act(len(branches) * out_channels, out_channels, 1, act=nn.ReLU),
-                                     nn.Dropout(0.5))
+        self.project = nn.Sequential(*conv_norm_act(len(branches) * out_channels, out_channels, 1, act=nn.ReLU), nn.Dropout(0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenated branches, projected."""

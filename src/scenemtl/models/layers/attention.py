@@ -37,8 +37,9 @@ class SpatialAttentionGate(nn.Module):
 
 def mtan_attention(in_channels: int, mid_channels: int, out_channels: int) -> nn.Sequential:
     """MTAN's soft-attention mask: 1×1 conv-BN-ReLU, 1×1 conv-BN-sigmoid (convolutions with bias), one flat Sequential."""
-    return nn.Sequential(*conv_norm_act(in_channels, mid_channels, 1, bias=True),
-                         *conv_norm_act(mid_channels, out_channels, 1, bias=True, act=nn.Sigmoid))
+    return nn.Sequential(
+        *conv_norm_act(in_channels, mid_channels, 1, bias=True), *conv_norm_act(mid_channels, out_channels, 1, bias=True, act=nn.Sigmoid)
+    )
 
 
 class MultiModalDistillation(nn.Module):
@@ -51,10 +52,9 @@ class MultiModalDistillation(nn.Module):
     def __init__(self, tasks: Sequence[str], channels: int) -> None:
         super().__init__()
         self.tasks = list(tasks)
-        self.self_attention = nn.ModuleDict({
-            t: nn.ModuleDict({s: SpatialAttentionGate(channels, channels) for s in self.tasks if s != t})
-            for t in self.tasks
-        })
+        self.self_attention = nn.ModuleDict(
+            {t: nn.ModuleDict({s: SpatialAttentionGate(channels, channels) for s in self.tasks if s != t}) for t in self.tasks}
+        )
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each task's distilled feature."""

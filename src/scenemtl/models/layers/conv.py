@@ -13,9 +13,18 @@ from torch import nn
 relu_inplace: Callable[[], nn.Module] = partial(nn.ReLU, inplace=True)
 
 
-def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1, dilation: int = 1,
-                  groups: int = 1, bias: bool = False, affine: bool = True,
-                  act: Callable[[], nn.Module] | None = relu_inplace) -> nn.Sequential:
+def conv_norm_act(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    affine: bool = True,
+    act: Callable[[], nn.Module] | None = relu_inplace,
+) -> nn.Sequential:
     """Conv → BatchNorm → activation, with 'same' padding (``dilation · (kernel_size // 2)``).
 
     The children are ``0`` (the convolution, no bias unless ``bias``), ``1`` (the norm, without
@@ -25,8 +34,16 @@ def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3, *, 
     (``nn.Sequential(*conv_norm_act(...), ...)``) to put the layers into a longer Sequential.
     """
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=dilation * (kernel_size // 2),
-                  dilation=dilation, groups=groups, bias=bias),
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=dilation * (kernel_size // 2),
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+        ),
         nn.BatchNorm2d(out_channels, affine=affine),
     ]
     if act is not None:

@@ -18,8 +18,12 @@ class ConvHead(nn.Module):
         super().__init__()
         if deconv:
             half = channels // 2
-            self.proj = nn.Sequential(nn.ConvTranspose2d(channels, half, 2, stride=2), nn.BatchNorm2d(half), nn.GELU(),
-                                      *conv_norm_act(half, half, 3, bias=True, act=nn.GELU))
+            self.proj = nn.Sequential(
+                nn.ConvTranspose2d(channels, half, 2, stride=2),
+                nn.BatchNorm2d(half),
+                nn.GELU(),
+                *conv_norm_act(half, half, 3, bias=True, act=nn.GELU),
+            )
             self.pred = nn.Conv2d(half, out_channels, 1)
             for conv in (self.proj[0], self.proj[3], self.pred):
                 trunc_normal_(conv.weight, std=0.02)
@@ -34,8 +38,11 @@ class ConvHead(nn.Module):
 
 def level_fusion(embed_dim: int, channels: int, last_kernel: int) -> nn.Sequential:
     """A level's fusion of the spatial and channel features (``fea_fuse``): 1×1, 3×3 + BN + GELU, ``last_kernel``² conv."""
-    return nn.Sequential(nn.Conv2d(2 * embed_dim, channels, 1), *conv_norm_act(channels, channels, 3, bias=True, act=nn.GELU),
-                         nn.Conv2d(channels, channels, last_kernel, padding=last_kernel // 2))
+    return nn.Sequential(
+        nn.Conv2d(2 * embed_dim, channels, 1),
+        *conv_norm_act(channels, channels, 3, bias=True, act=nn.GELU),
+        nn.Conv2d(channels, channels, last_kernel, padding=last_kernel // 2),
+    )
 
 
 class PromptedModel(MultiTaskModel):

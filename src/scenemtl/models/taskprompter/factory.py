@@ -14,14 +14,24 @@ from scenemtl.models.taskprompter.vit import TaskPrompter
 from scenemtl.tasks import Task
 
 
-@register_model("taskprompter", tiny={"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
-                tiny_backbone="test_vit",
-                published={"vit_large_patch16_384": ("nyud", "373 M parameters, 416 GFLOPs (TaskPrompter's table, "
-                                                             "quoted by M2H's README)")})
-def taskprompter(config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int] = (512, 512),
-                 embed_dim: int = 300, final_embed_dim: int = 350, chan_nheads: int = 1, use_ctr: bool | None = None,
-                 layers: Sequence[int] | None = None, head: str = "conv", chan_embed_dim: int | None = None
-                 ) -> MultiTaskModel:
+@register_model(
+    "taskprompter",
+    tiny={"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
+    tiny_backbone="test_vit",
+    published={"vit_large_patch16_384": ("nyud", "373 M parameters, 416 GFLOPs (TaskPrompter's table, quoted by M2H's README)")},
+)
+def taskprompter(
+    config: ModelConfig,
+    tasks: Mapping[str, Task],
+    img_size: Sequence[int] = (512, 512),
+    embed_dim: int = 300,
+    final_embed_dim: int = 350,
+    chan_nheads: int = 1,
+    use_ctr: bool | None = None,
+    layers: Sequence[int] | None = None,
+    head: str = "conv",
+    chan_embed_dim: int | None = None,
+) -> MultiTaskModel:
     """TaskPrompter with the released PASCAL ViT-L widths (``embed_dim`` 300, ``final_embed_dim`` 350, CTR on).
 
     With a Swin backbone (``backbone_family`` 'swin'), the official Swin variant (``taskprompter/swin.py``):
@@ -38,14 +48,16 @@ def taskprompter(config: ModelConfig, tasks: Mapping[str, Task], img_size: Seque
         raise ConfigError(f"model.options.head must be 'conv' (ConvHead) or 'deconv' (DEConvHead), got {head!r}")
     if backbone_family(config.backbone.name) in SWIN_FAMILIES:  # v2 gets the Swin variant's error
         if use_ctr or layers is not None:
-            raise ConfigError("model.options: the Swin variant of TaskPrompter has no use_ctr or layers "
-                              "(its four levels are the stages); remove them")
+            raise ConfigError(
+                "model.options: the Swin variant of TaskPrompter has no use_ctr or layers (its four levels are the stages); remove them"
+            )
         if chan_embed_dim is not None:
             check_positive_ints(chan_embed_dim, "chan_embed_dim")
-        return TaskPrompterSwin(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_embed_dim or 256,
-                                chan_nheads, head)
+        return TaskPrompterSwin(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_embed_dim or 256, chan_nheads, head)
     if chan_embed_dim is not None:
-        raise ConfigError("model.options.chan_embed_dim is the Swin variant's; on a ViT the channel prompts span "
-                          "the token grid of img_size")
-    return TaskPrompter(config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_nheads,
-                        True if use_ctr is None else use_ctr, layers, head)
+        raise ConfigError(
+            "model.options.chan_embed_dim is the Swin variant's; on a ViT the channel prompts span the token grid of img_size"
+        )
+    return TaskPrompter(
+        config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_nheads, True if use_ctr is None else use_ctr, layers, head
+    )

@@ -62,8 +62,7 @@ class PromptedWindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, prompts: torch.Tensor, mask: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Window outputs, the prompts' raw scores ``[B·nW, heads, T, N]`` and the window-averaged prompt outputs."""
         bw, n, c = x.shape
         b, t, _ = prompts.shape
@@ -74,8 +73,7 @@ class PromptedWindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
         additive = torch.zeros(windows if mask is not None else 1, self.heads, t + n, t + n, dtype=q.dtype, device=q.device)
         additive[:, :, t:, t:] = bias + (mask[:, None] if mask is not None else 0)
-        additive = additive[None].expand(b, -1, -1, -1, -1).reshape(-1, self.heads, t + n, t + n) \
-            if mask is not None else additive
+        additive = additive[None].expand(b, -1, -1, -1, -1).reshape(-1, self.heads, t + n, t + n) if mask is not None else additive
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive)
         out = self.proj(out.transpose(1, 2).reshape(bw, t + n, c))
         return out[:, t:], raw, out[:, :t].reshape(b, windows, t, c).mean(dim=1)
@@ -84,8 +82,19 @@ class PromptedWindowAttention(nn.Module):
 class PromptedSwinBlock(nn.Module):
     """A Swin block carrying the task prompts, with TaskPrompter's channel prompting."""
 
-    def __init__(self, dim: int, resolution: tuple[int, int], heads: int, window: int, shift: int, mlp_ratio: float,
-                 drop_path: float, chan_dim: int, chan_windows: int, last: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        resolution: tuple[int, int],
+        heads: int,
+        window: int,
+        shift: int,
+        mlp_ratio: float,
+        drop_path: float,
+        chan_dim: int,
+        chan_windows: int,
+        last: bool,
+    ) -> None:
         super().__init__()
         if min(resolution) <= window:  # as Swin: no partition (and no shift) when a window covers the map
             window, shift = min(resolution), 0
@@ -97,8 +106,7 @@ class PromptedSwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         h, w = resolution
         self.pad = (-h % window, -w % window)
-        self.register_buffer("attn_mask", _shift_mask(h + self.pad[0], w + self.pad[1], window, shift) if shift else None,
-                             persistent=False)
+        self.register_buffer("attn_mask", _shift_mask(h + self.pad[0], w + self.pad[1], window, shift) if shift else None, persistent=False)
         self.chan_dim, self.chan_windows = chan_dim, chan_windows
         self.chan_q = nn.Linear(chan_dim, chan_dim)
         self.chan_kv = nn.Linear(h * w, 2 * chan_dim)
@@ -152,7 +160,7 @@ class PromptedSwinBlock(nn.Module):
         x = x + self.drop_path(out)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         if not self.last:
-            mixed = self._unwindows((scores * self.chan_dim ** -0.5).softmax(dim=-1) @ self._windows(v))
+            mixed = self._unwindows((scores * self.chan_dim**-0.5).softmax(dim=-1) @ self._windows(v))
             prompt_out = prompt_out + self.token_trans1(self.chan_proj(mixed))
             prompts = prompts + self.drop_path(prompt_out)
             prompts = prompts + self.drop_path(self.mlp(self.norm2(prompts)))
@@ -171,8 +179,7 @@ class PromptedMerging(nn.Module):
         self.task_prompts_up = nn.Linear(dim, 2 * dim, bias=False)
         self.spa_attn_ds = nn.Conv2d(heads * tasks, heads * tasks, 3, stride=2, padding=1)
 
-    def forward(self, x: torch.Tensor, prompts: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor
-                ) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h, w = self.resolution
         b, _, c = x.shape
         x = x.view(b, h, w, c)
@@ -208,8 +215,7 @@ class PatchEmbed(nn.Module):
 class PromptedSwin(nn.Module):
     """A Swin Transformer (shapes of a timm Swin) whose blocks carry the task prompts."""
 
-    def __init__(self, config: BackboneConfig, img_size: tuple[int, int], tasks: int, chan_dim: int,
-                 chan_windows: int) -> None:
+    def __init__(self, config: BackboneConfig, img_size: tuple[int, int], tasks: int, chan_dim: int, chan_windows: int) -> None:
         super().__init__()
         options = dict(config.options)
         drop_path_rate = float(options.pop("drop_path_rate", 0.0))
@@ -217,28 +223,41 @@ class PromptedSwin(nn.Module):
         with torch.device("meta"):  # timm's Swin of this name, for its shapes only
             shape = create_timm_model(config, weights=False, img_size=img_size, **options)
         if type(shape) is not SwinTransformer:
-            raise ConfigError(f"TaskPrompter's Swin variant is built on Swin (v1: swin_tiny/small/base/large_*), "
-                              f"not '{config.name}' ({type(shape).__name__})")
+            raise ConfigError(
+                f"TaskPrompter's Swin variant is built on Swin (v1: swin_tiny/small/base/large_*), "
+                f"not '{config.name}' ({type(shape).__name__})"
+            )
         dim, patch = shape.embed_dim, shape.patch_embed.patch_size[0]
         depths = [len(layer.blocks) for layer in shape.layers]
         heads = [layer.blocks[0].attn.num_heads for layer in shape.layers]
         window = shape.layers[0].blocks[0].window_size[0]
         mlp_ratio = shape.layers[0].blocks[0].mlp.fc1.out_features / dim
         if img_size[0] % (patch * 8) or img_size[1] % (patch * 8):
-            raise ConfigError(f"model.options.img_size {list(img_size)} must divide by {patch * 8} "
-                              f"(patch {patch}, three 2×2 merges)")
+            raise ConfigError(f"model.options.img_size {list(img_size)} must divide by {patch * 8} (patch {patch}, three 2×2 merges)")
         self.patch_embed = PatchEmbed(dim, patch)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         grid = (img_size[0] // patch, img_size[1] // patch)
         stages, start = [], 0
         self.channels, self.resolutions, self.heads = [], [], heads
         for i, depth in enumerate(depths):
-            width = dim * 2 ** i
-            res = (grid[0] // 2 ** i, grid[1] // 2 ** i)
+            width = dim * 2**i
+            res = (grid[0] // 2**i, grid[1] // 2**i)
             last_stage = i == len(depths) - 1
-            blocks = [PromptedSwinBlock(width, res, heads[i], window, 0 if j % 2 == 0 else window // 2, mlp_ratio,
-                                        rates[start + j], chan_dim, chan_windows, last=last_stage and j == depth - 1)
-                      for j in range(depth)]
+            blocks = [
+                PromptedSwinBlock(
+                    width,
+                    res,
+                    heads[i],
+                    window,
+                    0 if j % 2 == 0 else window // 2,
+                    mlp_ratio,
+                    rates[start + j],
+                    chan_dim,
+                    chan_windows,
+                    last=last_stage and j == depth - 1,
+                )
+                for j in range(depth)
+            ]
             start += depth
             merge = None if last_stage else PromptedMerging(width, res, heads[i], tasks)
             stages.append(Stage(blocks, merge))
@@ -263,17 +282,16 @@ class PromptedSwin(nn.Module):
             state[key] = value
         own = self.state_dict()
         # every Swin weight must come from the file; the prompting layers are TaskPrompter's own
-        prompting = ("chan_q", "chan_kv", "token_trans", "chan_proj", "token_trans1", "process_chan_attn",
-                     "task_prompts_up", "spa_attn_ds")
+        prompting = ("chan_q", "chan_kv", "token_trans", "chan_proj", "token_trans1", "process_chan_attn", "task_prompts_up", "spa_attn_ds")
         swin = [k for k in own if not any(f".{name}." in f".{k}" for name in prompting)]
         missing = [k for k in swin if k not in state]
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in swin
-                  if k in state and state[k].shape != own[k].shape]
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in swin if k in state and state[k].shape != own[k].shape]
         if missing or shapes:
             raise ScenemtlError(
                 f"weights '{config.weights}' do not fit this Swin at img_size {list(img_size)} "
                 f"({key_mismatch(missing, [], shapes)}); a window larger than a stage's grid is shrunk per side by "
-                "timm, so choose an img_size whose last stage is at least a window wide")
+                "timm, so choose an img_size whose last stage is at least a window wide"
+            )
         self.load_state_dict({k: state[k] for k in swin}, strict=False)
 
     def run_block(self, block: PromptedSwinBlock, x: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -61,29 +61,38 @@ from scenemtl.tasks import Task
 class TaskPrompterSwin(PromptedModel):
     """TaskPrompter on a Swin Transformer: prompts in every window of every block, four levels fused."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int], embed_dim: int,
-                 final_embed_dim: int, chan_embed_dim: int, chan_nheads: int, head: str) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        img_size: Sequence[int],
+        embed_dim: int,
+        final_embed_dim: int,
+        chan_embed_dim: int,
+        chan_nheads: int,
+        head: str,
+    ) -> None:
         super().__init__()
         self.task_names = canonical_order(tasks)
         names = self.task_names
         self.img_size = tuple(img_size)
         side, windows = math.isqrt(chan_embed_dim), math.isqrt(chan_nheads)
         if side * side != chan_embed_dim or windows * windows != chan_nheads or side % windows:
-            raise ConfigError(f"model.options: chan_embed_dim ({chan_embed_dim}) and chan_nheads ({chan_nheads}) must be "
-                              "squares, the root of chan_nheads dividing that of chan_embed_dim")
+            raise ConfigError(
+                f"model.options: chan_embed_dim ({chan_embed_dim}) and chan_nheads ({chan_nheads}) must be "
+                "squares, the root of chan_nheads dividing that of chan_embed_dim"
+            )
         self.backbone = PromptedSwin(config.backbone, self.img_size, len(names), chan_embed_dim, windows)
         bb = self.backbone
-        for (h, w) in bb.resolutions:
+        for h, w in bb.resolutions:
             if h % windows or w % windows:
                 raise ConfigError(f"model.options.chan_nheads {chan_nheads}: √ must divide every level's grid {h}×{w}")
         self.windows = windows
         self.prompts = nn.Parameter(torch.ones(len(names), bb.embed_dim))
         trunc_normal_(self.prompts, mean=1.0, std=1.0)
         f = final_embed_dim
-        self.decode_spatial = nn.ModuleList(
-            nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for c in bb.channels)
-        self.decode_channel = nn.ModuleList(
-            nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for c in bb.channels)
+        self.decode_spatial = nn.ModuleList(nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for c in bb.channels)
+        self.decode_channel = nn.ModuleList(nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for c in bb.channels)
         self.fuse = nn.ModuleList(nn.ModuleDict({t: level_fusion(embed_dim, f, 3) for t in names}) for _ in bb.channels)
         self.multi_scale_fuse = nn.ModuleDict({t: nn.Conv2d(f, f, 3, padding=1) for t in names})
         self.heads = nn.ModuleDict({t: ConvHead(f, tasks[t].out_channels, deconv=head == "deconv") for t in names})
@@ -94,8 +103,7 @@ class TaskPrompterSwin(PromptedModel):
         """None: the official Swin variant builds no layer its forward leaves unused."""
         return 0
 
-    def _task_features(self, x: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor, level: int
-                       ) -> list[torch.Tensor]:
+    def _task_features(self, x: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor, level: int) -> list[torch.Tensor]:
         b, _, c = x.shape
         h, w = self.backbone.resolutions[level]
         xm = x.transpose(1, 2).reshape(b, c, h, w)
@@ -113,8 +121,7 @@ class TaskPrompterSwin(PromptedModel):
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Logits of every task at the input size (computed at ``img_size``)."""
         size = image.shape[-2:]
-        x = image if tuple(size) == self.img_size else F.interpolate(
-            image, size=self.img_size, mode="bilinear", align_corners=False)
+        x = image if tuple(size) == self.img_size else F.interpolate(image, size=self.img_size, mode="bilinear", align_corners=False)
         bb = self.backbone
         tokens = bb.patch_embed(x)
         prompts = self.prompts[None].repeat(tokens.shape[0], 1, 1)
@@ -130,8 +137,9 @@ class TaskPrompterSwin(PromptedModel):
         for k, task in enumerate(self.task_names):
             target = levels[0][k].shape[-2:]
             summed = sum(F.interpolate(level[k], size=target, mode="bilinear", align_corners=False) for level in levels)
-            final[task] = F.interpolate(self.heads[task](self.multi_scale_fuse[task](summed)), size=size,
-                                        mode="bilinear", align_corners=False)
+            final[task] = F.interpolate(
+                self.heads[task](self.multi_scale_fuse[task](summed)), size=size, mode="bilinear", align_corners=False
+            )
         return ModelOutput(final=final)
 
     def task_only_modules(self) -> list[nn.Module]:
@@ -148,7 +156,9 @@ OFFICIAL_KEYS = KeyMap(
         Rule("backbone.{rest}", "backbone.{rest}"),
         *HEAD_RULES,
     ],
-    drop={"backbone.layers.{n}.blocks.{m}.attn.relative_position_index": "derived from the window size",
-          "backbone.layers.{n}.blocks.{m}.attn_mask": "derived from the window size and shift"},
+    drop={
+        "backbone.layers.{n}.blocks.{m}.attn.relative_position_index": "derived from the window size",
+        "backbone.layers.{n}.blocks.{m}.attn_mask": "derived from the window size and shift",
+    },
 )
 TaskPrompterSwin.official_key_map = OFFICIAL_KEYS

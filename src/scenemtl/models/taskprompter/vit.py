@@ -79,26 +79,38 @@ from scenemtl.tasks import Task
 class TaskPrompter(PromptedModel):
     """A ViT whose every block carries one prompt per task; spatial and channel prompting at four depths."""
 
-    def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], img_size: Sequence[int], embed_dim: int,
-                 final_embed_dim: int, chan_nheads: int, use_ctr: bool, layers: Sequence[int] | None,
-                 head: str) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tasks: Mapping[str, Task],
+        img_size: Sequence[int],
+        embed_dim: int,
+        final_embed_dim: int,
+        chan_nheads: int,
+        use_ctr: bool,
+        layers: Sequence[int] | None,
+        head: str,
+    ) -> None:
         super().__init__()
         family = backbone_family(config.backbone.name)
         if family != "vit":
-            raise ConfigError(f"taskprompter runs on a ViT (e.g. vit_large_patch16_384) or a Swin "
-                              f"(swin_base_patch4_window12_384), not '{config.backbone.name}' (timm family '{family}')")
+            raise ConfigError(
+                f"taskprompter runs on a ViT (e.g. vit_large_patch16_384) or a Swin "
+                f"(swin_base_patch4_window12_384), not '{config.backbone.name}' (timm family '{family}')"
+            )
         self.task_names = canonical_order(tasks)
         names = self.task_names
         self.img_size = tuple(img_size)
         self.backbone = ViTBackbone(config.backbone, img_size, class_token=False)
         vit = self.backbone
-        self.layers = check_layers(default_layers(vit.depth, 4)[:3] if layers is None else layers, vit.depth - 1, 3,
-                                   "layers")
+        self.layers = check_layers(default_layers(vit.depth, 4)[:3] if layers is None else layers, vit.depth - 1, 3, "layers")
         self.grid = vit.grid
         windows = math.isqrt(chan_nheads)
         if windows * windows != chan_nheads or self.grid[0] % windows or self.grid[1] % windows:
-            raise ConfigError(f"model.options.chan_nheads must be a square whose root divides the token grid "
-                              f"{self.grid[0]}×{self.grid[1]} of img_size {list(self.img_size)}, got {chan_nheads}")
+            raise ConfigError(
+                f"model.options.chan_nheads must be a square whose root divides the token grid "
+                f"{self.grid[0]}×{self.grid[1]} of img_size {list(self.img_size)}, got {chan_nheads}"
+            )
         self.windows = windows
         c, heads, pixels = vit.embed_dim, vit.num_heads, self.grid[0] * self.grid[1]
         self.prompts = nn.Parameter(torch.ones(len(names), c))
@@ -111,11 +123,22 @@ class TaskPrompter(PromptedModel):
         self.decode_channel = nn.ModuleList(nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for _ in levels)
         f = final_embed_dim
         self.fuse = nn.ModuleList(nn.ModuleDict({t: level_fusion(embed_dim, f, 1) for t in names}) for _ in levels)
-        self.ctr = nn.ModuleList(nn.ModuleDict({
-            t: nn.Sequential(nn.Conv2d(heads, heads, 1), nn.GELU(), nn.Conv2d(heads, 1, 1)) for t in names
-        }) for _ in levels) if use_ctr else None
-        for module in [self.chan_query, self.chan_feedback, self.decode_spatial, self.decode_channel, self.fuse,
-                       *([self.ctr] if use_ctr else [])]:
+        self.ctr = (
+            nn.ModuleList(
+                nn.ModuleDict({t: nn.Sequential(nn.Conv2d(heads, heads, 1), nn.GELU(), nn.Conv2d(heads, 1, 1)) for t in names})
+                for _ in levels
+            )
+            if use_ctr
+            else None
+        )
+        for module in [
+            self.chan_query,
+            self.chan_feedback,
+            self.decode_spatial,
+            self.decode_channel,
+            self.fuse,
+            *([self.ctr] if use_ctr else []),
+        ]:
             module.apply(init_vit_weights)
         self.heads = nn.ModuleDict({t: ConvHead(f, tasks[t].out_channels, deconv=head == "deconv") for t in names})
 
@@ -168,8 +191,7 @@ class TaskPrompter(PromptedModel):
         scores = windows(chan_prompts) @ windows(xn.transpose(1, 2)).transpose(-2, -1)  # [B, n·n, T, C]
         return scores.reshape(b, n, n, t, c).permute(0, 3, 4, 1, 2)
 
-    def _task_features(self, x: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor, level: int
-                       ) -> list[torch.Tensor]:
+    def _task_features(self, x: torch.Tensor, spatial: torch.Tensor, channel: torch.Tensor, level: int) -> list[torch.Tensor]:
         b, _, c = x.shape
         (h, w), n = self.grid, self.windows
         t = len(self.task_names)
@@ -186,16 +208,15 @@ class TaskPrompter(PromptedModel):
         if self.ctr is not None:
             mixed = []
             for ti, task in enumerate(self.task_names):
-                weights = self.ctr[level][task](spatial[:, :, ti:ti + 1, :t])  # [B, 1, 1, T]
-                mixed.append(sum(weights[..., si:si + 1] * f for si, f in enumerate(features)))
+                weights = self.ctr[level][task](spatial[:, :, ti : ti + 1, :t])  # [B, 1, 1, T]
+                mixed.append(sum(weights[..., si : si + 1] * f for si, f in enumerate(features)))
             features = mixed
         return features
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Logits of every task at the input size (computed at ``img_size``)."""
         size = image.shape[-2:]
-        x = image if tuple(size) == self.img_size else F.interpolate(
-            image, size=self.img_size, mode="bilinear", align_corners=False)
+        x = image if tuple(size) == self.img_size else F.interpolate(image, size=self.img_size, mode="bilinear", align_corners=False)
         tokens, _ = self.backbone.embed(x)  # patch tokens only: the class token was removed
         # a copy, not an expanded view: FlopCounterMode's module hooks reject no-grad views of parameters
         prompts = self.prompts[None].repeat(tokens.shape[0], 1, 1)
