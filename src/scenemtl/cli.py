@@ -186,6 +186,17 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from scenemtl.api import load_model
+    from scenemtl.engine.onnx_export import export_onnx
+
+    model = load_model(args.checkpoint, args.config)
+    out = args.out or str(Path(args.checkpoint).with_suffix("")) + ".onnx"
+    report = export_onnx(model, out, size=tuple(args.size), check=not args.no_check)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from scenemtl.balancing import BALANCERS
     from scenemtl.data import DATASETS
@@ -367,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--out", required=True, help="folder for step_N/model.safetensors")
     cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cv.set_defaults(func=_convert)
+
+    ex = commands.add_parser("export", help="write a checkpoint as ONNX and check it against PyTorch with onnxruntime")
+    ex.add_argument("checkpoint", help="any checkpoint `scenemtl eval` reads (an official .pth.tar needs --config)")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--out", default=None, help="the .onnx file (default: beside the checkpoint)")
+    ex.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"), help="input size to export at")
+    ex.add_argument("--config", default=None, help="the model's config, for an official .pth.tar")
+    ex.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    ex.set_defaults(func=_export)
 
     ls = commands.add_parser("list", help="list tasks, models, backbones, datasets, balancers and evaluation protocols")
     ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers", "protocols"])
