@@ -160,6 +160,20 @@ def _predict(args: argparse.Namespace) -> int:
     from scenemtl.engine.storage import check_writable
 
     check_writable(args.out, "predictions")
+    from scenemtl.engine.video import is_video, predict_video
+    from scenemtl.errors import ConfigError
+
+    if args.video or any(is_video(item) for item in args.inputs):
+        if len(args.inputs) != 1:
+            raise ConfigError("predict takes one video (a file, or a frame folder with --video) at a time")
+        source = Path(args.inputs[0])
+        out = Path(args.out) / f"{source.stem or 'video'}.mp4"
+        raw = Path(args.out) / "raw" if args.raw else None
+        report = predict_video(
+            args.checkpoint, source, out, device=args.device, progress=not args.quiet, config=config, fps=args.fps, raw=raw
+        )
+        print(f"wrote {report.frames} frames at {float(report.fps):g} fps to {report.path}" + (f" and raw outputs to {raw}" if raw else ""))
+        return 0
     panels = predict_files(
         args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet, config=config, batch_size=args.batch_size
     )
@@ -364,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--video", action="store_true", help="treat the input folder as the frames of one video")
+    pr.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder (default 25), or to override a video's")
+    pr.add_argument("--raw", action="store_true", help="with a video: also save each frame's predictions as .npy")
     pr.add_argument("--batch-size", type=int, default=1, help="images predicted together (consecutive images of one size; default 1)")
     pr.add_argument(
         "--config", default=None, help="the model's config, needed only for an official .pth.tar checkpoint (InvPT, TaskPrompter)"

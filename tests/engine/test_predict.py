@@ -91,3 +91,35 @@ def test_memory_does_not_grow_with_the_number_of_images(folder, tmp_path):
     small, large = peak(3), peak(36)
     # decoding everything first would hold 36 images of 48 kB at once (1.7 MB over a peak of about 1 MB)
     assert large < 1.5 * small, (small, large)
+
+
+def test_panels_carry_legible_names_and_keys():
+    from scenemtl.engine.predict import Predictor, panel_font_size
+
+    torch.manual_seed(0)
+    model = scenemtl.create_model(
+        "hps",
+        tasks={"semseg": ["sky", "road", "car"], "depth": None, "normals": None, "edge": None},
+        backbone="test_resnet",
+        head_channels=8,
+    )
+    predictor = Predictor(model, device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    predictions = predictor(image)
+    keys = predictor.keys(predictions)
+    # the legend lists the classes in the picture, largest first, by name and palette colour
+    ids, counts = np.unique(predictions["semseg"].numpy(), return_counts=True)
+    largest = int(ids[counts.argmax()])
+    names = [name for name, _ in keys["semseg"].swatches]
+    assert names[0] == ["sky", "road", "car"][largest] and set(names) == {["sky", "road", "car"][i] for i in ids}
+    # the depth bar is labelled in metres with the map's own range
+    depth = predictions["depth"].numpy()
+    assert keys["depth"].low == f"{depth.min():.3g} m" and keys["depth"].high == f"{depth.max():.3g} m"
+    assert keys["normals"].swatches[0] == ("n = +x", (255, 128, 128)) and keys["edge"].low == "p = 0"
+    panel = np.asarray(predictor.panel(image, predictions))
+    size = panel_font_size(96)
+    assert panel.shape[1] == 5 * 96 and panel.shape[0] > 64 + int(1.5 * size) + 3 * size  # keys under the pictures
+    below = panel[int(1.5 * size) + 64 :, 96 : 2 * 96]  # the semseg column's key strip
+    colour = np.asarray(keys["semseg"].swatches[0][1], dtype=np.uint8)
+    assert (below == colour).all(axis=-1).sum() > 20  # its swatch is drawn
+    assert panel_font_size(640) > panel_font_size(64) >= 12

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from scenemtl.data.images import list_images, probe_image, read_rgb
 from scenemtl.config import Config
@@ -15,6 +15,7 @@ from scenemtl.engine.builder import select_device
 from scenemtl.engine.checkpoint import resolve
 from scenemtl.engine.loading import load_model
 from scenemtl.errors import CheckpointError, ConfigError
+from scenemtl.tasks.colors import Key, draw_key
 from scenemtl.models.official import is_official_file
 from scenemtl.engine.evaluate import autocast
 from scenemtl.engine.logging import progress as progress_bar
@@ -31,15 +32,27 @@ def prediction_array(prediction: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def make_panel(image: np.ndarray, pictures: dict[str, np.ndarray]) -> Image.Image:
-    """Input and each task's picture side by side, each captioned."""
+def panel_font_size(width: int) -> int:
+    """Caption and legend text size for pictures ``width`` pixels wide: legible at any size (12 to 28 px)."""
+    return max(12, min(28, width // 18))
+
+
+def make_panel(image: np.ndarray, pictures: dict[str, np.ndarray], keys: dict[str, Key | None] | None = None) -> Image.Image:
+    """Input and each task's picture side by side, each captioned with its task's name, and under each
+    picture its key (``Task.key``: the class legend, the depth colour bar in metres, the normals' axes)."""
     height, width = image.shape[:2]
-    caption = 14
-    panel = Image.new("RGB", ((len(pictures) + 1) * width, height + caption), "white")
+    size = panel_font_size(width)
+    font = ImageFont.load_default(size=size)
+    caption = int(size * 1.5)
+    strips = {name: draw_key(key, width, size) for name, key in (keys or {}).items() if key is not None}
+    below = max((strip.shape[0] for strip in strips.values()), default=0)
+    panel = Image.new("RGB", ((len(pictures) + 1) * width, caption + height + below), "white")
     draw = ImageDraw.Draw(panel)
     for column, (name, picture) in enumerate([("input", image), *pictures.items()]):
         panel.paste(Image.fromarray(picture), (column * width, caption))
-        draw.text((column * width + 2, 1), name, fill="black")
+        draw.text((column * width + 3, (caption - size) // 2), name, fill="black", font=font)
+        if name in strips:
+            panel.paste(Image.fromarray(strips[name]), (column * width, caption + height))
     return panel
 
 
@@ -84,6 +97,14 @@ class Predictor:
     def pictures(self, predictions: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Each task's prediction as an H×W×3 uint8 picture (class colours, depth ramp, normals as RGB)."""
         return {name: self.tasks[name].colorize(prediction) for name, prediction in predictions.items()}
+
+    def keys(self, predictions: dict[str, torch.Tensor]) -> dict[str, Key | None]:
+        """What each picture's colours mean (``Task.key``): class legends, colour bars with units."""
+        return {name: self.tasks[name].key(prediction) for name, prediction in predictions.items()}
+
+    def panel(self, image: np.ndarray, predictions: dict[str, torch.Tensor]) -> Image.Image:
+        """The input and every task's picture side by side, captioned, each with its key."""
+        return make_panel(image, self.pictures(predictions), self.keys(predictions))
 
     def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """Per-task predictions (unbatched) for an H×W×3 uint8 image."""
@@ -166,7 +187,7 @@ def _write(out: Path, stem: str, image: np.ndarray, predictions: dict[str, torch
         np.save(folder / f"{stem}.npy", prediction_array(prediction))
     (out / "panels").mkdir(parents=True, exist_ok=True)
     panel_path = out / "panels" / f"{stem}.png"
-    make_panel(image, pictures).save(panel_path)
+    make_panel(image, pictures, predictor.keys(predictions)).save(panel_path)
     return panel_path
 
 

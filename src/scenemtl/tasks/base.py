@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from scenemtl.errors import ConfigError
+from scenemtl.tasks.colors import Key
 from scenemtl.metrics.base import StreamingMetric
 
 #: how saved predictions should look (said by ``read_prediction``'s errors)
@@ -29,6 +30,9 @@ class Task:
     pad_value: float = 255.0
     #: a class-id map (the crop's class-ratio rule and label checks look for one)
     is_classification: bool = False
+    #: what a prediction is, for parts that treat kinds of output differently (ATRC's auxiliary decoders):
+    #: 'classes', 'probability' (one binary logit), 'metric_depth', 'inverse_depth', 'direction', or 'other'
+    output_kind: str = "other"
     #: sample key of the evaluation ground truth the metric needs beside the training target
     #: (e.g. the label image SEISM draws boundaries from); datasets that have it provide it in
     #: evaluation splits, padded with -1; ``None``: the metric scores the training target
@@ -88,6 +92,10 @@ class Task:
         raise NotImplementedError
 
     # -- label checks (the trainer's first batch, ``scenemtl data check``) -----------------
+    def key(self, prediction: torch.Tensor) -> Key | None:
+        """What the colours of ``colorize(prediction)`` mean (a legend or a colour bar), for panels; None: none."""
+        return None
+
     def check_target(self, target: torch.Tensor, sample: bool = False) -> str | None:
         """What is wrong with the values of a target (batched or not), in a sentence without location; None if nothing.
 

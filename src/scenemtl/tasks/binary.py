@@ -16,7 +16,7 @@ from scenemtl.metrics import BoundaryMetric, LossMetric, SaliencyMetric
 from scenemtl.metrics.boundary import QUANTIZE, nms_mode
 from scenemtl.tasks.protocols import SEISM_ENV, resolve_id_list
 from scenemtl.tasks.base import PREDICTION_FIX, Task, balanced_bce
-from scenemtl.tasks.colors import colorize_gray
+from scenemtl.tasks.colors import Key, colorize_gray, ramp_colors
 from scenemtl.tasks.registry import register_task
 
 IGNORE = 255.0
@@ -25,6 +25,7 @@ IGNORE = 255.0
 class BinaryTask(Task):
     """A {0,1} map predicted by one logit per pixel, trained with balanced BCE, predicted by sigmoid."""
 
+    output_kind = "probability"
     out_channels = 1
     pad_value = IGNORE
 
@@ -68,6 +69,10 @@ class BinaryTask(Task):
         """Probability as grey level."""
         values = prediction[0].float().cpu().numpy()
         return colorize_gray(np.where(values == IGNORE, 0.0, values))
+
+    def key(self, prediction: torch.Tensor) -> Key:
+        """A grey bar from probability 0 to 1."""
+        return Key(ramp=ramp_colors("gray"), low="p = 0", high="1")
 
 
 @register_task("edge")

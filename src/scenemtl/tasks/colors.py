@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 # Anchor colours of a perceptually ordered dark-blue → yellow ramp (viridis-like), interpolated.
@@ -56,3 +58,49 @@ def colorize_normals(normals: np.ndarray) -> np.ndarray:
     rgb = (np.clip(normals, -1, 1) + 1) / 2 * 255
     levels: np.ndarray = np.moveaxis(rgb, 0, -1).round().astype(np.uint8)
     return levels
+
+
+@dataclass
+class Key:
+    """What the colours of a task's picture mean: named swatches, and/or a colour bar with labelled ends."""
+
+    swatches: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    #: ``[N,3]`` uint8 colours from left to right, with the labels of its two ends
+    ramp: np.ndarray | None = None
+    low: str = ""
+    high: str = ""
+    note: str = ""
+
+
+def ramp_colors(kind: str = "scalar", steps: int = 256) -> np.ndarray:
+    """The colours of ``colorize_scalar`` (``scalar``) or ``colorize_gray`` (``gray``) from low to high, ``[steps,3]``."""
+    values = np.linspace(0.0, 1.0, steps)[None]
+    colors = colorize_scalar(values, 0.0, 1.0) if kind == "scalar" else colorize_gray(values)
+    return np.ascontiguousarray(colors[0])
+
+
+def draw_key(key: Key, width: int, font_size: int) -> np.ndarray:
+    """``key`` drawn as a white strip ``width`` wide (uint8 ``[h,width,3]``): a swatch and a name per row,
+    then the colour bar with its end labels under it, then the note."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=font_size)
+    row = int(font_size * 1.4)
+    height = row * (len(key.swatches) + (2 if key.ramp is not None else 0) + (1 if key.note else 0)) + 4
+    strip = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(strip)
+    y = 2
+    for name, color in key.swatches:
+        draw.rectangle([2, y + 1, 2 + font_size, y + font_size], fill=tuple(int(c) for c in color), outline="black")
+        draw.text((font_size + 6, y), name, fill="black", font=font)
+        y += row
+    if key.ramp is not None:
+        bar = np.asarray(Image.fromarray(key.ramp[None]).resize((width - 4, font_size), Image.Resampling.NEAREST))
+        strip.paste(Image.fromarray(bar), (2, y))
+        y += font_size + 2
+        draw.text((2, y), key.low, fill="black", font=font)
+        draw.text((width - 2, y), key.high, fill="black", font=font, anchor="ra")
+        y += row
+    if key.note:
+        draw.text((2, y), key.note, fill="black", font=font)
+    return np.asarray(strip)

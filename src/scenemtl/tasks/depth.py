@@ -14,7 +14,7 @@ from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics import DepthMetric
 from scenemtl.metrics.base import POOLINGS
 from scenemtl.tasks.base import PREDICTION_FIX, Task, masked_mean
-from scenemtl.tasks.colors import colorize_scalar
+from scenemtl.tasks.colors import Key, colorize_scalar, ramp_colors
 from scenemtl.tasks.registry import register_task
 
 
@@ -92,6 +92,7 @@ class DepthTask(Task):
         """The mean valid training depth."""
         return torch.tensor([self.valid_mean(targets)])
 
+    output_kind = "metric_depth"
     prediction_extensions: tuple[str, ...] = (".npy", ".mat")
 
     def read_prediction(self, path: Path) -> torch.Tensor:
@@ -115,6 +116,18 @@ class DepthTask(Task):
         values = np.where(values > 0, values, np.nan)
         return colorize_scalar(values)
 
+    #: the unit of the values, for the colour bar
+    unit = "m"
+
+    def key(self, prediction: torch.Tensor) -> Key:
+        """A colour bar from the map's nearest to its farthest value (the range ``colorize`` spreads)."""
+        values = prediction[0].float().cpu().numpy()
+        finite = values[np.isfinite(values) & (values > 0)]
+        if not finite.size:
+            return Key(ramp=ramp_colors("scalar"), note="no positive value to show")
+        low, high = float(finite.min()), float(finite.max())
+        return Key(ramp=ramp_colors("scalar"), low=f"{low:.3g} {self.unit}".strip(), high=f"{high:.3g} {self.unit}".strip())
+
     def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool) -> torch.Tensor:
         """Nearest resampling; with ``adjust_values``, depth is divided by the zoom in float32 (as the seeds do)."""
         resized = super().resample(target, rows, cols, zoom, adjust_values)
@@ -137,6 +150,8 @@ class InverseDepthTask(DepthTask):
     """
 
     prediction_extensions = (".npy",)
+    unit = "(inverse)"
+    output_kind = "inverse_depth"
 
     def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
         super().__init__(name, max_depth=None, pooling=pooling)

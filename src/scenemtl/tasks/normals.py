@@ -15,7 +15,7 @@ from scenemtl.metrics import NormalsMetric
 from scenemtl.metrics.base import POOLINGS
 from scenemtl.metrics.normals import unit_vectors
 from scenemtl.tasks.base import PREDICTION_FIX, Task, masked_mean
-from scenemtl.tasks.colors import colorize_normals
+from scenemtl.tasks.colors import Key, colorize_normals
 from scenemtl.tasks.registry import register_task
 
 
@@ -83,6 +83,7 @@ class NormalsTask(Task):
             total += target.permute(1, 0, 2, 3)[:, self.valid_mask(target)].double().sum(dim=1).cpu()
         return F.normalize(total, dim=0).float()
 
+    output_kind = "direction"
     prediction_extensions = (".png", ".npy")
 
     def read_prediction(self, path: Path) -> torch.Tensor:
@@ -99,6 +100,14 @@ class NormalsTask(Task):
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """RGB = 255·(n+1)/2."""
         return colorize_normals(prediction.float().cpu().numpy())
+
+    def key(self, prediction: torch.Tensor) -> Key:
+        """The colours of normals along the camera frame's axes (RGB = 255·(n+1)/2)."""
+        colors = colorize_normals(np.eye(3, dtype=np.float32)[:, :, None])[:, 0]  # one pixel per axis
+        return Key(
+            swatches=[(f"n = {axis}", tuple(int(c) for c in color)) for axis, color in zip(("+x", "+y", "+z"), colors)],
+            note="RGB = 255·(n+1)/2",
+        )
 
     def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
         """Mirror left–right and negate the x component (``[3,H,W]`` or ``[B,3,H,W]``)."""

@@ -13,7 +13,7 @@ from scenemtl.fileio import read_label_png
 from scenemtl.errors import ConfigError
 from scenemtl.metrics import ConfusionMatrixMetric
 from scenemtl.tasks.base import PREDICTION_FIX, Task
-from scenemtl.tasks.colors import colorize_labels, label_palette
+from scenemtl.tasks.colors import Key, colorize_labels, label_palette
 from scenemtl.tasks.registry import register_task
 
 IGNORE_INDEX = 255
@@ -28,6 +28,7 @@ class SegmentationTask(Task):
 
     pad_value = float(IGNORE_INDEX)
     is_classification = True
+    output_kind = "classes"
 
     def __init__(self, name: str, class_names: Sequence[str], palette: np.ndarray | None = None, miou: str = "accumulated") -> None:
         super().__init__(name)
@@ -84,6 +85,14 @@ class SegmentationTask(Task):
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """Class colours from the dataset's palette (ignored pixels white)."""
         return colorize_labels(prediction.cpu().numpy(), self.palette, IGNORE_INDEX)
+
+    def key(self, prediction: torch.Tensor, most: int = 6) -> Key:
+        """The classes in the picture, largest first (at most ``most``, then how many more)."""
+        ids, counts = np.unique(prediction.cpu().numpy(), return_counts=True)
+        present = [int(i) for _, i in sorted(zip(-counts, ids)) if 0 <= i < len(self.class_names)]
+        swatches = [(self.class_names[i], tuple(int(c) for c in self.palette[i])) for i in present[:most]]
+        more = len(present) - most
+        return Key(swatches=swatches, note=f"+{more} more classes" if more > 0 else "")
 
 
 @register_task("semseg")

@@ -18,8 +18,7 @@ from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.layers import conv_norm_act, fp32_conv, resize
 from scenemtl.models.output import ModelOutput
-from scenemtl.tasks import DepthTask, NormalsTask, SegmentationTask, Task
-from scenemtl.tasks.binary import BinaryTask
+from scenemtl.tasks import Task
 
 
 class AuxDecoder(nn.Module):
@@ -31,16 +30,17 @@ class AuxDecoder(nn.Module):
         # and its batch norm would see a single value per image
         self.out_channels = task.out_channels
         self.kind, self.channels = "identity", max(task.out_channels, 2)
-        if isinstance(task, SegmentationTask):
+        kind = task.output_kind
+        if kind == "classes":
             pass
-        elif isinstance(task, BinaryTask):
+        elif kind == "probability":
             self.kind, self.channels = "binary", 2
-        elif type(task) is DepthTask:  # metric depth: ATRC's log-spaced bins (inverse depth has other units)
+        elif kind == "metric_depth":  # ATRC's log-spaced bins (inverse depth has other units)
             low, high = float(depth_range[0]), float(depth_range[1])
             fractions = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
             self.kind, self.channels = "bins", bins
             self.register_buffer("centres", (low * (high / low) ** fractions).float(), persistent=False)
-        elif isinstance(task, NormalsTask):
+        elif kind == "direction":
             self.kind, self.channels = "directions", bins
             self.register_buffer("directions", fibonacci_sphere(bins), persistent=False)
 
