@@ -171,7 +171,9 @@ def load_model(source: str | Path, config: Config | str | Path | None = None, de
     return loaded.model
 
 
-def save_pretrained(model: torch.nn.Module, folder: str | Path, results: Mapping[str, Any] | str | Path | None = None) -> Path:
+def save_pretrained(
+    model: torch.nn.Module, folder: str | Path, results: Mapping[str, Any] | str | Path | None = None, origin: str | None = None
+) -> Path:
     """Write a shareable model folder: ``model.safetensors`` (weights and metadata), ``config.yaml``,
     ``classes.json``, ``results.json`` (``results``: a ``scenemtl eval`` report or its file, when given)
     and a generated ``README.md`` model card. Returns the folder; ``load_model(folder)`` reads it back."""
@@ -186,7 +188,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, results: Mapping
     report = _read_results(results) if results is not None else None
     if report is not None:
         (out / RESULTS_FILE).write_text(json.dumps(report, indent=2))
-    (out / CARD_FILE).write_text(model_card(meta, report))
+    (out / CARD_FILE).write_text(model_card(meta, report, origin))
     return out
 
 
@@ -249,7 +251,7 @@ def _read_results(results: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     return data
 
 
-def model_card(meta: CheckpointMeta, results: Mapping[str, Any] | None = None) -> str:
+def model_card(meta: CheckpointMeta, results: Mapping[str, Any] | None = None, origin: str | None = None) -> str:
     """A model card (the Hugging Face README format): architecture, paper, data, metrics, licence, use."""
     config = meta.config
     arch = config.model.arch
@@ -270,6 +272,7 @@ def model_card(meta: CheckpointMeta, results: Mapping[str, Any] | None = None) -
         f"**Tasks**: {', '.join(f'`{t}`' for t in config.tasks)}",
         f"**Data**: {f'`{config.data.name}` ({meta.step} training steps)' if trained else 'untrained (made by create_model)'}",
         f"**Input normalisation**: mean {list(meta.mean)}, std {list(meta.std)} (RGB in [0, 1])",
+        *([f"**Weights**: {origin}"] if origin else []),
         f"**Written by**: scenemtl {meta.version}",
         "",
     ]

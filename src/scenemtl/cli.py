@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv = commands.add_parser("convert", help="write an official InvPT/TaskPrompter .pth.tar as a scenemtl checkpoint")
     cv.add_argument("config", help="the config that builds the checkpoint's model (its configs/<dataset>/<arch>.yaml)")
     cv.add_argument("checkpoint", help="the official file, e.g. InvPT_pascal_vitLp16.pth.tar")
-    cv.add_argument("--out", required=True, help="folder for step_N/model.safetensors")
+    cv.add_argument("--out", required=True, help="the model folder to write (model.safetensors, config.yaml, a model card)")
     cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cv.set_defaults(func=_convert)
 

@@ -50,8 +50,10 @@ def test_trained_model_as_an_official_file_converts_evaluates_and_predicts(arch,
 
     assert main(["convert", str(config_file), str(official), "--out", str(tmp_path / "converted")]) == 0
     assert "converted" in capsys.readouterr().out
-    converted = tmp_path / "converted" / "step_0000002" / "model.safetensors"
+    converted = tmp_path / "converted" / "model.safetensors"  # a model folder, with its model card
     assert read_meta(converted).config.model.arch == arch
+    card = (tmp_path / "converted" / "README.md").read_text()
+    assert f"converted from the official release file `{official.name}`" in card and "CC BY-NC" in card
 
     results = []
     for checkpoint in (official, converted, config.run_dir):

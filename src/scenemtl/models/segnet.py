@@ -105,7 +105,10 @@ class SegNetTrunk(nn.Module):
         upsampled, decoded = [], []
         for i in range(5):
             level = 4 - i
-            x = F.max_unpool2d(x, indices[level], 2, 2, output_size=sizes[level])
+            size = sizes[level]
+            if torch.jit.is_tracing():  # export: unpooling checks its size as Python ints (so the error names the operator)
+                size = torch.Size(int(s) for s in size)
+            x = F.max_unpool2d(x, indices[level], 2, 2, output_size=size)
             upsampled.append(x)
             x = self.conv_block_dec[level](self.decoder_block[level](x))
             decoded.append(x)
