@@ -170,3 +170,18 @@ def test_sigint_stops_after_a_step_with_a_checkpoint_to_resume(config_file, tmp_
     assert step >= 2
     assert main(["train", str(config_file), "--quiet", "--resume", "--set", f"train.steps={step + 1}"]) == 0
     assert json.loads((run / "results.json").read_text())["step"] == step + 1
+
+
+def test_eval_saves_panels_with_the_ground_truth_below(config_file, tmp_path, capsys):
+    assert main(["train", str(config_file), "--quiet", "--set", "train.steps=1"]) == 0
+    run, panels = tmp_path / "runs" / "tiny", tmp_path / "panels"
+    args = ["eval", str(config_file), "--checkpoint", str(run), "--out", str(tmp_path / "e.json"), "--quiet"]
+    assert main([*args, "--save-panels", str(panels), "--panels", "3"]) == 0
+    saved = sorted(panels.glob("*.png"))
+    assert len(saved) == 3  # the first three images of the split
+    panel = np.asarray(Image.open(saved[0]))
+    height, width = 32, 48  # TINY's scenes: six columns (input + five tasks), two rows (predictions, ground truth)
+    assert panel.shape[1] == 6 * width and panel.shape[0] > 2 * height
+    # the ground-truth row repeats the input: the same pixels in both rows' first column
+    rows = [y for y in range(panel.shape[0] - height) if np.array_equal(panel[y : y + height, :width], panel[-height:, :width])]
+    assert rows and rows[0] < panel.shape[0] - height

@@ -76,7 +76,7 @@ def _eval(args: argparse.Namespace) -> int:
     from scenemtl.engine.checkpoint import resolve, results_folder
     from scenemtl.engine.distributed import cleanup, setup
     from scenemtl.engine.evaluate import evaluate, load_reference, results_report
-    from scenemtl.engine.export import PngWriter, parse_save_png
+    from scenemtl.engine.export import PanelWriter, PngWriter, parse_save_png
     from scenemtl.engine.loading import load_model
     from scenemtl.engine.storage import check_writable
     from scenemtl.errors import ConfigError
@@ -89,6 +89,8 @@ def _eval(args: argparse.Namespace) -> int:
     folders = parse_save_png(args.save_png)
     for folder in folders.values():
         check_writable(folder, "PNG predictions")
+    if args.save_panels:
+        check_writable(args.save_panels, "panels")
     # the checkpoint must be for this config's model and data (checked before the data is read)
     loaded = load_model(file, config)
     info = builder.dataset_info(config)
@@ -103,7 +105,10 @@ def _eval(args: argparse.Namespace) -> int:
         loader = builder.eval_loader(config, dataset, transform, place.rank, place.world_size)
         progress = not args.quiet and place.is_main
         writers = {task: PngWriter(folder, task, getattr(tasks[task], "quantize", "truncate")) for task, folder in folders.items()}
-        metrics = evaluate(loaded.model.to(place.device), tasks, loader, place.device, config.train.precision, progress, writers)
+        panels = None
+        if args.save_panels and place.is_main:
+            panels = PanelWriter(args.save_panels, tasks, info.mean, info.std, limit=args.panels or None)
+        metrics = evaluate(loaded.model.to(place.device), tasks, loader, place.device, config.train.precision, progress, writers, panels)
     finally:
         cleanup()
     step = loaded.meta.step
@@ -359,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TASK=FOLDER",
         help="also save each prediction as <id>.png (e.g. edge=results/edge for SEISM's MATLAB benchmark)",
     )
+    ev.add_argument(
+        "--save-panels",
+        default=None,
+        metavar="FOLDER",
+        help="save <id>.png panels: input and predictions with their keys, the ground truth below",
+    )
+    ev.add_argument("--panels", type=int, default=20, help="how many images get a panel (0: all; default 20)")
     common(ev)
     ev.set_defaults(func=_eval)
 

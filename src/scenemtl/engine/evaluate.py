@@ -44,6 +44,7 @@ def evaluate(
     precision: str = "fp32",
     progress: bool = True,
     writers: Mapping[str, Callable[[torch.Tensor, list[dict]], None]] | None = None,
+    on_batch: Callable[[dict, dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, StreamingMetric]:
     """Run the model over ``batches`` and return each task's metric, synchronised across processes.
 
@@ -51,6 +52,7 @@ def evaluate(
     (to save them, e.g. boundary PNGs for SEISM). Metrics receive what their ``wants`` names:
     ``ids`` (the samples' ids, to score a subset, e.g. SEISM's PASCAL ``test_new``) and
     ``eval_target`` (the task's evaluation target when the batch has it, e.g. SEISM's label images).
+    ``on_batch(batch, predictions)`` sees every batch with all tasks' predictions (e.g. to draw panels).
     """
     was_training = model.training
     model.eval()
@@ -63,12 +65,17 @@ def evaluate(
             output = model(batch["image"])
         ids = [str(meta.get("id", "")) for meta in batch.get("meta", [])]
         images += batch["image"].shape[0]
+        predictions: dict[str, torch.Tensor] = {}
         for index, (name, task) in enumerate(tasks.items()):
             labelled[index] += task.valid_mask(batch[name]).sum()
             prediction = task.predict(output.final[name].float())
             metrics[name].update(prediction, batch[name], **metric_context(metrics[name], task, batch, ids))
             if writers and name in writers:
                 writers[name](prediction, batch.get("meta", []))
+            if on_batch is not None:
+                predictions[name] = prediction
+        if on_batch is not None:
+            on_batch(batch, predictions)
     for metric in metrics.values():
         metric.sync()
     model.train(was_training)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 from scenemtl.errors import ConfigError
 from scenemtl.metrics.boundary import to_levels
+from scenemtl.tasks import Task
 
 
 def png_array(prediction: torch.Tensor, task: str, quantize: str = "truncate") -> np.ndarray:
@@ -54,3 +56,41 @@ def parse_save_png(options: list[str]) -> dict[str, Path]:
             raise ConfigError(f"--save-png {option!r}: write TASK=FOLDER, e.g. edge=results/edge")
         folders[task] = Path(folder)
     return folders
+
+
+class PanelWriter:
+    """Writes ``<folder>/<id>.png``: the input and each task's prediction with its key, and under it the
+    ground truth in the task's colours (``scenemtl eval --save-panels``), for the first ``limit`` images.
+    A depth map is coloured over its own range, so the key under a prediction gives that map's metres."""
+
+    def __init__(
+        self, folder: str | Path, tasks: Mapping[str, Task], mean: Sequence[float], std: Sequence[float], limit: int | None = 20
+    ) -> None:
+        self.folder, self.tasks, self.limit = Path(folder), dict(tasks), limit
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+        self.written = 0
+
+    def __call__(self, batch: dict, predictions: dict[str, torch.Tensor]) -> None:
+        """Save the panels of one evaluation batch (padding cropped away)."""
+        from scenemtl.engine.predict import make_panel
+
+        for i, meta in enumerate(batch.get("meta", [])):
+            if self.limit is not None and self.written >= self.limit:
+                return
+            top, left, height, width = meta.get("pad", (0, 0, *batch["image"].shape[-2:]))
+            crop = (..., slice(top, top + height), slice(left, left + width))
+            image = (batch["image"][i].float().cpu() * self.std + self.mean).clamp(0, 1)[crop]
+            rgb = (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            predicted = {name: predictions[name][i][crop].cpu() for name in self.tasks}
+            truth = {name: batch[name][i][crop].cpu() for name in self.tasks if name in batch}
+            top_row = make_panel(
+                rgb, {n: t.colorize(predicted[n]) for n, t in self.tasks.items()}, {n: t.key(predicted[n]) for n, t in self.tasks.items()}
+            )
+            bottom = make_panel(rgb, {f"{n} (ground truth)": self.tasks[n].colorize(v) for n, v in truth.items()})
+            panel = Image.new("RGB", (max(top_row.width, bottom.width), top_row.height + bottom.height), "white")
+            panel.paste(top_row, (0, 0))
+            panel.paste(bottom, (0, top_row.height))
+            self.folder.mkdir(parents=True, exist_ok=True)
+            panel.save(self.folder / f"{meta.get('id', self.written)}.png")
+            self.written += 1
