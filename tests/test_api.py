@@ -75,6 +75,11 @@ def test_dataset_gives_class_names_and_normalisation():
         "hps", tasks={"semseg": ["sky", "road"], "edge": {"pos_weight": 0.9}}, backbone="test_resnet", head_channels=8
     )
     assert scenemtl.tasks_of(named)["semseg"].out_channels == 2 and named.meta.config.tasks["edge"].options == {"pos_weight": 0.9}
+    # own class names with a dataset: the dataset's normalisation, not its palette (it colours other classes)
+    own = scenemtl.create_model("hps", tasks={"semseg": 50}, dataset="nyud", backbone="test_resnet", head_channels=8)
+    assert own.meta.palettes == {} and own.meta.mean == tuple(info.mean)
+    picture = scenemtl.tasks_of(own)["semseg"].colorize(torch.full((4, 4), 49))
+    assert picture.shape == (4, 4, 3)
 
 
 def test_predictor_takes_a_model_or_a_folder(tmp_path):

@@ -115,7 +115,12 @@ def create_model(
     if dataset is not None:
         raw["data"] = {"name": dataset}
     config = validate(raw, "(create_model)")
-    palettes = {k: [list(map(int, c)) for c in v] for k, v in (info.palettes.items() if info else ()) if k in class_names}
+    # the dataset's colours only for the classes it named (other class lists get the default palette)
+    palettes = {
+        k: [list(map(int, c)) for c in v]
+        for k, v in (info.palettes.items() if info else ())
+        if k in class_names and info is not None and class_names[k] == list(info.class_names.get(k, []))
+    }
     meta = CheckpointMeta(
         config=config,
         step=0,
