@@ -216,6 +216,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from scenemtl.engine.serve import serve
+
+    config = None
+    if args.config:
+        from scenemtl.config import load_config
+
+        config = load_config(args.config, args.set)
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, config=config)
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from scenemtl.balancing import BALANCERS
     from scenemtl.data import DATASETS
@@ -416,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--config", default=None, help="the model's config, for an official .pth.tar")
     ex.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     ex.set_defaults(func=_export)
+
+    sv = commands.add_parser("serve", help="a web demo (gradio): upload an image or a video, see every task")
+    sv.add_argument("checkpoint", help="any checkpoint `scenemtl eval` reads (an official .pth.tar needs --config)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--device", default="auto")
+    sv.add_argument("--config", default=None, help="the model's config, for an official .pth.tar")
+    sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the --config")
+    sv.set_defaults(func=_serve)
 
     ls = commands.add_parser("list", help="list tasks, models, backbones, datasets, balancers and evaluation protocols")
     ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers", "protocols"])
