@@ -120,3 +120,11 @@ def test_mistakes_are_named():
         scenemtl.save_pretrained(torch.nn.Linear(2, 2), "unused")
     with pytest.raises(CheckpointError, match="neither a local path nor a downloadable"):
         scenemtl.load_model("nobody-here/no-such-model")
+
+
+def test_push_to_hub_without_network_or_token_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network: the upload cannot happen
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(CheckpointError, match="could not push to the Hugging Face Hub repository 'nobody-here/m'") as error:
+        scenemtl.push_to_hub(tiny(), "nobody-here/m")
+    assert "\n" not in str(error.value)
