@@ -25,6 +25,7 @@ import yaml
 
 from scenemtl import __version__
 from scenemtl.config import Config, validate
+from scenemtl.data.base import IMAGENET_MEAN, IMAGENET_STD
 from scenemtl.engine.builder import tasks_from_meta
 from scenemtl.engine.checkpoint import MODEL_FILE, CheckpointMeta, write_model_file
 from scenemtl.errors import CheckpointError, ConfigError, did_you_mean
@@ -126,19 +127,13 @@ def create_model(
         step=0,
         class_names=class_names,
         palettes=palettes,
-        mean=tuple(info.mean) if info else _imagenet("mean"),
-        std=tuple(info.std) if info else _imagenet("std"),
+        mean=tuple(info.mean) if info else IMAGENET_MEAN,
+        std=tuple(info.std) if info else IMAGENET_STD,
         version=__version__,
     )
     model = build_model(config.model, tasks_from_meta(meta))
     model.meta = meta
     return model
-
-
-def _imagenet(which: str) -> tuple[float, float, float]:
-    from scenemtl.data.base import IMAGENET_MEAN, IMAGENET_STD
-
-    return tuple(IMAGENET_MEAN if which == "mean" else IMAGENET_STD)
 
 
 def tasks_of(model: torch.nn.Module) -> dict[str, Task]:
