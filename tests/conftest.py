@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from scenemtl.config import Config, apply_overrides, validate  # noqa: E402
+from scenemtl.engine.evaluate import move  # noqa: E402
 
 TINY: dict = {
     "name": "tiny",
@@ -61,7 +62,7 @@ def tiny_config(tmp_path: Path):
 
 def loss_before_and_after_fit(trainer) -> tuple[float, float]:
     """The summed task losses on the first training batch before and after ``trainer.fit()``."""
-    batch = next(iter(trainer.loader))
+    batch = move(next(iter(trainer.loader)), trainer.device)
 
     def total_loss() -> float:
         with torch.no_grad():

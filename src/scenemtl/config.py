@@ -120,6 +120,15 @@ class DataConfig(Strict):
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     num_workers: int = Field(0, ge=0)
+    # "tuned": glibc malloc keeps freed memory for the next sample in the processes that load
+    # (data/loader.py: tune_allocator); "system": malloc's defaults
+    allocator: Literal["tuned", "system"] = "tuned"
+    # page-locked batches for faster host-to-GPU copies (only with a CUDA device)
+    pin_memory: bool = True
+    # training batches travel as the 8-bit values of the files and the colour jitter, and the
+    # table lookups that decode them (targets, normalisation) run on the training device; the
+    # values are those of decoding in the loader (data/loader.py: StoredBatch)
+    decode_on_device: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     eval_pad: tuple[int, int] | None = None
     labels: LabelsConfig = Field(default_factory=LabelsConfig)

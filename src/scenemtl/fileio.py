@@ -8,12 +8,15 @@ missing ``.npy`` or a ``.mat`` without the expected field is reported the same w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from scenemtl.errors import DataError, ScenemtlError
+
+if TYPE_CHECKING:
+    import torch
 
 _PIL_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
 
@@ -25,37 +28,194 @@ def _missing(path: Path, what: str, fix: str) -> DataError:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _png_kind(path: Path) -> tuple[int, int] | None:
-    """``(bit depth, colour type)`` from a PNG's header, ``None`` for any other file."""
-    with open(path, "rb") as file:
-        head = file.read(26)
+def _png_kind(head: bytes) -> tuple[int, int] | None:
+    """``(bit depth, colour type)`` from a PNG's first bytes, ``None`` for any other file."""
     if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
     return head[24], head[25]
 
 
-def _read_png_fast(path: Path, mode: str | None) -> np.ndarray | None:
-    """8-bit grey and RGB PNGs through OpenCV's decoder (about 1.4× Pillow's speed, the same pixels:
-    PNG is lossless and neither applies gamma or orientation with ``IMREAD_UNCHANGED``); ``None``
-    for anything else (palette, 16-bit, alpha, or a file OpenCV cannot read), which Pillow reads."""
-    kind = _png_kind(path)
-    if kind not in ((8, 0), (8, 2)) or (kind == (8, 0)) != (mode is None) or mode not in (None, "RGB"):
-        return None
-    import cv2
+try:  # libspng: about 1.25× OpenCV's PNG decoding (libpng) on photographs, the same pixels
+    import pyspng as _spng
+except ImportError:  # pragma: no cover - a dependency; OpenCV decodes when it is missing
+    _spng = None
 
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None or array.dtype != np.uint8 or array.ndim != (2 if kind == (8, 0) else 3):
+
+def _read_png_fast(path: Path, mode: str | None) -> np.ndarray | None:
+    """8-bit grey and RGB PNGs through libspng (``pyspng``) or OpenCV's decoder, both faster than
+    Pillow's and giving the same pixels (PNG is lossless; no gamma or orientation is applied);
+    ``None`` for anything else (palette, 16-bit, alpha, or a file neither can read), which Pillow
+    reads (and reports when broken)."""
+    with open(path, "rb") as file:
+        data = file.read()
+    kind = _png_kind(data[:26])
+    if kind not in ((8, 0), (8, 2)) or (kind == (8, 0)) != (mode is None) or mode not in (None, "RGB", "RGBX"):
         return None
-    if array.ndim == 3:
-        if array.shape[2] != 3:
+    channels = 1 if kind == (8, 0) else 4 if mode == "RGBX" else 3
+    array: np.ndarray | None = None
+    if _spng is not None:
+        try:
+            array = _spng.load(data, "RGBA") if mode == "RGBX" else _spng.load(data)
+        except Exception:  # libspng's errors are plain RuntimeErrors; Pillow names the problem
             return None
-        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    else:
+        import cv2
+
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is not None and array.ndim == 3 and array.shape[2] == 3:
+            array = cv2.cvtColor(array, cv2.COLOR_BGR2RGBA if mode == "RGBX" else cv2.COLOR_BGR2RGB)
+    if array is None or array.dtype != np.uint8 or array.ndim != (2 if channels == 1 else 3):
+        return None
+    if array.ndim == 3 and array.shape[2] != channels:
+        return None
     return array
 
 
+def lookup(stored: np.ndarray, table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``table[stored]`` for a uint8 array and a 256-entry table, through OpenCV's ``LUT`` (exactly
+    ``np.take(table, stored)``, about 20× faster; int64 tables go through int32 when their values
+    fit). ``out``: a C-contiguous array of the result's shape and dtype to write into."""
+    import cv2
+
+    if stored.dtype == np.uint8 and table.shape == (256,):
+        if table.dtype == np.int64 and -(2**31) <= table.min() and table.max() < 2**31:
+            result = cv2.LUT(stored, table.astype(np.int32)).astype(np.int64)
+        elif table.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64):
+            if out is not None:
+                cv2.LUT(stored if stored.flags.c_contiguous else np.ascontiguousarray(stored), table, dst=out)
+                return out
+            result = cv2.LUT(stored, table)
+        else:
+            result = np.take(table, stored)
+    else:
+        result = np.take(table, stored)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+class Stored:
+    """A target (or image) as 8-bit values plus the lookup tables that decode them, pixel by pixel.
+
+    A loader may hand the training transform its targets in this form
+    (``DenseDataset.stored_sample``): the zoom and crop then pick pixels from the compact stored
+    bytes, the flip mirrors them (a task's change of values under the flip, such as negating the
+    x of normals, is a change of its tables) and the padding records the box that holds data.
+    ``decode()`` gives exactly the values of decoding first, since each output value depends on
+    its stored value alone, and the training loader can leave the decoding to the device
+    (``data.decode_on_device``). ``Normalize`` stores a uint8 image the same way.
+
+    * ``array``: H×W or H×W×C uint8;
+    * ``tables``: one 256-entry table per channel (channel ``c`` of the result is
+      ``tables[c][array[..., c]]``); an H×W×4 array may have three (its fourth byte only makes
+      each pixel one 32-bit word, which resamples fastest: ``read_image(mode="RGBX")``);
+    * ``channel_axis``: an H×W array gives ``[1,H,W]`` (else ``[H,W]``); H×W×C gives ``[C,H,W]``
+      (C the number of tables);
+    * ``box``: ``(top, left, height, width)`` of the pixels that hold data (``None``: all); the
+      others decode to ``fill`` (padding).
+    """
+
+    __slots__ = ("array", "tables", "channel_axis", "box", "fill")
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        tables: list[np.ndarray],
+        channel_axis: bool = False,
+        box: tuple[int, int, int, int] | None = None,
+        fill: float = 0.0,
+    ) -> None:
+        channels = 1 if array.ndim == 2 else array.shape[2]
+        if array.dtype != np.uint8 or array.ndim not in (2, 3) or not (len(tables) == channels or (channels, len(tables)) == (4, 3)):
+            raise ValueError(f"Stored takes an H×W or H×W×C uint8 array and one table per channel, got {array.dtype} {array.shape}")
+        self.array, self.tables, self.channel_axis, self.box, self.fill = array, tables, channel_axis, box, fill
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the decoded tensor."""
+        height, width = self.array.shape[:2]
+        if self.array.ndim == 3:
+            return (len(self.tables), height, width)
+        return (1, height, width) if self.channel_axis else (height, width)
+
+    def _like(self, array: np.ndarray, tables: list[np.ndarray] | None = None, box=None) -> Stored:
+        return Stored(array, self.tables if tables is None else tables, self.channel_axis, box, self.fill)
+
+    def take(self, rows: np.ndarray, cols: np.ndarray) -> Stored:
+        """Nearest resampling: output pixel ``(i, j)`` is stored pixel ``(rows[i], cols[j])`` (before padding)."""
+        if self.box is not None:
+            raise ValueError("a padded Stored value cannot be resampled")
+        array = self.array
+        if array.ndim == 3 and array.shape[2] in (3, 4):  # whole pixels as one 32-bit word each
+            import cv2
+
+            words = np.ascontiguousarray(array) if array.shape[2] == 4 else cv2.cvtColor(array, cv2.COLOR_RGB2RGBA)
+            picked = np.take(np.take(words.view(np.uint32)[..., 0], rows, axis=0), cols, axis=1)
+            picked = picked.view(np.uint8).reshape(len(rows), len(cols), 4)[..., : array.shape[2]]
+        else:
+            picked = np.take(np.take(array, rows, axis=0), cols, axis=1)
+        return self._like(picked)
+
+    def flip(self, negate: tuple[int, ...] = ()) -> Stored:
+        """Mirrored left–right (a view), the channels in ``negate`` changing sign."""
+        tables = [-t if c in negate else t for c, t in enumerate(self.tables)]
+        box = self.box
+        if box is not None:
+            top, left, height, width = box
+            box = (top, self.array.shape[1] - left - width, height, width)
+        return self._like(self.array[:, ::-1], tables, box)
+
+    def pad(self, borders: tuple[int, int, int, int], fill: float) -> Stored:
+        """Padded by ``(left, right, top, bottom)`` pixels that decode to ``fill``."""
+        if self.box is not None:
+            raise ValueError("a Stored value is padded once")
+        left, right, top, bottom = borders
+        height, width = self.array.shape[:2]
+        widths = ((top, bottom), (left, right)) + (((0, 0),) if self.array.ndim == 3 else ())
+        return Stored(np.pad(self.array, widths), self.tables, self.channel_axis, (top, left, height, width), fill)
+
+    def decode(self) -> torch.Tensor:
+        """The values in the data contract (a new tensor)."""
+        import torch
+
+        if self.array.ndim == 2:
+            values = lookup(self.array, self.tables[0])[None]
+        else:
+            import cv2
+
+            height, width, channels = self.array.shape
+            values = np.empty((len(self.tables), height, width), dtype=np.result_type(*self.tables))
+            planes = cv2.split(np.ascontiguousarray(self.array)) if channels <= 4 else [self.array[..., c] for c in range(channels)]
+            for channel, table in enumerate(self.tables):
+                lookup(planes[channel], table, out=values[channel])
+        if self.box is not None:
+            fill_outside(values, self.box, self.fill)
+        tensor = torch.from_numpy(values)
+        return tensor if self.array.ndim == 3 or self.channel_axis else tensor[0]
+
+
+def fill_outside(values, box: tuple[int, int, int, int], fill: float) -> None:
+    """Set the pixels of ``values`` (``[..., H, W]``, numpy or torch) outside ``box`` to ``fill``, in place."""
+    top, left, height, width = box
+    values[..., :top, :] = fill
+    values[..., top + height :, :] = fill
+    values[..., :, :left] = fill
+    values[..., :, left + width :] = fill
+
+
+def decode_stored(sample: dict) -> dict:
+    """``sample`` with every ``Stored`` value decoded into its tensor (in place)."""
+    for key, value in sample.items():
+        if isinstance(value, Stored):
+            sample[key] = value.decode()
+    return sample
+
+
 def read_image(path: str | Path, what: str = "image", fix: str = "re-extract it from the release", mode: str | None = "RGB") -> np.ndarray:
-    """An image file as a numpy array: ``mode='RGB'`` gives H×W×3 uint8; ``mode=None`` keeps the stored
-    values (palette indices of a label PNG, 16-bit depth PNGs)."""
+    """An image file as a numpy array: ``mode='RGB'`` gives H×W×3 uint8; ``mode='RGBX'`` H×W×4, RGB and
+    a fourth byte to be ignored (whole pixels as 32-bit words, for ``Stored``); ``mode=None`` keeps
+    the stored values (palette indices of a label PNG, 16-bit depth PNGs)."""
     path = Path(path)
     if not path.is_file():
         raise _missing(path, what, fix)
@@ -65,8 +225,9 @@ def read_image(path: str | Path, what: str = "image", fix: str = "re-extract it 
     try:
         with Image.open(path) as image:
             image.load()
-            if mode is not None and image.mode != mode:
-                image = image.convert(mode)
+            wanted = "RGBA" if mode == "RGBX" else mode
+            if wanted is not None and image.mode != wanted:
+                image = image.convert(wanted)
             return np.array(image)
     except _PIL_ERRORS as error:
         raise DataError(f"cannot read {what} {path}: {error}. The file is corrupt or truncated; {fix}") from None

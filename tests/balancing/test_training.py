@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from scenemtl.engine.trainer import Trainer
+from scenemtl.engine.evaluate import move
 from tests.balancing.properties import draws_per_step, families, is_stateful
 
 FIXED_BATCH = [
@@ -50,7 +51,7 @@ def test_every_family_has_a_representative_with_something_to_resume():
 
 def fit_measuring_the_loss(trainer: Trainer) -> tuple[float, float, dict[str, torch.Tensor]]:
     """The summed task losses on the first batch before and after ``fit()``, and the model's state right after it."""
-    batch = next(iter(trainer.loader))
+    batch = move(next(iter(trainer.loader)), trainer.device)
 
     def total_loss() -> float:
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Reading dataset files: OpenCV's fast PNG path gives Pillow's pixels; what it cannot read goes to Pillow."""
+"""Reading dataset files: the fast PNG paths (libspng, OpenCV) give Pillow's pixels; what they cannot read goes to Pillow."""
 
 import numpy as np
 import pytest
@@ -13,8 +13,13 @@ def _pillow(path, mode):
         return np.array(image if mode is None else image.convert(mode))
 
 
+@pytest.mark.parametrize("decoder", ["libspng", "opencv"])
 @pytest.mark.parametrize("kind", ["rgb", "grey", "rgba", "palette", "grey16"])
-def test_every_png_kind_reads_as_pillow_reads_it(tmp_path, kind):
+def test_every_png_kind_reads_as_pillow_reads_it(tmp_path, monkeypatch, kind, decoder):
+    if decoder == "opencv":
+        monkeypatch.setattr(io, "_spng", None)
+    else:
+        assert io._spng is not None, "pyspng is a dependency"
     rng = np.random.default_rng(0)
     path = tmp_path / f"{kind}.png"
     if kind == "rgb":
@@ -30,18 +35,24 @@ def test_every_png_kind_reads_as_pillow_reads_it(tmp_path, kind):
     else:
         Image.fromarray(rng.integers(0, 65536, (13, 17), dtype=np.uint16)).save(path)
     fast = {"rgb": (8, 2), "grey": (8, 0)}.get(kind)
-    assert (io._png_kind(path) == fast) if fast else True
+    assert (io._png_kind(path.read_bytes()[:26]) == fast) if fast else True
     for mode in ("RGB", None):
         if kind == "grey16" and mode == "RGB":
             continue
         got = io.read_image(path, mode=mode)
         want = _pillow(path, mode)
         assert got.dtype == want.dtype and np.array_equal(got, want), (kind, mode)
-    # the OpenCV path is the one taken for 8-bit grey and RGB files (and only for them)
+    if kind in ("rgb", "palette", "rgba"):  # RGB plus a fourth byte to ignore (pixels as 32-bit words)
+        words = io.read_image(path, mode="RGBX")
+        assert words.shape == (13, 17, 4) and np.array_equal(words[..., :3], _pillow(path, "RGB")), kind
+    # the fast path is the one taken for 8-bit grey and RGB files (and only for them)
     assert (io._read_png_fast(path, None if kind == "grey" else "RGB") is not None) == (fast is not None)
 
 
-def test_a_truncated_png_is_an_error_naming_the_file(tmp_path):
+@pytest.mark.parametrize("decoder", ["libspng", "opencv"])
+def test_a_truncated_png_is_an_error_naming_the_file(tmp_path, monkeypatch, decoder):
+    if decoder == "opencv":
+        monkeypatch.setattr(io, "_spng", None)
     path = tmp_path / "cut.png"
     Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8) + 7).save(path)
     path.write_bytes(path.read_bytes()[:60])

@@ -13,6 +13,7 @@ from scenemtl.balancing import BALANCERS
 from scenemtl.data.partial import PASCAL_FLAG_ORDER, generate, import_flags, read_availability, write_availability
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import ConfigError, DataError
+from scenemtl.engine.evaluate import move
 
 TASKS = ["semseg", "depth", "normals", "edge", "saliency"]
 IDS = [f"img{i:04d}" for i in range(103)]
@@ -101,7 +102,7 @@ def test_unlabelled_targets_are_ignore_values_and_the_map_is_written(tiny_config
 
 def test_masked_targets_do_not_reach_the_gradients_and_the_rescaling_is_the_formula(tiny_config):
     trainer = partial_trainer(tiny_config)
-    batch = next(iter(trainer.loader))
+    batch = move(next(iter(trainer.loader)), trainer.device)
     # give every sample two labelled tasks, so the rescaling factor is 5 / 2
     for meta in batch["meta"]:
         meta["labelled"] = ["semseg", "depth"]

@@ -9,6 +9,7 @@ from scenemtl.engine import checkpoint as ckpt
 from scenemtl.engine.builder import model_from_checkpoint
 from scenemtl.engine.trainer import Trainer
 from scenemtl.errors import CheckpointError, ScenemtlError
+from scenemtl.engine.evaluate import move
 from tests.conftest import loss_before_and_after_fit
 
 
@@ -141,7 +142,7 @@ def test_checkpoint_for_another_model_lists_the_mismatch(tiny_config):
 
 def test_non_finite_loss_names_the_task_and_step(tiny_config):
     trainer = Trainer(tiny_config("train.steps=1"), progress=False, log=False)
-    batch = next(iter(trainer.loader))
+    batch = move(next(iter(trainer.loader)), trainer.device)
     with torch.no_grad():
         trainer.model.heads["depth"].classifier.weight.fill_(float("nan"))
     with pytest.raises(ScenemtlError, match="task 'depth'.*step 1"):
@@ -152,7 +153,7 @@ def test_deep_supervision_losses_take_the_stage_weights_the_model_gives(tiny_con
     from scenemtl.models.output import ModelOutput
 
     trainer = Trainer(tiny_config(), progress=False, log=False)
-    batch = next(iter(trainer.loader))
+    batch = move(next(iter(trainer.loader)), trainer.device)
     output = trainer.model(batch["image"])
     plain = trainer.task_losses(ModelOutput(final=output.final), batch)
     aux = {"early": {name: value.detach() for name, value in output.final.items()}}

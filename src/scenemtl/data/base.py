@@ -77,6 +77,12 @@ class DenseDataset(Dataset):
         """One raw sample (no augmentation, image not normalised)."""
         raise NotImplementedError
 
+    def stored_sample(self, index: int) -> dict:
+        """``sample(index)`` with targets that may still be ``fileio.Stored`` (8-bit values as the files
+        hold them, decoded by the training transform after it has picked its pixels; see
+        ``transforms.RandomScaleCrop``). By default the sample itself."""
+        return self.sample(index)
+
     def __getitem__(self, index: int) -> dict:
         return self.sample(index)
 

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, channels_first, image_to_tensor, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.fileio import read_image, read_label_png, read_npy, read_split, require_folder
+from scenemtl.fileio import Stored, decode_stored, read_image, read_label_png, read_npy, read_split, require_folder
 from scenemtl.errors import ConfigError, DataError
 
 CLASS_NAMES = [
@@ -175,6 +174,10 @@ class NYUD(DenseDataset):
 
     def sample(self, index: int) -> dict:
         """One sample in the data contract."""
+        return decode_stored(self.stored_sample(index))
+
+    def stored_sample(self, index: int) -> dict:
+        """One sample, its 8-bit label files (segmentation, PNG normals and edges) still ``Stored``."""
         image_path = self._path("images", index, ".jpg" if self.mt else ".png")
         image = read_image(image_path, "NYUD image", FIX)
         size = image.shape[:2]
@@ -197,12 +200,12 @@ class NYUD(DenseDataset):
         sample["meta"] = {"id": self.ids[index], "size": size, "labelled": list(self.tasks)}
         return sample
 
-    def _semseg(self, index: int) -> torch.Tensor:
+    def _semseg(self, index: int) -> Stored:
         path = self._file("semseg", index)
         labels = read_label_png(path, "NYUD label map (0..40)", FIX)
         if labels.max(initial=0) > 40:
             raise DataError(f"{path}: label ids go up to {labels.max()}, NYUD's are 0..40 (0 unlabelled); {FIX}")
-        return torch.from_numpy(np.take(LABEL_LUT, labels))
+        return Stored(labels, [LABEL_LUT])
 
     def _depth(self, index: int) -> torch.Tensor:
         path = self._file("depth", index)
@@ -213,13 +216,13 @@ class NYUD(DenseDataset):
             raise DataError(f"{path}: depth must be H×W, got shape {depth.shape}; {FIX}")
         return torch.from_numpy(np.ascontiguousarray(depth))[None]
 
-    def _normals(self, index: int) -> torch.Tensor:
+    def _normals(self, index: int) -> torch.Tensor | Stored:
         if self.mt:
             path = self._path("normals", index, ".npy")
             normals = np.asarray(read_npy(path, "NYUD normals (H×W×3 in [−1, 1])", FIX), dtype=np.float32)
         else:
             path = self._path("normals", index, ".png")
-            normals = cv2.LUT(read_image(path, "NYUD normals PNG", FIX), NORMALS_LUT)
+            return Stored(read_image(path, "NYUD normals PNG", FIX, mode="RGBX"), [NORMALS_LUT] * 3)
         if normals.ndim != 3 or normals.shape[-1] != 3:
             raise DataError(f"{path}: normals must be H×W×3, got shape {normals.shape}; {FIX}")
         return channels_first(normals)
@@ -239,13 +242,13 @@ class NYUD(DenseDataset):
             raise DataError(f"{path}: an edge map must be H×W, got shape {labels.shape}; {FIX}")
         return torch.from_numpy(labels)[None]
 
-    def _edge(self, index: int) -> torch.Tensor:
+    def _edge(self, index: int) -> torch.Tensor | Stored:
         if self.mt:
             path = self._path("edge", index, ".npy")
             edge = np.asarray(read_npy(path, "NYUD edge map (0/1)", FIX), dtype=np.float32)
         else:
             path = self._path("edge", index, ".png")
-            edge = cv2.LUT(read_label_png(path, "NYUD edge PNG (0/255)", FIX), EDGE_LUT)
+            edge = read_label_png(path, "NYUD edge PNG (0/255)", FIX)
         if edge.ndim != 2:
             raise DataError(f"{path}: an edge map must be H×W, got shape {edge.shape}; {FIX}")
-        return torch.from_numpy(np.ascontiguousarray(edge))[None]
+        return Stored(edge, [EDGE_LUT], channel_axis=True) if edge.dtype == np.uint8 else torch.from_numpy(np.ascontiguousarray(edge))[None]

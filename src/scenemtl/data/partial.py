@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from scenemtl.data.base import DenseDataset
-from scenemtl.fileio import read_torch
+from scenemtl.fileio import Stored, read_torch
 from scenemtl.errors import ConfigError, DataError
 
 SETTINGS = ("one-label", "random-labels")
@@ -170,10 +170,18 @@ class PartialLabels(DenseDataset):
 
     def sample(self, index: int) -> dict:
         """The sample with every unavailable task's target filled with its ignore value."""
-        sample = self.dataset.sample(index)
+        return self._hide(self.dataset.sample(index), index)
+
+    def stored_sample(self, index: int) -> dict:
+        """``sample`` from the wrapped dataset's ``stored_sample`` (available targets may stay ``Stored``)."""
+        return self._hide(self.dataset.stored_sample(index), index)
+
+    def _hide(self, sample: dict, index: int) -> dict:
         for task in self.tasks:
             if task not in self.available[index] and task in sample:
-                sample[task] = torch.full_like(sample[task], self.pad_values[task])
+                target = sample[task]
+                target = target.decode() if isinstance(target, Stored) else target
+                sample[task] = torch.full_like(target, self.pad_values[task])
         sample.setdefault("meta", {})["labelled"] = list(self.available[index])
         return sample
 

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scenemtl.fileio import Stored, decode_stored
 from scenemtl.tasks import Task
 from scenemtl.metrics.base import EVAL_PAD
 
@@ -74,9 +75,9 @@ def image_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def image_size(image: torch.Tensor | np.ndarray) -> tuple[int, int]:
-    """``(H, W)`` of a ``[3,H,W]`` tensor or an ``H×W×3`` array."""
-    return tuple(image.shape[-2:]) if torch.is_tensor(image) else tuple(image.shape[:2])
+def image_size(image: torch.Tensor | np.ndarray | Stored) -> tuple[int, int]:
+    """``(H, W)`` of a ``[3,H,W]`` tensor, an ``H×W×3`` array or a ``Stored`` image."""
+    return tuple(image.shape[-2:]) if torch.is_tensor(image) or isinstance(image, Stored) else tuple(image.shape[:2])
 
 
 def nearest_indices(source: int, target: int) -> np.ndarray:
@@ -91,14 +92,26 @@ def nearest_indices(source: int, target: int) -> np.ndarray:
 
 
 class Compose:
-    """Apply transforms in order; an image still in numpy form at the end becomes a float ``[3,H,W]`` tensor."""
+    """Apply transforms in order; an image still in numpy form at the end becomes a float ``[3,H,W]`` tensor.
+
+    Takes samples with ``Stored`` values (``reads_stored``; this module's transforms all handle
+    them): they are decoded before the first transform that does not, and at the end unless
+    ``keep_stored`` (the training loader then ships 8-bit values and the device decodes them:
+    ``data.decode_on_device``)."""
+
+    reads_stored = True
 
     def __init__(self, transforms: Sequence) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+    def __call__(self, sample: dict, rng: np.random.Generator, keep_stored: bool = False) -> dict:
+        stored = True
         for transform in self.transforms:
-            sample = transform(sample, rng)
+            if stored and not getattr(transform, "reads_stored", False):
+                sample, stored = decode_stored(sample), False
+            sample = transform(sample, rng, store=True) if getattr(transform, "stores", False) else transform(sample, rng)
+        if stored and not keep_stored:
+            sample = decode_stored(sample)
         if isinstance(sample.get("image"), np.ndarray):
             sample["image"] = torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))).float()
         return sample
@@ -112,6 +125,8 @@ class RandomScaleCrop:
 
     Targets are resampled at the crop window only (nearest resampling commutes with cropping),
     the image at full size (bilinear resampling of the window alone would round differently).
+    ``Stored`` targets (8-bit as in their files) are picked from their stored bytes and stay
+    stored (``reads_stored``); the class-ratio rule counts stored values.
 
     * ``scale``: ``(low, high)`` or ``None`` (no zoom);
     * ``crop``: ``(h, w)``, ``"original"`` (the sample's size before the zoom, ``meta['size']``:
@@ -139,30 +154,39 @@ class RandomScaleCrop:
         names = [name for name, task in tasks.items() if task.is_classification]
         self.label_task = "semseg" if "semseg" in names else next(iter(names), None)
 
+    reads_stored = True
+
     def _crop_size(self, sample: dict) -> tuple[int, int] | None:
         if self.crop == "original":
             return tuple(sample["meta"]["size"])
         return self.crop
 
     def _window(self, sample: dict, rows: np.ndarray | None, cols: np.ndarray | None):
-        """``window(top, left, crop)``: the class map the ratio rule reads in a window of the zoomed image
-        (``rows``/``cols``: the nearest source indices of the zoom), or ``None`` when the rule is off."""
+        """``counts(top, left, crop)``: the class counts the ratio rule reads in a window of the zoomed
+        image (``rows``/``cols``: the nearest source indices of the zoom), or ``None`` when the rule
+        is off. Stored labels are counted by stored value, then added up by the label each decodes to."""
         if self.label_task is None or self.label_task not in sample or self.cat_max_ratio >= 1:
             return None
-        labels = sample[self.label_task].numpy()
+        target = sample[self.label_task]
+        table = target.tables[0] if isinstance(target, Stored) else None
+        if table is not None and table.min() < 0:
+            target, table = target.decode(), None
+        labels = target.array if table is not None else target.numpy()
 
-        def window(top: int, left: int, crop: tuple[int, int]) -> np.ndarray:
+        def counts(top: int, left: int, crop: tuple[int, int]) -> np.ndarray:
             if rows is None:
-                return labels[..., top : top + crop[0], left : left + crop[1]]
-            return np.take(np.take(labels, rows[top : top + crop[0]], axis=-2), cols[left : left + crop[1]], axis=-1)
+                picked = labels[..., top : top + crop[0], left : left + crop[1]]
+            else:
+                picked = np.take(np.take(labels, rows[top : top + crop[0]], axis=-2), cols[left : left + crop[1]], axis=-1)
+            if table is None:
+                return np.bincount(picked.ravel())
+            return np.bincount(table, weights=np.bincount(picked.ravel(), minlength=256)).astype(np.int64)
 
-        return window
+        return counts
 
-    def _window_ok(self, window: np.ndarray) -> bool:
-        counts = np.bincount(window.ravel())
+    def _window_ok(self, counts: np.ndarray) -> bool:
         ignore = int(self.tasks[self.label_task].pad_value)
-        if ignore < len(counts):
-            counts[ignore] = 0
+        counts = np.delete(counts, ignore) if ignore < len(counts) else counts
         counts = counts[counts > 0]
         return len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio
 
@@ -240,12 +264,17 @@ def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], c
     top, left = (pad_h // 2, pad_w // 2) if centre else (0, 0)
     if pad_h or pad_w:
         borders = (left, pad_w - left, top, pad_h - top)
-        if torch.is_tensor(image):
+        if isinstance(image, Stored):
+            sample["image"] = image.pad(borders, 0.0)
+        elif torch.is_tensor(image):
             sample["image"] = F.pad(image.float(), borders, value=0.0)
         else:
             sample["image"] = np.pad(image, ((top, pad_h - top), (left, pad_w - left), (0, 0)))
         for name, task in _targets(sample, tasks):
             target = sample[name]
+            if isinstance(target, Stored):
+                sample[name] = target.pad(borders, task.pad_value)
+                continue
             padded = F.pad(target.reshape((-1,) + target.shape[-2:]).float(), borders, value=task.pad_value)
             sample[name] = padded.reshape(target.shape[:-2] + padded.shape[-2:]).to(target.dtype)
         for key in _eval_keys(sample, tasks):  # evaluation label images
@@ -257,6 +286,8 @@ def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], c
 
 class RandomHorizontalFlip:
     """Mirror left–right with probability ``p``; each task flips its own target (normals negate x)."""
+
+    reads_stored = True
 
     def __init__(self, tasks: Mapping[str, Task], p: float = 0.5) -> None:
         self.tasks, self.p = tasks, p
@@ -278,6 +309,20 @@ def _saturate(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.n
     return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
+BYTES = np.arange(256, dtype=np.uint8)
+
+
+def _lookup(image: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+    return image if table is None else cv2.LUT(image, table)
+
+
+def _on_channel(channel: int, table: np.ndarray) -> np.ndarray:
+    """A three-channel lookup table that applies ``table`` to one channel and keeps the others."""
+    tables = np.repeat(BYTES[None, :, None], 3, axis=2)
+    tables[0, :, channel] = table
+    return tables
+
+
 class PhotometricDistortion:
     """mmseg's ``PhotoMetricDistortion`` as the seeds use it, on the uint8 image:
 
@@ -287,50 +332,90 @@ class PhotometricDistortion:
     uint8, and the image is truncated to uint8 on entry. Draw order: brightness, order, contrast
     (if first), saturation, hue, contrast (if last). The result stays uint8 (``Normalize``
     makes it float32, as the official ``astype(float32)`` would).
+
+    Every step maps each uint8 value to one uint8 value, so each is computed once for the 256
+    values (with the float32 arithmetic above) and applied as a lookup table; brightness and a
+    leading contrast are composed into one table. The pixels are those of the step-by-step
+    computation (``tests/data/test_seed_pipeline.py``).
     """
+
+    reads_stored = True  # it changes the image only
 
     def __init__(
         self, brightness: float = 32, contrast: Sequence[float] = (0.5, 1.5), saturation: Sequence[float] = (0.5, 1.5), hue: int = 18
     ) -> None:
         self.brightness, self.contrast, self.saturation, self.hue = brightness, tuple(contrast), tuple(saturation), int(hue)
 
-    def _contrast(self, image: np.ndarray, draws: Draws) -> np.ndarray:
+    def _contrast(self, draws: Draws) -> np.ndarray | None:
         if draws.random() < 0.5:
-            return _saturate(image, alpha=draws.uniform(*self.contrast))
-        return image
+            return _saturate(BYTES, alpha=draws.uniform(*self.contrast))
+        return None
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         draws = Draws(rng)
         image = sample["image"]
         image = (image.permute(1, 2, 0).numpy() if torch.is_tensor(image) else image).astype(np.uint8, order="C")
+        table = None  # the pointwise steps not yet applied, composed
         if draws.random() < 0.5:
-            image = _saturate(image, beta=draws.uniform(-self.brightness, self.brightness))
+            table = _saturate(BYTES, beta=draws.uniform(-self.brightness, self.brightness))
         contrast_first = draws.random() < 0.5
         if contrast_first:
-            image = self._contrast(image, draws)
-        if draws.random() < 0.5:
+            contrast = self._contrast(draws)
+            if contrast is not None:
+                table = contrast if table is None else contrast[table]
+        if draws.random() < 0.5:  # saturation
+            image = _lookup(image, table)
+            table = None
             hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-            hsv[:, :, 1] = _saturate(hsv[:, :, 1], alpha=draws.uniform(*self.saturation))
-            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-        if draws.random() < 0.5:
+            image = cv2.cvtColor(cv2.LUT(hsv, _on_channel(1, _saturate(BYTES, alpha=draws.uniform(*self.saturation)))), cv2.COLOR_HSV2RGB)
+        if draws.random() < 0.5:  # hue
+            image = _lookup(image, table)
+            table = None
+            shifted = (BYTES.astype(np.int64) + draws.randint(-self.hue, self.hue - 1)) % 180
             hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-            hsv[:, :, 0] = (hsv[:, :, 0].astype(np.int64) + draws.randint(-self.hue, self.hue - 1)) % 180
-            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+            image = cv2.cvtColor(cv2.LUT(hsv, _on_channel(0, shifted.astype(np.uint8))), cv2.COLOR_HSV2RGB)
         if not contrast_first:
-            image = self._contrast(image, draws)
+            contrast = self._contrast(draws)
+            if contrast is not None:
+                table = contrast if table is None else contrast[table]
+        image = _lookup(image, table)
         sample["image"] = image
         return sample
 
 
+def _is_bytes_image(image) -> bool:
+    """A uint8 image with three channels: ``[3,H,W]`` tensor or ``H×W×3`` array."""
+    if torch.is_tensor(image):
+        return image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3
+    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
 class Normalize:
-    """``(x/255 − mean)/std`` in float32, the official order of operations; returns the ``[3,H,W]`` tensor."""
+    """``(x/255 − mean)/std`` in float32, the official order of operations.
+
+    Returns the float ``[3,H,W]`` tensor. With ``store`` (``Compose`` asks for it) a uint8 image
+    becomes a ``Stored`` image instead, whose tables are those operations done once for the 256
+    values: decoded, the same float32 numbers, and left undecoded by the training loader so that
+    batches travel as bytes (``data.decode_on_device``)."""
+
+    reads_stored = True
+    stores = True
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        tables = np.repeat(BYTES.astype(np.float32)[None, :], 3, axis=0)
+        tables /= np.float32(255)
+        tables -= self.mean[:, 0]
+        tables /= self.std[:, 0]
+        self.tables = list(tables)
 
-    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
+    def __call__(self, sample: dict, rng: np.random.Generator | None = None, store: bool = False) -> dict:
         image = sample["image"]
+        if _is_bytes_image(image):
+            stored = Stored(image_hwc(image), self.tables)
+            sample["image"] = stored if store else stored.decode()
+            return sample
         chw = image.numpy() if torch.is_tensor(image) else image.transpose(2, 0, 1)
         out = np.array(chw, dtype=np.float32, order="C")  # always a copy: the input is never changed
         out /= np.float32(255)
@@ -348,6 +433,8 @@ class Pad:
     records ``(top, left, height, width)`` to crop predictions back. Training pads a crop that
     came out smaller than its size (after a zoom below 1), after normalisation, as the seeds.
     """
+
+    reads_stored = True
 
     def __init__(
         self, tasks: Mapping[str, Task], size: Sequence[int] | None = None, multiple: int | None = None, original: bool = False

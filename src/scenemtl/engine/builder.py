@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from scenemtl.config import Config
 from scenemtl.data import DATASETS, DatasetInfo, DenseDataset, transforms as T
-from scenemtl.data.loader import AugmentedDataset, EpochSampler, ShardSampler, collate
+from scenemtl.data.loader import AugmentedDataset, EpochSampler, ShardSampler, collate, tune_allocator, worker_init
 from scenemtl.engine.checkpoint import CheckpointMeta, load_weights, read_meta
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.tasks.protocols import task_options
@@ -109,22 +111,38 @@ def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo
     return T.Compose(steps)
 
 
+def loader_options(config: Config, persistent: bool) -> dict:
+    """The DataLoader settings shared by training and evaluation: workers (``persistent``: kept alive
+    across epochs) with ``data.allocator``'s malloc settings, page-locked batches when the device
+    is a GPU."""
+    workers = config.data.num_workers
+    tuned = config.data.allocator == "tuned"
+    if tuned:
+        tune_allocator()  # the main process loads the samples itself, or decodes the workers' batches
+    pin = config.data.pin_memory and torch.cuda.is_available() and select_device(config.train.device).type == "cuda"
+    return {
+        "num_workers": workers,
+        "worker_init_fn": functools.partial(worker_init, tuned=tuned) if workers > 0 else None,
+        "persistent_workers": persistent and workers > 0,
+        "pin_memory": pin,
+    }
+
+
 def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, rank: int = 0, world: int = 1):
     """A loader over ``(index, seed)`` keys from a resumable per-epoch sampler."""
     sampler = EpochSampler(len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world, block=config.data.batch_size)
     if len(dataset) == 0:
         raise DataError(f"the training split '{dataset.split}' of dataset '{config.data.name}' is empty")
     loader = DataLoader(
-        AugmentedDataset(dataset, transform),
+        AugmentedDataset(dataset, transform, keep_stored=config.data.decode_on_device),
         batch_size=config.data.batch_size,
         sampler=sampler,
         # a loader of its own RNG: creating an iterator must not draw from torch's global one,
         # or a resumed run (one more iterator) would drift from an uninterrupted one
         generator=torch.Generator().manual_seed(config.seed),
-        num_workers=config.data.num_workers,
         collate_fn=collate,
         drop_last=True,  # the sampler pads each rank's share to whole batches
-        persistent_workers=config.data.num_workers > 0,
+        **loader_options(config, persistent=True),
     )
     return loader, sampler
 
@@ -135,9 +153,9 @@ def eval_loader(config: Config, dataset: DenseDataset, transform: T.Compose, ran
         AugmentedDataset(dataset, transform),
         batch_size=config.data.eval_batch_size,
         sampler=ShardSampler(len(dataset), rank, world),
-        num_workers=config.data.num_workers,
         collate_fn=collate,
         generator=torch.Generator().manual_seed(config.seed),
+        **loader_options(config, persistent=False),
     )
 
 

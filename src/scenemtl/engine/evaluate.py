@@ -16,6 +16,7 @@ from torch import nn
 from scenemtl import __version__
 from scenemtl.engine.logging import progress as progress_bar
 from scenemtl.errors import ConfigError, DataError
+from scenemtl.data.loader import StoredBatch
 from scenemtl.metrics import StreamingMetric, delta_m
 from scenemtl.tasks import Task
 
@@ -31,8 +32,15 @@ def autocast(device: torch.device, precision: str):
 
 
 def move(batch: dict, device: torch.device) -> dict:
-    """Tensors of a batch onto ``device`` (``meta`` stays)."""
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    """Tensors of a batch onto ``device`` (``meta`` stays); a ``StoredBatch`` is moved as bytes and decoded there."""
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, StoredBatch):
+            value = value.to(device, non_blocking=True).decode()
+        elif isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+        moved[key] = value
+    return moved
 
 
 @torch.no_grad()

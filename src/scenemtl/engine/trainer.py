@@ -384,15 +384,17 @@ class Trainer(SelectionMixin):
         averaged here.
         """
         cfg = self.config.train
-        if not self._checked_labels:
-            self._check_labels(micro_batches[0])
         totals: dict[str, float] = {}
+        labelled: list[dict[str, torch.Tensor]] = []
         count = len(micro_batches)
         ctx = self._context(count)
         manual_sync = self.balancer.synchronizes_gradients and self.dist.distributed
         try:
             for i, batch in enumerate(micro_batches):
-                batch = move(batch, self.device)
+                batch = move(batch, self.device)  # decodes stored batches on the device (data.decode_on_device)
+                if not self._checked_labels:
+                    self._check_labels(batch)
+                labelled.append({name: self.tasks[name].valid_mask(batch[name]).any() for name in self.tasks if name in batch})
                 last = i == count - 1
                 hooks_off = manual_sync or not last
                 sync = self.net.no_sync() if (self.dist.distributed and hooks_off and hasattr(self.net, "no_sync")) else nullcontext()
@@ -400,12 +402,14 @@ class Trainer(SelectionMixin):
                     output, losses = self._forward_losses(batch)
                     bad = self._non_finite(losses)
                     if bad is not None:
+                        self._track_labels(labelled)
                         return self._bad_step(bad, losses[bad])
                     ctx.features, ctx.feature_sources = output.features, output.feature_sources
                     self.balancer.backward(losses, ctx)
                     ctx.features, ctx.feature_sources = (), ()
                 for name, loss in losses.items():
                     totals[name] = totals.get(name, 0.0) + float(loss.detach()) / count
+            self._track_labels(labelled)
             weights = self.balancer.finish(ctx)
         except torch.OutOfMemoryError:
             self.optimizer.zero_grad(set_to_none=True)
@@ -511,7 +515,6 @@ class Trainer(SelectionMixin):
         with self._graceful_stop(), bar:
             while self.step < end and not self._should_stop():
                 micro_batches = [next(batches) for _ in range(cfg.accumulation)]
-                self._track_labels(micro_batches)
                 stats = self.train_step(micro_batches)
                 self.step += 1
                 samples += self.global_batch
@@ -567,11 +570,12 @@ class Trainer(SelectionMixin):
     #: steps in a row without one labelled pixel of a task before the warning
     unlabelled_patience = 100
 
-    def _track_labels(self, micro_batches: list[dict]) -> None:
+    def _track_labels(self, labelled: list[dict[str, torch.Tensor]]) -> None:
         """Warn once per task that has had no labelled pixel for ``unlabelled_patience`` steps in a row (its loss is
-        then 0 and it does not learn); checked on the loader's CPU tensors, without a device sync."""
-        for name, task in self.tasks.items():
-            if any(name in b and bool(task.valid_mask(b[name]).any()) for b in micro_batches):
+        then 0 and it does not learn). ``labelled``: per micro-batch, whether each task had a labelled pixel (device
+        tensors, read together with the step's losses)."""
+        for name in self.tasks:
+            if any(name in flags and bool(flags[name]) for flags in labelled):
                 self._unlabelled_steps[name] = 0
                 continue
             count = self._unlabelled_steps[name] = self._unlabelled_steps.get(name, 0) + 1

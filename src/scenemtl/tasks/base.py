@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from scenemtl.errors import ConfigError
+from scenemtl.fileio import Stored
 from scenemtl.tasks.colors import Key
 from scenemtl.metrics.base import StreamingMetric
 
@@ -105,17 +106,22 @@ class Task:
         return None
 
     # -- geometry of labels (used by the joint transforms) -------------------------------
-    def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
-        """Mirror a target left–right (``[..., H, W]``)."""
-        return target.flip(-1)
+    def flip_horizontal(self, target: torch.Tensor | Stored) -> torch.Tensor | Stored:
+        """Mirror a target left–right (``[..., H, W]``, or ``Stored``)."""
+        return target.flip() if isinstance(target, Stored) else target.flip(-1)
 
-    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool) -> torch.Tensor:
+    def resample(
+        self, target: torch.Tensor | Stored, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool
+    ) -> torch.Tensor | Stored:
         """Nearest resampling of a ``[C,H,W]`` or ``[H,W]`` target: output pixel ``(i, j)`` is source pixel
-        ``(rows[i], cols[j])`` (labels are never blended; the transforms compute the indices).
+        ``(rows[i], cols[j])`` (labels are never blended; the transforms compute the indices). A
+        ``Stored`` target is resampled in its stored form.
 
         ``zoom`` is the scale factor applied to the image; tasks whose values change with the
         apparent distance (depth) rescale them when ``adjust_values`` is set.
         """
+        if isinstance(target, Stored):
+            return target.take(rows.numpy(), cols.numpy())
         picked = np.take(np.take(target.numpy(), rows.numpy(), axis=-2), cols.numpy(), axis=-1)
         return torch.from_numpy(picked)
 

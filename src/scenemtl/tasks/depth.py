@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scenemtl.fileio import read_mat, read_npy
+from scenemtl.fileio import Stored, read_mat, read_npy
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics import DepthMetric
 from scenemtl.metrics.base import POOLINGS
@@ -128,10 +128,14 @@ class DepthTask(Task):
         low, high = float(finite.min()), float(finite.max())
         return Key(ramp=ramp_colors("scalar"), low=f"{low:.3g} {self.unit}".strip(), high=f"{high:.3g} {self.unit}".strip())
 
-    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool) -> torch.Tensor:
+    def resample(
+        self, target: torch.Tensor | Stored, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool
+    ) -> torch.Tensor | Stored:
         """Nearest resampling; with ``adjust_values``, depth is divided by the zoom in float32 (as the seeds do)."""
         resized = super().resample(target, rows, cols, zoom, adjust_values)
-        return resized / zoom if adjust_values else resized
+        if not adjust_values:
+            return resized
+        return (resized.decode() if isinstance(resized, Stored) else resized) / zoom
 
 
 @register_task("inverse_depth")
@@ -156,10 +160,14 @@ class InverseDepthTask(DepthTask):
     def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
         super().__init__(name, max_depth=None, pooling=pooling)
 
-    def resample(self, target: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool) -> torch.Tensor:
+    def resample(
+        self, target: torch.Tensor | Stored, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool
+    ) -> torch.Tensor | Stored:
         """Nearest resampling; with ``adjust_values``, inverse depth is multiplied by the zoom."""
         resized = Task.resample(self, target, rows, cols, zoom, adjust_values)
-        return resized * zoom if adjust_values else resized
+        if not adjust_values:
+            return resized
+        return (resized.decode() if isinstance(resized, Stored) else resized) * zoom
 
     def colorize(self, prediction: torch.Tensor) -> np.ndarray:
         """Inverse depth through the colour ramp: far dark, near bright, scaled to the map's own range."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scenemtl.fileio import read_image, read_npy
+from scenemtl.fileio import Stored, read_image, read_npy
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics import NormalsMetric
 from scenemtl.metrics.base import POOLINGS
@@ -109,8 +109,10 @@ class NormalsTask(Task):
             note="RGB = 255·(n+1)/2",
         )
 
-    def flip_horizontal(self, target: torch.Tensor) -> torch.Tensor:
-        """Mirror left–right and negate the x component (``[3,H,W]`` or ``[B,3,H,W]``)."""
+    def flip_horizontal(self, target: torch.Tensor | Stored) -> torch.Tensor | Stored:
+        """Mirror left–right and negate the x component (``[3,H,W]`` or ``[B,3,H,W]``, or ``Stored``)."""
+        if isinstance(target, Stored):
+            return target.flip(negate=(0,))
         flipped = target.flip(-1)  # a copy
         flipped[..., 0, :, :] *= -1
         return flipped

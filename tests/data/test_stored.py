@@ -1,0 +1,115 @@
+"""8-bit stored values: picking, flipping, padding and decoding them, in a sample or a batch, gives
+exactly the values of decoding first; the training loader's stored batches equal decoded ones."""
+
+import numpy as np
+import pytest
+import torch
+
+from scenemtl.config import load_config
+from scenemtl.data.loader import AugmentedDataset, StoredBatch, collate
+from scenemtl.engine import builder
+from scenemtl.engine.evaluate import move
+from scenemtl.fileio import Stored, lookup
+from tests.data.test_nyud import write_nyud
+
+NORMALS = 2 * np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(1)
+LABELS = np.concatenate([[255], np.arange(255)]).astype(np.int64)
+
+
+def test_lookup_equals_numpy_indexing_for_every_table_type():
+    stored = np.random.default_rng(0).integers(0, 256, (7, 9), dtype=np.uint8)
+    for table in (LABELS, NORMALS, NORMALS.astype(np.float64), (np.arange(256) % 7).astype(np.uint8), np.arange(256, dtype=np.int64) << 40):
+        got = lookup(stored, table)
+        assert got.dtype == table.dtype and np.array_equal(got, table[stored])
+
+
+@pytest.mark.parametrize("channels, words", [(0, False), (3, False), (4, False), (3, True)])
+def test_take_flip_pad_decode_equal_the_same_steps_on_decoded_values(channels, words):
+    rng = np.random.default_rng(channels)
+    shape = (13, 17) if channels == 0 else (13, 17, channels + words)  # words: a fourth byte without a table
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    tables = [LABELS] if channels == 0 else [NORMALS + c for c in range(channels)]
+    stored = Stored(array, tables)
+    decoded = stored.decode()
+    want = (
+        torch.from_numpy(LABELS[array])
+        if channels == 0
+        else torch.from_numpy(np.stack([tables[c][array[..., c]] for c in range(channels)]))
+    )
+    assert torch.equal(decoded, want) and tuple(decoded.shape) == stored.shape
+    rows, cols = np.array([0, 0, 3, 12, 5]), np.array([16, 1, 1, 2, 9, 0])
+    picked = stored.take(rows, cols)
+    assert torch.equal(picked.decode(), want[..., rows[:, None], cols[None, :]])
+    negate = (0,) if channels else ()
+    flipped = picked.flip(negate=negate).decode()
+    expected = want[..., rows[:, None], cols[None, :]].flip(-1)
+    if channels:
+        expected[0] *= -1
+    assert torch.equal(flipped, expected)
+    fill = 255 if channels == 0 else 0.0
+    padded = picked.flip(negate=negate).pad((1, 2, 3, 0), fill).flip(negate=negate).decode()
+    reference = torch.nn.functional.pad(expected.reshape(-1, 5, 6).double(), (1, 2, 3, 0), value=fill).reshape(*expected.shape[:-2], 8, 9)
+    reference = reference.flip(-1)
+    if channels:
+        reference[0] *= -1
+        reference[0][reference[0] == 0] = 0.0  # -0.0 and 0.0 compare equal either way
+    assert torch.equal(padded.double(), reference) and padded.dtype == want.dtype
+
+
+def _nyud_config(root, *overrides):
+    return load_config(
+        "configs/nyud/hps.yaml", [f"data.root={root}", "data.batch_size=2", "data.augment.crop=[40,56]", "data.eval_pad=null", *overrides]
+    )
+
+
+class Decoded(torch.utils.data.Dataset):
+    """The dataset as the loader saw it before stored samples: decoded ones only."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset.sample(index)
+
+
+def test_the_training_loader_ships_bytes_that_decode_to_the_decoded_pipeline(tmp_path):
+    """NYUD with its recipe (zoom 0.5–2, crop with the class ratio rule, flip, colour jitter, padding):
+    stored samples batched as bytes and decoded equal the decoded pipeline, on every seed."""
+    ids = [f"{i:04d}" for i in range(6)]
+    root = write_nyud(tmp_path / "NYUDv2", ids=(ids, ids[:1]), size=(48, 64))
+    config = _nyud_config(root)
+    info = builder.dataset_info(config)
+    tasks = builder.build_tasks(config, info)
+    dataset = builder.build_dataset(config, "train")
+    transform = builder.build_transform(config, tasks, info, train=True)
+    shipped = AugmentedDataset(dataset, transform, keep_stored=True)
+    plain = AugmentedDataset(Decoded(dataset), transform)
+    kinds, padded = set(), 0
+    for seed in range(24):
+        keys = [(seed % 6, seed), ((seed + 1) % 6, seed + 100)]
+        stored_batch = collate([shipped[key] for key in keys])
+        kinds |= {type(value).__name__ for value in stored_batch.values()}
+        padded += sum(m["pad"][2:] != (40, 56) for m in stored_batch["meta"])
+        got = move(stored_batch, torch.device("cpu"))
+        want = collate([plain[key] for key in keys])
+        for key in ("image", *tasks):
+            assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), (key, seed)
+        # the device's path (one gather) gives the same values as the CPU's table lookups
+        for key, value in stored_batch.items():
+            if isinstance(value, StoredBatch):
+                assert torch.equal(value.decode(gather=True), got[key]), key
+    assert {"StoredBatch", "Tensor"} <= kinds and padded > 0  # image, labels, normals and edges travel stored; depth as floats
+
+
+def test_the_option_off_ships_decoded_tensors(tmp_path):
+    root = write_nyud(tmp_path / "NYUDv2", ids=(["0001", "0002"], ["0001"]), size=(48, 64))
+    config = _nyud_config(root, "data.decode_on_device=false")
+    info = builder.dataset_info(config)
+    transform = builder.build_transform(config, builder.build_tasks(config, info), info, train=True)
+    loader, _ = builder.train_loader(config, builder.build_dataset(config, "train"), transform)
+    batch = next(iter(loader))
+    assert all(isinstance(value, torch.Tensor) for key, value in batch.items() if key != "meta")
+    assert batch["image"].dtype == torch.float32 and batch["semseg"].dtype == torch.int64
