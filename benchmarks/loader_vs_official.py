@@ -14,7 +14,7 @@ Both sides read the same files with the same augmentation (scale 0.5–2, 448×5
 class ratio rule, flip, photometric distortion, normalisation, padding; scenemtl's is checked pixel
 for pixel against a transcription of the official one in ``tests/data/test_seed_pipeline.py``).
 Each side runs in a process of its own, set up as its training loader sets up the processes that
-load (scenemtl: ``data.allocator``; official: OpenCV single-threaded, as its ``main.py``), and
+load (scenemtl: ``train.allocator``; official: OpenCV single-threaded, as its ``main.py``), and
 the parent alternates between them:
 
 * ``__getitem__`` on one core (both processes pinned to the same CPU, one torch/OpenCV thread):
@@ -110,10 +110,10 @@ class Ours:
         self.dataset = build_dataset(self.config, "train")
         self.transform = build_transform(self.config, build_tasks(self.config, info), info, train=True)
         self.augmented = AugmentedDataset(self.dataset, self.transform)
-        if self.config.data.allocator == "tuned":
-            from scenemtl.data.loader import tune_allocator
+        if self.config.train.allocator == "tuned":
+            from scenemtl import malloc
 
-            tune_allocator()  # as in each loader worker and the main process
+            malloc.tune()  # as in each loader worker and the trainer
 
     def item(self, index: int, seed: int) -> dict:
         return self.augmented[(index, seed)]

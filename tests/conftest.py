@@ -36,7 +36,9 @@ TINY: dict = {
         "augment": {"scale": [0.75, 1.25], "flip": True, "photometric": True},
     },
     "model": {"arch": "hps", "backbone": {"name": "test_resnet"}, "options": {"head_channels": 8}},
-    "train": {"steps": 4, "lr": 3e-3, "log_every": 2, "device": "cpu"},
+    # the system allocator: a tuned one keeps each test process at its peak memory (tests/test_malloc.py
+    # runs a training process with it)
+    "train": {"steps": 4, "lr": 3e-3, "log_every": 2, "device": "cpu", "allocator": "system"},
 }
 
 

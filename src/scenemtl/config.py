@@ -120,9 +120,6 @@ class DataConfig(Strict):
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     num_workers: int = Field(0, ge=0)
-    # "tuned": glibc malloc keeps freed memory for the next sample in the processes that load
-    # (data/loader.py: tune_allocator); "system": malloc's defaults
-    allocator: Literal["tuned", "system"] = "tuned"
     # page-locked batches for faster host-to-GPU copies (only with a CUDA device)
     pin_memory: bool = True
     # training batches travel as the 8-bit values of the files and the colour jitter, and the
@@ -235,6 +232,9 @@ class TrainConfig(Strict):
     init_output_bias: bool = True
     # fp16 uses a gradient scaler; bf16 needs none
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # "tuned": glibc malloc keeps freed memory for the next step and sample, in the trainer and its
+    # loader workers (scenemtl/malloc.py; about 1.4× on a CPU step); "system": malloc's defaults
+    allocator: Literal["tuned", "system"] = "tuned"
     # micro-batches per optimiser step: global batch = data.batch_size × processes × accumulation
     accumulation: int = Field(1, ge=1)
     channels_last: bool = False

@@ -90,3 +90,22 @@ def test_activation_checkpointing_needs_a_timm_that_supports_it(tiny_config, mon
     monkeypatch.setattr(timm, "__version__", "1.0.29")
     with pytest.raises(ConfigError, match="timm ≥ 1.0.31"):
         Trainer(tiny_config("train.activation_checkpointing=true"), progress=False, log=False)
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_eager_outputs(tiny_config):
+    """``train.compile`` (TorchInductor on the CPU here): the same outputs and loss gradients as eager
+    within 1e-4 (kernel fusion reorders float additions; nothing else may change)."""
+    eager = Trainer(tiny_config("name=eager"), progress=False, log=False)
+    compiled = Trainer(tiny_config("name=compiled", "train.compile=true"), progress=False, log=False)
+    compiled.model.load_state_dict(eager.model.state_dict())
+    assert isinstance(compiled.net, torch._dynamo.eval_frame.OptimizedModule)
+    image = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    for trainer in (eager, compiled):
+        trainer.net.eval()
+    with torch.no_grad():
+        want, got = eager.net(image).final, compiled.net(image).final
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-4, rtol=1e-4), name
+    eager.close()
+    compiled.close()

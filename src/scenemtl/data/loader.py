@@ -3,9 +3,6 @@ memory settings of the processes that load."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 
 from collections.abc import Callable, Iterator, Sequence
 
@@ -13,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
+from scenemtl import malloc
 from scenemtl.data.base import DenseDataset
 from scenemtl.fileio import Stored, fill_outside, lookup
 from scenemtl.errors import DataError
@@ -100,50 +98,15 @@ class ShardSampler(Sampler):
         return iter(self.indices)
 
 
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-ALLOCATOR = {"mmap_threshold": 32 << 20, "trim_threshold": 1 << 30, "top_pad": 64 << 20}
-
-
-def tune_allocator() -> bool:
-    """Let glibc's malloc keep freed memory for the next sample instead of returning it to the system.
-
-    A sample allocates tens of MiB of short-lived arrays (decoded files, resampled targets); by
-    default glibc serves those above its adaptive threshold with fresh ``mmap`` pages and hands
-    freed heap back at once, so every sample pays the kernel's page faults again (about a third
-    of the decoding time of a NYUD sample). Here blocks up to 32 MiB come from the heap, and up to
-    1 GiB of freed heap is kept (grown 64 MiB at a time): the memory of one sample is reused by
-    the next. Applied in DataLoader workers (``worker_init``) and in the main process, which loads
-    (``data.num_workers: 0``) or decodes the workers' batches on a CPU; ``data.allocator: system``
-    leaves malloc alone.
-    Returns whether the settings took (``False`` off Linux/glibc, e.g. musl or macOS).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return all(
-        mallopt(parameter, value) == 1
-        for parameter, value in (
-            (_M_MMAP_THRESHOLD, ALLOCATOR["mmap_threshold"]),
-            (_M_TRIM_THRESHOLD, ALLOCATOR["trim_threshold"]),
-            (_M_TOP_PAD, ALLOCATOR["top_pad"]),
-        )
-    )
-
-
 def worker_init(worker_id: int, tuned: bool = True) -> None:
     """``DataLoader(worker_init_fn=...)``: OpenCV single-threaded (the workers are the parallelism;
-    OpenCV's own threads would compete with them for the cores), and with ``tuned`` (``data.allocator``)
-    malloc's settings of ``tune_allocator``."""
+    OpenCV's own threads would compete with them for the cores), and with ``tuned``
+    (``train.allocator``) the malloc settings of ``scenemtl.malloc``."""
     import cv2
 
     cv2.setNumThreads(0)
     if tuned:
-        tune_allocator()
+        malloc.tune()
 
 
 class StoredBatch:

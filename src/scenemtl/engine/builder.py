@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from scenemtl.config import Config
 from scenemtl.data import DATASETS, DatasetInfo, DenseDataset, transforms as T
-from scenemtl.data.loader import AugmentedDataset, EpochSampler, ShardSampler, collate, tune_allocator, worker_init
+from scenemtl import malloc
+from scenemtl.data.loader import AugmentedDataset, EpochSampler, ShardSampler, collate, worker_init
 from scenemtl.engine.checkpoint import CheckpointMeta, load_weights, read_meta
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.tasks.protocols import task_options
@@ -113,12 +114,12 @@ def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo
 
 def loader_options(config: Config, persistent: bool) -> dict:
     """The DataLoader settings shared by training and evaluation: workers (``persistent``: kept alive
-    across epochs) with ``data.allocator``'s malloc settings, page-locked batches when the device
+    across epochs) with ``train.allocator``'s malloc settings, page-locked batches when the device
     is a GPU."""
     workers = config.data.num_workers
-    tuned = config.data.allocator == "tuned"
+    tuned = config.train.allocator == "tuned"
     if tuned:
-        tune_allocator()  # the main process loads the samples itself, or decodes the workers' batches
+        malloc.tune()  # the main process loads the samples itself, or decodes the workers' batches
     pin = config.data.pin_memory and torch.cuda.is_available() and select_device(config.train.device).type == "cuda"
     return {
         "num_workers": workers,

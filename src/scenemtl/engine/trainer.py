@@ -34,6 +34,7 @@ from scenemtl.balancing import StepContext, build_balancer
 from scenemtl.config import Config
 from scenemtl.data import DenseDataset
 from scenemtl.data.partial import partial_losses
+from scenemtl import malloc
 from scenemtl.engine import builder, distributed
 from scenemtl.engine.storage import RunLock
 from scenemtl.engine.checkpoint import (
@@ -81,6 +82,8 @@ class Trainer(SelectionMixin):
         datasets: tuple[DenseDataset, DenseDataset] | None = None,
     ) -> None:
         self.config = config
+        if config.train.allocator == "tuned":
+            malloc.tune()  # freed memory is reused by the next step, not faulted in again (scenemtl/malloc.py)
         self.dist = distributed.setup(config.train.device)
         self.device = self.dist.device
         self.progress = progress and self.dist.is_main
