@@ -24,7 +24,8 @@ the parent alternates between them:
   side's own loader settings (scenemtl: ``engine.builder.loader_options``; its batches travel as
   bytes and are decoded in the main process as the trainer does on a CPU,
   ``data.decode_on_device``), the best of ``--repeats`` windows of 20 batches after 5 warm-up
-  batches, the sides alternated.
+  batches, the sides alternated. A second set of rows times scenemtl's batches as a GPU trainer
+  receives them (8-bit, decoded by the GPU after the copy) against the same official numbers.
 
 The official code needs ``easydict`` and ``six``; its 2021-era imports are shimmed at run time
 (``collections.Mapping``, numpy 2's ``copy=False``).
@@ -240,14 +241,20 @@ def _pinned(function):
         cv2.setNumThreads(cv_threads)
 
 
-def _throughput(side, workers: int, warmup: int = 5, timed: int = 20) -> float:
+def _throughput(side, workers: int, finish: bool = True, warmup: int = 5, timed: int = 20) -> float:
     loader = side.loader(workers)
-    iterator, seen = iter(loader), 0
+    done = side.finish if finish else (lambda batch: batch)
+
+    def batches():  # epoch after epoch (persistent workers stay up)
+        while True:
+            yield from loader
+
+    iterator, seen = batches(), 0
     for _ in range(warmup):
-        side.finish(next(iterator))
+        done(next(iterator))
     start = time.perf_counter()
     for _ in range(timed):
-        seen += side.finish(next(iterator))["image"].shape[0]
+        seen += done(next(iterator))["image"].shape[0]
     elapsed = time.perf_counter() - start
     del iterator
     return seen / elapsed
@@ -344,10 +351,12 @@ def main() -> None:
         per_step = sides["scenemtl"]("steps", indices)
         workers = [int(w) for w in args.workers.split(",")]
         speeds = {name: {w: 0.0 for w in workers} for name in sides}
+        shipped = {w: 0.0 for w in workers}  # scenemtl's batches as a GPU trainer receives them (bytes, decoded there)
         for _ in range(args.repeats):
             for w in workers:
                 for name, side in sides.items():
                     speeds[name][w] = max(speeds[name][w], side("throughput", w))
+                shipped[w] = max(shipped[w], sides["scenemtl"]("throughput", w, False))
         for side in sides.values():
             side.close()
     ms = lambda values: 1000 * statistics.median(values)  # noqa: E731
@@ -368,6 +377,14 @@ def main() -> None:
     row("decoding only, one core (median)", {n: ms(t) for n, t in decode.items()}, False, "ms")
     for w in workers:
         row(f"DataLoader, {w} workers, batch 2", {n: speeds[n][w] for n in sides}, True, "samples/s")
+    for w in workers:
+        official_speed = {"official": speeds["official"][w]} if "official" in sides else {}
+        row(
+            f"DataLoader, {w} workers, scenemtl's batches undecoded (a GPU decodes them)",
+            {"scenemtl": shipped[w], **official_speed},
+            True,
+            "samples/s",
+        )
     steps_line = ", ".join(f"{name} {ms(values):.2f} ms" for name, values in per_step.items())
     text = "\n".join(lines) + f"\n\nscenemtl's steps (median, one core): {steps_line}.\n"
     print(f"\n{os.cpu_count()} CPUs; {versions()}\n{text}")
