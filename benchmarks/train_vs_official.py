@@ -57,6 +57,8 @@ VARIANTS = {
     "compile": ["train.compile=true"],
     "checkpointing": ["train.activation_checkpointing=true"],
 }
+# variants an architecture does not have (MTAN-SegNet has no activation checkpointing)
+NOT_APPLICABLE = {("mtan", "checkpointing")}
 INVPT_OPTIONS = {"embed_dim": 512, "pred_channels": 64, "num_heads": [2, 2, 2]}  # the released PASCAL decoder
 
 
@@ -191,7 +193,22 @@ def _fwd_bwd(model, loss_of, args: argparse.Namespace) -> dict:
         loss_of(model(image)).backward()
 
     seconds, before = _timed(step, args.warmup, args.iters)
-    return {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in model.parameters())}
+    result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in model.parameters())}
+    if args.profile:
+        result["profile"] = _profile(step)
+    return result
+
+
+def _profile(step) -> list[list]:
+    """The operators of one step that take the most time: name, input shapes, share of the step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:6]
+    return [[e.key, str(e.input_shapes)[:80], round(e.self_cpu_time_total / total, 3)] for e in top]
 
 
 # --- scenemtl ----------------------------------------------------------------------------------
@@ -210,9 +227,11 @@ def ours_mtan(variant: str, args: argparse.Namespace) -> dict:
         trainer = Trainer(config, progress=False, log=False)
         batch = next(iter(trainer.loader))
         seconds, before = _timed(lambda: trainer.train_step([batch]), args.warmup, args.iters)
-        parameters = sum(p.numel() for p in trainer.model.parameters())
+        result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in trainer.model.parameters())}
+        if args.profile:
+            result["profile"] = _profile(lambda: trainer.train_step([batch]))
         trainer.close()
-    return {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": parameters}
+    return result
 
 
 def ours_invpt(variant: str, args: argparse.Namespace) -> dict:
@@ -275,6 +294,8 @@ def run(spec: dict, args: argparse.Namespace) -> dict:
         value = getattr(args, name)
         if value is not None:
             command += [f"--{name.replace('_', '-')}", str(value)]
+    if args.profile:
+        command.append("--profile")
     result = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
@@ -304,6 +325,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=256, help="InvPT's input side")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", action="store_true", help="also print each measurement's costliest operators (torch.profiler)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -317,7 +339,7 @@ def main() -> None:
     results: dict[tuple, list[dict]] = {}
     for _ in range(args.rounds):
         for model in models:
-            specs = [{"model": model, "side": "scenemtl", "variant": v} for v in variants]
+            specs = [{"model": model, "side": "scenemtl", "variant": v} for v in variants if (model, v) not in NOT_APPLICABLE]
             if (args.official_mtan if model == "mtan" else args.official_mtt) is not None:
                 specs.insert(0, {"model": model, "side": "official", "variant": "official"})
             for spec in specs:
@@ -346,6 +368,13 @@ def main() -> None:
             ratio = f"{memory / min(r['growth_mib'] for r in official):.2f}" if official and side == "scenemtl" else ""
             name = "official" if side == "official" else f"scenemtl {variant}"
             lines.append(f"| {titles[model]} | {name} | {best['seconds']:.2f} | {memory:.0f} | {speed} | {ratio} |")
+    if args.profile:
+        lines.append("")
+        lines.append("Costliest operators of one step (self CPU time, share of the step; input shapes):")
+        for (model, side, variant), runs in results.items():
+            for run_ in runs[:1]:
+                for name, shapes, share in run_.get("profile", []):
+                    lines.append(f"- {model} {side} {variant}: {name} {shapes} {share:.0%}")
     text = "\n".join(lines)
     header = f"{os.cpu_count()} CPUs ({platform.machine()}), {args.threads} torch threads; {versions()}"
     print(f"\n{header}\n\n{text}")
