@@ -176,6 +176,25 @@ def synthetic_batch(tasks: dict, count: int, content: tuple[int, int], size: tup
     return sample
 
 
+def build(config, device) -> tuple:
+    """The recipe's tasks and model (random weights, seeded) and the row's description of them."""
+    import torch
+
+    from scenemtl.engine.builder import build_tasks, dataset_info
+    from scenemtl.models import build_model
+
+    torch.manual_seed(config.seed)
+    tasks = build_tasks(config, dataset_info(config))
+    model = build_model(config.model, tasks)
+    row = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "backbone": config.model.backbone.name,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+    }
+    return tasks, model, row
+
+
 def device_name(device) -> str:
     import platform
 
@@ -220,25 +239,15 @@ def train_row(name: str, mode: str, batch_size: int, count_flops: bool, args: ar
     """Build one model, count its forward FLOPs (``count_flops``), time training steps in ``mode``."""
     import torch
 
-    from scenemtl.engine.builder import build_tasks, dataset_info
     from scenemtl.engine.evaluate import autocast
     from scenemtl.engine.info import count_macs
     from scenemtl.engine.optim import build_optimizer
-    from scenemtl.models import build_model
 
     device = torch.device(args.device)
     size = (args.size, args.size)
     config = recipe(name, args, parse_mode(mode), size)
     cfg = config.train
-    torch.manual_seed(config.seed)
-    tasks = build_tasks(config, dataset_info(config))
-    model = build_model(config.model, tasks)
-    row = {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "backbone": config.model.backbone.name,
-        "device_name": device_name(device),
-        "torch": torch.__version__,
-    }
+    tasks, model, row = build(config, device)
     try:
         if count_flops:
             row["forward_flops"] = 2e9 * count_macs(model, size)  # count_macs: multiply-adds ×1e9
@@ -292,9 +301,7 @@ def eval_row(name: str, args: argparse.Namespace) -> dict:
     """One NYUD-val-sized evaluation pass (all metrics) and a forward-only pass over the same batches."""
     import torch
 
-    from scenemtl.engine.builder import build_tasks, dataset_info
     from scenemtl.engine.evaluate import autocast, evaluate
-    from scenemtl.models import build_model
 
     device = torch.device(args.device)
     pad = SMOKE["eval_pad"] if args.smoke else None
@@ -302,20 +309,16 @@ def eval_row(name: str, args: argparse.Namespace) -> dict:
     pad = tuple(config.data.eval_pad) if pad is None else pad
     content = (pad[0] * NYUD_IMAGE[0] // 448, pad[1] * NYUD_IMAGE[1] // 576)
     batch = SMOKE["eval_batch"] if args.smoke else config.data.eval_batch_size
-    torch.manual_seed(config.seed)
-    tasks = build_tasks(config, dataset_info(config))
-    model = build_model(config.model, tasks)
-    row = {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "backbone": config.model.backbone.name,
-        "device_name": device_name(device),
-        "torch": torch.__version__,
-        "size": pad,
-        "content": content,
-        "batch": batch,
-        "images": args.eval_images,
-        "protocol": config.eval.protocol,
-    }
+    tasks, model, row = build(config, device)
+    row.update(
+        {
+            "size": pad,
+            "content": content,
+            "batch": batch,
+            "images": args.eval_images,
+            "protocol": config.eval.protocol,
+        }
+    )
 
     def batches():
         for index, start in enumerate(range(0, args.eval_images, batch)):

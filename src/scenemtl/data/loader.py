@@ -162,12 +162,15 @@ class StoredBatch:
         arrays = self.arrays if self.arrays.ndim == 4 else self.arrays[..., None]
         batch, height, width, channels = arrays.shape
         if not (arrays.device.type != "cpu" if gather is None else gather):
-            out = np.empty((batch, channels, height, width), dtype=self.tables.numpy().dtype)
+            import cv2
+
             tables = self.tables.numpy()
+            out = np.empty((batch, channels, height, width), dtype=tables.dtype)
             for b in range(batch):
-                planes = arrays[b].permute(2, 0, 1).numpy()
+                sample = arrays[b].numpy()  # H×W×C, contiguous
+                planes = cv2.split(sample) if channels > 1 else [sample[..., 0]]
                 for c in range(channels):
-                    lookup(np.ascontiguousarray(planes[c]), tables[b, c], out=out[b, c])
+                    lookup(planes[c], tables[b, c], out=out[b, c])
             values = torch.from_numpy(out)
         else:  # one gather: (sample, channel) picks its table, the stored value its entry
             offsets = torch.arange(batch * channels, device=arrays.device).view(batch, channels, 1, 1) * self.tables.shape[-1]
