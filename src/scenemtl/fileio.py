@@ -158,13 +158,23 @@ class Stored:
         return self._like(picked)
 
     def flip(self, negate: tuple[int, ...] = ()) -> Stored:
-        """Mirrored left–right (a view), the channels in ``negate`` changing sign."""
+        """Mirrored left–right, the channels in ``negate`` changing sign.
+
+        A compact copy (OpenCV's flip), not a view: numpy copies a reversed view of interleaved
+        bytes element by element, about 60× slower, and the batch copies it again."""
+        import cv2
+
         tables = [-t if c in negate else t for c, t in enumerate(self.tables)]
         box = self.box
         if box is not None:
             top, left, height, width = box
             box = (top, self.array.shape[1] - left - width, height, width)
-        return self._like(self.array[:, ::-1], tables, box)
+        channels = 1 if self.array.ndim == 2 else self.array.shape[2]
+        if channels <= 4:
+            flipped = cv2.flip(np.ascontiguousarray(self.array), 1).reshape(self.array.shape)
+        else:
+            flipped = np.ascontiguousarray(self.array[:, ::-1])
+        return self._like(flipped, tables, box)
 
     def pad(self, borders: tuple[int, int, int, int], fill: float) -> Stored:
         """Padded by ``(left, right, top, bottom)`` pixels that decode to ``fill``."""

@@ -133,7 +133,13 @@ class StoredBatch:
             arrays = torch.empty(shape, dtype=torch.uint8)
         out = arrays.numpy()
         for b, value in enumerate(values):
-            out[b] = value.array[..., :channels] if first.ndim == 3 else value.array
+            array = value.array
+            if array.ndim == 3 and (array.shape[2], channels) == (4, 3):  # RGBX words: the fourth byte stays behind
+                import cv2
+
+                cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGBA2RGB, dst=out[b])
+            else:
+                np.copyto(out[b], array[..., :channels] if array.ndim == 3 else array)
         tables = torch.from_numpy(np.stack([np.stack(v.tables) for v in values]))
         return cls(arrays, tables, [v.box for v in values], [v.fill for v in values], values[0].channel_axis)
 

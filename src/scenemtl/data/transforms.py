@@ -295,7 +295,8 @@ class RandomHorizontalFlip:
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         if Draws(rng).random() < self.p:
             image = sample["image"]
-            sample["image"] = image.flip(-1) if torch.is_tensor(image) else image[:, ::-1]  # a view
+            # numpy: a compact copy by OpenCV (numpy's later reads of a reversed view are ~10× slower)
+            sample["image"] = image.flip(-1) if torch.is_tensor(image) else cv2.flip(np.ascontiguousarray(image), 1).reshape(image.shape)
             for name, task in _targets(sample, self.tasks):
                 sample[name] = task.flip_horizontal(sample[name])
             for key in _eval_keys(sample, self.tasks):
