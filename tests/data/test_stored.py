@@ -11,6 +11,7 @@ from scenemtl.engine import builder
 from scenemtl.engine.evaluate import move
 from scenemtl.fileio import Stored, lookup
 from tests.data.test_nyud import write_nyud
+from tests.data.test_pascal_context import write_pascal
 
 NORMALS = 2 * np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(1)
 LABELS = np.concatenate([[255], np.arange(255)]).astype(np.int64)
@@ -56,10 +57,24 @@ def test_take_flip_pad_decode_equal_the_same_steps_on_decoded_values(channels, w
     assert torch.equal(padded.double(), reference) and padded.dtype == want.dtype
 
 
-def _nyud_config(root, *overrides):
+def _config(dataset, root, *overrides):
     return load_config(
-        "configs/nyud/hps.yaml", [f"data.root={root}", "data.batch_size=2", "data.augment.crop=[40,56]", "data.eval_pad=null", *overrides]
+        f"configs/{dataset}/hps.yaml",
+        [f"data.root={root}", "data.batch_size=2", "data.augment.crop=[20,24]", "data.eval_pad=null", *overrides],
     )
+
+
+def _nyud_config(root, *overrides):
+    return _config("nyud", root, "data.augment.crop=[40,56]", *overrides)
+
+
+def _fixture(dataset, root):
+    if dataset == "nyud":
+        ids = [f"{i:04d}" for i in range(6)]
+        return write_nyud(root / "NYUDv2", ids=(ids, ids[:1]), size=(48, 64)), _nyud_config
+    splits = {"train": [f"2008_{i:06d}" for i in range(1, 7)], "val": ["2008_000010"]}
+    sizes = [(24, 32), (28, 30), (26, 32), (24, 28), (30, 34), (22, 26), (25, 31)]
+    return write_pascal(root / "PASCAL_MT", splits=splits, sizes=sizes), lambda r, *o: _config("pascal_context", r, *o)
 
 
 class Decoded(torch.utils.data.Dataset):
@@ -75,24 +90,25 @@ class Decoded(torch.utils.data.Dataset):
         return self.dataset.sample(index)
 
 
-def test_the_training_loader_ships_bytes_that_decode_to_the_decoded_pipeline(tmp_path):
-    """NYUD with its recipe (zoom 0.5–2, crop with the class ratio rule, flip, colour jitter, padding):
-    stored samples batched as bytes and decoded equal the decoded pipeline, on every seed."""
-    ids = [f"{i:04d}" for i in range(6)]
-    root = write_nyud(tmp_path / "NYUDv2", ids=(ids, ids[:1]), size=(48, 64))
-    config = _nyud_config(root)
+@pytest.mark.parametrize("name", ["nyud", "pascal_context"])
+def test_the_training_loader_ships_bytes_that_decode_to_the_decoded_pipeline(tmp_path, name):
+    """The NYUD and PASCAL-Context recipes (zoom 0.5–2, crop with the class ratio rule, flip, colour
+    jitter, padding): stored samples batched as bytes and decoded equal the decoded pipeline, on every seed."""
+    root, make_config = _fixture(name, tmp_path)
+    config = make_config(root)
     info = builder.dataset_info(config)
     tasks = builder.build_tasks(config, info)
     dataset = builder.build_dataset(config, "train")
     transform = builder.build_transform(config, tasks, info, train=True)
     shipped = AugmentedDataset(dataset, transform, keep_stored=True)
     plain = AugmentedDataset(Decoded(dataset), transform)
+    count, crop = len(dataset), tuple(config.data.augment.crop)
     kinds, padded = set(), 0
     for seed in range(24):
-        keys = [(seed % 6, seed), ((seed + 1) % 6, seed + 100)]
+        keys = [(seed % count, seed), ((seed + 1) % count, seed + 100)]
         stored_batch = collate([shipped[key] for key in keys])
         kinds |= {type(value).__name__ for value in stored_batch.values()}
-        padded += sum(m["pad"][2:] != (40, 56) for m in stored_batch["meta"])
+        padded += sum(m["pad"][2:] != crop for m in stored_batch["meta"])
         got = move(stored_batch, torch.device("cpu"))
         want = collate([plain[key] for key in keys])
         for key in ("image", *tasks):
@@ -101,7 +117,8 @@ def test_the_training_loader_ships_bytes_that_decode_to_the_decoded_pipeline(tmp
         for key, value in stored_batch.items():
             if isinstance(value, StoredBatch):
                 assert torch.equal(value.decode(gather=True), got[key]), key
-    assert {"StoredBatch", "Tensor"} <= kinds and padded > 0  # image, labels, normals and edges travel stored; depth as floats
+    # image and 8-bit maps travel stored; depth (NYUD) and distilled normals (PASCAL) as floats
+    assert {"StoredBatch", "Tensor"} <= kinds and padded > 0
 
 
 def test_the_option_off_ships_decoded_tensors(tmp_path):

@@ -77,7 +77,7 @@ from scipy import ndimage
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.download import Archive
-from scenemtl.fileio import read_image, read_json, read_label_png, read_mat, read_split, require_folder
+from scenemtl.fileio import Stored, decode_stored, read_image, read_json, read_label_png, read_mat, read_split, require_folder
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics.boundary import relabel, thin
 from scenemtl.tasks.colors import label_palette
@@ -313,6 +313,10 @@ NORMALS_CLASSES = {
     457: "wire",
 }
 _NORMALS_IDS = np.array(sorted(NORMALS_CLASSES), dtype=np.int64)
+# stored byte → contract value (labels as stored; saliency as the seeds threshold it; 0/1 edges)
+_LABEL_TABLE = np.arange(256, dtype=np.int64)
+_SALIENCY_TABLE = (np.arange(256, dtype=np.float32) / 255.0 > 0.5).astype(np.float32)
+_EDGE_TABLE = np.arange(256, dtype=np.float32)
 
 # OpenCV's Laplacian with ksize 1
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
@@ -502,6 +506,10 @@ class PascalContext(DenseDataset):
 
     def sample(self, index: int) -> dict:
         """One sample in the data contract."""
+        return decode_stored(self.stored_sample(index))
+
+    def stored_sample(self, index: int) -> dict:
+        """One sample, its 8-bit maps (labels, human parts, saliency, edges) still ``Stored``."""
         image_id = self.ids[index]
         image_path = self.folder / "JPEGImages" / f"{image_id}.jpg"
         image = read_image(image_path, "PASCAL image", HELP)
@@ -537,15 +545,15 @@ class PascalContext(DenseDataset):
             context["labels"] = np.asarray(labels)
         return context["labels"], path
 
-    def _semseg(self, image_id: str, context: dict) -> tuple[torch.Tensor, Path]:
+    def _semseg(self, image_id: str, context: dict) -> tuple[Stored, Path]:
         voc = self.folder / "semseg" / "VOC12" / f"{image_id}.png"
         path = voc if voc.is_file() else self.folder / "semseg" / "pascal-context" / f"{image_id}.png"
         if not path.is_file():
             raise DataError(f"missing file {voc} or {path} (semantic segmentation); {HELP}")
         labels = read_label_png(path, "semantic label map (0..20, 255 ignored)", HELP)
-        return torch.from_numpy(labels.astype(np.int64)), path
+        return Stored(labels, [_LABEL_TABLE]), path
 
-    def _human_parts(self, image_id: str, context: dict) -> tuple[torch.Tensor, Path]:
+    def _human_parts(self, image_id: str, context: dict) -> tuple[Stored, Path]:
         path = self.folder / "human_parts" / f"{image_id}.mat"
         anno = self._anno(path)
         objects = _items(_field(anno, "objects", path))
@@ -569,7 +577,7 @@ class PascalContext(DenseDataset):
         if target is None or not (target > 0).any():
             # no person, or no part pixel: the whole map is ignored (the seeds' AddIgnoreRegions)
             target = np.full(context["size"], 255, dtype=np.int64)
-        return torch.from_numpy(target), path
+        return Stored(target.astype(np.uint8), [_LABEL_TABLE]), path  # part ids 0..6 and 255
 
     def _normals(self, image_id: str, context: dict) -> tuple[torch.Tensor, Path]:
         path = self.folder / "normals_distill" / f"{image_id}.png"
@@ -586,11 +594,11 @@ class PascalContext(DenseDataset):
         normals[~np.isin(labels.astype(np.int64), _NORMALS_IDS)] = 0.0
         return torch.from_numpy(np.ascontiguousarray(normals.transpose(2, 0, 1))), path
 
-    def _saliency(self, image_id: str, context: dict) -> tuple[torch.Tensor, Path]:
+    def _saliency(self, image_id: str, context: dict) -> tuple[Stored, Path]:
         path = self.folder / "sal_distill" / f"{image_id}.png"
         grey = read_label_png(path, "distilled saliency PNG (grey)", HELP)
-        return torch.from_numpy((grey.astype(np.float32) / 255.0 > 0.5).astype(np.float32))[None], path
+        return Stored(grey, [_SALIENCY_TABLE], channel_axis=True), path  # grey/255 > 0.5
 
-    def _edge(self, image_id: str, context: dict) -> tuple[torch.Tensor, Path]:
+    def _edge(self, image_id: str, context: dict) -> tuple[Stored, Path]:
         labels, path = self._label_map(image_id, context)
-        return torch.from_numpy(label_edges(labels).astype(np.float32))[None], path
+        return Stored(label_edges(labels).astype(np.uint8), [_EDGE_TABLE], channel_axis=True), path
