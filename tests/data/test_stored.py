@@ -130,3 +130,24 @@ def test_the_option_off_ships_decoded_tensors(tmp_path):
     batch = next(iter(loader))
     assert all(isinstance(value, torch.Tensor) for key, value in batch.items() if key != "meta")
     assert batch["image"].dtype == torch.float32 and batch["semseg"].dtype == torch.int64
+
+
+def test_partial_labels_hide_stored_targets_as_decoded_ones(tmp_path):
+    """A one-label split over stored samples: hidden tasks hold their ignore value, the rest stay stored."""
+    from scenemtl.data.partial import PartialLabels
+
+    root, make_config = _fixture("nyud", tmp_path)
+    config = make_config(root)
+    dataset = builder.build_dataset(config, "train")
+    tasks = builder.build_tasks(config, builder.dataset_info(config))
+    labels = {dataset.sample_id(i): [list(tasks)[i % len(tasks)]] for i in range(len(dataset))}
+    partial = PartialLabels(dataset, labels, {name: task.pad_value for name, task in tasks.items()})
+    for index in range(len(dataset)):
+        stored, plain = partial.stored_sample(index), partial.sample(index)
+        kept = labels[dataset.sample_id(index)][0]
+        assert all(isinstance(stored[name], torch.Tensor) for name in tasks if name != kept)  # hidden: filled tensors
+        for name in tasks:
+            value = stored[name].decode() if isinstance(stored[name], Stored) else stored[name]
+            assert torch.equal(value, plain[name]), (index, name)
+            if name != kept:
+                assert bool((plain[name] == tasks[name].pad_value).all()), (index, name)
