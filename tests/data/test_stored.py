@@ -151,3 +151,28 @@ def test_partial_labels_hide_stored_targets_as_decoded_ones(tmp_path):
             assert torch.equal(value, plain[name]), (index, name)
             if name != kept:
                 assert bool((plain[name] == tasks[name].pad_value).all()), (index, name)
+
+
+def test_batches_from_workers_decode_to_the_decoded_pipeline(tmp_path):
+    """Two workers, four epochs, every batch held until the end: the stored batches the workers put
+    in shared memory decode to the batches of the decoded pipeline, batch for batch."""
+    root, make_config = _fixture("nyud", tmp_path)
+    config = make_config(root, "data.num_workers=2")
+    info = builder.dataset_info(config)
+    tasks = builder.build_tasks(config, info)
+    dataset = builder.build_dataset(config, "train")
+    transform = builder.build_transform(config, tasks, info, train=True)
+    loader, sampler = builder.train_loader(config, dataset, transform)
+    plain = AugmentedDataset(Decoded(dataset), transform)
+    held = []
+    for epoch in range(4):
+        sampler.start(epoch)
+        keys = list(sampler)
+        for n, batch in enumerate(loader):
+            held.append((batch, keys[2 * n : 2 * n + 2]))
+    assert len(held) == 12
+    for batch, keys in held:  # read only now: a buffer reused under a held batch would show here
+        got = move(batch, torch.device("cpu"))
+        want = collate([plain[key] for key in keys])
+        for key in ("image", *tasks):
+            assert torch.equal(got[key], want[key]), key
