@@ -176,3 +176,17 @@ def test_batches_from_workers_decode_to_the_decoded_pipeline(tmp_path):
         want = collate([plain[key] for key in keys])
         for key in ("image", *tasks):
             assert torch.equal(got[key], want[key]), key
+
+
+def test_the_loader_pins_stored_batches_through_their_own_method(monkeypatch):
+    """torch's pinning thread calls ``pin_memory()`` on objects that have it: a stored batch pins its
+    arrays and tables (faked here: pinning needs CUDA) and keeps its boxes and fills."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: pinned.append(self.shape) or self.clone())
+    value = Stored(np.zeros((4, 5), dtype=np.uint8), [LABELS]).pad((1, 0, 0, 2), 255)
+    batch = {"semseg": StoredBatch.of([value, value])}
+    out = pin_memory(batch)["semseg"]
+    assert isinstance(out, StoredBatch) and pinned == [torch.Size([2, 6, 6]), torch.Size([2, 1, 256])]
+    assert out.boxes == [(0, 1, 4, 5)] * 2 and torch.equal(out.decode(), batch["semseg"].decode())

@@ -151,6 +151,10 @@ class StoredBatch:
             return torch.Size((batch, self.arrays.shape[3], height, width))
         return torch.Size((batch, 1, height, width) if self.channel_axis else (batch, height, width))
 
+    def pin_memory(self) -> StoredBatch:
+        """Page-locked (the DataLoader's pinning thread calls this with ``data.pin_memory`` on CUDA)."""
+        return StoredBatch(self.arrays.pin_memory(), self.tables.pin_memory(), self.boxes, self.fills, self.channel_axis)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> StoredBatch:
         return StoredBatch(
             self.arrays.to(device, non_blocking=non_blocking),
