@@ -407,3 +407,29 @@ def test_info_of_a_configuration_the_official_code_lacks_has_no_official_layout(
     model = build_model(ModelConfig(arch="invpt", backbone=TINY_SWIN, options={"embed_dim": 16, "pred_channels": 8}), tasks)
     assert official_parameter_count(model) is None
     assert official_parameter_count(make("invpt")) is not None
+
+
+def test_invpt_checkpointing_recomputes_the_decoder_with_the_same_gradients_and_statistics(monkeypatch):
+    """InvPT's checkpointing also recomputes each task's preliminary decoder and upsamplings, the three
+    UP-Transformer blocks and each task's 1/4-scale fusion:
+    the same gradients and, with the batch norms inside them, the same running statistics and batch counts."""
+    import copy
+
+    import scenemtl.models.layers.recompute as recompute
+
+    calls = []
+    original = recompute.checkpoint
+    monkeypatch.setattr(recompute, "checkpoint", lambda function, *a, **k: calls.append(function) or original(function, *a, **k))
+    torch.manual_seed(3)
+    plain = make("invpt", tasks=("semseg", "depth", "normals")).train()
+    saved = copy.deepcopy(plain)
+    saved.set_activation_checkpointing(True)
+    image = torch.randn(2, 3, *TINY["invpt"]["img_size"])
+    for model in (plain, saved):
+        output = model(image)
+        sum(v.float().square().mean() for stage in [output.final, *output.aux.values()] for v in stage.values()).backward()
+    assert len(calls) == 3 + 2 * 3 + 3 + 3  # per task: preliminary decoder, two upsamplings, tail; three blocks
+    for (name, p), q in zip(plain.named_parameters(), saved.parameters()):
+        assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), name
+    for (name, a), b in zip(plain.state_dict().items(), saved.state_dict().values()):
+        assert torch.equal(a, b), name  # running means, variances and batch counts counted once

@@ -72,7 +72,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import Backbone, ViTBackbone, backbone_family, check_layers, default_layers
 from scenemtl.models.base import MultiTaskModel, check_positive_ints
-from scenemtl.models.layers import conv_norm_act, fp32_conv, resize
+from scenemtl.models.layers import conv_norm_act, fp32_conv, recomputed, resize
 from scenemtl.models.official import (
     KeyMap,
     Rule,
@@ -216,6 +216,7 @@ class InvPT(MultiTaskModel):
     ) -> None:
         super().__init__()
         self.task_names = canonical_order(tasks)
+        self.checkpoint_decoder = False  # set_activation_checkpointing
         names = self.task_names
         if backbone_family(config.backbone.name) == "vit":
             self.backbone = ViTBackbone(config.backbone, img_size)
@@ -296,17 +297,25 @@ class InvPT(MultiTaskModel):
 
         inter, maps = {}, []
         for t in self.task_names:
-            feature = self.preliminary[t](x)
-            inter[t] = fp32_conv(self.intermediate[t], feature)
-            maps.append(self.mix_proj[t](torch.cat([feature, inter[t].to(feature.dtype)], dim=1)))
+            if self.checkpoint_decoder:
+                inter[t], mixed = recomputed(self._preliminary, [self.preliminary[t], self.mix_proj[t]], t, x)
+            else:
+                inter[t], mixed = self._preliminary(t, x)
+            maps.append(mixed)
 
         quarter = (size[0] // 4, size[1] // 4)
         aggregated = [0.0] * len(self.task_names)
         message = None
         for i, stage in enumerate(self.stages):
             if stage.up is not None:
-                maps = [stage.up[t](m) + skips[i] for t, m in zip(self.task_names, maps)]
-            maps, message = stage.block(maps, message)
+                if self.checkpoint_decoder:
+                    maps = [recomputed(stage.up[t], [stage.up[t]], m) + skips[i] for t, m in zip(self.task_names, maps)]
+                else:
+                    maps = [stage.up[t](m) + skips[i] for t, m in zip(self.task_names, maps)]
+            if self.checkpoint_decoder:
+                maps, message = recomputed(stage.block, [stage.block], maps, message)
+            else:
+                maps, message = stage.block(maps, message)
             grid = maps[0].shape[-2:]
             normed = self.stage_norms[i](torch.cat([_tokens(m) for m in maps], dim=2))
             for k, (t, part) in enumerate(zip(self.task_names, normed.split(self.dims[i], dim=2))):
@@ -317,10 +326,23 @@ class InvPT(MultiTaskModel):
 
         final, preliminary = {}, {}
         for k, t in enumerate(self.task_names):
-            logits = fp32_conv(self.heads[t], self.fuse[t](aggregated[k]))
+            if self.checkpoint_decoder:  # the 1/4-resolution fusion holds most of the decoder's activations
+                logits = recomputed(self._tail, [self.fuse[t], self.heads[t]], t, aggregated[k])
+            else:
+                logits = self._tail(t, aggregated[k])
             final[t] = resize(logits, size)[..., :height, :width]
             preliminary[t] = resize(two_class_to_logit(t, inter[t]), size)[..., :height, :width]
         return ModelOutput(final=final, aux={"preliminary": preliminary})
+
+    def _preliminary(self, task: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A task's preliminary decoder: its prediction at 1/32 and the feature mixed with it for the stages."""
+        feature = self.preliminary[task](x)
+        inter = fp32_conv(self.intermediate[task], feature)
+        return inter, self.mix_proj[task](torch.cat([feature, inter.to(feature.dtype)], dim=1))
+
+    def _tail(self, task: str, aggregated: torch.Tensor) -> torch.Tensor:
+        """A task's fusion of the aggregated scales (3×3 conv-BN-ReLU) and its head."""
+        return fp32_conv(self.heads[task], self.fuse[task](aggregated))
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Everything but the per-task tail (reduction, fusion, head): the joint attention makes
@@ -333,8 +355,11 @@ class InvPT(MultiTaskModel):
         return {name: [self.heads[name], self.intermediate[name]] for name in self.heads}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
-        """Checkpoint the backbone's blocks (stages for CNN backbones)."""
+        """Checkpoint the backbone's blocks (stages for CNN backbones) and the decoder: each task's
+        preliminary decoder and upsampling, the UP-Transformer blocks and each task's fusion at 1/4 (batch
+        norms count each batch once: ``layers.recomputed``)."""
         self.backbone.set_activation_checkpointing(enabled)
+        self.checkpoint_decoder = enabled
 
 
 _D = "multi_task_decoder."

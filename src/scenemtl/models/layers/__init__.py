@@ -2,7 +2,8 @@
 
 ``conv`` (conv-norm-activation, float32 output convolutions, bilinear resizing), ``residual``
 (ResNet blocks), ``attention`` (attention gates, MTAN's mask, PAD-Net's distillation), ``aspp``
-(DeepLabv3's ASPP) and ``fpn`` (the FPN decoder head). A block only one architecture uses lives
+(DeepLabv3's ASPP), ``fpn`` (the FPN decoder head) and ``recompute`` (activation checkpointing that
+leaves batch-norm statistics as without it). A block only one architecture uses lives
 in that architecture's module. Transformer MLPs are timm's ``timm.layers.Mlp``.
 """
 
@@ -10,6 +11,7 @@ from scenemtl.models.layers.aspp import ASPP, ImagePooling
 from scenemtl.models.layers.attention import MultiModalDistillation, SpatialAttentionGate, mtan_attention
 from scenemtl.models.layers.conv import conv_norm_act, fp32_conv, relu_inplace, resize
 from scenemtl.models.layers.fpn import FPNHead
+from scenemtl.models.layers.recompute import recomputed
 from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, bottleneck
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "conv_norm_act",
     "fp32_conv",
     "mtan_attention",
+    "recomputed",
     "relu_inplace",
     "resize",
 ]
