@@ -56,9 +56,10 @@ VARIANTS = {
     "channels-last": ["train.channels_last=true"],
     "compile": ["train.compile=true"],
     "checkpointing": ["train.activation_checkpointing=true"],
+    "checkpointing-system-malloc": ["train.activation_checkpointing=true", "train.allocator=system"],
 }
 # variants an architecture does not have (MTAN-SegNet has no activation checkpointing)
-NOT_APPLICABLE = {("mtan", "checkpointing")}
+NOT_APPLICABLE = {("mtan", "checkpointing"), ("mtan", "checkpointing-system-malloc")}
 INVPT_OPTIONS = {"embed_dim": 512, "pred_channels": 64, "num_heads": [2, 2, 2]}  # the released PASCAL decoder
 
 
