@@ -12,8 +12,8 @@ memory stays near its peak instead of shrinking between steps. Measured here
 (``tests/test_malloc.py``): about a sixth of the page faults remain, since the kernel may still
 reclaim idle freed pages and glibc re-faults some 64-byte-aligned blocks over 32 MiB.
 
-Applied by the trainer to its own process and by the data loaders to their workers when
-``train.allocator`` is ``tuned`` (the default); ``system`` leaves malloc alone. Only glibc has
+Applied by the trainer to its own process, and by the data loaders to their workers and to the
+process that iterates them, when ``train.allocator`` is ``tuned`` (the default); ``system`` leaves malloc alone. Only glibc has
 these settings (``tune()`` returns ``False`` elsewhere, e.g. musl or macOS, and changes nothing).
 """
 

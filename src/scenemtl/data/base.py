@@ -79,8 +79,8 @@ class DenseDataset(Dataset):
 
     def stored_sample(self, index: int) -> dict:
         """``sample(index)`` with targets that may still be ``fileio.Stored`` (8-bit values as the files
-        hold them, decoded by the training transform after it has picked its pixels; see
-        ``transforms.RandomScaleCrop``). By default the sample itself."""
+        hold them; the transforms pick, flip and pad the bytes, and ``Compose``, or the device after
+        the batch is moved, decodes them). By default the sample itself."""
         return self.sample(index)
 
     def __getitem__(self, index: int) -> dict:
