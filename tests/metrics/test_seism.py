@@ -243,7 +243,8 @@ def test_every_protocol_resolves_to_its_documented_variants(tmp_path, monkeypatc
     monkeypatch.setenv("SCENEMTL_SEISM", str(tmp_path))
     edge = build_task("edge", task_options("invpt", "pascal_context", "edge", {}))
     assert edge.image_ids == {"2008_000003", "2008_000007"}
-    assert set(PROTOCOLS) == {"invpt", "mtinet", "atrc", "densemtl", "mtan", "sak"}
+    assert set(PROTOCOLS) == {"invpt", "mtinet", "atrc", "densemtl", "densemtl_legacy", "mtan", "sak"}
+    assert build_task("normals", task_options("densemtl_legacy", "synthia", "normals", {})).metric().pooling == "densemtl_columns"
 
 
 def test_reports_name_the_protocol():

@@ -24,6 +24,13 @@ the packages of https://www.cityscapes-dataset.com/downloads/ into one folder:
   pixels and trains on "normalised inverse depth" 65536 / (cm + 1); we keep metres and the
   contract's 0 = invalid, so the loss and metrics skip those pixels.
 
+Normals (the task ``normals``): not a label of the release; derived from the depth as DenseMTL
+does (``loss/normals.py``; see ``scenemtl.data.densemtl.derived_normals``). ``normals: metric``
+(default) uses the camera file's ``intrinsic`` fx, fy, u0, v0 (of the 1024×2048 images) scaled to
+the sample's size; ``normals: densemtl`` reproduces DenseMTL's numbers: its constant camera
+(fx 2262.52, fy 2265.3018, u0 1096.98, v0 513.137: the full-size values, used unscaled on its
+512×1024 images, ``dataset/cityscapes.py``) and its inverse depth code.
+
 Options: ``image_folder`` reads the images from another folder with the same layout and file
 names, e.g. DenseMTL's pre-resized copy ``leftImg8bit_small``. Its images are smaller than the
 label and disparity maps, so those are then resampled to the image size, nearest neighbour (what
@@ -69,6 +76,8 @@ import torch
 from PIL import Image
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
+from scenemtl.data.densemtl import check_normals_mode, derived_normals
+from scenemtl import geometry
 from scenemtl.data.download import Archive
 from scenemtl.fileio import read_image, read_json, read_label_png, read_npy, require_folder
 from scenemtl.errors import ConfigError, DataError
@@ -145,6 +154,8 @@ CATEGORY_OF_TRAIN_ID = [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6]
 CATEGORY_COLOURS = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (107, 142, 35), (70, 130, 180), (220, 20, 60), (0, 0, 142)]
 MAX_LABEL_ID = 33
 RAW_IMAGES = "leftImg8bit"
+#: DenseMTL's (and 3-Ways') constant camera matrix, the full-size values (``dataset/cityscapes.py``)
+DENSEMTL_CAMERA = geometry.intrinsics(2262.52, 2265.3018, 1096.98, 513.137)
 IMAGE_SUFFIX = "_leftImg8bit.png"
 
 DOWNLOADS = "https://www.cityscapes-dataset.com/downloads/"
@@ -212,9 +223,10 @@ class Cityscapes(DenseDataset):
     """The official Cityscapes release: semseg (19 train ids) and metric depth from stereo disparity."""
 
     classes = 19
-    info = _info("cityscapes", ("semseg", "depth"), 19)
+    info = _info("cityscapes", ("semseg", "depth", "normals"), 19)
     splits = ("train", "val", "test")
     release_sizes = ((1024, 2048),)
+    provides_eval = ("normals_unmasked",)  # with normals: densemtl (DenseMTL's legacy normals metric)
     archives = tuple(
         Archive(
             name,
@@ -238,10 +250,12 @@ class Cityscapes(DenseDataset):
         image_folder: str = RAW_IMAGES,
         size: list[int] | None = None,
         max_depth: float | None = None,
+        normals: str = "metric",
     ) -> None:
         super().__init__(root, split, tasks)
         if root is None:
             raise ConfigError(f"data.root is not set for dataset '{self.info.name}': {HELP}")
+        self.normals = check_normals_mode(self.info.name, normals)
         self.size = _size_option(size, "data.options.size")
         if max_depth is not None and not max_depth > 0:
             raise ConfigError(f"data.options.max_depth must be positive or null, got {max_depth!r}")
@@ -256,7 +270,7 @@ class Cityscapes(DenseDataset):
             self.items.extend((city.name, stem) for stem in stems)
         if not self.items:
             raise DataError(f"no <city>/<id>{IMAGE_SUFFIX} files in {images}; {HELP}")
-        folders = {"semseg": ["gtFine"], "depth": ["disparity", "camera"]}
+        folders = {"semseg": ["gtFine"], "depth": ["disparity", "camera"], "normals": ["disparity", "camera"]}
         for task in self.tasks:
             for folder in folders[task]:
                 require_folder(self.root_path / folder / split, f"the {task} labels of {split}", HELP)
@@ -285,10 +299,14 @@ class Cityscapes(DenseDataset):
         target = self.size or stored
         if target != stored:
             resized = Image.fromarray(image).resize((target[1], target[0]), Image.Resampling.LANCZOS)
-            image = np.asarray(resized)
+            image = np.array(resized)
         sample: dict = {"image": image_to_tensor(image)}
-        for task in self.tasks:
-            path, array = self._semseg(index) if task == "semseg" else self._depth(index)
+        camera = None
+        for task in dict.fromkeys("depth" if task == "normals" else task for task in self.tasks):
+            if task == "semseg":
+                path, array = self._semseg(index)
+            else:
+                path, array, camera = self._depth(index)
             if array.shape != stored:
                 if self.image_folder == RAW_IMAGES or array.shape[0] * stored[1] != array.shape[1] * stored[0]:
                     raise DataError(
@@ -298,7 +316,15 @@ class Cityscapes(DenseDataset):
             if array.shape != target:
                 array = resize_nearest(array, target)
             tensor = torch.from_numpy(np.ascontiguousarray(array))
-            sample[task] = tensor.long() if task == "semseg" else tensor[None]
+            if task == "semseg":
+                sample[task] = tensor.long()
+                continue
+            if "depth" in self.tasks:
+                sample["depth"] = tensor[None]
+            if "normals" in self.tasks:
+                camera = geometry.resize_intrinsics(camera, stored, target)
+                unmasked = "normals_unmasked" in self.eval_keys and self.normals == "densemtl"
+                sample.update(derived_normals(array, camera, DENSEMTL_CAMERA, self.normals, self.split != "train", unmasked))
         sample["meta"] = {"id": self.sample_id(index), "size": tuple(target), "labelled": list(self.tasks)}
         return sample
 
@@ -311,7 +337,8 @@ class Cityscapes(DenseDataset):
             )
         return path, self.lookup[ids]
 
-    def _depth(self, index: int) -> tuple[Path, np.ndarray]:
+    def _depth(self, index: int) -> tuple[Path, np.ndarray, np.ndarray]:
+        """The disparity file, its depth in metres and the camera matrix at the file's size (from the camera file)."""
         path = self._path("disparity", index, "disparity.png")
         raw = read_image(path, "Cityscapes disparity (16-bit PNG)", HELP, mode=None)
         if raw.ndim != 2:
@@ -320,14 +347,20 @@ class Cityscapes(DenseDataset):
         camera = read_json(camera_path, "Cityscapes camera file", HELP)
         try:
             baseline, fx = float(camera["extrinsic"]["baseline"]), float(camera["intrinsic"]["fx"])
-        except (KeyError, TypeError, ValueError):
+            intrinsic = camera["intrinsic"]
+            matrix = geometry.intrinsics(fx, *(float(intrinsic.get(k, default)) for k, default in (("fy", fx), ("u0", 0), ("v0", 0))))
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise DataError(f"{camera_path}: no extrinsic.baseline and intrinsic.fx numbers; {HELP}") from None
+        if "normals" in self.tasks and not {"u0", "v0"} <= set(camera["intrinsic"]):
+            raise DataError(f"{camera_path}: no intrinsic.u0 and intrinsic.v0 (the principal point the normals need); {HELP}")
+        # the camera file describes the 1024×2048 images: scaled to the disparity map's size
+        matrix = geometry.resize_intrinsics(matrix, (1024, 2048), raw.shape[:2])
         if not (baseline > 0 and fx > 0):
             raise DataError(f"{camera_path}: baseline {baseline} and fx {fx} must be positive; {HELP}")
         depth = disparity_to_depth(raw, baseline, fx)
         if self.max_depth is not None:
             depth[depth >= self.max_depth] = 0.0
-        return path, depth
+        return path, depth, matrix
 
 
 @register_dataset("cityscapes_16")
@@ -335,7 +368,7 @@ class Cityscapes16(Cityscapes):
     """The official Cityscapes release with DenseMTL's 16 classes (the 19 without truck, terrain, train)."""
 
     classes = 16
-    info = _info("cityscapes_16", ("semseg", "depth"), 16)
+    info = _info("cityscapes_16", ("semseg", "depth", "normals"), 16)
 
 
 @register_dataset("cityscapes_7")
@@ -343,7 +376,7 @@ class Cityscapes7(Cityscapes):
     """The official Cityscapes release with the 7 categories (flat … vehicle) of the 19 evaluated classes."""
 
     classes = 7
-    info = _info("cityscapes_7", ("semseg", "depth"), 7)
+    info = _info("cityscapes_7", ("semseg", "depth", "normals"), 7)
 
 
 @register_dataset("cityscapes_npy")

@@ -61,8 +61,11 @@ the same pixels. The recipe (``configs/synthia/base.yaml``) sets ``resize: [512,
 Normalisation: DenseMTL's encoder computes ``(x − 0.45) / 0.225`` on [0, 1] images
 (``vendor/monodepth2/resnet_encoder.py``): mean 0.45, std 0.225 per channel here.
 
-Not provided: normals. DenseMTL derives SYNTHIA normals from the ground-truth depth and the
-camera intrinsics inside its loss (``loss/normals.py``); that is not a label of the release.
+Normals: not a label of the release; DenseMTL derives them from the depth inside its loss
+(``loss/normals.py``) with its SYNTHIA camera (``dataset/synthia.py``: fx = fy = 532.740352,
+u0 = 640, v0 = 380 at 760×1280). ``normals: metric`` (default) scales that camera to the sample's
+size and takes the metric depth; ``normals: densemtl`` reproduces DenseMTL's numbers (see
+``scenemtl.data.densemtl.derived_normals``).
 """
 
 from __future__ import annotations
@@ -73,8 +76,10 @@ import numpy as np
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, register_dataset
 from scenemtl.data.download import Archive
+from scenemtl import geometry
 from scenemtl.data.densemtl import (
     DENSEMTL_MEAN,
+    check_normals_mode,
     DENSEMTL_STD,
     FAR_CODE,
     check_resize,
@@ -175,18 +180,23 @@ LABEL_TABLE = _label_table()
 # --------------------------------------------------------------------------------------------
 
 
+#: DenseMTL's SYNTHIA camera matrix at 760×1280 (``dataset/synthia.py``)
+CAMERA = geometry.intrinsics(532.740352, 532.740352, 640.0, 380.0)
+
+
 @register_dataset("synthia")
 class Synthia(DenseDataset):
     """SYNTHIA-RAND-CITYSCAPES (9,400 frames): semseg (16 Cityscapes classes) and depth in metres."""
 
     info = DatasetInfo(
         name="synthia",
-        tasks=("semseg", "depth"),
+        tasks=("semseg", "depth", "normals"),
         class_names={"semseg": CLASS_NAMES},
         palettes={"semseg": PALETTE},
         mean=DENSEMTL_MEAN,
         std=DENSEMTL_STD,
     )
+    provides_eval = ("normals_unmasked",)  # with normals: densemtl (DenseMTL's legacy normals metric)
     release_sizes = ((760, 1280),)
     archives = (
         Archive(
@@ -208,10 +218,12 @@ class Synthia(DenseDataset):
         split_seed: int = 42,
         split_rule: str = "disjoint",
         far_invalid: bool = True,
+        normals: str = "metric",
     ) -> None:
         super().__init__(root, split, tasks)
         if root is None:
             raise ConfigError(f"data.root is not set for dataset 'synthia': {HELP}")
+        self.normals = check_normals_mode("synthia", normals)
         check_split_options("synthia", split_seed, split_rule)
         self.resize = check_resize("synthia", resize)
         self.far_invalid = bool(far_invalid)
@@ -231,7 +243,7 @@ class Synthia(DenseDataset):
             self.depth_folder = folder / "Depth"
         if "semseg" in self.tasks and not self.labels_folder.is_dir():
             raise DataError(f"no folder {folder / 'GT' / 'LABELS'} (the class labels): {HELP}")
-        if "depth" in self.tasks and not self.depth_folder.is_dir():
+        if ("depth" in self.tasks or "normals" in self.tasks) and not self.depth_folder.is_dir():
             raise DataError(f"no folder {folder / 'Depth' / 'Depth'} (the depth maps): {HELP}")
         frames = [p.stem for p in images.iterdir() if p.suffix == ".png"]
         if not frames:
@@ -262,7 +274,7 @@ class Synthia(DenseDataset):
                 raise size_error(path, "label map", stored.shape, size, image_path)
             ids = stored[..., 0] if stored.ndim == 3 else stored  # the class id is the first (red) channel
             targets["semseg"] = LABEL_TABLE[ids.astype(np.uint16)]
-        if "depth" in self.tasks:
+        if "depth" in self.tasks or "normals" in self.tasks:
             path = self.depth_folder / f"{name}.png"
             centimetres = read_png_opencv(path, "SYNTHIA depth PNG", HELP, anydepth=True)  # DenseMTL's reading
             if centimetres.shape[:2] != size:
@@ -271,4 +283,5 @@ class Synthia(DenseDataset):
             if self.far_invalid:
                 depth[centimetres == FAR_CODE] = 0.0
             targets["depth"] = depth
-        return densemtl_sample(image, targets, self.resize, name, self.tasks)
+        normals = {"camera": CAMERA, "release_camera": CAMERA, "mode": self.normals, "evaluation": self.split != "train"}
+        return densemtl_sample(image, targets, self.resize, name, self.tasks, normals, self.eval_keys)

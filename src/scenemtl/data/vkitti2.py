@@ -42,8 +42,14 @@ image Lanczos, labels Pillow's nearest neighbour, depth ``cv2.INTER_NEAREST``. `
 resizes the image with Lanczos and labels and depth both with Pillow's nearest neighbour (so they
 come from the same pixels; OpenCV's rule would shift depth by up to one source pixel, as in
 DenseMTL); the recipe sets [320, 1024]; by default samples keep the release's 375×1242.
-Normalisation: DenseMTL's ``(x − 0.45) / 0.225``. Normals are not provided (DenseMTL computes them
-from depth inside its loss).
+Normalisation: DenseMTL's ``(x − 0.45) / 0.225``.
+
+Normals: derived from depth as DenseMTL does inside its loss (``loss/normals.py``), with the
+camera DenseMTL uses for every frame (``dataset/vkitti2.py``: fx = fy = 725.0087, u0 = 620.5,
+v0 = 187 at 375×1242, the release's ``intrinsic.txt`` values): ``normals: metric`` (default) scales
+it to the sample's size and takes the metric depth; ``normals: densemtl`` reproduces DenseMTL's
+numbers (see ``scenemtl.data.densemtl.derived_normals``). Far pixels (65535) are invalid with
+``far_invalid`` (default); DenseMTL trains on them as a flat background.
 """
 
 from __future__ import annotations
@@ -55,8 +61,10 @@ import numpy as np
 from scenemtl.data.base import DatasetInfo, DenseDataset, register_dataset
 from scenemtl.data.download import Archive
 from scenemtl.fileio import read_image, read_label_png
+from scenemtl import geometry
 from scenemtl.data.densemtl import (
     DENSEMTL_MEAN,
+    check_normals_mode,
     DENSEMTL_STD,
     FAR_CODE,
     check_resize,
@@ -119,18 +127,23 @@ def decode_classes(rgb: np.ndarray) -> np.ndarray:
     return np.where(_KEYS[where] == keys, _KEY_CLASS[where], 255).astype(np.uint8)
 
 
+#: DenseMTL's camera matrix of every frame at 375×1242 (``dataset/vkitti2.py``)
+CAMERA = geometry.intrinsics(725.0087, 725.0087, 620.5, 187.0)
+
+
 @register_dataset("vkitti2")
 class VirtualKitti2(DenseDataset):
     """Virtual KITTI 2: semseg (14 classes) and depth in metres, one variation and camera of every scene."""
 
     info = DatasetInfo(
         name="vkitti2",
-        tasks=("semseg", "depth"),
+        tasks=("semseg", "depth", "normals"),
         class_names={"semseg": CLASS_NAMES},
         palettes={"semseg": PALETTE},
         mean=DENSEMTL_MEAN,
         std=DENSEMTL_STD,
     )
+    provides_eval = ("normals_unmasked",)  # with normals: densemtl (DenseMTL's legacy normals metric)
     release_sizes = ((375, 1242),)
     archives = tuple(
         Archive(
@@ -153,10 +166,12 @@ class VirtualKitti2(DenseDataset):
         split_seed: int = 42,
         split_rule: str = "disjoint",
         far_invalid: bool = True,
+        normals: str = "metric",
     ) -> None:
         super().__init__(root, split, tasks)
         if root is None:
             raise ConfigError(f"data.root is not set for dataset 'vkitti2': {HELP}")
+        self.normals = check_normals_mode("vkitti2", normals)
         if variation not in VARIATIONS:
             raise ConfigError(
                 f"data.options.variation for 'vkitti2': unknown variation {variation!r}.{did_you_mean(variation, VARIATIONS)}"
@@ -172,7 +187,8 @@ class VirtualKitti2(DenseDataset):
             raise DataError(f"no folder {self.root_path} (data.root): {HELP}")
         self.bases = {"rgb": self._base("rgb")}
         for task in self.tasks:
-            self.bases[task] = self._base(task)
+            modality = "depth" if task == "normals" else task
+            self.bases[modality] = self._base(modality)
         rgb_base = self.bases["rgb"]
         frames, scenes = [], []
         for scene in sorted(p for p in rgb_base.iterdir() if p.is_dir() and p.name.startswith("Scene")):
@@ -231,7 +247,7 @@ class VirtualKitti2(DenseDataset):
             if colours.shape[:2] != size:
                 raise size_error(path, "class map", colours.shape, size, image_path)
             targets["semseg"] = decode_classes(colours)
-        if "depth" in self.tasks:
+        if "depth" in self.tasks or "normals" in self.tasks:
             path = self._path("depth", name)
             stored = read_label_png(path, "Virtual KITTI 2 depth PNG", HELP)
             if stored.dtype == np.uint8:
@@ -242,4 +258,5 @@ class VirtualKitti2(DenseDataset):
             if self.far_invalid:
                 depth[stored == FAR_CODE] = 0.0
             targets["depth"] = depth
-        return densemtl_sample(image, targets, self.resize, name, self.tasks)
+        normals = {"camera": CAMERA, "release_camera": CAMERA, "mode": self.normals, "evaluation": self.split != "train"}
+        return densemtl_sample(image, targets, self.resize, name, self.tasks, normals, self.eval_keys)

@@ -59,7 +59,8 @@ def evaluate(
     ``writers`` maps a task to a callable that receives each batch's predictions and ``meta``
     (to save them, e.g. boundary PNGs for SEISM). Metrics receive what their ``wants`` names:
     ``ids`` (the samples' ids, to score a subset, e.g. SEISM's PASCAL ``test_new``) and
-    ``eval_target`` (the task's evaluation target when the batch has it, e.g. SEISM's label images).
+    ``eval_target`` (the task's evaluation target when the batch has it, e.g. SEISM's label images)
+    and ``logits`` (the task's raw output, for metrics defined on it, e.g. DenseMTL's legacy normals).
     ``on_batch(batch, predictions)`` sees every batch with all tasks' predictions (e.g. to draw panels).
     """
     was_training = model.training
@@ -77,7 +78,8 @@ def evaluate(
         for index, (name, task) in enumerate(tasks.items()):
             labelled[index] += task.valid_mask(batch[name]).sum()
             prediction = task.predict(output.final[name].float())
-            metrics[name].update(prediction, batch[name], **metric_context(metrics[name], task, batch, ids))
+            context = metric_context(metrics[name], task, batch, ids, output.final[name])
+            metrics[name].update(prediction, batch[name], **context)
             if writers and name in writers:
                 writers[name](prediction, batch.get("meta", []))
             if on_batch is not None:
@@ -109,9 +111,14 @@ def task_metrics(tasks: Mapping[str, Task]) -> dict[str, StreamingMetric]:
     return metrics
 
 
-def metric_context(metric: StreamingMetric, task: Task, batch: Mapping[str, Any], ids: list[str]) -> dict[str, Any]:
-    """The extra inputs a metric asks for (``wants``) that this batch has: sample ids, the task's evaluation target."""
+def metric_context(
+    metric: StreamingMetric, task: Task, batch: Mapping[str, Any], ids: list[str], logits: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """The extra inputs a metric asks for (``wants``) that this batch has: sample ids, the task's evaluation
+    target, the model's raw output (``logits``)."""
     context: dict[str, Any] = {}
+    if "logits" in metric.wants and logits is not None:
+        context["logits"] = logits.float()
     if "ids" in metric.wants:
         context["ids"] = ids
     if "eval_target" in metric.wants and task.eval_target is not None and task.eval_target in batch:

@@ -28,6 +28,16 @@ def angular_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return torch.rad2deg(2 * torch.atan2((p - g).norm(dim=1), (p + g).norm(dim=1)))
 
 
+#: DenseMTL's column-wise computation (legacy; see ``NormalsMetric``)
+LEGACY_COLUMNS = "densemtl_columns"
+NORMALS_POOLINGS = {**POOLINGS, LEGACY_COLUMNS: "DenseMTL's column-wise angles (legacy)"}
+
+
+def densemtl_column_angles(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[B,3,W]``: DenseMTL's per-image "angles" in degrees, ``2·atan2(‖p − g‖, ‖p + g‖)`` with norms over the rows."""
+    return torch.rad2deg(2 * torch.atan2((prediction - target).norm(dim=-2), (prediction + target).norm(dim=-2)))
+
+
 class NormalsMetric(StreamingMetric):
     """Mean, median and RMSE angle and the share of pixels under 11.25°, 22.5° and 30° (in percent).
 
@@ -54,6 +64,17 @@ class NormalsMetric(StreamingMetric):
       or their spread across processes. MTAN's valid pixels have gt components summing to ≠ 0
       (here: any component ≠ 0; the same for its zero-vector invalid pixels).
 
+    - 'densemtl_columns' (legacy, DenseMTL's numbers as its code computes them,
+      ``astra-vision/DenseMTL:metrics/normals.py`` with ``average_meters.py:measure``): per image,
+      the "angle" ``2·atan2(‖p − g‖, ‖p + g‖)`` with the norms taken over the image rows (dim 1 of
+      a ``[3,H,W]`` map), so 3·W values between image columns of one channel each; the mask is not
+      used and the prediction is the raw output (not normalised); mean, ``torch.median``, mean
+      square and shares per image, averaged over images, RMSE = sqrt(mean of the mean squares).
+      It reads the task's raw output (``wants`` ``logits``) and, where the batch has it, the
+      evaluation target ``normals_unmasked`` (the normals DenseMTL computes at every pixel, invalid
+      ones included; datasets with ``normals: densemtl`` provide it), else the target.
+      This is not an angular error per pixel; it exists to compare with DenseMTL's tables.
+
     Angles are ``2·atan2(|p̂−ĝ|, |p̂+ĝ|)`` (MTAN: ``acos`` of the clamped dot product, the same angle
     with less precision near 0°). Images (or batches) without a valid pixel are skipped.
     """
@@ -73,10 +94,12 @@ class NormalsMetric(StreamingMetric):
 
     def __init__(self, pooling: str = "pixel") -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"normals pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+        if pooling not in NORMALS_POOLINGS:
+            raise ValueError(f"normals pooling must be one of {list(NORMALS_POOLINGS)}, got {pooling!r}")
         self.pooling = pooling
-        self.variant = POOLINGS[pooling]
+        self.variant = NORMALS_POOLINGS[pooling]
+        if pooling == LEGACY_COLUMNS:
+            self.wants = ("logits", "eval_target")
         self.add_state("count", torch.zeros((), dtype=torch.float64))
         self.add_state("angle_sum", fixed_zero())
         self.add_state("angle_sq_sum", fixed_zero())
@@ -88,8 +111,17 @@ class NormalsMetric(StreamingMetric):
             self.add_state("median_sum", fixed_zero())
             self.add_state("within_sum", fixed_zero(len(self.thresholds)))
 
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of normal maps (``[B,3,H,W]``)."""
+    def update(
+        self,
+        prediction: torch.Tensor,
+        target: torch.Tensor,
+        logits: torch.Tensor | None = None,
+        eval_target: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch of normal maps (``[B,3,H,W]``); ``logits``, ``eval_target``: see 'densemtl_columns'."""
+        if self.pooling == LEGACY_COLUMNS:
+            self._add_columns(prediction if logits is None else logits, target if eval_target is None else eval_target)
+            return
         prediction, target = self._inputs(prediction, target)
         valid = (target != 0).any(dim=1) & torch.isfinite(target).all(dim=1)
         angles = angular_error(prediction, target)
@@ -107,9 +139,20 @@ class NormalsMetric(StreamingMetric):
         self.median_sum += fixed_point(table[:, 2])
         self.within_sum += fixed_point(table[:, 3:])
 
+    def _add_columns(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        prediction, target = self._inputs(prediction, target)
+        p, g = prediction.double(), target.double()
+        rows = [self._summary(angle.reshape(-1)) for angle in densemtl_column_angles(p, g)]
+        table = torch.stack(rows)
+        self.count += table.shape[0]
+        self.angle_sum += fixed_point(table[:, 0])
+        self.angle_sq_sum += fixed_point(table[:, 1])
+        self.median_sum += fixed_point(table[:, 2])
+        self.within_sum += fixed_point(table[:, 3:])
+
     def _summary(self, angle: torch.Tensor) -> torch.Tensor:
         """Mean, mean square, median and the shares under each threshold of one image's (batch's) angles."""
-        if self.pooling == "image":
+        if self.pooling in ("image", LEGACY_COLUMNS):
             median = angle.median()  # torch: the lower middle value
         else:
             n = angle.numel()  # np.median: the mean of the two middle values (one when n is odd)

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from scenemtl.fileio import Stored, read_image, read_npy
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.metrics import NormalsMetric
-from scenemtl.metrics.base import POOLINGS
-from scenemtl.metrics.normals import unit_vectors
+from scenemtl.metrics.normals import NORMALS_POOLINGS, unit_vectors
 from scenemtl.tasks.base import PREDICTION_FIX, Task, masked_mean
 from scenemtl.tasks.colors import Key, colorize_normals
 from scenemtl.tasks.registry import register_task
@@ -26,8 +25,12 @@ class NormalsTask(Task):
     As InvPT's ``L1Loss(normalize=True)``; ``loss: cosine`` is MTAN's 1 − mean over valid pixels
     of n̂·n instead. Invalid pixels are the all-zero vector. A horizontal flip negates the x
     component. ``pooling`` of the errors: 'pixel' (MTI-Net style, default), 'image' (DenseMTL)
-    or 'batch' (MTAN: per test batch, averaged over batches); see ``NormalsMetric``.
+    or 'batch' (MTAN: per test batch, averaged over batches), or 'densemtl_columns' (DenseMTL's
+    column-wise numbers, legacy); see ``NormalsMetric``.
     """
+
+    #: the normals at every pixel (DenseMTL's ground truth, invalid pixels included), for 'densemtl_columns'
+    eval_target = "normals_unmasked"
 
     out_channels = 3
     pad_value = 0.0
@@ -36,8 +39,11 @@ class NormalsTask(Task):
         super().__init__(name)
         if loss not in ("l1", "cosine"):
             raise ConfigError(f"tasks.{name}.loss must be 'l1' (InvPT) or 'cosine' (MTAN), got {loss!r}")
-        if pooling not in POOLINGS:
-            raise ConfigError(f"tasks.{name}.pooling must be 'pixel' (MTI-Net), 'image' (DenseMTL) or 'batch' (MTAN), got {pooling!r}")
+        if pooling not in NORMALS_POOLINGS:
+            raise ConfigError(
+                f"tasks.{name}.pooling must be 'pixel' (MTI-Net), 'image' (DenseMTL's quantity, per pixel), 'batch' (MTAN) "
+                f"or 'densemtl_columns' (DenseMTL's code, legacy), got {pooling!r}"
+            )
         self.loss_kind, self.pooling = loss, pooling
 
     #: beyond ``UNIT_BAD_SHARE`` of labelled pixels off unit length by more than ``UNIT_TOLERANCE``, the normals are wrong

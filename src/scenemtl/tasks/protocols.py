@@ -104,6 +104,17 @@ PROTOCOLS: dict[str, Protocol] = {
             },
         ),
         Protocol(
+            "densemtl_legacy",
+            "DenseMTL as coded: the densemtl protocol with its column-wise normals numbers (norms over image rows, "
+            "no mask, raw output; needs data.options.normals: densemtl for its ground truth at every pixel)",
+            "DenseMTL's released normals numbers on Cityscapes, Synthia and VKITTI2 (not an angular error per pixel)",
+            {
+                "semseg": _SEGMENTATION,
+                "depth": {"pooling": "image", "clamp": [1e-3, 80.0]},
+                "normals": {"pooling": "densemtl_columns"},
+            },
+        ),
+        Protocol(
             "mtan",
             "MTAN: confusion-matrix mIoU over the test set; depth and normals errors per test batch, averaged over "
             "batches (as MTAN prints them)",
