@@ -31,6 +31,19 @@ the sample's size; ``normals: densemtl`` reproduces DenseMTL's numbers: its cons
 (fx 2262.52, fy 2265.3018, u0 1096.98, v0 513.137: the full-size values, used unscaled on its
 512×1024 images, ``dataset/cityscapes.py``) and its inverse depth code.
 
+Video (``sequence_folder``, e.g. ``leftImg8bit_sequence`` from ``leftImg8bit_sequence_trainvaltest.zip``,
+or DenseMTL's 512×1024 copy ``leftImg8bit_sequence_small``): each annotated frame
+``<city>_<seq>_<n>`` comes with its neighbours ``n − 1`` and ``n + 1``
+(``<sequence_folder>/<split>/<city>/<city>_<seq>_<n±1, 6 digits>_leftImg8bit.png``, ``.jpg`` accepted),
+as DenseMTL's semi-supervised depth reads them (``dataset/cityscapes.py:get_image_path``,
+``only_sequences_with_segmentation``); frames whose neighbours are missing are left out (counted in
+``notes``). Samples then hold ``frames`` (uint8 ``[3,3,H,W]``: n − 1, n, n + 1, resized as the
+image; the middle one is the image) and ``camera`` (float32 ``[3,3]``, ``scenemtl.geometry``'s
+convention): with ``camera: file`` (default) the camera file's fx, fy, u0, v0 (of the 1024×2048
+images) scaled to the sample's size; with ``camera: densemtl`` DenseMTL's constant full-size matrix
+used unscaled, and mirrored its way under a flip (``dataset/base.py:get_K``, a quirk inherited from
+3-Ways: at 512×1024 the focal length is twice the true one).
+
 Options: ``image_folder`` reads the images from another folder with the same layout and file
 names, e.g. DenseMTL's pre-resized copy ``leftImg8bit_small``. Its images are smaller than the
 label and disparity maps, so those are then resampled to the image size, nearest neighbour (what
@@ -154,6 +167,8 @@ CATEGORY_OF_TRAIN_ID = [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6]
 CATEGORY_COLOURS = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (107, 142, 35), (70, 130, 180), (220, 20, 60), (0, 0, 142)]
 MAX_LABEL_ID = 33
 RAW_IMAGES = "leftImg8bit"
+#: the size (H, W) of the release's images, which the camera files describe
+FULL_SIZE = (1024, 2048)
 #: DenseMTL's (and 3-Ways') constant camera matrix, the full-size values (``dataset/cityscapes.py``)
 DENSEMTL_CAMERA = geometry.intrinsics(2262.52, 2265.3018, 1096.98, 513.137)
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -163,6 +178,10 @@ HELP = (
     f"log in at {DOWNLOADS}, download leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip, "
     "disparity_trainvaltest.zip and camera_trainvaltest.zip, unzip them all into one folder (which then holds "
     "leftImg8bit/, gtFine/, disparity/ and camera/) and set data.root to it"
+)
+SEQUENCE_HELP = (
+    f"download leftImg8bit_sequence_trainvaltest.zip from {DOWNLOADS} (the 30-frame snippets around every annotated "
+    "frame), unzip it into data.root and set data.options.sequence_folder to leftImg8bit_sequence"
 )
 NPY_HELP = (
     "download MTAN's preprocessed Cityscapes (`scenemtl data download cityscapes_npy --root DIR`, or the "
@@ -251,11 +270,19 @@ class Cityscapes(DenseDataset):
         size: list[int] | None = None,
         max_depth: float | None = None,
         normals: str = "metric",
+        sequence_folder: str | None = None,
+        camera: str = "file",
     ) -> None:
         super().__init__(root, split, tasks)
         if root is None:
             raise ConfigError(f"data.root is not set for dataset '{self.info.name}': {HELP}")
         self.normals = check_normals_mode(self.info.name, normals)
+        if camera not in ("file", "densemtl"):
+            raise ConfigError(
+                f"data.options.camera for '{self.info.name}' must be 'file' (the camera files) or 'densemtl' "
+                f"(DenseMTL's constant full-size matrix, unscaled), got {camera!r}"
+            )
+        self.sequence_folder, self.camera_source = sequence_folder, camera
         self.size = _size_option(size, "data.options.size")
         if max_depth is not None and not max_depth > 0:
             raise ConfigError(f"data.options.max_depth must be positive or null, got {max_depth!r}")
@@ -270,6 +297,17 @@ class Cityscapes(DenseDataset):
             self.items.extend((city.name, stem) for stem in stems)
         if not self.items:
             raise DataError(f"no <city>/<id>{IMAGE_SUFFIX} files in {images}; {HELP}")
+        if sequence_folder is not None:
+            require_folder(self.root_path / sequence_folder / split, f"the {split} video frames", SEQUENCE_HELP)
+            require_folder(self.root_path / "camera" / split, f"the {split} camera files", HELP)
+            complete = [item for item in self.items if all(self._neighbour(item, o) is not None for o in (-1, 1))]
+            if not complete:
+                raise DataError(
+                    f"no annotated frame of {split} has both neighbours in {self.root_path / sequence_folder / split}; {SEQUENCE_HELP}"
+                )
+            if len(complete) < len(self.items):
+                self.notes.append(f"{len(self.items) - len(complete)} annotated frames left out: a neighbouring video frame is missing")
+            self.items = complete
         folders = {"semseg": ["gtFine"], "depth": ["disparity", "camera"], "normals": ["disparity", "camera"]}
         for task in self.tasks:
             for folder in folders[task]:
@@ -287,6 +325,37 @@ class Cityscapes(DenseDataset):
         """``<city>_<seq>_<frame>``."""
         return self.items[index][1]
 
+    def _neighbour(self, item: tuple[str, str], offset: int) -> Path | None:
+        """The video frame ``offset`` frames from an annotated one, or None when it is not there."""
+        city, stem = item
+        prefix, frame = stem.rsplit("_", 1)
+        folder = self.root_path / str(self.sequence_folder) / self.split / city
+        for suffix in ("png", "jpg"):
+            path = folder / f"{prefix}_{int(frame) + offset:06d}_leftImg8bit.{suffix}"
+            if path.is_file():
+                return path
+        return None
+
+    def _video(self, index: int, image: np.ndarray, target: tuple[int, int]) -> dict:
+        """``frames`` and ``camera`` of a sample (see the module docstring)."""
+        frames = []
+        for offset in (-1, 1):
+            path = self._neighbour(self.items[index], offset)
+            if path is None:
+                raise DataError(f"the video frame {offset:+d} of {self.sample_id(index)} is missing; {SEQUENCE_HELP}")
+            frame = read_image(path, "Cityscapes video frame", SEQUENCE_HELP)
+            if frame.shape[:2] != target:
+                frame = np.asarray(Image.fromarray(frame).resize((target[1], target[0]), Image.Resampling.LANCZOS))
+            frames.append(frame)
+        frames.insert(1, image)
+        out: dict = {"frames": torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()}
+        if self.camera_source == "densemtl":
+            matrix = DENSEMTL_CAMERA
+        else:
+            matrix = geometry.resize_intrinsics(self._camera_file(index)[1], FULL_SIZE, target)
+        out["camera"] = torch.from_numpy(matrix.astype(np.float32))
+        return out
+
     def _path(self, folder: str, index: int, suffix: str) -> Path:
         city, stem = self.items[index]
         return self.root_path / folder / self.split / city / f"{stem}_{suffix}"
@@ -301,7 +370,6 @@ class Cityscapes(DenseDataset):
             resized = Image.fromarray(image).resize((target[1], target[0]), Image.Resampling.LANCZOS)
             image = np.array(resized)
         sample: dict = {"image": image_to_tensor(image)}
-        camera = None
         for task in dict.fromkeys("depth" if task == "normals" else task for task in self.tasks):
             if task == "semseg":
                 path, array = self._semseg(index)
@@ -313,6 +381,7 @@ class Cityscapes(DenseDataset):
                         f"{path}: the {task} map is {array.shape[0]}×{array.shape[1]} but its image "
                         f"{image_path} is {stored[0]}×{stored[1]}; re-extract both from the release"
                     )
+            source = array.shape[:2]
             if array.shape != target:
                 array = resize_nearest(array, target)
             tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -322,10 +391,15 @@ class Cityscapes(DenseDataset):
             if "depth" in self.tasks:
                 sample["depth"] = tensor[None]
             if "normals" in self.tasks:
-                camera = geometry.resize_intrinsics(camera, stored, target)
                 unmasked = "normals_unmasked" in self.eval_keys and self.normals == "densemtl"
-                sample.update(derived_normals(array, camera, DENSEMTL_CAMERA, self.normals, self.split != "train", unmasked))
-        sample["meta"] = {"id": self.sample_id(index), "size": tuple(target), "labelled": list(self.tasks)}
+                scaled = geometry.resize_intrinsics(camera, source, target)
+                sample.update(derived_normals(array, scaled, DENSEMTL_CAMERA, self.normals, self.split != "train", unmasked))
+        meta = {"id": self.sample_id(index), "size": tuple(target), "labelled": list(self.tasks)}
+        if self.sequence_folder is not None:
+            sample.update(self._video(index, image, target))
+            if self.camera_source == "densemtl":
+                meta["camera_flip"] = (2048.0, 1024.0)
+        sample["meta"] = meta
         return sample
 
     def _semseg(self, index: int) -> tuple[Path, np.ndarray]:
@@ -337,27 +411,33 @@ class Cityscapes(DenseDataset):
             )
         return path, self.lookup[ids]
 
+    def _camera_file(self, index: int) -> tuple[float, np.ndarray]:
+        """The stereo baseline (metres) and the camera matrix of the 1024×2048 images, from the camera file."""
+        camera_path = self._path("camera", index, "camera.json")
+        camera = read_json(camera_path, "Cityscapes camera file", HELP)
+        try:
+            baseline, intrinsic = float(camera["extrinsic"]["baseline"]), camera["intrinsic"]
+            fx = float(intrinsic["fx"])
+            matrix = geometry.intrinsics(fx, *(float(intrinsic.get(k, default)) for k, default in (("fy", fx), ("u0", 0), ("v0", 0))))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise DataError(f"{camera_path}: no extrinsic.baseline and intrinsic.fx numbers; {HELP}") from None
+        if not (baseline > 0 and fx > 0):
+            raise DataError(f"{camera_path}: baseline {baseline} and fx {fx} must be positive; {HELP}")
+        needs_centre = "normals" in self.tasks or (self.sequence_folder is not None and self.camera_source == "file")
+        if needs_centre and not {"u0", "v0"} <= set(intrinsic):
+            raise DataError(f"{camera_path}: no intrinsic.u0 and intrinsic.v0 (the principal point the camera matrix needs); {HELP}")
+        return baseline, matrix
+
     def _depth(self, index: int) -> tuple[Path, np.ndarray, np.ndarray]:
         """The disparity file, its depth in metres and the camera matrix at the file's size (from the camera file)."""
         path = self._path("disparity", index, "disparity.png")
         raw = read_image(path, "Cityscapes disparity (16-bit PNG)", HELP, mode=None)
         if raw.ndim != 2:
             raise DataError(f"{path}: a disparity map has one channel, found shape {raw.shape}; {HELP}")
-        camera_path = self._path("camera", index, "camera.json")
-        camera = read_json(camera_path, "Cityscapes camera file", HELP)
-        try:
-            baseline, fx = float(camera["extrinsic"]["baseline"]), float(camera["intrinsic"]["fx"])
-            intrinsic = camera["intrinsic"]
-            matrix = geometry.intrinsics(fx, *(float(intrinsic.get(k, default)) for k, default in (("fy", fx), ("u0", 0), ("v0", 0))))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise DataError(f"{camera_path}: no extrinsic.baseline and intrinsic.fx numbers; {HELP}") from None
-        if "normals" in self.tasks and not {"u0", "v0"} <= set(camera["intrinsic"]):
-            raise DataError(f"{camera_path}: no intrinsic.u0 and intrinsic.v0 (the principal point the normals need); {HELP}")
+        baseline, matrix = self._camera_file(index)
         # the camera file describes the 1024×2048 images: scaled to the disparity map's size
-        matrix = geometry.resize_intrinsics(matrix, (1024, 2048), raw.shape[:2])
-        if not (baseline > 0 and fx > 0):
-            raise DataError(f"{camera_path}: baseline {baseline} and fx {fx} must be positive; {HELP}")
-        depth = disparity_to_depth(raw, baseline, fx)
+        depth = disparity_to_depth(raw, baseline, matrix[0, 0])
+        matrix = geometry.resize_intrinsics(matrix, FULL_SIZE, raw.shape[:2])
         if self.max_depth is not None:
             depth[depth >= self.max_depth] = 0.0
         return path, depth, matrix

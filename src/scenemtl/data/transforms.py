@@ -31,6 +31,14 @@ against a step-by-step transcription of the official transforms fed the same dra
 
 Images are numpy ``H×W×3`` arrays (OpenCV's layout) while being augmented and ``[3,H,W]``
 tensors otherwise; ``Normalize`` returns the float tensor the model reads.
+
+Video samples (self-supervised depth) also hold ``frames``, uint8 ``[F,3,H,W]`` (the clip's frames,
+the annotated one included, not colour-jittered: the photometric loss compares them as captured)
+and ``camera``, the float32 ``[3,3]`` camera matrix (``scenemtl.geometry``'s convention). The
+geometric steps apply to them what they apply to the image: the same zoom (``cv2.resize`` of the
+uint8 frames, ``INTER_LINEAR``), crop, flip and pad, and the camera matrix follows (scaled, shifted,
+mirrored). A sample whose ``meta['camera_flip']`` is ``(W, H)`` mirrors its camera as DenseMTL does
+(``u0 → W − u0`` and ``v0 → H − v0`` in the release's full-size pixels; ``dataset/base.py:get_K``).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scenemtl import geometry
 from scenemtl.fileio import Stored, decode_stored
 from scenemtl.tasks import Task
 from scenemtl.metrics.base import EVAL_PAD
@@ -62,6 +71,16 @@ class Draws:
     def randint(self, low: int, high: int) -> int:
         """An integer in ``[low, high]``, both ends included (as ``random.randint``)."""
         return int(self.rng.integers(low, high + 1))
+
+
+def _camera(sample: dict, change) -> None:
+    """Replace the sample's camera matrix by ``change(matrix)`` (float64 numpy in, float32 tensor out)."""
+    if "camera" in sample:
+        sample["camera"] = torch.from_numpy(change(np.asarray(sample["camera"], dtype=np.float64)).astype(np.float32))
+
+
+def _frames_hwc(frames: torch.Tensor) -> list[np.ndarray]:
+    return [np.ascontiguousarray(frame.permute(1, 2, 0).numpy()) for frame in frames]
 
 
 def _targets(sample: dict, tasks: Mapping[str, Task]):
@@ -229,6 +248,8 @@ class RandomScaleCrop:
                 cols = np.arange(size[1]) if cols is None else cols
                 rows, cols = rows[top : top + crop[0]], cols[left : left + crop[1]]
         sample["image"] = image  # the crop may be a view: the next step that needs a compact array copies it
+        if "frames" in sample or "camera" in sample:
+            _scale_crop_video(sample, (height, width), image.shape[:2], zoom, offsets if crop is not None else None)
         if rows is not None:
             index_rows, index_cols = torch.from_numpy(rows), torch.from_numpy(cols)
             for name, task in _targets(sample, self.tasks):
@@ -236,6 +257,19 @@ class RandomScaleCrop:
             for key in _eval_keys(sample, self.tasks):
                 sample[key] = sample[key].index_select(-2, index_rows).index_select(-1, index_cols)
         return sample
+
+
+def _scale_crop_video(sample: dict, size: tuple[int, int], final: tuple[int, int], zoom: float, offsets) -> None:
+    """The zoom and crop of ``RandomScaleCrop`` applied to ``frames`` and ``camera``."""
+    zoomed = (max(1, int(size[0] * zoom)), max(1, int(size[1] * zoom))) if zoom != 1.0 else size
+    top, left = offsets if offsets is not None else (0, 0)
+    if "frames" in sample:
+        frames = sample["frames"]
+        if zoomed != size:
+            picked = [cv2.resize(f, zoomed[::-1], interpolation=cv2.INTER_LINEAR) for f in _frames_hwc(frames)]
+            frames = torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2)
+        sample["frames"] = frames[..., top : top + final[0], left : left + final[1]].contiguous()
+    _camera(sample, lambda k: geometry.crop_intrinsics(geometry.resize_intrinsics(k, size, zoomed), top, left))
 
 
 def RandomScale(tasks: Mapping[str, Task], low: float, high: float, adjust_depth: bool = False) -> RandomScaleCrop:
@@ -279,6 +313,9 @@ def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], c
             sample[name] = padded.reshape(target.shape[:-2] + padded.shape[-2:]).to(target.dtype)
         for key in _eval_keys(sample, tasks):  # evaluation label images
             sample[key] = F.pad(sample[key], borders, value=EVAL_PAD)
+        if "frames" in sample:
+            sample["frames"] = F.pad(sample["frames"], borders, value=0)
+        _camera(sample, lambda k: geometry.crop_intrinsics(k, -top, -left))
     meta = sample.setdefault("meta", {})
     meta["pad"] = (top, left, height, width)
     return sample
@@ -301,7 +338,27 @@ class RandomHorizontalFlip:
                 sample[name] = task.flip_horizontal(sample[name])
             for key in _eval_keys(sample, self.tasks):
                 sample[key] = sample[key].flip(-1)
+            if "frames" in sample:
+                sample["frames"] = sample["frames"].flip(-1)
+            meta = sample.get("meta", {})
+            width = image_size(sample["image"])[1]
+            if meta.get("camera_flip"):
+                _camera(sample, lambda k: densemtl_flip(k, meta["camera_flip"], meta["size"][1], width))
+            else:
+                _camera(sample, lambda k: geometry.flip_intrinsics(k, width))
         return sample
+
+
+def densemtl_flip(camera: np.ndarray, full_size: Sequence[float], original_width: int, width: int) -> np.ndarray:
+    """DenseMTL's mirrored camera (``dataset/base.py:get_K``), for a sample ``original_width`` wide cropped to
+    ``width`` at any column before the flip: DenseMTL flips the loaded image, crops at x1, and sets
+    ``u0 → W_full − u0 − x1`` and ``v0 → H_full − v0 − y1`` with the release's full size ``(W_full, H_full)``
+    (v0 moves too, though a mirror keeps rows). Exact for crops that keep every row (its SDE recipe:
+    512×1024 images, 512×512 crops)."""
+    out = np.array(camera, dtype=np.float64)
+    out[0, 2] = (full_size[0] - original_width) + width - camera[0, 2]
+    out[1, 2] = full_size[1] - camera[1, 2]
+    return out
 
 
 def _saturate(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
