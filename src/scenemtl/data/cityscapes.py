@@ -31,6 +31,9 @@ the sample's size; ``normals: densemtl`` reproduces DenseMTL's numbers: its cons
 (fx 2262.52, fy 2265.3018, u0 1096.98, v0 513.137: the full-size values, used unscaled on its
 512×1024 images, ``dataset/cityscapes.py``) and its inverse depth code.
 
+Normalisation: ImageNet's mean and std, except ``cityscapes_16`` (DenseMTL's class set, read by its
+recipes), which takes DenseMTL's ``(x − 0.45) / 0.225`` (``vendor/monodepth2/resnet_encoder.py``).
+
 Video (``sequence_folder``, e.g. ``leftImg8bit_sequence`` from ``leftImg8bit_sequence_trainvaltest.zip``,
 or DenseMTL's 512×1024 copy ``leftImg8bit_sequence_small``): each annotated frame
 ``<city>_<seq>_<n>`` comes with its neighbours ``n − 1`` and ``n + 1``
@@ -89,7 +92,7 @@ import torch
 from PIL import Image
 
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
-from scenemtl.data.densemtl import check_normals_mode, derived_normals
+from scenemtl.data.densemtl import DENSEMTL_MEAN, DENSEMTL_STD, check_normals_mode, derived_normals
 from scenemtl import geometry
 from scenemtl.data.download import Archive
 from scenemtl.fileio import read_image, read_json, read_label_png, read_npy, require_folder
@@ -448,7 +451,8 @@ class Cityscapes16(Cityscapes):
     """The official Cityscapes release with DenseMTL's 16 classes (the 19 without truck, terrain, train)."""
 
     classes = 16
-    info = _info("cityscapes_16", ("semseg", "depth", "normals"), 16)
+    # DenseMTL's class set, with DenseMTL's input normalisation (its encoder's (x − 0.45) / 0.225)
+    info = _info("cityscapes_16", ("semseg", "depth", "normals"), 16, mean=DENSEMTL_MEAN, std=DENSEMTL_STD)
 
 
 @register_dataset("cityscapes_7")

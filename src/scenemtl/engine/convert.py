@@ -1,6 +1,6 @@
 """``scenemtl convert``: an official checkpoint of a seed method as a scenemtl checkpoint.
 
-The official InvPT and TaskPrompter releases (``*.pth.tar``) are read weights-only, renamed
+The official InvPT and TaskPrompter releases (``*.pth.tar``) and DenseMTL's (``*.pkl``) are read weights-only, renamed
 through the architecture's key map (``models/official.py``; every key mapped or listed as unused
 by the official forward) into the model the config builds, and written as a model folder
 (``scenemtl.save_pretrained``: ``model.safetensors`` with the config, tasks, class names and
@@ -28,7 +28,8 @@ def convert_official(config: Config, path: str | Path, out: str | Path) -> tuple
     loaded.model.meta = loaded.meta
     origin = (
         f"converted from the official release file `{Path(path).name}` (its licence applies to these weights; "
-        "InvPT, TaskPrompter, DiffusionMTL and MTI-Net release theirs under CC BY-NC 4.0, non-commercial)"
+        "InvPT, TaskPrompter, DiffusionMTL and MTI-Net release theirs under CC BY-NC 4.0, non-commercial; DenseMTL's "
+        "repository is Apache-2.0 but its decoder and encoder code comes from monodepth2, whose licence is non-commercial)"
     )
     folder = save_pretrained(loaded.model, out, origin=origin)
     return folder, loaded.dropped, loaded.meta.step

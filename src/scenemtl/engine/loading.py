@@ -2,8 +2,8 @@
 
 It is the only place that knows the kinds of checkpoint: scenemtl's (a run folder, a ``step_N``
 or ``best`` folder, a ``model.safetensors``; the model is rebuilt from the config in its
-metadata) and the seeds' official files (``*.pth.tar``, read weights-only and renamed through the
-architecture's key map into the model the given config builds).
+metadata) and the seeds' official files (InvPT's/TaskPrompter's ``*.pth.tar``, DenseMTL's ``*.pkl``,
+read weights-only and renamed through the architecture's key map into the model the given config builds).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _from_official(config: Config, path: Path):
     extra = load_official_into(model, path)
     meta = CheckpointMeta(
         config=config,
-        step=int(extra.get("iter_count", 0) or 0),
+        step=int(extra.get("iter_count", extra.get("step", 0)) or 0),  # InvPT's iter_count, DenseMTL's resume.pkl step
         class_names=dict(info.class_names),
         palettes={k: [list(map(int, c)) for c in v] for k, v in info.palettes.items()},
         mean=tuple(info.mean),

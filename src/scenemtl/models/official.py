@@ -3,12 +3,15 @@
 A ``KeyMap`` is a table of rules, each an official key pattern and ours, with placeholders:
 
 - ``{t}``: a task's name (the official name on the official side: ``sal`` for saliency);
+- ``{s}``: a second task's name, spelled as ``{t}`` (DenseMTL's pairwise modules: the source task
+  of a message to task ``{t}``);
 - ``{ti}``: a task's index in the official task order (``OFFICIAL_ORDER``: semseg, depth,
   human_parts, sal, normals, edge), where the official code keeps per-task modules in lists;
 - ``{n}``, ``{m}``: a number copied as is; ``{rest}``: any remaining dotted path, copied as is.
 
 Every official key is either mapped by a rule or named by a ``drop`` pattern (parameters the
-official forward never uses, so our modules do not have them); anything else is an unknown key,
+official forward never uses, so our modules do not have them, or a second name of a tensor a rule
+already maps: DenseMTL registers its modules twice); anything else is an unknown key,
 and every model key no rule produced is a missing key: ``convert_state`` lists both and converts
 nothing. One conversion besides renaming, exact: a two-class (softmax) output convolution
 becomes the one-logit convolution of our binary tasks (``w₁ − w₀``, ``b₁ − b₀``: the sigmoid of the
@@ -16,10 +19,31 @@ difference is the softmax's second probability, and the task's balanced BCE on i
 seeds' weighted two-class cross-entropy). A position embedding stored on another grid is
 rejected with the key named (set the model's ``img_size`` to the checkpoint's training size).
 
-The official checkpoints (``*.pth.tar``) are ``{'model': state_dict, 'optimizer': …, 'scheduler':
-…, 'epoch': …, 'iter_count': …}`` written under DistributedDataParallel, so keys start with
-``module.``; ``read_official`` accepts that, a bare state dict, and ``state_dict`` wrappers, and
-reads them with ``torch.load(weights_only=True)`` (no pickled code runs).
+The official InvPT/TaskPrompter checkpoints (``*.pth.tar``) are ``{'model': state_dict,
+'optimizer': …, 'scheduler': …, 'epoch': …, 'iter_count': …}`` written under
+DistributedDataParallel, so keys start with ``module.``. DenseMTL's released weights
+(``{sy,vk,cs}_densemtl_{SD,SDN}.pkl``) are a bare state dict: its trainer writes
+``torch.save(self.model.state_dict(), 'model_<step>.pkl')`` (astra-vision/DenseMTL:training/base.py,
+``save_model``; the model is the ``OursAtt`` module itself, no DataParallel wrapper, and its
+``--evaluate`` reads the file back with ``load_state_dict(state, strict=False)``, which only works on
+a bare state dict); its ``resume.pkl`` is ``{'model': …, 'optimizer': …, 'scheduler': …, 'step': …,
+'best': …}``. ``read_official`` accepts all of these (a bare state dict, ``model`` and ``state_dict``
+wrappers, ``module.`` prefixes) and reads them with ``torch.load(weights_only=True)``: tensors,
+numbers, strings and plain containers only, so no pickled code runs. The key maps of each
+architecture live beside it (``invpt.py``, ``taskprompter/``, ``xtam.py``).
+
+Pickled objects. A file that also pickles Python classes (an optimizer or config object, a
+Namespace/EasyDict, NumPy scalars such as a ``best`` metric) cannot be read weights-only, and
+scenemtl never falls back to ``weights_only=False``: it raises a CheckpointError naming the file and
+this one-off step. Where you trust the file's origin, keep only its tensors, once, with PyTorch
+itself (this unpickles the file, i.e. may run code from it), in Python::
+
+    import torch
+    raw = torch.load("IN.pkl", map_location="cpu", weights_only=False)  # only for a file you trust
+    state = raw.get("model", raw.get("state_dict", raw)) if isinstance(raw, dict) else raw.state_dict()
+    torch.save({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, "OUT.pth")
+
+then give ``OUT.pth`` to ``scenemtl convert``/``eval`` (with the config of its model).
 """
 
 from __future__ import annotations
@@ -43,7 +67,14 @@ from scenemtl.tasks.official import (  # noqa: F401  (the key maps' task vocabul
 )
 
 
-_PLACEHOLDERS = {"t": r"(?P<t>[a-z][a-z_]*?)", "ti": r"(?P<ti>\d+)", "n": r"(?P<n>\d+)", "m": r"(?P<m>\d+)", "rest": r"(?P<rest>.+)"}
+_PLACEHOLDERS = {
+    "t": r"(?P<t>[a-z][a-z_]*?)",
+    "s": r"(?P<s>[a-z][a-z_]*?)",
+    "ti": r"(?P<ti>\d+)",
+    "n": r"(?P<n>\d+)",
+    "m": r"(?P<m>\d+)",
+    "rest": r"(?P<rest>.+)",
+}
 
 
 def _regex(template: str) -> re.Pattern:
@@ -72,7 +103,7 @@ class KeyMap:
 
     method: str
     rules: Sequence[Rule]
-    #: official key patterns of parameters the official forward never uses (and why)
+    #: official key patterns not loaded, and why: parameters the official forward never uses, second names of mapped tensors
     drop: Mapping[str, str] = field(default_factory=dict)
     #: a key only this method's checkpoints have (to recognise a checkpoint of another method)
     signature: str = ""
@@ -90,9 +121,14 @@ class KeyMap:
     @staticmethod
     def _task_values(groups: Mapping[str, str], tasks: Sequence[str], official: bool) -> dict[str, str] | None:
         values = {k: v for k, v in groups.items() if v is not None}
+        ours = {official_name(t): t for t in tasks} if official else {t: t for t in tasks}
+        if "s" in values:  # a second task (DenseMTL's source task), translated as {t}
+            if values["s"] not in ours:
+                return None
+            source = ours[values["s"]]
+            values["s"] = source if official else official_name(source)
         if "t" in values:
             name = values["t"]
-            ours = {official_name(t): t for t in tasks} if official else {t: t for t in tasks}
             if name not in ours:
                 return None
             task = ours[name]
@@ -125,7 +161,7 @@ class KeyMap:
         return self._translate(key, tasks, official=False)
 
     def dropped(self, key: str) -> str | None:
-        """Why an official key is not loaded (unused by the official forward), or None."""
+        """Why an official key is not loaded (unused by the official forward, or a second name of a mapped tensor), or None."""
         for regex, why in self._drop:
             if regex.match(key):
                 return why
@@ -204,14 +240,20 @@ def _two_class_task(official_key: str) -> bool:
     return any(f".{official_name(t)}." in f".{official_key}" for t in TWO_CLASS)
 
 
+#: the end of read_torch's refusal of a file it cannot read weights-only (or of a corrupt one)
+_READ_FIX = (
+    "for a file of pickled objects, the one-off step that keeps only its tensors is in the docstring of "
+    "scenemtl.models.official ('Pickled objects'); an official InvPT/TaskPrompter/DenseMTL file that fails "
+    "otherwise may not have downloaded completely"
+)
+
+
 def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    """The model state dict of an official ``.pth.tar`` (``module.`` prefixes removed) and its other entries."""
+    """The model state dict of an official ``.pth.tar``/``.pkl`` (``module.`` prefixes removed) and its other entries."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    raw = read_torch(
-        path, "checkpoint", "if it is an official InvPT/TaskPrompter file, check it downloaded completely", error=CheckpointError
-    )
+    raw = read_torch(path, "checkpoint", _READ_FIX, error=CheckpointError)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state dict or a {{'model': …}} checkpoint")
     extra: dict[str, object] = {}
@@ -230,7 +272,7 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
 
 
 def is_official_file(path: str | Path) -> bool:
-    """True for a PyTorch pickle/zip checkpoint (``.pth``, ``.pth.tar``, ``.pt``), not a safetensors file."""
+    """True for a PyTorch pickle/zip checkpoint (``.pth``, ``.pth.tar``, ``.pt``, DenseMTL's ``.pkl``), not a safetensors file."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -242,7 +284,7 @@ def is_official_file(path: str | Path) -> bool:
             handle.seek(8)
             if handle.read(1) == b"{":
                 return False
-    return head[:2] == b"PK" or head[:1] == b"\x80" or path.name.endswith((".pth", ".pth.tar", ".pt", ".tar"))
+    return head[:2] == b"PK" or head[:1] == b"\x80" or path.name.endswith((".pth", ".pth.tar", ".pt", ".tar", ".pkl"))
 
 
 def load_official_into(model: torch.nn.Module, path: str | Path) -> dict[str, object]:
@@ -251,7 +293,7 @@ def load_official_into(model: torch.nn.Module, path: str | Path) -> dict[str, ob
     if key_map is None:
         raise CheckpointError(
             f"{path} is a PyTorch checkpoint, but architecture '{getattr(model, 'arch', '?')}' has "
-            "no official key map (invpt, taskprompter have); give a scenemtl model.safetensors"
+            "no official key map (invpt, taskprompter, xtam have); give a scenemtl model.safetensors"
         )
     state, extra = read_official(path)
     converted, dropped = convert_state(state, model, key_map, list(model.task_names), source=str(path))

@@ -38,18 +38,45 @@ Parameters of the cross-task block at C channels, per pair: extractor 9C² + C, 
 SxTAM 3(C² + 2C) + C, projection 1.5C·C + 2C; per target: fusion (T - 1)C² + 2C. At C = 128:
 369,920 per pair, 773,120 for two tasks, 2,318,592 for three, 4,636,672 for four (tested).
 
-Official name → ours (for a key map): ``heads.<t>.decoder.<k>`` (index k in the order
-upconv(4,0), skip(4), upconv(4,1), …, upconv(0,0), upconv(0,1), side(0), side(1)) →
-``decoders.<t>.levels.<i>.conv0/conv1``, ``decoders.<t>.side.<scale>``; ``m.<t>.1.extract_<s>`` →
-``xtam.messages.<t>.<s>.extract``; ``SA_<s>.attention/conv`` → ``.self_attention.gate/conv``;
-``SxTAM_<s>.conv_b/conv_c/conv_d/alpha`` → ``.cross_attention.query/key/value/alpha``;
-``proj_<s>`` → ``.project``; ``post`` → ``xtam.fuse.<t>``.
+Official checkpoints (``official_key_map``, ``models/official.py``): DenseMTL's released
+fully supervised weights ``{sy,vk,cs}_densemtl_{SD,SDN}.pkl`` are the ``OursAtt`` module's bare
+state dict (``training/base.py``: ``torch.save(self.model.state_dict(), …)``), read weights-only;
+``scenemtl eval``/``convert`` take them with the config of the same model. Its names
+(``models/ours_xatt.py``, ``vendor/monodepth2/{resnet_encoder,decoder,layers}.py``,
+``vendor/three_ways/model_parts.py``, ``vendor/mtlpt/layers.py``, ``models/components.py``) → ours:
+
+- ``backbone.encoder.<torchvision ResNet name>`` (monodepth2's ``ResnetEncoder`` holds torchvision's
+  ResNet as ``encoder``; its ``fc``/``avgpool`` are replaced by identities, so no head keys) →
+  ``backbone.body.<the same name>`` (timm's ResNet uses torchvision's names);
+- ``heads.<t>.decoder.<k>``: ``DecoderHead`` keeps its ``convs`` table as ``nn.ModuleList(convs.values())``
+  in the order upconv(4,0), skip_proj(4), upconv(4,1), …, upconv(1,1), upconv(0,0), upconv(0,1),
+  side(0), side(1); the skip projections are parameterless identities, so k = 0 (the ASPP: the same
+  ``convs.<i>``/``project`` layout as ours) → ``decoders.<t>.levels.4.conv0``, k = 2, 3, 5, 6, 8, 9,
+  11, 12, 13 (``ConvBlock``: ``block.0.conv`` is the reflection-padded 3×3 convolution, ``block.1`` an
+  identity without batch norm) → ``levels.<i>.conv<j>.0``, k = 14, 15 → ``side.0``, ``side.1``;
+- ``m.<t>.<stage>.extract_<s>`` → ``xtam.messages.<t>.<s>.extract``; ``SA_<s>.attention/conv`` →
+  ``.self_attention.gate/conv``; ``SxTAM_<s>.conv_b/conv_c/conv_d/alpha`` →
+  ``.cross_attention.query/key/value/alpha`` (``conv_b`` reads the target's feature, ``conv_c`` and
+  ``conv_d`` the source's); ``proj_<s>`` → ``.project``; ``post`` → ``xtam.fuse.<t>`` (``CxTAM_<s>`` is
+  an identity in this ablation: no keys);
+- not loaded: ``params.<t>.0.*`` and ``params.<t>.1.*``. ``OursAtt`` registers each task's head and
+  its xTAM modules a second time (``self.params``, a ModuleList of ``heads[t]`` and ``m[t]`` for the
+  optimiser's per-task groups), and ``state_dict()`` writes every tensor under both names; these are
+  the second copies of ``heads.<t>.*`` and ``m.<t>.*``.
+
+The map renames weights; it does not change what the outputs mean. The released depth outputs are
+DenseMTL's "normalised inverse depth" ``65536 / (100·m + 1)`` (``fs_bs2.yml`` ``inverse_depth: True``,
+``loss/depth/berhu.py``), not the metres of our ``depth`` task; and the official losses log the
+metrics of both scales with scale 1 (``scales[-1]``) as the main one, where evaluation here reads scale 0.
 
 Differences from the official code, and why:
 
 - The official fusion concatenates the messages in the iteration order of a Python ``set`` of task
   names (it changes with hash randomisation between runs); here the order of ``tasks``, so the
-  model is reproducible. Loading an official ``post`` weight needs the order its run used.
+  model is reproducible. An official ``post`` weight is loaded in the order of ``tasks`` (other than
+  the target). With two tasks (the SD weights) there is one message and no order; with three (SDN)
+  the order the released run used is not recorded in its file, and DenseMTL's own ``--evaluate``
+  draws it again in its process.
 - Sizes need not be multiples of 32: the decoder upsamples to the skip's size and the attention
   pads its upsampled output (replicating the last row/column) to the query's size; for inputs
   divisible by the encoder's largest stride (16 for the dilated ResNet-101: 448×576, 512×1024) both
@@ -76,6 +103,7 @@ Differences from the official code, and why:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +114,7 @@ from scenemtl.errors import ConfigError, ScenemtlError
 from scenemtl.models.backbones import Backbone
 from scenemtl.models.base import MultiTaskModel
 from scenemtl.models.layers import ASPP, SpatialAttentionGate, conv_norm_act, fp32_conv, resize
+from scenemtl.models.official import KeyMap, Rule
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
@@ -296,6 +325,20 @@ class DenseMTLXTAM(MultiTaskModel):
         """The encoder's parameters."""
         return list(self.backbone.parameters())
 
+    @property
+    def task_names(self) -> list[str]:
+        """The tasks in the model's order (that of its decoders)."""
+        return list(self.decoders)
+
+    @property
+    def official_key_map(self) -> KeyMap:
+        """DenseMTL's names of this model's weights (its xTAM modules are keyed by the decoder level ``stage``)."""
+        return densemtl_key_map(self.stage)
+
+    def unbuilt_official_parameters(self) -> int:
+        """None: the official model's parameters are ours (its ``params`` aliases are the same tensors)."""
+        return 0
+
     def output_layers(self) -> dict[str, list[nn.Module]]:
         """Each task's outputs, final and deeply supervised."""
         return {name: list(decoder.side.values()) for name, decoder in self.decoders.items()}
@@ -330,6 +373,55 @@ def _decoder_channels(values: Sequence[int] | None, levels: int) -> list[int]:
             f"first; DenseMTL: {list(DECODER_CHANNELS)}), got {len(channels)}"
         )
     return channels
+
+
+#: DenseMTL's ``DecoderHead.decoder`` index of upconv(level, j) for its five-level decoder (``n_upconv: 4``): level i > 0
+#: holds upconv(i, 0), skip_proj(i) (a parameterless identity), upconv(i, 1); level 0 has no skip
+DENSEMTL_DECODER_INDEX = {(i, j): 3 * (4 - i) + 2 * j for i in (4, 3, 2, 1) for j in (0, 1)} | {(0, 0): 12, (0, 1): 13}
+#: ... and of its outputs ``side(scale)``, after the convolutions in the order of ``active_scales: [0, 1]``
+DENSEMTL_SIDE_INDEX = {0: 14, 1: 15}
+
+
+@lru_cache(maxsize=None)
+def densemtl_key_map(stage: int = 1) -> KeyMap:
+    """DenseMTL's state-dict names (``ours-cxatt``, ablation ``['SxTAM', 'SA', 'add']``) and ours; see the module docstring.
+
+    ``stage``: the decoder level of the xTAM block (DenseMTL's ``stages: [1]``), the second index of its ``m.<t>.<stage>``.
+    """
+    head, x = "heads.{t}.decoder.", f"m.{{t}}.{stage}."
+    message = "xtam.messages.{t}.{s}."
+    decoder_rules = [Rule(head + "0.{rest}", "decoders.{t}.levels.4.conv0.{rest}")]  # the ASPP, the same layout
+    decoder_rules += [
+        Rule(f"{head}{k}.block.0.conv.{{rest}}", f"decoders.{{t}}.levels.{i}.conv{j}.0.{{rest}}")
+        for (i, j), k in DENSEMTL_DECODER_INDEX.items()
+        if (i, j) != (4, 0)
+    ]
+    decoder_rules += [Rule(f"{head}{k}.{{rest}}", f"decoders.{{t}}.side.{scale}.{{rest}}") for scale, k in DENSEMTL_SIDE_INDEX.items()]
+    alias = "a second copy: OursAtt.params registers {} again (models/ours_xatt.py), so state_dict() holds each tensor twice"
+    return KeyMap(
+        method="DenseMTL",
+        signature="backbone.encoder.",
+        rules=[
+            # monodepth2's ResnetEncoder around torchvision's ResNet (fc and avgpool replaced by identities)
+            Rule("backbone.encoder.conv1.{rest}", "backbone.body.conv1.{rest}"),
+            Rule("backbone.encoder.bn1.{rest}", "backbone.body.bn1.{rest}"),
+            Rule("backbone.encoder.layer{n}.{rest}", "backbone.body.layer{n}.{rest}"),
+            *decoder_rules,
+            Rule(x + "extract_{s}.{rest}", message + "extract.{rest}"),
+            Rule(x + "SA_{s}.attention.{rest}", message + "self_attention.gate.{rest}"),
+            Rule(x + "SA_{s}.conv.{rest}", message + "self_attention.conv.{rest}"),
+            Rule(x + "SxTAM_{s}.conv_b.{rest}", message + "cross_attention.query.{rest}"),
+            Rule(x + "SxTAM_{s}.conv_c.{rest}", message + "cross_attention.key.{rest}"),
+            Rule(x + "SxTAM_{s}.conv_d.{rest}", message + "cross_attention.value.{rest}"),
+            Rule(x + "SxTAM_{s}.alpha", message + "cross_attention.alpha"),
+            Rule(x + "proj_{s}.{rest}", message + "project.{rest}"),
+            Rule(x + "post.{rest}", "xtam.fuse.{t}.{rest}"),
+        ],
+        drop={
+            "params.{t}.0.{rest}": alias.format("heads.<t> (as params.<t>.0)"),
+            "params.{t}.1.{rest}": alias.format("m.<t> (as params.<t>.1)"),
+        },
+    )
 
 
 @register_model("xtam", tiny={"decoder_channels": [4, 8, 8, 8, 8]})
