@@ -33,7 +33,9 @@ class DepthMetric(StreamingMetric):
     valid pixels (median(pred) floored at 1e-9), before the clamp. The medians are
     ``torch.median``'s, as DenseMTL: the lower middle value for an even count (not the mean of
     the two, as ``np.median``). Predictions ≤ 0 are then clamped to 1e-9 before logarithms and
-    ratios.
+    ratios. ``gt_offset`` (legacy, DenseMTL: 0.99) is subtracted from every valid ground-truth depth
+    before anything else: DenseMTL decodes its stored ``65536/(100·m + 1)`` with ``655.36/d − 1``,
+    so every depth it evaluates is 0.99 m short of the truth (``loss/depth/*.py``).
     """
 
     directions = {"rmse": False, "log_rmse": False, "abs_rel": False, "sq_rel": False, "abs_err": False, "delta1": True}
@@ -49,6 +51,7 @@ class DepthMetric(StreamingMetric):
         pooling: str | None = None,
         clamp: tuple[float, float] | None = None,
         median_scaling: bool = False,
+        gt_offset: float = 0.0,
     ) -> None:
         super().__init__()
         pooling = pooling if pooling is not None else ("image" if per_image else "pixel")
@@ -59,7 +62,10 @@ class DepthMetric(StreamingMetric):
         self.max_depth, self.pooling, self.median_scaling = max_depth, pooling, bool(median_scaling)
         self.per_image = pooling == "image"
         self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+        self.gt_offset = float(gt_offset)
         words = [POOLINGS[pooling]]
+        if self.gt_offset:
+            words.append(f"gt − {self.gt_offset:g} m (legacy)")
         if max_depth is not None:
             words.append(f"depth < {max_depth} m")
         if self.median_scaling:
@@ -75,6 +81,9 @@ class DepthMetric(StreamingMetric):
         """Add a batch of depth maps in metres (``[B,1,H,W]``)."""
         prediction, target = self._inputs(prediction, target)
         valid = torch.isfinite(target) & (target > 0)
+        if self.gt_offset:
+            target = torch.where(valid, target - self.gt_offset, target)
+            valid &= target > 0
         if self.max_depth is not None:
             valid &= target < self.max_depth
         if self.clamp is not None:

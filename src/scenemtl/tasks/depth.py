@@ -18,6 +18,10 @@ from scenemtl.tasks.colors import Key, colorize_scalar, ramp_colors
 from scenemtl.tasks.registry import register_task
 
 
+#: what a depth output channel means (``DepthTask``'s ``output``)
+DEPTH_OUTPUTS = ("depth", "disparity", "densemtl_code")
+
+
 @register_task("depth")
 class DepthTask(Task):
     """Depth in metres: L1 on valid pixels (InvPT), prediction clamped ≥ 0, pixel-pooled errors.
@@ -29,6 +33,16 @@ class DepthTask(Task):
     keeps pixels with low < gt < high and clamps the prediction to [low, high] (DenseMTL:
     [0.001, 80]); ``median_scaling`` scales each image's prediction by median(gt)/median(pred)
     before the clamp (DenseMTL's option, on in its DA and SDE settings).
+
+    ``output``, what the network's channel means: 'depth' (metres, default); 'disparity' (monodepth2's
+    sigmoid disparity, DenseMTL's SDE head: depth = ``1/(1/max + (1/min − 1/max)·sigmoid(x))`` with
+    ``depth_range: [min, max]``, default [0.1, 100] m); 'densemtl_code' (DenseMTL's supervised
+    depth head, trained on "normalised inverse depth" ``65536/(100·m + 1)``: depth =
+    ``(65536/x − 1)/100``, x floored at 1e-6), for its released weights. The loss is the L1 in
+    metres of the decoded depth in every case (self-supervised depth replaces it: see
+    ``scenemtl.settings``). ``legacy_offset`` (DenseMTL's numbers): the ground truth is evaluated
+    0.99 m short (``DepthMetric.gt_offset``) and a 'densemtl_code' output is decoded as DenseMTL does,
+    ``655.36/x − 1``; a 'disparity' output stays metric, as in DenseMTL's SDE.
     """
 
     out_channels = 1
@@ -41,8 +55,17 @@ class DepthTask(Task):
         pooling: str = "pixel",
         clamp: list[float] | None = None,
         median_scaling: bool = False,
+        output: str = "depth",
+        depth_range: list[float] | None = None,
+        legacy_offset: bool = False,
     ) -> None:
         super().__init__(name)
+        if output not in DEPTH_OUTPUTS:
+            raise ConfigError(f"tasks.{name}.output must be one of {list(DEPTH_OUTPUTS)}, got {output!r}")
+        low, high = (0.1, 100.0) if depth_range is None else (depth_range[0], depth_range[1])
+        if depth_range is not None and not (len(depth_range) == 2 and 0 < low < high):
+            raise ConfigError(f"tasks.{name}.depth_range must be [min, max] in metres with 0 < min < max, got {depth_range!r}")
+        self.output, self.depth_range, self.legacy_offset = output, (float(low), float(high)), bool(legacy_offset)
         if pooling not in POOLINGS:
             raise ConfigError(f"tasks.{name}.pooling must be 'pixel', 'image' or 'batch', got {pooling!r}")
         bounds: tuple[float, float] | None = None
@@ -75,22 +98,51 @@ class DepthTask(Task):
         return (torch.isfinite(target) & (target > 0))[:, 0]
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean absolute error over valid pixels."""
+        """Mean absolute error over valid pixels (of the decoded depth, for the other ``output`` kinds)."""
         valid = self.valid_mask(target)[:, None]
         clean = torch.where(valid, target, torch.zeros_like(target))
-        return masked_mean((logits.float() - clean).abs(), valid)
+        depth = logits.float() if self.output == "depth" else self.decode(logits)
+        return masked_mean((depth - clean).abs(), valid)
+
+    def disparity(self, logits: torch.Tensor) -> torch.Tensor:
+        """The sigmoid disparity in [0, 1] of a 'disparity' output."""
+        return torch.sigmoid(logits.float())
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """Depth in metres of the output (see ``output``), unclamped."""
+        x = logits.float()
+        if self.output == "disparity":
+            low, high = 1.0 / self.depth_range[1], 1.0 / self.depth_range[0]
+            return 1.0 / (low + (high - low) * torch.sigmoid(x))
+        if self.output == "densemtl_code":
+            x = x.clamp_min(1e-6)
+            return 655.36 / x - 1.0 if self.legacy_offset else (65536.0 / x - 1.0) / 100.0
+        return x
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        """Depth ``[B,1,H,W]`` clamped to be non-negative."""
-        return logits.float().clamp_min(0)
+        """Depth ``[B,1,H,W]`` in metres, clamped to be non-negative."""
+        return self.decode(logits).clamp_min(0)
 
     def metric(self) -> DepthMetric:
         """Depth errors under this task's evaluation options."""
-        return DepthMetric(max_depth=self.max_depth, pooling=self.pooling, clamp=self.clamp, median_scaling=self.median_scaling)
+        return DepthMetric(
+            max_depth=self.max_depth,
+            pooling=self.pooling,
+            clamp=self.clamp,
+            median_scaling=self.median_scaling,
+            gt_offset=0.99 if self.legacy_offset else 0.0,
+        )
 
     def output_prior(self, targets: Iterable[torch.Tensor]) -> torch.Tensor:
-        """The mean valid training depth."""
-        return torch.tensor([self.valid_mean(targets)])
+        """The output that decodes to the mean valid training depth."""
+        mean = self.valid_mean(targets)
+        if self.output == "disparity":
+            low, high = 1.0 / self.depth_range[1], 1.0 / self.depth_range[0]
+            disparity = min(max((1.0 / mean - low) / (high - low), 1e-4), 1 - 1e-4)
+            return torch.tensor([math.log(disparity / (1 - disparity))])
+        if self.output == "densemtl_code":
+            return torch.tensor([65536.0 / (100.0 * mean + 1.0)])
+        return torch.tensor([mean])
 
     output_kind = "metric_depth"
     prediction_extensions: tuple[str, ...] = (".npy", ".mat")
@@ -159,6 +211,10 @@ class InverseDepthTask(DepthTask):
 
     def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
         super().__init__(name, max_depth=None, pooling=pooling)
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """The output's values (inverse depth as they are)."""
+        return logits.float()
 
     def resample(
         self, target: torch.Tensor | Stored, rows: torch.Tensor, cols: torch.Tensor, zoom: float, adjust_values: bool
