@@ -131,11 +131,28 @@ def test_one_task_is_the_decoder_alone_with_deep_supervision():
     assert single.xtam is None
     assert count(single) == count(single.backbone) + count(single.decoders)
     output = single(torch.randn(2, 3, 32, 48))
-    assert set(output.aux) == {"scale1"} and output.aux["scale1"]["semseg"].shape == (2, 4, 32, 48)
+    assert set(output.aux) == {"scale1"} and output.aux["scale1"]["semseg"].shape == (2, 4, 16, 24)  # at 1/2
     assert {id(p) for p in single.shared_parameters()} == {id(p) for p in single.backbone.parameters()}
     plain = tiny("semseg", "depth", deep_supervision=False)
     assert plain(torch.randn(2, 3, 32, 48)).aux == {}
     assert all(set(d.side) == {"0"} for d in plain.decoders.values())
+
+
+def test_per_task_scales_and_regression_outputs_as_densemtls_sde():
+    """SDE: semseg active_scales [0, 2]; disparity [0, 1, 2, 3] with monodepth2's reflection-padded 3×3 outputs."""
+    model = tiny("semseg", "depth", scales={"semseg": [0, 2], "depth": [0, 1, 2, 3]}, regression=["depth"])
+    output = model(torch.randn(2, 3, 32, 48))
+    assert set(output.aux) == {"scale1", "scale2", "scale3"}
+    assert set(output.aux["scale2"]) == {"semseg", "depth"} and set(output.aux["scale1"]) == {"depth"}
+    assert output.aux["scale3"]["depth"].shape == (2, 1, 4, 6) and output.final["depth"].shape == (2, 1, 32, 48)
+    side = model.decoders["depth"].side["2"]
+    assert side.conv.kernel_size == (3, 3) and isinstance(side.pad, torch.nn.ReflectionPad2d)
+    assert model.decoders["semseg"].side["2"].kernel_size == (1, 1)
+    assert [layer.kernel_size for layer in model.output_layers()["depth"]] == [(3, 3)] * 4
+    with pytest.raises(ConfigError, match="scales.depth must hold 0"):
+        tiny("semseg", "depth", scales={"depth": [1, 2]})
+    with pytest.raises(ConfigError, match="tasks the model does not have: \\['normals'\\]"):
+        tiny("semseg", "depth", regression=["normals"])
 
 
 def test_block_sits_after_decoder_level_one_at_eighth_resolution():

@@ -96,8 +96,16 @@ Differences from the official code, and why:
 - Options beyond the paper's configuration: ``decoder_channels`` (widths per level; the default is
   DenseMTL's for five-level backbones and its first entries for shallower ones), ``stage`` (the
   decoder level after which the block sits, official 1), ``attention_pool`` (official table by
-  level 0…4: 8, 4, 2, 1, 1), ``deep_supervision``. ``model.head_channels`` and
+  level 0…4: 8, 4, 2, 1, 1), ``deep_supervision``; ``scales`` (per task, its ``active_scales``: the
+  decoder levels with an output; default [0, 1], or [0] without ``deep_supervision``; DenseMTL's
+  SDE: semseg [0, 2], disparity [0, 1, 2, 3]) and ``regression`` (tasks whose outputs are monodepth2's
+  reflection-padded 3×3 convolutions, ``is_regression``; the sigmoid is the depth task's
+  ``output: disparity``, not the model's). Scale s > 0 is ``aux['scale<s>']`` at its own
+  resolution (1/2^s); the trainer upsamples it (bilinear, ``align_corners=False``) for the task
+  losses, self-supervised depth reads it as is. ``model.head_channels`` and
   ``model.decoder_stride`` do not apply: the decoder's widths are the paper's and it reads every level.
+- DenseMTL's task loss is the mean over its scales times the task weight; the trainer adds the
+  final and every aux loss, so a recipe halves DenseMTL's weights for two scales.
 """
 
 from __future__ import annotations
@@ -155,6 +163,19 @@ class DecoderLevel(nn.Module):
         return self.conv1(x)
 
 
+class Conv3x3(nn.Module):
+    """monodepth2's output convolution of a regression head: reflection padding 1, then a 3×3 convolution
+    (``vendor/monodepth2/layers.py:Conv3x3``; keys ``conv.weight``, ``conv.bias``)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
 class Decoder(nn.Module):
     """DenseMTL's "padnet+" decoder of one task: levels L-1 … 0 over the encoder's L feature maps."""
 
@@ -165,6 +186,7 @@ class Decoder(nn.Module):
         out_channels: int,
         aspp_rates: Sequence[int],
         scales: Sequence[int] = (0, 1),
+        regression: bool = False,
     ) -> None:
         super().__init__()
         top = len(encoder_channels) - 1
@@ -177,7 +199,8 @@ class Decoder(nn.Module):
             )
             for i in range(top + 1)
         )
-        self.side = nn.ModuleDict({str(s): nn.Conv2d(channels[s], out_channels, 1) for s in scales})
+        side = Conv3x3 if regression else (lambda c, o: nn.Conv2d(c, o, 1))
+        self.side = nn.ModuleDict({str(s): side(channels[s], out_channels) for s in scales})
 
     def run(
         self, features: Sequence[torch.Tensor], x: torch.Tensor | None, levels: Sequence[int], taps: dict[int, torch.Tensor]
@@ -273,6 +296,8 @@ class DenseMTLXTAM(MultiTaskModel):
         stage: int = 1,
         attention_pool: int | None = None,
         deep_supervision: bool = True,
+        scales: Mapping[str, Sequence[int]] | None = None,
+        regression: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.backbone = Backbone(config.backbone)
@@ -295,9 +320,24 @@ class DenseMTLXTAM(MultiTaskModel):
                 f"self-attention halves them), got {channels[stage]}"
             )
         self.stage, self.pool = stage, pool
-        self.scales = (0, 1) if deep_supervision else (0,)
+        default = (0, 1) if deep_supervision else (0,)
+        unknown = sorted(set(scales or {}) - set(tasks)) + sorted(set(regression) - set(tasks))
+        if unknown:
+            raise ConfigError(f"model.options.scales / regression name tasks the model does not have: {unknown}; tasks: {list(tasks)}")
+        self.task_scales: dict[str, tuple[int, ...]] = {}
+        for name in tasks:
+            picked = tuple(sorted(set((scales or {}).get(name, default))))
+            if not picked or picked[0] != 0 or picked[-1] >= levels:
+                raise ConfigError(
+                    f"model.options.scales.{name} must hold 0 (the final output) and decoder levels below {levels}, got {list(picked)}"
+                )
+            self.task_scales[name] = picked
+        self.scales = tuple(sorted({s for picked in self.task_scales.values() for s in picked}))
         self.decoders = nn.ModuleDict(
-            {name: Decoder(self.backbone.channels, channels, task.out_channels, rates, self.scales) for name, task in tasks.items()}
+            {
+                name: Decoder(self.backbone.channels, channels, task.out_channels, rates, self.task_scales[name], name in regression)
+                for name, task in tasks.items()
+            }
         )
         self.xtam = CrossTaskAttention(list(tasks), channels[stage], pool) if len(tasks) > 1 else None
         self.sections = (list(range(levels - 1, stage - 1, -1)), list(range(stage - 1, -1, -1)))
@@ -307,7 +347,7 @@ class DenseMTLXTAM(MultiTaskModel):
         return tuple(self.backbone(image))
 
     def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
-        """Final (scale-0) logits of every task at ``size``; scale-1 logits in ``aux['scale1']``."""
+        """Final (scale-0) logits of every task at ``size``; scale s > 0 in ``aux['scale<s>']`` at 1/2^s."""
         features = list(shared)
         taps: dict[str, dict[int, torch.Tensor]] = {name: {} for name in self.decoders}
         x = {name: decoder.run(features, None, self.sections[0], taps[name]) for name, decoder in self.decoders.items()}
@@ -317,8 +357,10 @@ class DenseMTLXTAM(MultiTaskModel):
             decoder.run(features, x[name], self.sections[1], taps[name])
         final = {name: resize(fp32_conv(d.side["0"], taps[name][0]), size) for name, d in self.decoders.items()}
         aux = {}
-        if 1 in self.scales:
-            aux["scale1"] = {name: resize(fp32_conv(d.side["1"], taps[name][1]), size) for name, d in self.decoders.items()}
+        for scale in self.scales[1:]:  # at their own resolution (the trainer resizes them for the losses)
+            aux[f"scale{scale}"] = {
+                name: fp32_conv(d.side[str(scale)], taps[name][scale]) for name, d in self.decoders.items() if str(scale) in d.side
+            }
         return ModelOutput(final=final, aux=aux)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -341,7 +383,7 @@ class DenseMTLXTAM(MultiTaskModel):
 
     def output_layers(self) -> dict[str, list[nn.Module]]:
         """Each task's outputs, final and deeply supervised."""
-        return {name: list(decoder.side.values()) for name, decoder in self.decoders.items()}
+        return {name: [getattr(side, "conv", side) for side in decoder.side.values()] for name, decoder in self.decoders.items()}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the encoder."""
@@ -433,6 +475,8 @@ def xtam(
     stage: int = 1,
     attention_pool: int | None = None,
     deep_supervision: bool = True,
+    scales: dict[str, list[int]] | None = None,
+    regression: list[str] | None = None,
 ) -> DenseMTLXTAM:
     """DenseMTL (Lopes et al., WACV 2023): per-task decoders with cross-task attention at decoder level ``stage``."""
-    return DenseMTLXTAM(config, tasks, decoder_channels, aspp_rates, stage, attention_pool, deep_supervision)
+    return DenseMTLXTAM(config, tasks, decoder_channels, aspp_rates, stage, attention_pool, deep_supervision, scales, regression or ())
