@@ -219,6 +219,11 @@ class TrainConfig(Strict):
     steps: int = Field(500, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
+    # the learning rate of the shared encoder (the model's shared parameters), when it differs from lr
+    # (DenseMTL: 1e-5 for the backbone, 5e-5 for the rest); the schedule scales both
+    backbone_lr: float | None = Field(None, gt=0)
+    # Adam's and AdamW's (beta1, beta2)
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0)
     warmup_steps: int = Field(20, ge=0)
@@ -300,6 +305,23 @@ class EvalConfig(Strict):
         return protocol
 
 
+class ObjectiveConfig(Strict):
+    """A training setting that adds to the task losses (``scenemtl.extension``: ``register_objective``)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_objective(cls, name: str) -> str:
+        import scenemtl.settings  # noqa: F401  (registers the objectives)
+        from scenemtl.extension import OBJECTIVES
+
+        if name not in OBJECTIVES:
+            raise ValueError(f"unknown objective '{name}'.{did_you_mean(name, OBJECTIVES.names())}")
+        return name
+
+
 class Config(Strict):
     """A whole experiment. The defaults are the embedded one: five tasks on synthetic scenes, HPS."""
 
@@ -321,6 +343,8 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     reference: str | dict[str, dict[str, float]] | None = None
+    # training settings beyond the task losses (self_supervised_depth, adversarial, min_entropy)
+    objectives: list[ObjectiveConfig] = Field(default_factory=list)
 
     @field_validator("tasks")
     @classmethod

@@ -1,9 +1,12 @@
 """Training extensions: parameters and objectives a model (or a setting) adds to the training loop.
 
-The engine knows no architecture by name. A model that trains more than its task losses (ATRC's
-architecture search: choice logits with their own optimiser, an entropy regulariser, schedules,
-a genotype file) returns a ``TrainingExtension`` from ``MultiTaskModel.training_extension()``,
-and the trainer calls its hooks:
+The engine knows no architecture or setting by name. A model that trains more than its task losses
+(ATRC's architecture search: choice logits with their own optimiser, an entropy regulariser,
+schedules, a genotype file) returns a ``TrainingExtension`` from
+``MultiTaskModel.training_extension()``; a training setting (self-supervised depth from video,
+domain adaptation) is an **objective**: a ``TrainingExtension`` registered with
+``register_objective(name)`` and named in the config's ``objectives`` list, built by
+``build_objectives`` with the run's config, tasks, model and device. The trainer calls their hooks:
 
 * ``check(config)`` once, before anything is built that the extension cannot run with;
 * ``parameters()``: its own parameters, kept out of the weights' optimiser and of DDP (the
@@ -14,7 +17,16 @@ and the trainer calls its hooks:
 * ``log_values()`` every ``train.log_every`` steps, logged under ``name``;
 * ``state_dict()``/``load_state_dict()`` saved with the training state (exact resume);
 * ``write_artifacts(run_dir, step, out=None)`` at every checkpoint and at the end (rank 0);
-* ``summary(run_dir)``: the lines ``scenemtl search`` prints at the end.
+* ``summary(run_dir)``: the lines ``scenemtl search`` prints at the end;
+* ``losses(output, batch, step)`` per micro-batch: the loss of every task in ``replaces`` (the
+  tasks whose loss the extension computes instead of the task's own, e.g. self-supervised depth);
+  they enter the balancer as those tasks' losses;
+* ``extra_loss(net, output, batch, step)`` per micro-batch, after the balancer's backward: a term
+  back-propagated into the weights and the extension's parameters outside the balancer (e.g. an
+  adversarial term on another domain's images), or None.
+
+An objective's parameters are clipped together with the model's (``train.grad_clip``), their
+gradients averaged over processes before that, and its ``step`` runs after the weights' step.
 """
 
 from __future__ import annotations
@@ -24,6 +36,12 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from scenemtl.registry import Registry
+
+#: training settings that add to the task losses (``config.objectives``)
+OBJECTIVES: Registry = Registry("objective")
+register_objective = OBJECTIVES.register
 
 
 class TrainingExtension:
@@ -69,3 +87,27 @@ class TrainingExtension:
     def summary(self, run_dir: Path) -> list[str]:
         """Lines for the command line at the end of training."""
         return []
+
+    #: tasks whose loss ``losses`` computes in place of the task's own
+    replaces: tuple[str, ...] = ()
+
+    def losses(self, output: Any, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """The losses of the tasks in ``replaces`` on one micro-batch (``output``: the model's ``ModelOutput``)."""
+        return {}
+
+    def extra_loss(self, net: nn.Module, output: Any, batch: dict, step: int) -> torch.Tensor | None:
+        """A term to back-propagate after the balancer's backward on this micro-batch, or None."""
+        return None
+
+
+def build_objectives(config: Any, tasks: dict, model: nn.Module, device: torch.device) -> list[TrainingExtension]:
+    """The objectives ``config.objectives`` names, each built by its factory with its checked options."""
+    from scenemtl.registry import check_options
+
+    built = []
+    for index, entry in enumerate(config.objectives):
+        factory = OBJECTIVES.get(entry.name)
+        key = f"objectives[{index}].options"
+        options = check_options(factory, entry.options, key, ("config", "tasks", "model", "device"), owner=entry.name)
+        built.append(factory(config=config, tasks=tasks, model=model, device=device, **options))
+    return built

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
-from scenemtl.data.render import CLASS_NAMES, SceneConfig, render_scene
+from scenemtl.data.render import CLASS_NAMES, SceneConfig, camera_path, render_clip, render_scene, render_view, sample_scene
 from scenemtl.errors import ConfigError
 
 CFG = SceneConfig(height=48, width=64)
@@ -246,8 +248,88 @@ def test_empty_room() -> None:
         dict(fov_degrees=180.0),
         dict(texture_noise=-0.1),
         dict(edge_depth_jump=0.0),
+        dict(domain="night"),
     ],
 )
 def test_config_validation(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         SceneConfig(**kwargs)
+
+
+# sha256 (first 16 hex digits) of each array, as the renderer before scene sampling and views were
+# split (and before domains and clips) rendered them, on x86-64 with numpy 2.4
+GOLDEN = {
+    (0, 0, 0): {
+        "depth": "682d3b0067b621d2",
+        "edge": "7fe0ba2534cbc961",
+        "image": "44045a009e259283",
+        "instance": "2ba7686590d764a9",
+        "intrinsics": "bc89b83c825d758d",
+        "normals": "44ea1aae6c35a2a1",
+        "saliency": "0d2b629c76b3f2fe",
+        "semseg": "c0b3281e08470a1d",
+    },
+    (0, 1, 3): {
+        "depth": "8bd91bd3e31afae8",
+        "edge": "68cd951bc4ee67e6",
+        "image": "c5d7aa977b090797",
+        "instance": "67a3a3c615b21f17",
+        "intrinsics": "bc89b83c825d758d",
+        "normals": "d5f1e8927e148839",
+        "saliency": "4e550512cf0bdb80",
+        "semseg": "f02230428dc8b3ce",
+    },
+}
+
+
+@pytest.mark.parametrize("seed", list(GOLDEN))
+def test_default_path_renders_as_before(seed: tuple[int, ...]) -> None:
+    """The source domain renders bit for bit what the renderer rendered before clips and domains."""
+    out = render_scene(np.random.default_rng(list(seed)), SceneConfig(height=24, width=32))
+    assert {key: hashlib.sha256(value.tobytes()).hexdigest()[:16] for key, value in out.items()} == GOLDEN[seed]
+
+
+def test_views_of_one_scene() -> None:
+    """render_scene is sample_scene then render_view; render_clip starts with render_scene's draws, and
+    its other frames are render_view from the path's cameras, up to the sensor noise."""
+    cfg = SceneConfig(height=24, width=32)
+    plain = render_scene(np.random.default_rng(5), cfg)
+    rng = np.random.default_rng(5)
+    scene = sample_scene(rng, cfg)
+    view = render_view(scene, scene.position, scene.rotation, rng)
+    clip = render_clip(np.random.default_rng(5), cfg, motion=0.2)
+    for key in plain:
+        assert view[key].tobytes() == plain[key].tobytes() == clip[key].tobytes(), key
+    assert clip["frames"].shape == (3, 24, 32, 3) and clip["frames"].dtype == np.uint8
+    np.testing.assert_array_equal(clip["frames"][1], plain["image"])
+    np.testing.assert_allclose(clip["camera_to_world"][1][:3], np.c_[scene.rotation, scene.position])
+    for frame, pose in ((0, clip["poses"][0]), (2, clip["poses"][1])):
+        to_world = clip["camera_to_world"][frame]
+        np.testing.assert_allclose(pose, np.linalg.inv(to_world) @ clip["camera_to_world"][1], atol=1e-12)
+        other = render_view(scene, to_world[:3, 3], to_world[:3, :3], np.random.default_rng(0))
+        assert np.abs(other["image"].astype(int) - clip["frames"][frame].astype(int)).max() <= 5  # uniform noise ±2.5
+        assert not np.array_equal(other["depth"], plain["depth"])
+    with pytest.raises(ConfigError, match="motion"):
+        render_clip(np.random.default_rng(5), cfg, motion=-1.0)
+
+
+def test_camera_path_stays_clear_of_walls_and_objects() -> None:
+    cfg = SceneConfig(height=8, width=8)
+    for s in range(30):
+        scene = sample_scene(np.random.default_rng(s), cfg)
+        for position, rotation in camera_path(np.random.default_rng(s), scene, 0.5, (-2, -1, 1, 2)):
+            np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-12)
+            assert np.all(position > 0.2) and np.all(position < scene.room - 0.2)
+            for ob in scene.objects:
+                assert np.linalg.norm(position - ob.center) > ob.half.min()
+
+
+def test_target_domain_same_geometry_other_appearance() -> None:
+    """With the same draws, the target domain renders the same geometry and labels, another image."""
+    source = render_scene(np.random.default_rng(11), CFG)
+    target = render_scene(np.random.default_rng(11), SceneConfig(height=48, width=64, domain="target"))
+    for key in ("semseg", "depth", "normals", "edge", "instance"):
+        np.testing.assert_array_equal(source[key], target[key])
+    img = target["image"].astype(np.float64)
+    assert 30 < img.mean() < source["image"].mean() and img.std() > 5
+    assert img[..., 0].mean() - img[..., 2].mean() > source["image"][..., 0].mean() - source["image"][..., 2].mean()

@@ -1,8 +1,10 @@
 """The synthetic dataset follows the data contract and is deterministic per (seed, split, index)."""
 
+import numpy as np
 import pytest
 import torch
 
+from scenemtl.data.render import SceneConfig, render_scene
 from scenemtl.data.synthetic import SyntheticScenes
 from scenemtl.errors import ConfigError
 
@@ -38,3 +40,12 @@ def test_only_requested_tasks_and_clear_errors():
         SyntheticScenes(split="vall")
     with pytest.raises(IndexError):
         SyntheticScenes(split="val", num_val=2)[2]
+
+
+def test_default_options_render_the_seeded_scene() -> None:
+    """The default options (no frames, source domain) render ``render_scene`` of the stream ``(seed, split, index)``."""
+    sample = SyntheticScenes(split="val", height=24, width=32, num_val=4, seed=3)[2]
+    arrays = render_scene(np.random.default_rng([3, 1, 2]), SceneConfig(height=24, width=32))
+    assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), arrays["image"])
+    assert np.array_equal(sample["depth"][0].numpy(), arrays["depth"])
+    assert set(sample) == {"image", "semseg", "depth", "normals", "edge", "saliency", "meta"}

@@ -72,3 +72,15 @@ def test_step_schedule_halves_the_rate_every_decay_steps():
     assert rates == pytest.approx([1e-4] * 4 + [5e-5] * 4 + [2.5e-5])
     with pytest.raises(ConfigError, match="decay_every"):
         build_scheduler(TrainConfig(schedule="step"), optimizer)
+
+
+def test_backbone_lr_is_a_group_of_its_own_and_betas_reach_adam(tiny_config):
+
+    trainer = Trainer(tiny_config("train.optimizer=adam", "train.lr=5e-5", "train.backbone_lr=1e-5", "train.betas=[0.9, 0.98]"), log=False)
+    groups = trainer.optimizer.param_groups
+    encoder = {id(p) for p in trainer.model.shared_parameters()}
+    assert [g["initial_lr"] for g in groups] == [5e-5, 1e-5]
+    assert {id(p) for p in groups[1]["params"]} == encoder and not encoder & {id(p) for p in groups[0]["params"]}
+    assert all(g["betas"] == (0.9, 0.98) for g in groups)
+    trainer.fit()  # both groups follow the schedule
+    assert groups[1]["lr"] / groups[0]["lr"] == pytest.approx(0.2)

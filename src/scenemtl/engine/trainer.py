@@ -37,6 +37,7 @@ from scenemtl.data.partial import partial_losses
 from scenemtl import malloc
 from scenemtl.engine import builder, distributed
 from scenemtl.engine.storage import RunLock
+from scenemtl.extension import TrainingExtension, build_objectives
 from scenemtl.engine.checkpoint import (
     checkpoint_problem,
     clean_leftovers,
@@ -202,14 +203,21 @@ class Trainer(SelectionMixin):
         # what the model adds to training (e.g. an architecture search): its own parameters stay out
         # of the weights' optimiser and of DDP until both are built
         self.extension = self.model.training_extension()
-        if self.extension is not None:
-            self.extension.check(config)
-            for p in self.extension.parameters():
+        # training settings (config.objectives): parameters, optimisers and losses of their own
+        self.objectives = build_objectives(config, self.tasks, self.model, self.device)
+        self._replaced = {name for objective in self.objectives for name in objective.replaces}
+        if self._replaced - set(self.tasks):
+            raise ConfigError(f"objectives compute the loss of task(s) {sorted(self._replaced - set(self.tasks))} the config does not have")
+        for hooks in self._hooks():
+            hooks.check(config)
+            for p in hooks.parameters():
                 p.requires_grad_(False)
         weights = {name: task.weight for name, task in config.tasks.items()}
         self.balancer = build_balancer(config.balancer.name, list(self.tasks), weights, config.balancer.options)
         self.balancer.to(self.device)
-        self.optimizer = build_optimizer(cfg, self.model.parameters(), self.balancer.optimizer_groups())
+        self.optimizer = build_optimizer(
+            cfg, self.model.parameters(), self.balancer.optimizer_groups(), self.model.shared_parameters() if cfg.backbone_lr else ()
+        )
         self._shared = self.model.shared_parameters()
         self._parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -249,10 +257,10 @@ class Trainer(SelectionMixin):
             )
         if cfg.compile:
             self.net = torch.compile(self.net)
-        if self.extension is not None:  # from now on its parameters take gradients (averaged in train_step)
-            for p in self.extension.parameters():
+        for hooks in self._hooks():  # from now on their parameters take gradients (averaged in train_step)
+            for p in hooks.parameters():
                 p.requires_grad_(True)
-            self._parameters = self._parameters + self.extension.parameters()
+            self._parameters = self._parameters + hooks.parameters()
         self.global_batch = config.data.batch_size * world * cfg.accumulation
         self.logger = RunLogger(
             # a new run in a folder an earlier attempt left logs in (it crashed before its first checkpoint):
@@ -265,6 +273,10 @@ class Trainer(SelectionMixin):
         )
         if self.logger.enabled and not (resume and (self.run_dir / "config.yaml").exists()):
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    def _hooks(self) -> list[TrainingExtension]:
+        """The model's training extension (if any), then the objectives."""
+        return ([self.extension] if self.extension is not None else []) + self.objectives
 
     def _build_model(self) -> torch.nn.Module:
         cfg = self.config.train
@@ -288,8 +300,20 @@ class Trainer(SelectionMixin):
         without the task's label gives a zero loss with a zero gradient.
         """
         if self.partial:
-            return self._partial_losses(output, batch)
-        return {name: self._task_loss(name, task, output, batch[name]) for name, task in self.tasks.items()}
+            own = self._partial_losses(output, batch)
+        else:
+            own = {
+                name: self._task_loss(name, task, output, batch[name]) for name, task in self.tasks.items() if name not in self._replaced
+            }
+        if not self._replaced:
+            return own
+        given: dict[str, torch.Tensor] = {}
+        for objective in self.objectives:
+            given.update(objective.losses(output, batch, self.step))
+        missing = self._replaced - set(given)
+        if missing:
+            raise ScenemtlError(f"the objectives returned no loss for task(s) {sorted(missing)}")
+        return {name: given[name] if name in self._replaced else own[name] for name in self.tasks}
 
     @staticmethod
     def _task_loss(name: str, task, output: ModelOutput, target: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
@@ -305,7 +329,7 @@ class Trainer(SelectionMixin):
 
     def _partial_losses(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
         return partial_losses(
-            list(self.tasks),
+            [name for name in self.tasks if name not in self._replaced],
             batch,
             self.config.data.labels.rescale,
             lambda name, b: self._task_loss(name, self.tasks[name], output, batch[name][b : b + 1], slice(b, b + 1)),
@@ -358,24 +382,28 @@ class Trainer(SelectionMixin):
         return output, self.task_losses(output, batch)
 
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
-        """One step; with a training extension, its regulariser goes in first and its parameters step after."""
-        extension = self.extension
-        if extension is None:
+        """One step; with training extensions (the model's, the objectives), their regularisers go in first and
+        their parameters step after the weights."""
+        hooks = self._hooks()
+        if not hooks:
             return self._train_step(micro_batches)
-        extension.zero_grad()
-        regulariser = extension.before_step(self.step, self.config.train.steps)
-        if regulariser is not None:
-            regulariser.backward()
+        for extension in hooks:
+            extension.zero_grad()
+            regulariser = extension.before_step(self.step, self.config.train.steps)
+            if regulariser is not None:
+                regulariser.backward()
         stats = self._train_step(micro_batches)
-        if not stats["skipped"]:
-            distributed.all_reduce_grads(self.dist, extension.parameters())
-            extension.step()
-        extension.zero_grad()
         done = self.step + 1
-        if not stats["skipped"] and (done % self.config.train.log_every == 0 or done == self.config.train.steps):
-            values = extension.log_values()
-            if values:
-                self.logger.log(extension.name, done, values)
+        for extension in hooks:
+            if not stats["skipped"]:
+                if extension is self.extension:  # (objectives' gradients are averaged before clipping, in _train_step)
+                    distributed.all_reduce_grads(self.dist, extension.parameters())
+                extension.step()
+            extension.zero_grad()
+            if not stats["skipped"] and (done % self.config.train.log_every == 0 or done == self.config.train.steps):
+                values = extension.log_values()
+                if values:
+                    self.logger.log(extension.name, done, values)
         return stats
 
     def _train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
@@ -410,6 +438,10 @@ class Trainer(SelectionMixin):
                     ctx.features, ctx.feature_sources = output.features, output.feature_sources
                     self.balancer.backward(losses, ctx)
                     ctx.features, ctx.feature_sources = (), ()
+                    for objective in self.objectives:
+                        extra = objective.extra_loss(self.net, output, batch, self.step)
+                        if extra is not None:
+                            self.scaler.scale(extra / count).backward()
                 for name, loss in losses.items():
                     totals[name] = totals.get(name, 0.0) + float(loss.detach()) / count
             self._track_labels(labelled)
@@ -422,15 +454,17 @@ class Trainer(SelectionMixin):
                 "data.batch_size (raise train.accumulation to keep the global batch), or set train.precision=bf16 "
                 "or train.activation_checkpointing=true"
             ) from None
+        objective_parameters = [p for objective in self.objectives for p in objective.parameters()]
         if self.dist.distributed:
             done = self.balancer.synchronized()
             todo = [p for p in self.balancer.parameters() if p.requires_grad and p not in done]
             if manual_sync:
                 todo += [p for p in self._parameters if p not in done]
+            todo += [p for p in objective_parameters if p not in todo]
             distributed.all_reduce_grads(self.dist, todo)
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_([*self.model.parameters(), *objective_parameters], cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -667,6 +701,8 @@ class Trainer(SelectionMixin):
             }
         if self.extension is not None:
             state["extension"] = self.extension.state_dict()
+        if self.objectives:
+            state["objectives"] = [objective.state_dict() for objective in self.objectives]
         return state
 
     def save(self) -> Path:
@@ -685,8 +721,9 @@ class Trainer(SelectionMixin):
                 self.state(),
                 keep=self.config.train.keep_checkpoints,
             )
-        if self.extension is not None and self.dist.is_main:
-            self.extension.write_artifacts(self.run_dir, self.step)
+        if self.dist.is_main:
+            for hooks in self._hooks():
+                hooks.write_artifacts(self.run_dir, self.step)
         distributed.barrier(self.dist)
         return folder
 
@@ -695,6 +732,14 @@ class Trainer(SelectionMixin):
         if self.extension is not None:
             # (checkpoints written before extensions kept their state at the top level)
             self.extension.load_state_dict(state.get("extension", state))
+        saved = state.get("objectives", [])
+        if len(saved) != len(self.objectives):
+            raise CheckpointError(
+                f"{folder}: the checkpoint holds the state of {len(saved)} objective(s), the config names {len(self.objectives)}; "
+                "resume with the config it was trained with"
+            )
+        for objective, objective_state in zip(self.objectives, saved):
+            objective.load_state_dict(objective_state)
         self._restore_selection(state, folder)
         load_weights(self.model, folder)
         self.optimizer.load_state_dict(state["optimizer"])
