@@ -99,6 +99,7 @@ def _eval(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--save-png: no task {unknown} in this model; its tasks are {list(tasks)}")
     dataset = builder.build_dataset(config, args.split or config.data.val_split, evaluation=True)
+    info = builder.eval_info(config)  # the images' normalisation: those of the dataset evaluated
     try:
         place = setup(config.train.device)  # under torchrun: each process scores its share, metrics are summed
         transform = builder.build_transform(config, tasks, info, train=False)

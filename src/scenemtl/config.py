@@ -109,6 +109,15 @@ class LabelsConfig(Strict):
     rescale: bool = True
 
 
+class DatasetRef(Strict):
+    """Another dataset: its registered name, folder and options (as ``data``'s)."""
+
+    name: str
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    split: str | None = None
+
+
 class DataConfig(Strict):
     """Which dataset, where it lives, and how it is batched."""
 
@@ -128,6 +137,9 @@ class DataConfig(Strict):
     decode_on_device: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     eval_pad: tuple[int, int] | None = None
+    # evaluate on another dataset with the same tasks and classes (domain adaptation: train on the
+    # labelled source, select and score on the target's val split); its split defaults to the one asked
+    eval_dataset: DatasetRef | None = None
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
 

@@ -263,7 +263,7 @@ def test_a_bare_state_dict_pkl_loads_into_the_mapped_places_and_round_trips(tmp_
     assert all(torch.equal(back[k], official[k]) for k in back)
     with torch.no_grad():
         output = model(torch.randn(1, 3, 32, 48))
-    assert output.final["normals"].shape == (1, 3, 32, 48) and output.aux["scale1"]["semseg"].shape == (1, 5, 32, 48)
+    assert output.final["normals"].shape == (1, 3, 32, 48) and output.aux["scale1"]["semseg"].shape == (1, 5, 16, 24)
 
 
 def write_config(tmp_path):

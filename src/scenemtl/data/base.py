@@ -40,6 +40,8 @@ class DenseDataset(Dataset):
 
     info: DatasetInfo
     splits: tuple[str, ...] = ("train", "val")
+    # splits that are unions of others (e.g. 'all'): ``data check`` reads the others instead
+    union_splits: tuple[str, ...] = ()
     # image sizes (H, W) of the release as distributed; ``data check`` warns about others
     release_sizes: tuple[tuple[int, int], ...] = ()
     # where it can be fetched and how (``scenemtl data download``): see data/download.py

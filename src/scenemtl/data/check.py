@@ -91,7 +91,7 @@ def check_dataset(
     """Open every split of dataset ``name`` at ``root`` with all its tasks and read every sample."""
     cls = DATASETS.get(name)
     report = CheckReport(dataset=name, root=root)
-    for split in splits or cls.splits:
+    for split in splits or [s for s in cls.splits if s not in cls.union_splits]:
         if split not in cls.splits:
             raise ConfigError(f"dataset '{name}' has no split '{split}'; it has {list(cls.splits)}")
         try:

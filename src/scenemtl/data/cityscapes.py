@@ -10,7 +10,9 @@ the packages of https://www.cityscapes-dataset.com/downloads/ into one folder:
 - ``gtFine/<split>/<city>/<id>_gtFine_labelIds.png``: uint8 label ids 0..33 (cityscapesScripts'
   ``labels.py``), mapped to the 19 train ids (road … bicycle; every other id → 255), to DenseMTL's
   16 classes (the 19 without truck, terrain and train, in the same order:
-  ``astra-vision/DenseMTL:dataset/semseg/mappings.py`` ``cls16``) or to the 7 categories flat,
+  ``astra-vision/DenseMTL:dataset/semseg/mappings.py`` ``cls16``), to DenseMTL's 8 classes shared
+  with Virtual KITTI 2 (``cls08``: road, building, pole, traffic light, traffic sign, vegetation,
+  sky, vehicle = car and bus; truck ignored) or to the 7 categories flat,
   construction, object, nature, sky, human, vehicle. The categories group the 19 evaluated
   classes, as cityscapesScripts' category IoU does (``evalPixelLevelSemanticLabeling.py``,
   ``getIouScoreForCategory``): ids ignored in the 19-class setting (parking, guard rail,
@@ -193,9 +195,20 @@ NPY_HELP = (
 )
 
 
+# DenseMTL's 8 classes shared with Virtual KITTI 2 (dataset/semseg/mappings.py ``Cityscapes['cls08']``):
+# label id → class; car and bus are "vehicle", truck is ignored
+LABEL_TO_8 = {7: 0, 11: 1, 17: 2, 19: 3, 20: 4, 21: 5, 23: 6, 26: 7, 28: 7}
+NAMES_8 = ["road", "building", "pole", "traffic light", "traffic sign", "vegetation", "sky", "vehicle"]
+COLOURS_8 = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (70, 130, 180), (0, 0, 142)]
+
+
 def class_set(classes: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Names, palette ``[C,3]`` and the label-id lookup table (256 entries, 255 = ignore) of a class set."""
     lookup = np.full(256, 255, dtype=np.uint8)
+    if classes == 8:
+        for label_id, cls in LABEL_TO_8.items():
+            lookup[label_id] = cls
+        return list(NAMES_8), np.array(COLOURS_8, dtype=np.uint8), lookup
     if classes == 7:
         for label_id, train_id in TRAIN_IDS.items():
             lookup[label_id] = CATEGORY_OF_TRAIN_ID[train_id]
@@ -461,6 +474,14 @@ class Cityscapes7(Cityscapes):
 
     classes = 7
     info = _info("cityscapes_7", ("semseg", "depth", "normals"), 7)
+
+
+@register_dataset("cityscapes_8")
+class Cityscapes8(Cityscapes):
+    """The official Cityscapes release with DenseMTL's 8 classes shared with Virtual KITTI 2 (``cls08``)."""
+
+    classes = 8
+    info = _info("cityscapes_8", ("semseg", "depth", "normals"), 8, mean=DENSEMTL_MEAN, std=DENSEMTL_STD)
 
 
 @register_dataset("cityscapes_npy")

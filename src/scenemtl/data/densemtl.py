@@ -35,8 +35,11 @@ def densemtl_split(ids: Sequence[str], split: str, seed: int, rule: str) -> list
 
     ``rule='disjoint'``: val is the rest of the same permutation. ``rule='densemtl'``: val is the
     tail of a second shuffle by the same generator, as DenseMTL builds its val set (overlapping train).
+    ``split='all'``: every frame (DenseMTL's ``src_split: all``, the source of its adaptation runs).
     """
     ordered = sorted(ids)
+    if split == "all":
+        return ordered
     rng = random.Random(seed)
     first = list(ordered)
     rng.shuffle(first)

@@ -196,6 +196,8 @@ class Synthia(DenseDataset):
         mean=DENSEMTL_MEAN,
         std=DENSEMTL_STD,
     )
+    splits = ("train", "val", "all")  # all: every frame (the source of DenseMTL's adaptation runs)
+    union_splits = ("all",)
     provides_eval = ("normals_unmasked",)  # with normals: densemtl (DenseMTL's legacy normals metric)
     release_sizes = ((760, 1280),)
     archives = (

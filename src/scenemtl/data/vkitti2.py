@@ -111,6 +111,24 @@ MODALITIES = {
 }
 
 
+# DenseMTL's 8 classes shared with Cityscapes (dataset/semseg/mappings.py ``VKitti2['cls08']``; colours: labels.py's vk-cs)
+CLASSES_8 = [
+    ("road", (128, 64, 128)),
+    ("building", (70, 70, 70)),
+    ("pole", (153, 153, 153)),
+    ("traffic light", (250, 170, 30)),
+    ("traffic sign", (220, 220, 0)),
+    ("vegetation", (107, 142, 35)),
+    ("sky", (70, 130, 180)),
+    ("vehicle", (0, 0, 142)),
+]
+# release class id → cls08 (tree and vegetation → vegetation; truck, car and van → vehicle)
+TO_8 = {5: 0, 4: 1, 9: 2, 8: 3, 7: 4, 2: 5, 3: 5, 1: 6, 11: 7, 12: 7, 13: 7}
+TABLE_8 = np.full(256, 255, dtype=np.uint8)
+for _source, _target in TO_8.items():
+    TABLE_8[_source] = _target
+
+
 def _colour_keys() -> tuple[np.ndarray, np.ndarray]:
     keys = np.array([(r << 16) | (g << 8) | b for _, (r, g, b) in CLASSES], dtype=np.int64)
     order = np.argsort(keys)
@@ -135,6 +153,8 @@ CAMERA = geometry.intrinsics(725.0087, 725.0087, 620.5, 187.0)
 class VirtualKitti2(DenseDataset):
     """Virtual KITTI 2: semseg (14 classes) and depth in metres, one variation and camera of every scene."""
 
+    classes = 14
+
     info = DatasetInfo(
         name="vkitti2",
         tasks=("semseg", "depth", "normals"),
@@ -143,6 +163,8 @@ class VirtualKitti2(DenseDataset):
         mean=DENSEMTL_MEAN,
         std=DENSEMTL_STD,
     )
+    splits = ("train", "val", "all")  # all: every frame (the source of DenseMTL's adaptation runs)
+    union_splits = ("all",)
     provides_eval = ("normals_unmasked",)  # with normals: densemtl (DenseMTL's legacy normals metric)
     release_sizes = ((375, 1242),)
     archives = tuple(
@@ -246,7 +268,7 @@ class VirtualKitti2(DenseDataset):
             colours = read_image(path, "Virtual KITTI 2 class PNG", HELP)
             if colours.shape[:2] != size:
                 raise size_error(path, "class map", colours.shape, size, image_path)
-            targets["semseg"] = decode_classes(colours)
+            targets["semseg"] = decode_classes(colours) if self.classes == 14 else TABLE_8[decode_classes(colours)]
         if "depth" in self.tasks or "normals" in self.tasks:
             path = self._path("depth", name)
             stored = read_label_png(path, "Virtual KITTI 2 depth PNG", HELP)
@@ -260,3 +282,18 @@ class VirtualKitti2(DenseDataset):
             targets["depth"] = depth
         normals = {"camera": CAMERA, "release_camera": CAMERA, "mode": self.normals, "evaluation": self.split != "train"}
         return densemtl_sample(image, targets, self.resize, name, self.tasks, normals, self.eval_keys)
+
+
+@register_dataset("vkitti2_8")
+class VirtualKitti2Eight(VirtualKitti2):
+    """Virtual KITTI 2 with DenseMTL's 8 classes shared with Cityscapes (``cls08``: VKITTI2 → Cityscapes adaptation)."""
+
+    classes = 8
+    info = DatasetInfo(
+        name="vkitti2_8",
+        tasks=("semseg", "depth", "normals"),
+        class_names={"semseg": [name for name, _ in CLASSES_8]},
+        palettes={"semseg": np.array([colour for _, colour in CLASSES_8], dtype=np.uint8)},
+        mean=DENSEMTL_MEAN,
+        std=DENSEMTL_STD,
+    )

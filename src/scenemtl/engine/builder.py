@@ -52,6 +52,24 @@ def dataset_info(config: Config) -> DatasetInfo:
     return DATASETS.get(config.data.name).info
 
 
+def eval_info(config: Config) -> DatasetInfo:
+    """The description of the dataset evaluation reads (``data.eval_dataset`` when set), checked against the training one."""
+    info = dataset_info(config)
+    ref = config.data.eval_dataset
+    if ref is None:
+        return info
+    other = DATASETS.get(ref.name).info
+    for task in config.tasks:
+        if task not in other.tasks:
+            raise ConfigError(f"data.eval_dataset: '{ref.name}' has no labels for task '{task}'; it provides {list(other.tasks)}")
+        if info.class_names.get(task) != other.class_names.get(task):
+            raise ConfigError(
+                f"data.eval_dataset: '{ref.name}' names the classes of '{task}' {other.class_names.get(task)}, the training "
+                f"dataset '{info.name}' {info.class_names.get(task)}; evaluation needs the same classes in the same order"
+            )
+    return other
+
+
 def build_tasks(config: Config, info: DatasetInfo) -> dict[str, Task]:
     """One Task per configured task, with class names and palettes from the dataset."""
     missing = [name for name in config.tasks if name not in info.tasks]
@@ -77,15 +95,30 @@ def build_dataset(config: Config, split: str, evaluation: bool | None = None) ->
     """
     from scenemtl.tasks import TASKS
 
-    cls = DATASETS.get(config.data.name)
-    check_options(cls, config.data.options, "data.options", ("root", "split", "tasks"), owner=config.data.name)
-    root = config.data_root
+    evaluating = evaluation if evaluation is not None else split != config.data.train_split
+    ref = config.data.eval_dataset if evaluating else None
+    if ref is not None:
+        eval_info(config)  # the same tasks and classes
+        name, options, key = ref.name, ref.options, "data.eval_dataset"
+        root = _expand_root(ref.root, f"{key}.root")
+        split = ref.split or split
+    else:
+        name, options, key, root = config.data.name, config.data.options, "data", config.data_root
+    cls = DATASETS.get(name)
+    check_options(cls, options, f"{key}.options", ("root", "split", "tasks"), owner=name)
     if root is not None and not Path(root).is_dir():
-        raise DataError(f"data.root: dataset folder not found: {root}. Give the folder the archive was extracted to.")
-    dataset = cls(root=config.data_root, split=split, tasks=list(config.tasks), **config.data.options)
-    if evaluation if evaluation is not None else split != config.data.train_split:
+        raise DataError(f"{key}.root: dataset folder not found: {root}. Give the folder the archive was extracted to.")
+    dataset = cls(root=root, split=split, tasks=list(config.tasks), **options)
+    if evaluating:
         dataset.request_eval_targets(TASKS.get(name).eval_target for name in config.tasks)
     return dataset
+
+
+def _expand_root(root: str | None, key: str) -> str | None:
+    """A dataset folder with environment variables expanded (as ``data.root``)."""
+    from scenemtl.config import _expand
+
+    return _expand(root, key) if root else None
 
 
 def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo, train: bool) -> T.Compose:

@@ -225,7 +225,7 @@ class Trainer(SelectionMixin):
         rank, world = self.dist.rank, self.dist.world_size
         train_transform = builder.build_transform(config, self.tasks, self.info, train=True)
         self.loader, self.sampler = builder.train_loader(config, self.train_set, train_transform, rank, world)
-        eval_transform = builder.build_transform(config, self.tasks, self.info, train=False)
+        eval_transform = builder.build_transform(config, self.tasks, builder.eval_info(config), train=False)
         self.val_loader = builder.eval_loader(config, self.val_set, eval_transform, rank, world)
         builder.check_eval_pad(config, self.val_set)
         self.select_loader = None

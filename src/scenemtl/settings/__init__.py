@@ -2,3 +2,4 @@
 (self-supervised depth from video, domain adaptation)."""
 
 from scenemtl.settings import monodepth  # noqa: F401  (registers the objective self_supervised_depth)
+from scenemtl.settings import adaptation  # noqa: F401,E402  (registers adversarial and min_entropy)
