@@ -88,3 +88,47 @@ def test_two_processes_evaluate_like_one(config_file, tmp_path):
     for task, values in single["metrics"].items():
         for name, value in values.items():
             assert two["metrics"][task][name] == pytest.approx(value, rel=1e-6, nan_ok=True), (task, name)
+
+
+@pytest.mark.slow
+def test_two_processes_train_adaptation_and_video_objectives_like_one(tmp_path):
+    """The objectives' own parameters and state under DDP: the adversarial discriminators (their gradients
+    averaged by the objective), the target stream (each process its share) and the pose network of
+    self-supervised depth (averaged and clipped with the weights) equal one process with 2 micro-batches."""
+    size = {"height": 32, "width": 48}
+    raw = dict(TINY, out_dir=str(tmp_path / "runs" / "{name}"))
+    raw["tasks"] = {"semseg": {"weight": 1.0}, "depth": {"weight": 1.0, "output": "disparity", "depth_range": [0.1, 20.0]}}
+    raw["data"] = dict(
+        raw["data"],
+        batch_size=2,
+        augment={"scale": None, "flip": True, "photometric": False},
+        options={**size, "num_train": 8, "frames": True},
+    )
+    raw["objectives"] = [
+        {"name": "self_supervised_depth", "options": {"pose_lr": 1e-4}},
+        {
+            "name": "adversarial",
+            "options": {"target": {"name": "synthetic", "options": {**size, "num_train": 8, "domain": "target"}}, "ndf": 8},
+        },
+    ]
+    # SGD: Adam would magnify the float noise of near-zero gradients (reduction order) into lr-sized steps
+    raw["train"] = dict(raw["train"], device="cpu", steps=3, grad_clip=1.0, optimizer="sgd", lr=0.05)
+    config_file = tmp_path / "objectives.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    run([*TORCHRUN, *CLI, "train", str(config_file), "--quiet", "--set", "name=ddp"], tmp_path)
+    train_in_this_process(config_file, "name=one", "train.accumulation=2")
+    ddp, one = parameters(tmp_path / "runs" / "ddp"), parameters(tmp_path / "runs" / "one")
+    for key in ddp:
+        assert (ddp[key] - one[key]).abs().max() <= 1e-5, key
+    states = [
+        torch.load(sorted((tmp_path / "runs" / name / "checkpoints").glob("step_*"))[-1] / "trainer.pt", weights_only=True)["objectives"]
+        for name in ("ddp", "one")
+    ]
+    for key, value in states[0][0]["pose"].items():
+        if value.is_floating_point() and "running" not in key:
+            assert (value - states[1][0]["pose"][key]).abs().max() <= 1e-5, key
+    # the spectral norms' power-iteration vectors too: each micro-batch starts from the step's u, v
+    for key, value in states[0][1]["discriminators"].items():
+        assert (value - states[1][1]["discriminators"][key]).abs().max() <= 1e-5, key
+    # 8 target images: each of 2 processes reads 4 per epoch, one process 8; positions count a process's own
+    assert states[0][1]["stream"] == {"epoch": 1, "position": 2} and states[1][1]["stream"] == {"epoch": 1, "position": 4}

@@ -203,6 +203,8 @@ class AdversarialAdaptation(TargetDomain):
             for key, d in self.discriminators.items()
         }
         self._pending: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        self._power_start: dict[str, torch.Tensor] = {}
+        self._power_middle: dict[str, torch.Tensor] = {}
         self._step = 0
 
     @staticmethod
@@ -244,11 +246,19 @@ class AdversarialAdaptation(TargetDomain):
         depth_range = self._depth_range(batch)
         source_maps = [m.detach() for m in self._maps(output, size, depth_range)]
         target_maps = self._maps(target_output, size, depth_range)
+        # spectral norm's power iteration advances at every forward in training mode: every micro-batch of a
+        # step starts from the step's u, v, as each process does with its one micro-batch (so accumulation
+        # equals processes, and one micro-batch per step is DenseMTL's sequence)
+        if not self._pending:
+            self._power_start = self._power_state()
+        else:
+            self._load_power_state(self._power_start)
         self._pending.append((source_maps, [m.detach() for m in target_maps]))
         self.flips.manual_seed(self.seed * 1_000_003 + 2 * step)
         discriminators = list(self.discriminators.values())
         with frozen(discriminators):
             loss = generator_adversarial_loss(discriminators, target_maps, self.lambda_adv)
+        self._power_middle = self._power_state()
         self._note(adversarial=float(loss.detach()) / max(self.lambda_adv, 1e-12))
         return loss
 
@@ -261,10 +271,14 @@ class AdversarialAdaptation(TargetDomain):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-        self.flips.manual_seed(self.seed * 1_000_003 + 2 * self._step + 1)
         discriminators = list(self.discriminators.values())
-        total = sum(discriminator_loss(discriminators, source, target) for source, target in self._pending) / len(self._pending)
-        total.backward()  # type: ignore[union-attr]
+        losses = []
+        for source, target in self._pending:  # each micro-batch flips and iterates as a process holding only it would
+            self._load_power_state(self._power_middle)
+            self.flips.manual_seed(self.seed * 1_000_003 + 2 * self._step + 1)
+            losses.append(discriminator_loss(discriminators, source, target))
+        total = torch.stack(losses).mean()
+        total.backward()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             for p in self.discriminators.parameters():
                 if p.grad is not None:
@@ -272,8 +286,18 @@ class AdversarialAdaptation(TargetDomain):
                     p.grad /= dist.get_world_size()
         for optimizer in self.optimizers.values():
             optimizer.step()
-        self._note(discriminator=float(total.detach()), discriminator_lr=lr)  # type: ignore[union-attr]
+        self._note(discriminator=float(total.detach()), discriminator_lr=lr)
         self._pending = []
+
+    def _power_state(self) -> dict[str, torch.Tensor]:
+        """The discriminators' power-iteration vectors (spectral norm's ``_u``, ``_v``)."""
+        return {k: v.clone() for k, v in self.discriminators.state_dict().items() if k.endswith(("._u", "._v"))}
+
+    def _load_power_state(self, state: dict[str, torch.Tensor]) -> None:
+        buffers = dict(self.discriminators.named_buffers())
+        with torch.no_grad():
+            for key, value in state.items():
+                buffers[key].copy_(value)
 
     def zero_grad(self) -> None:
         """Forget maps of a step that was skipped."""
