@@ -139,8 +139,24 @@ def test_checkpoint_of_another_model_is_refused(config_file, tmp_path, capsys):
 def test_list_shows_every_registry(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("semseg", "human_parts", "hps", "stl", "synthetic", "fixed", "test_resnet"):
+    for word in ("semseg", "human_parts", "hps", "stl", "synthetic", "fixed", "test_resnet", "self_supervised_depth", "min_entropy"):
         assert word in out
+
+
+def test_list_settings_names_recipes_that_exist_and_validate(capsys):
+    from pathlib import Path
+
+    from scenemtl.config import load_config
+    from scenemtl.settings import SETTINGS
+
+    assert main(["list", "settings"]) == 0
+    out = capsys.readouterr().out
+    root = Path(__file__).resolve().parents[1]
+    recipes = [recipe for setting in SETTINGS for recipe in setting.recipes]
+    assert recipes and all(recipe in out for recipe in recipes)
+    for recipe in recipes:
+        config = load_config(root / recipe)
+        assert config.objectives, recipe
 
 
 @pytest.mark.slow

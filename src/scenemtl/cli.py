@@ -235,6 +235,8 @@ def _list(args: argparse.Namespace) -> int:
     from scenemtl.tasks.protocols import PROTOCOLS
     from scenemtl.models import MODELS, SUGGESTED_BACKBONES
     from scenemtl.tasks import TASKS
+    from scenemtl.extension import OBJECTIVES
+    from scenemtl.settings import SETTINGS
 
     def describe(name: str) -> str:
         info = DATASETS.get(name).info
@@ -248,6 +250,16 @@ def _list(args: argparse.Namespace) -> int:
         "balancers": BALANCERS.names(),
         "backbones": [*SUGGESTED_BACKBONES, "(any timm model that supports features_only)"],
         "protocols": [f"{name:<10} {protocol.description}" for name, protocol in PROTOCOLS.items()],
+        "objectives": [f"{name:<22} {(OBJECTIVES.get(name).__doc__ or '').strip().splitlines()[0]}" for name in OBJECTIVES.names()],
+        "settings": [
+            line
+            for setting in SETTINGS
+            for line in (
+                f"{setting.name:<20} {setting.description}",
+                f"{'':<20}   select: {setting.keys}",
+                *(f"{'':<20}   recipe: {recipe}" for recipe in setting.recipes),
+            )
+        ],
     }
     for name, items in sections.items():
         if args.what in (None, name):
@@ -439,8 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the --config")
     sv.set_defaults(func=_serve)
 
-    ls = commands.add_parser("list", help="list tasks, models, backbones, datasets, balancers and evaluation protocols")
-    ls.add_argument("what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers", "protocols"])
+    ls = commands.add_parser(
+        "list", help="list tasks, models, backbones, datasets, balancers, evaluation protocols, objectives and training settings"
+    )
+    ls.add_argument(
+        "what", nargs="?", choices=["tasks", "models", "backbones", "datasets", "balancers", "protocols", "objectives", "settings"]
+    )
     ls.set_defaults(func=_list)
 
     bench = commands.add_parser("benchmark", help="compare methods over several seeds")

@@ -362,8 +362,10 @@ def adversarial(
     poly_power: float = 0.9,
     ndf: int = 64,
 ) -> AdversarialAdaptation:
-    """Output-space adversarial adaptation (ADVENT, DenseMTL's DA): ``adapt`` tasks (default: every
-    classification and depth task) at ``stages`` (default ``['final']``), toward ``target``."""
+    """Output-space adversarial adaptation toward ``target`` images (ADVENT, DenseMTL's DA).
+
+    ``adapt``: the tasks (default: every classification and depth task); ``stages``: the outputs
+    (default ``['final']``; DenseMTL: ``['scale1', 'final']``)."""
     picked = adapt if adapt is not None else [n for n, t in tasks.items() if t.is_classification or t.output_kind == "metric_depth"]
     return AdversarialAdaptation(
         config, tasks, device, target, picked, stages or ["final"], lambda_adv, discriminator_lr, discriminator_betas, poly_power, ndf
@@ -381,5 +383,5 @@ def min_entropy(
     stages: list[str] | None = None,
     weight: float = 0.001,
 ) -> MinEntropy:
-    """ADVENT's entropy minimisation on ``target`` images for a classification ``task``."""
+    """Entropy minimisation of a classification task on ``target`` images (ADVENT's MinEnt)."""
     return MinEntropy(config, tasks, device, target, task, stages or ["final"], weight)

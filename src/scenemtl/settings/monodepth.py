@@ -154,5 +154,5 @@ def self_supervised_depth(
     automask: bool = True,
     noise_std: float = 1e-5,
 ) -> SelfSupervisedDepth:
-    """Self-supervised depth from video (DenseMTL SDE, monodepth2's loss); options: see ``SelfSupervisedDepth``."""
+    """Depth trained from video through a pose network (DenseMTL's SDE, monodepth2's loss)."""
     return SelfSupervisedDepth(config, tasks, device, task, pose_lr, pose_weights, smoothness, ssim_weight, automask, noise_std)
