@@ -129,20 +129,17 @@ class NormalsMetric(StreamingMetric):
             self._add_pixels(angles, valid)
             return
         groups = [a[v] for a, v in zip(angles, valid)] if self.pooling == "image" else [angles[valid]]
-        rows = [self._summary(group) for group in groups if group.numel() > 0]
-        if not rows:
-            return
-        table = torch.stack(rows)
-        self.count += table.shape[0]
-        self.angle_sum += fixed_point(table[:, 0])
-        self.angle_sq_sum += fixed_point(table[:, 1])
-        self.median_sum += fixed_point(table[:, 2])
-        self.within_sum += fixed_point(table[:, 3:])
+        self._add_rows([self._summary(group) for group in groups if group.numel() > 0])
 
     def _add_columns(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         prediction, target = self._inputs(prediction, target)
         p, g = prediction.double(), target.double()
-        rows = [self._summary(angle.reshape(-1)) for angle in densemtl_column_angles(p, g)]
+        self._add_rows([self._summary(angle.reshape(-1)) for angle in densemtl_column_angles(p, g)])
+
+    def _add_rows(self, rows: list[torch.Tensor]) -> None:
+        """Add per-image (per-batch) summaries: mean, mean square, median, shares."""
+        if not rows:
+            return
         table = torch.stack(rows)
         self.count += table.shape[0]
         self.angle_sum += fixed_point(table[:, 0])
