@@ -193,7 +193,8 @@ class StoredBatch:
 
 def collate(samples: Sequence[dict]) -> dict:
     """Stack tensors along a new batch dimension; ``meta`` becomes a list of per-sample dicts;
-    ``Stored`` values become a ``StoredBatch``.
+    ``Stored`` values become a ``StoredBatch``; instance targets (objects that are not tensors, e.g.
+    ``detection.Boxes3D``, one per image with any number of instances) become a list.
 
     In a DataLoader worker the batch is stacked straight into shared memory (``default_collate``'s
     rule), so handing it to the main process copies nothing."""
@@ -203,6 +204,9 @@ def collate(samples: Sequence[dict]) -> dict:
             batch["meta"] = [s.get("meta", {}) for s in samples]
             continue
         values = [s[key] for s in samples]
+        if not any(isinstance(v, (torch.Tensor, Stored, np.ndarray)) for v in values):
+            batch[key] = values  # instance targets: one object per image
+            continue
         if any(isinstance(v, Stored) for v in values):
             if all(
                 isinstance(v, Stored) and v.array.shape == values[0].array.shape and len(v.tables) == len(values[0].tables) for v in values

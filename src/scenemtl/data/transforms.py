@@ -83,8 +83,14 @@ def _frames_hwc(frames: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray(frame.permute(1, 2, 0).numpy()) for frame in frames]
 
 
+def _instances(sample: dict, tasks: Mapping[str, Task]):
+    """(name, task) of the instance (non-map) targets in ``sample``."""
+    return [(name, task) for name, task in tasks.items() if name in sample and not task.is_map]
+
+
 def _targets(sample: dict, tasks: Mapping[str, Task]):
-    return [(name, task) for name, task in tasks.items() if name in sample]
+    """(name, task) of the map targets in ``sample`` (instance targets move by ``_instances``)."""
+    return [(name, task) for name, task in tasks.items() if name in sample and task.is_map]
 
 
 def image_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -250,6 +256,10 @@ class RandomScaleCrop:
         sample["image"] = image  # the crop may be a view: the next step that needs a compact array copies it
         if "frames" in sample or "camera" in sample:
             _scale_crop_video(sample, (height, width), image.shape[:2], zoom, offsets if crop is not None else None)
+        for name, _ in _instances(sample, self.tasks):
+            zoomed = (max(1, int(height * zoom)), max(1, int(width * zoom))) if zoom != 1.0 else (height, width)
+            top, left = offsets if crop is not None and offsets is not None else (0, 0)
+            sample[name] = sample[name].resize((height, width), zoomed).shift(top, left)
         if rows is not None:
             index_rows, index_cols = torch.from_numpy(rows), torch.from_numpy(cols)
             for name, task in _targets(sample, self.tasks):
@@ -316,6 +326,8 @@ def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], c
         if "frames" in sample:
             sample["frames"] = F.pad(sample["frames"], borders, value=0)
         _camera(sample, lambda k: geometry.crop_intrinsics(k, -top, -left))
+        for name, _ in _instances(sample, tasks):
+            sample[name] = sample[name].shift(-top, -left)
     meta = sample.setdefault("meta", {})
     meta["pad"] = (top, left, height, width)
     return sample
@@ -342,6 +354,8 @@ class RandomHorizontalFlip:
                 sample["frames"] = sample["frames"].flip(-1)
             meta = sample.get("meta", {})
             width = image_size(sample["image"])[1]
+            for name, _ in _instances(sample, self.tasks):
+                sample[name] = sample[name].flip(width)
             if meta.get("camera_flip"):
                 _camera(sample, lambda k: densemtl_flip(k, meta["camera_flip"], meta["size"][1], width))
             else:

@@ -32,13 +32,16 @@ def autocast(device: torch.device, precision: str):
 
 
 def move(batch: dict, device: torch.device) -> dict:
-    """Tensors of a batch onto ``device`` (``meta`` stays); a ``StoredBatch`` is moved as bytes and decoded there."""
+    """Tensors of a batch onto ``device`` (``meta`` stays); a ``StoredBatch`` is moved as bytes and decoded there;
+    instance targets (a list with one object per image that has ``.to``, e.g. ``Boxes3D``) each moved."""
     moved = {}
     for key, value in batch.items():
         if isinstance(value, StoredBatch):
             value = value.to(device, non_blocking=True).decode()
         elif isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
+        elif key != "meta" and isinstance(value, list) and value and all(hasattr(v, "to") for v in value):
+            value = [v.to(device) for v in value]
         moved[key] = value
     return moved
 
@@ -60,7 +63,8 @@ def evaluate(
     (to save them, e.g. boundary PNGs for SEISM). Metrics receive what their ``wants`` names:
     ``ids`` (the samples' ids, to score a subset, e.g. SEISM's PASCAL ``test_new``) and
     ``eval_target`` (the task's evaluation target when the batch has it, e.g. SEISM's label images)
-    and ``logits`` (the task's raw output, for metrics defined on it, e.g. DenseMTL's legacy normals).
+    , ``logits`` (the task's raw output, for metrics defined on it, e.g. DenseMTL's legacy normals) and
+    ``meta`` (the samples' plain values, e.g. the camera a 3D-detection metric writes its files with).
     ``on_batch(batch, predictions)`` sees every batch with all tasks' predictions (e.g. to draw panels).
     """
     was_training = model.training
@@ -77,8 +81,9 @@ def evaluate(
         predictions: dict[str, torch.Tensor] = {}
         for index, (name, task) in enumerate(tasks.items()):
             labelled[index] += task.valid_mask(batch[name]).sum()
-            prediction = task.predict(output.final[name].float())
-            context = metric_context(metrics[name], task, batch, ids, output.final[name])
+            raw = output.final[name]
+            prediction = task.predict(raw.float() if isinstance(raw, torch.Tensor) else raw)
+            context = metric_context(metrics[name], task, batch, ids, raw)
             metrics[name].update(prediction, batch[name], **context)
             if writers and name in writers:
                 writers[name](prediction, batch.get("meta", []))
@@ -119,6 +124,8 @@ def metric_context(
     context: dict[str, Any] = {}
     if "logits" in metric.wants and logits is not None:
         context["logits"] = logits.float()
+    if "meta" in metric.wants:
+        context["meta"] = list(batch.get("meta", []))
     if "ids" in metric.wants:
         context["ids"] = ids
     if "eval_target" in metric.wants and task.eval_target is not None and task.eval_target in batch:

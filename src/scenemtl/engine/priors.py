@@ -26,9 +26,10 @@ def estimate_priors(
     """
     count = min(len(dataset), max_samples)
     indices = [int(i) for i in np.linspace(0, len(dataset) - 1, count).round()] if count else []
-    targets: dict[str, list[torch.Tensor]] = {name: [] for name in tasks}
+    maps = [name for name, task in tasks.items() if task.is_map]  # an instance task's head starts its own way
+    targets: dict[str, list[torch.Tensor]] = {name: [] for name in maps}
     for i in progress(indices, desc="priors", leave=False, disable=not show_progress):
         sample = dataset.sample(i)
-        for name in tasks:
+        for name in maps:
             targets[name].append(sample[name][None][..., ::pixel_stride, ::pixel_stride].clone())
-    return {name: task.output_prior(targets[name]) for name, task in tasks.items()}
+    return {name: tasks[name].output_prior(targets[name]) for name in maps}

@@ -25,9 +25,13 @@ class HardSharing(MultiTaskModel):
     def __init__(self, config: ModelConfig, tasks: Mapping[str, Task], head_channels: int = 64, decoder_stride: int = 8) -> None:
         super().__init__()
         self.backbone = Backbone(config.backbone)
+        # an instance task (3D detection) brings its own head on the backbone's feature maps
+        self.instance = {name for name, task in tasks.items() if not task.is_map}
         self.heads = nn.ModuleDict(
             {
-                name: FPNHead(
+                name: task.build_head(list(self.backbone.channels), list(self.backbone.strides))
+                if name in self.instance
+                else FPNHead(
                     self.backbone.channels,
                     self.backbone.strides,
                     head_channels,
@@ -45,7 +49,12 @@ class HardSharing(MultiTaskModel):
     def decode(self, shared: Sequence[torch.Tensor], size: Sequence[int]) -> ModelOutput:
         """Logits of every task at ``size``."""
         features = list(shared)
-        return ModelOutput(final={name: resize(head(features), size) for name, head in self.heads.items()})
+        return ModelOutput(
+            final={
+                name: head(features, tuple(size)) if name in self.instance else resize(head(features), size)
+                for name, head in self.heads.items()
+            }
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The parameters every task's loss reaches (what gradient balancers act on)."""
@@ -53,7 +62,7 @@ class HardSharing(MultiTaskModel):
 
     def output_layers(self) -> dict[str, list[nn.Module]]:
         """Each task's classifier."""
-        return {name: [head.classifier] for name, head in self.heads.items()}
+        return {name: [head.classifier] for name, head in self.heads.items() if name not in self.instance}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone (the heads are small)."""

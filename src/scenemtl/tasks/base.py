@@ -42,6 +42,15 @@ class Task:
     eval_protocol: str | None = None
     #: file extensions of saved predictions ``scenemtl score`` reads (``read_prediction``), in the order tried
     prediction_extensions: tuple[str, ...] = ()
+    #: a per-pixel map target (False: an instance target, one object per image such as ``detection.Boxes3D``,
+    #: which the transforms move with ``flip(width)``, ``resize(old, new)`` and ``shift(top, left)``, the
+    #: loader batches as a list and ``move`` sends with ``.to(device)``; its head comes from ``build_head``)
+    is_map: bool = True
+
+    def build_head(self, in_channels: list[int], strides: list[int]) -> torch.nn.Module | None:
+        """For an instance task, the head an architecture puts on its multi-scale task features
+        (``forward(features, image_size)``); None for a map task (the architecture's own head)."""
+        return None
 
     def __init__(self, name: str) -> None:
         self.name = name
