@@ -51,7 +51,7 @@ class PromptedModel(MultiTaskModel):
     @torch.no_grad()
     def output_layers(self) -> dict[str, list[nn.Module]]:
         """Each task's prediction layer."""
-        return {name: [head.pred] for name, head in self.heads.items()}
+        return {name: [head.pred] for name, head in self.heads.items() if hasattr(head, "pred")}  # (not an instance head)
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint every prompted block."""

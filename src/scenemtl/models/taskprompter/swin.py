@@ -30,7 +30,11 @@ Differences from the official code, and why:
 
 - The input is resized to ``img_size`` (the official resizes by ``img_ds_ratio``: 0.75 of
   1024×2048 = 768×1536) and the predictions to the input size (official: to the label size
-  ``dd_label_map_size``); the 3D-detection head (mmdet3d's FCOS3D) is not part of scenemtl.
+  ``dd_label_map_size``).
+- An instance task (``det3d``: 3D detection) reads the four levels' task features as they are
+  (not resized to the finest level nor fused, as the official ``3ddet`` branch) with the head its
+  task builds (an FPN and an FCOS3D-style head, ``scenemtl.detection.head``), in the pixels of the
+  input image.
 - Attention through ``scaled_dot_product_attention`` with the bias and mask as an additive mask;
   the prompts' raw scores are computed apart (T × window rows).
 - Pretrained Swin weights come from timm (a local file or the hub, in timm's layout, whose patch
@@ -94,8 +98,19 @@ class TaskPrompterSwin(PromptedModel):
         self.decode_spatial = nn.ModuleList(nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for c in bb.channels)
         self.decode_channel = nn.ModuleList(nn.ModuleDict({t: nn.Conv2d(c, embed_dim, 1) for t in names}) for c in bb.channels)
         self.fuse = nn.ModuleList(nn.ModuleDict({t: level_fusion(embed_dim, f, 3) for t in names}) for _ in bb.channels)
-        self.multi_scale_fuse = nn.ModuleDict({t: nn.Conv2d(f, f, 3, padding=1) for t in names})
-        self.heads = nn.ModuleDict({t: ConvHead(f, tasks[t].out_channels, deconv=head == "deconv") for t in names})
+        self.instance = [t for t in names if not tasks[t].is_map]
+        maps = [t for t in names if t not in self.instance]
+        self.multi_scale_fuse = nn.ModuleDict({t: nn.Conv2d(f, f, 3, padding=1) for t in maps})
+        # the level features are upsampled ×2 from each stage's token grid
+        strides = [self.img_size[0] // (2 * h) for h, _ in bb.resolutions]
+        self.heads = nn.ModuleDict(
+            {
+                t: tasks[t].build_head([f] * len(bb.channels), strides)
+                if t in self.instance
+                else ConvHead(f, tasks[t].out_channels, deconv=head == "deconv")
+                for t in names
+            }
+        )
 
     official_key_map: KeyMap  # set below
 
@@ -135,6 +150,9 @@ class TaskPrompterSwin(PromptedModel):
         levels.append(self._task_features(bb.norm(tokens), spatial, channel, len(bb.layers) - 1))
         final = {}
         for k, task in enumerate(self.task_names):
+            if task in self.instance:  # its head on the four levels, in the input's pixels
+                final[task] = self.heads[task]([level[k] for level in levels], tuple(size))
+                continue
             target = levels[0][k].shape[-2:]
             summed = sum(F.interpolate(level[k], size=target, mode="bilinear", align_corners=False) for level in levels)
             final[task] = F.interpolate(
