@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import torch
 
 from scenemtl.data.base import DATASETS, DatasetInfo, DenseDataset
 from scenemtl.errors import ConfigError, DataError
@@ -72,6 +73,11 @@ def sample_problems(sample: dict, info: DatasetInfo, where: str) -> list[str]:
         if task not in sample:
             continue
         target = sample[task]
+        if not isinstance(target, torch.Tensor):  # an instance target (3D boxes): its task checks it
+            problem = _task(task, info).check_target([target], sample=True)
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
+            continue
         if tuple(target.shape[-2:]) != size:
             problems.append(f"{where}: {task} is {tuple(target.shape[-2:])} but the image is {size}")
             continue

@@ -8,7 +8,17 @@ import torch
 from scenemtl import geometry
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.render import CLASS_NAMES, DOMAINS, MAX_MOTION, Scene, SceneConfig, render_clip, render_scene, sample_scene
+from scenemtl.data.render import _N_ROOM as N_ROOM
+from scenemtl.data.render import _SPHERE as SPHERE
+from scenemtl.detection.boxes import Boxes3D
 from scenemtl.errors import ConfigError, did_you_mean
+
+#: the objects as 3D-detection classes (task ``det3d``), in the renderer's class order
+DETECTION_CLASSES = ("sphere", "box", "cylinder")
+#: the tasks of a dataset built without a task list (3D detection is asked for by name)
+DENSE_TASKS = ("semseg", "depth", "normals", "edge", "saliency")
+#: visible pixels an object needs to be a detection target
+MIN_VISIBLE_PIXELS = 4
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 # appended to the seed sequence (the source domain appends nothing, so its scenes are unchanged)
@@ -50,8 +60,8 @@ class SyntheticScenes(DenseDataset):
 
     info = DatasetInfo(
         name="synthetic",
-        tasks=("semseg", "depth", "normals", "edge", "saliency"),
-        class_names={"semseg": list(CLASS_NAMES)},
+        tasks=("semseg", "depth", "normals", "edge", "saliency", "det3d"),
+        class_names={"semseg": list(CLASS_NAMES), "det3d": list(DETECTION_CLASSES)},
     )
 
     def __init__(
@@ -71,7 +81,7 @@ class SyntheticScenes(DenseDataset):
         motion: float = 0.15,
         domain: str = "source",
     ) -> None:
-        super().__init__(root, split, list(tasks) if tasks is not None else list(self.info.tasks))
+        super().__init__(root, split, list(tasks) if tasks is not None else list(DENSE_TASKS))
         if height < 8 or width < 8:
             raise ConfigError(f"data.options: synthetic scenes need height and width ≥ 8, got {height}×{width}")
         if domain not in DOMAINS:
@@ -119,6 +129,55 @@ class SyntheticScenes(DenseDataset):
         f = 0.5 * self.config.width / np.tan(np.deg2rad(self.config.fov_degrees) / 2)
         return geometry.intrinsics(f, f, self.config.width / 2 - 0.5, self.config.height / 2 - 0.5)
 
+    def boxes(self, index: int, instance: np.ndarray) -> Boxes3D:
+        """The 3D boxes of scene ``index``'s objects visible in its instance map (task ``det3d``).
+
+        Each object's box in the camera frame: centre, extents (sphere: its bounding cube; cylinder:
+        2r, 2r and its height; box: its sides), the box's axes (x and y turned by its yaw about the
+        world's vertical, z up) in camera coordinates; the modal 2D box is the bounding box of its
+        visible pixels. Objects with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels are left out."""
+        scene = self.scene(index)
+        to_camera = scene.rotation.T
+        labels, centers, sizes, rotations, boxes2d = [], [], [], [], []
+        for k, ob in enumerate(scene.objects):
+            rows, cols = np.nonzero(instance == N_ROOM + k)
+            if rows.size < MIN_VISIBLE_PIXELS:
+                continue
+            c, s = np.cos(ob.angle), np.sin(ob.angle)
+            yaw = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # box axes → world
+            labels.append(ob.kind - SPHERE)
+            centers.append(to_camera @ (ob.center - scene.position))
+            sizes.append(2 * ob.half)
+            rotations.append(to_camera @ yaw)
+            boxes2d.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+        boxes = Boxes3D.empty(self.camera())
+        if labels:
+            boxes = Boxes3D(
+                labels=torch.tensor(labels, dtype=torch.int64),
+                centers=torch.tensor(np.array(centers), dtype=torch.float32),
+                sizes=torch.tensor(np.array(sizes), dtype=torch.float32),
+                rotations=torch.tensor(np.array(rotations), dtype=torch.float32),
+                boxes2d=torch.tensor(boxes2d, dtype=torch.float32),
+                camera=torch.from_numpy(self.camera().astype(np.float32)),
+            )
+        return boxes
+
+    def sensor(self) -> dict:
+        """A Cityscapes-3D ``sensor`` for the official evaluator: the vehicle frame V at the camera, its x
+        along the optical axis (``sensor_T_ISO_8855`` the identity), the camera's focal length and
+        principal point (in the JSON's convention, pixel centres at integers, as ``scenemtl.geometry``)."""
+        camera = self.camera()
+        return {
+            "sensor_T_ISO_8855": [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+            "fx": float(camera[0, 0]),
+            "fy": float(camera[1, 1]),
+            "u0": float(camera[0, 2]),
+            "v0": float(camera[1, 2]),
+            "baseline": 0.2,
+            "imgWidth": self.config.width,
+            "imgHeight": self.config.height,
+        }
+
     def sample(self, index: int) -> dict:
         """One scene in the data contract (with ``frames`` and ``camera`` when ``frames`` is on)."""
         arrays = self.render(index)
@@ -129,11 +188,14 @@ class SyntheticScenes(DenseDataset):
             "normals": lambda: torch.from_numpy(np.ascontiguousarray(arrays["normals"].transpose(2, 0, 1))).float(),
             "edge": lambda: torch.from_numpy(arrays["edge"].astype(np.float32))[None],
             "saliency": lambda: torch.from_numpy(arrays["saliency"].astype(np.float32))[None],
+            "det3d": lambda: self.boxes(index, arrays["instance"]),
         }
         for task in self.tasks:
             sample[task] = converters[task]()
         height, width = arrays["semseg"].shape
         sample["meta"] = {"id": f"{self.split}_{index:05d}", "size": (height, width), "labelled": list(self.tasks)}
+        if "det3d" in self.tasks:
+            sample["meta"]["sensor"] = self.sensor()
         if self.frames:
             sample["frames"] = torch.from_numpy(arrays["frames"]).permute(0, 3, 1, 2)  # channels-last memory, as image
             sample["camera"] = torch.from_numpy(self.camera().astype(np.float32))

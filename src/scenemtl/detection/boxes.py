@@ -6,8 +6,10 @@ right, y down, z forward), in which the boxes are kept here; I, pixels. A box's 
 its length along its x, width along y, height along z; ``rotations`` maps them into S.
 
 Pixels: ``camera`` follows ``scenemtl.geometry`` (pixel (row v, column u) at the integer coordinate
-(u, v)); ``boxes2d`` are continuous image coordinates with pixel edges at integers (x1, y1, x2, y2, the
-convention of the Cityscapes JSON's [x, y, w, h]), so a pixel centre u sits at u + 0.5 in them.
+(u, v)), as the Cityscapes camera (its u0, v0 are pixel indices); ``boxes2d`` are continuous image
+coordinates with pixel edges at integers (x1, y1, x2, y2: a box covering pixel columns a..b has
+x1 = a, x2 = b + 1; the JSON's inclusive [x, y, w, h] is converted by ``detection.cityscapes``), so a
+pixel centre u sits at u + 0.5 in them.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def evaluate(
         for index, (name, task) in enumerate(tasks.items()):
             labelled[index] += task.valid_mask(batch[name]).sum()
             raw = output.final[name]
-            prediction = task.predict(raw.float() if isinstance(raw, torch.Tensor) else raw)
+            prediction = task.predict(raw.float() if isinstance(raw, torch.Tensor) else raw, **task.prediction_inputs(batch))
             context = metric_context(metrics[name], task, batch, ids, raw)
             metrics[name].update(prediction, batch[name], **context)
             if writers and name in writers:

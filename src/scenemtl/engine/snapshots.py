@@ -26,6 +26,11 @@ def prediction_panels(
     output = model(sample["image"][None].to(device))
     predictions, targets = {}, {}
     for name, task in tasks.items():
+        if not task.is_map:  # instance targets (3D boxes): drawn at the image's size, decoded with the sample's camera
+            prediction = task.predict(output.final[name], **task.prediction_inputs({name: [sample[name]]}))[0]
+            predictions[name] = task.colorize(prediction, size=(height, width))  # type: ignore[call-arg]
+            targets[name] = task.colorize(sample[name], size=(height, width))  # type: ignore[call-arg]
+            continue
         prediction = task.predict(output.final[name].float())[0][..., :height, :width]
         predictions[name] = task.colorize(prediction)
         targets[name] = task.colorize(sample[name][..., :height, :width])

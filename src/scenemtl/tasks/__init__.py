@@ -10,6 +10,7 @@ from scenemtl.errors import ConfigError
 from scenemtl.registry import check_options
 from scenemtl.tasks.base import Task, balanced_bce, masked_mean
 from scenemtl.tasks.binary import EdgeTask, SaliencyTask
+from scenemtl.tasks.det3d import Det3DTask
 from scenemtl.tasks.depth import DepthTask, InverseDepthTask
 from scenemtl.tasks.normals import NormalsTask
 from scenemtl.tasks.registry import TASKS, register_task
@@ -17,6 +18,7 @@ from scenemtl.tasks.segmentation import HumanParts, SegmentationTask, SemanticSe
 
 __all__ = [
     "TASKS",
+    "Det3DTask",
     "DepthTask",
     "EdgeTask",
     "HumanParts",
@@ -47,7 +49,8 @@ def build_task(
     cls = TASKS.get(name)
     check_options(cls, options, f"tasks.{name}", reserved=("name", "class_names", "palette"), also=("weight",))
     kwargs = dict(options)
-    if "class_names" in inspect.signature(cls.__init__).parameters:
+    parameter = inspect.signature(cls.__init__).parameters.get("class_names")
+    if parameter is not None and (parameter.default is inspect.Parameter.empty or (class_names and name in class_names)):
         if not class_names or name not in class_names:
             raise ConfigError(f"task '{name}' needs class names, but the dataset does not provide '{name}' labels")
         kwargs["class_names"] = class_names[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,10 @@ class Task:
     def valid_mask(self, target: torch.Tensor) -> torch.Tensor:
         """Boolean mask of the labelled pixels, ``[B,H,W]``."""
         raise NotImplementedError
+
+    def prediction_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """What ``predict`` needs from the batch beside the output (3D detection: each image's camera); none by default."""
+        return {}
 
     # -- evaluation -----------------------------------------------------------------------
     def metric(self) -> StreamingMetric:

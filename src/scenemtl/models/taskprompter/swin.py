@@ -151,7 +151,8 @@ class TaskPrompterSwin(PromptedModel):
         final = {}
         for k, task in enumerate(self.task_names):
             if task in self.instance:  # its head on the four levels, in the input's pixels
-                final[task] = self.heads[task]([level[k] for level in levels], tuple(size))
+                scale = size[1] / self.img_size[1]
+                final[task] = self.heads[task]([level[k] for level in levels], tuple(size), scale=scale)
                 continue
             target = levels[0][k].shape[-2:]
             summed = sum(F.interpolate(level[k], size=target, mode="bilinear", align_corners=False) for level in levels)
