@@ -200,7 +200,9 @@ class InverseDepthTask(DepthTask):
     metric depth errors. Reading them as depth is a known pitfall (lorenmt/mtan issues #15 and
     #25); a task of its own keeps the two apart in configs, reports and checkpoints.
 
-    Invalid pixels are 0 or non-finite, as for depth. Under a random zoom with
+    Invalid pixels are 0 or non-finite, as for depth. ``max_value``: evaluate only values below it
+    (TaskPrompter's Cityscapes-3D evaluation keeps disparities 0 < d < 80 px, its ``depth_max`` of 80
+    meant for metres, so pixels nearer than about 6 m are not scored). Under a random zoom with
     ``adjust_values`` the values are multiplied by the zoom (an object shown ``z`` times larger
     looks ``z`` times closer: depth divides by ``z``, inverse depth multiplies).
     """
@@ -209,8 +211,8 @@ class InverseDepthTask(DepthTask):
     unit = "(inverse)"
     output_kind = "inverse_depth"
 
-    def __init__(self, name: str = "inverse_depth", pooling: str = "pixel") -> None:
-        super().__init__(name, max_depth=None, pooling=pooling)
+    def __init__(self, name: str = "inverse_depth", pooling: str = "pixel", max_value: float | None = None) -> None:
+        super().__init__(name, max_depth=max_value, pooling=pooling)
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """The output's values (inverse depth as they are)."""

@@ -31,8 +31,9 @@ Differences from the official code, and why:
 - The input is resized to ``img_size`` (the official resizes by ``img_ds_ratio``: 0.75 of
   1024×2048 = 768×1536) and the predictions to the input size (official: to the label size
   ``dd_label_map_size``).
-- An instance task (``det3d``: 3D detection) reads the four levels' task features as they are
-  (not resized to the finest level nor fused, as the official ``3ddet`` branch) with the head its
+- An instance task (``det3d``: 3D detection) reads the four levels' task features at the stages'
+  resolutions (not upsampled ×2, not resized to the finest level nor fused, as the official
+  ``3ddet`` branch: strides 8, 16, 32, 32) with the head its
   task builds (an FPN and an FCOS3D-style head, ``scenemtl.detection.head``), in the pixels of the
   input image.
 - Attention through ``scaled_dot_product_attention`` with the bias and mask as an additive mask;
@@ -101,8 +102,8 @@ class TaskPrompterSwin(PromptedModel):
         self.instance = [t for t in names if not tasks[t].is_map]
         maps = [t for t in names if t not in self.instance]
         self.multi_scale_fuse = nn.ModuleDict({t: nn.Conv2d(f, f, 3, padding=1) for t in maps})
-        # the level features are upsampled ×2 from each stage's token grid
-        strides = [self.img_size[0] // (2 * h) for h, _ in bb.resolutions]
+        # an instance task reads each stage's token grid (the 2D tasks' features are upsampled ×2)
+        strides = [self.img_size[0] // h for h, _ in bb.resolutions]
         self.heads = nn.ModuleDict(
             {
                 t: tasks[t].build_head([f] * len(bb.channels), strides)
@@ -128,7 +129,10 @@ class TaskPrompterSwin(PromptedModel):
             spa = (xm.reshape(b, heads, c // heads, h, w) * spatial[:, :, ti, None]).reshape(b, c, h, w) + xm
             scale = channel[:, ti].repeat_interleave(h // n, dim=2).repeat_interleave(w // n, dim=3)
             chan = xm * scale + xm
-            up = [F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False) for y in (spa, chan)]
+            # the 2D tasks' features are upsampled ×2; the 3D detection's are not (the official 3ddet branch)
+            up = [
+                y if task in self.instance else F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False) for y in (spa, chan)
+            ]
             fused = torch.cat([self.decode_spatial[level][task](up[0]), self.decode_channel[level][task](up[1])], dim=1)
             out.append(self.fuse[level][task](fused))
         return out
