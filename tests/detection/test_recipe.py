@@ -48,3 +48,27 @@ def test_recipe_trains_and_is_scored_by_the_official_evaluator(tmp_path, monkeyp
     assert main(["eval", str(RECIPE), "--checkpoint", str(trainer.run_dir), "--out", str(out), "--quiet", *overrides]) == 0
     report = json.loads(out.read_text())
     assert report["metrics"]["det3d"]["mds"] == pytest.approx(metrics["det3d"]["mds"], abs=1e-9)
+    # prediction on a plain image: boxes decoded with the recipe's camera, drawn and written as JSON
+    image = next((root / "leftImg8bit" / "val").rglob("*.png"))
+    predictions = tmp_path / "predictions"
+    assert main(["predict", str(image), "--checkpoint", str(trainer.run_dir), "--out", str(predictions), "--quiet"]) == 0
+    written = json.loads((predictions / "det3d" / f"{image.stem}.json").read_text())
+    assert written["frame"].startswith("camera") and isinstance(written["boxes"], list)
+    assert (predictions / "det3d" / f"{image.stem}.png").is_file() and (predictions / "panels" / f"{image.stem}.png").is_file()
+
+
+def test_images_without_a_camera_use_the_tasks_camera_scaled_to_their_size():
+    import torch
+
+    from scenemtl.errors import ConfigError
+    from scenemtl.tasks import build_task
+
+    plain = build_task("det3d", {})
+    with pytest.raises(ConfigError, match="tasks.det3d.camera=\\[fx, fy, u0, v0\\]"):
+        plain.prediction_inputs({"image": torch.zeros(1, 3, 8, 16)})
+    task = build_task("det3d", {"camera": [2262.52, 2265.3, 1096.98, 513.14], "camera_size": [1024, 2048]})
+    cameras = task.prediction_inputs({"image": torch.zeros(2, 3, 520, 1024), "meta": [{"size": (512, 1024)}] * 2})["cameras"]
+    assert cameras.shape == (2, 3, 3)
+    assert cameras[0, 0, 0] == pytest.approx(1131.26) and cameras[0, 0, 2] == pytest.approx((1096.98 + 0.5) / 2 - 0.5)
+    with pytest.raises(ConfigError, match="camera must be"):
+        build_task("det3d", {"camera": [1.0, 2.0]})

@@ -14,6 +14,7 @@ pixel centre u sits at u + 0.5 in them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -133,3 +134,19 @@ class Boxes3D:
             ignore=self.ignore - offset,
             camera=torch.as_tensor(camera, dtype=torch.float32).to(self.camera.device),
         )
+
+    def records(self, class_names: Sequence[str]) -> list[dict]:
+        """The boxes as plain values (one dict each: class, score, centre, size, rotation, 2D box), for JSON files."""
+        rows = []
+        for i in range(len(self)):
+            rows.append(
+                {
+                    "label": class_names[int(self.labels[i])],
+                    "score": None if self.scores is None else float(self.scores[i]),
+                    "center": [float(v) for v in self.centers[i]],
+                    "size": [float(v) for v in self.sizes[i]],
+                    "rotation": [[float(v) for v in row] for row in self.rotations[i]],
+                    "box2d": [float(v) for v in self.boxes2d[i]],
+                }
+            )
+        return rows

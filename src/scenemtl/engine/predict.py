@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +130,16 @@ class Predictor:
         x = F.pad(x, (0, pad_w, 0, pad_h)).to(self.device)
         with autocast(self.device, self.precision):
             output = self.model(x)
-        predictions = {name: task.predict(output.final[name][..., :height, :width].float()).cpu() for name, task in self.tasks.items()}
+        predictions: dict[str, Any] = {}
+        for name, task in self.tasks.items():
+            if task.is_map:
+                predictions[name] = task.predict(output.final[name][..., :height, :width].float()).cpu()
+                continue
+            # instance predictions (3D boxes), decoded with the task's camera for images of this size
+            batch = {"image": x, "meta": [{"size": (height, width)} for _ in images]}
+            predictions[name] = [boxes.to("cpu") for boxes in task.predict(output.final[name], **task.prediction_inputs(batch))]
+            for boxes in predictions[name]:
+                setattr(boxes, "image_size", (height, width))  # what colorize draws on
         return [{name: values[i] for name, values in predictions.items()} for i in range(len(images))]
 
 
@@ -184,7 +195,11 @@ def _write(out: Path, stem: str, image: np.ndarray, predictions: dict[str, torch
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pictures[name]).save(folder / f"{stem}.png")
-        np.save(folder / f"{stem}.npy", prediction_array(prediction))
+        if isinstance(prediction, torch.Tensor):
+            np.save(folder / f"{stem}.npy", prediction_array(prediction))
+        else:  # instance predictions (3D boxes in the camera frame) as JSON
+            records = prediction.records(predictor.tasks[name].class_names)
+            (folder / f"{stem}.json").write_text(json.dumps({"frame": "camera (x right, y down, z forward), metres", "boxes": records}))
     (out / "panels").mkdir(parents=True, exist_ok=True)
     panel_path = out / "panels" / f"{stem}.png"
     make_panel(image, pictures, predictor.keys(predictions)).save(panel_path)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenemtl import geometry
 from scenemtl.detection.boxes import DETECTION_CLASSES, Boxes3D
 from scenemtl.detection.head import FCOS3DHead, Det3DOutput, build_det3d_head
 from scenemtl.detection.losses import CODE_WEIGHT, LossWeights, det3d_losses
@@ -81,8 +82,17 @@ class Det3DTask(Task):
         box2d_weight: float = 1.0,
         class_names: list[str] | None = None,
         palette: Any = None,
+        camera: list[float] | None = None,
+        camera_size: list[int] | None = None,
     ) -> None:
         super().__init__(name)
+        if camera is not None and (len(camera) != 4 or not all(math.isfinite(float(v)) for v in camera) or min(camera[:2]) <= 0):
+            raise ConfigError(f"tasks.{name}.camera must be [fx, fy, u0, v0] (pixels, fx and fy positive), got {camera!r}")
+        if camera_size is not None and (len(camera_size) != 2 or min(camera_size) <= 0):
+            raise ConfigError(f"tasks.{name}.camera_size must be [height, width] of the images the camera describes, got {camera_size!r}")
+        #: the camera of images that come without one (scenemtl predict), at ``camera_size`` (default: the image's)
+        self.default_camera = None if camera is None else [float(v) for v in camera]
+        self.camera_size = None if camera_size is None else (int(camera_size[0]), int(camera_size[1]))
         if width < 64 or width % 64:
             raise ConfigError(f"tasks.{name}.width must be a positive multiple of 64 (GroupNorm's 32 groups on half of it), got {width}")
         for key, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold)):
@@ -206,12 +216,24 @@ class Det3DTask(Task):
         return results
 
     def prediction_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Decoding needs each image's camera: from the batch's targets, or its ``camera`` (video samples)."""
+        """Decoding needs each image's camera: from the batch's targets, its ``camera`` (video samples), or the
+        task's ``camera`` option scaled from ``camera_size`` to each image's size (``meta['size']``, else the
+        image's); a clear error without any."""
         if self.name in batch:
             return {"cameras": batch[self.name]}
         if "camera" in batch:
             return {"cameras": batch["camera"]}
-        return {}
+        if self.default_camera is None:
+            raise ConfigError(
+                f"{self.name}: decoding 3D boxes needs the images' camera: set tasks.{self.name}.camera=[fx, fy, u0, v0] "
+                f"(and tasks.{self.name}.camera_size=[height, width], the images it describes)"
+            )
+        image = batch["image"]
+        sizes = [tuple(m.get("size", image.shape[-2:])) for m in batch.get("meta", [{}] * image.shape[0])]
+        fx, fy, u0, v0 = self.default_camera
+        matrix = geometry.intrinsics(fx, fy, u0, v0)
+        cameras = [geometry.resize_intrinsics(matrix, self.camera_size or size, size) for size in sizes]
+        return {"cameras": torch.as_tensor(np.stack(cameras), dtype=torch.float32)}
 
     # -- evaluation ----------------------------------------------------------------------------
     def metric(self) -> StreamingMetric:
