@@ -72,3 +72,27 @@ def test_images_without_a_camera_use_the_tasks_camera_scaled_to_their_size():
     assert cameras[0, 0, 0] == pytest.approx(1131.26) and cameras[0, 0, 2] == pytest.approx((1096.98 + 0.5) / 2 - 0.5)
     with pytest.raises(ConfigError, match="camera must be"):
         build_task("det3d", {"camera": [1.0, 2.0]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["hps", "invpt"])
+def test_det3d_trains_beside_dense_tasks_on_other_architectures(tiny_config, arch):
+    """hps (its backbone's levels) and invpt (its three stages' task features) carry the det3d head too."""
+    overrides = [
+        "tasks={semseg: {weight: 1.0}, det3d: {weight: 1.0, width: 64, dcn: false}}",
+        "data.options={height: 64, width: 64, num_train: 4, num_val: 2}",
+        "data.augment={scale: null, flip: true, photometric: false}",
+        "data.batch_size=2",
+        "train.steps=2",
+        "train.init_output_bias=false",
+    ]
+    if arch == "invpt":
+        overrides += [
+            "model.arch=invpt",
+            "model.backbone={name: test_vit}",
+            "model.options={img_size: [64, 64], embed_dim: 16, pred_channels: 8}",
+        ]
+    trainer = Trainer(tiny_config(*overrides), progress=False, log=False)
+    trainer.fit()
+    metrics = trainer.evaluate()["metrics"]
+    assert "mds" in metrics["det3d"] and "miou" in metrics["semseg"]

@@ -244,15 +244,27 @@ class InvPT(MultiTaskModel):
         self.dims = dims
         c_last = channels[-1]
         self.preliminary = nn.ModuleDict({t: nn.Sequential(conv_norm_act(c_last, c_last), conv_norm_act(c_last, embed_dim)) for t in names})
-        self.intermediate = nn.ModuleDict({t: nn.Conv2d(embed_dim, official_channels(t, tasks[t].out_channels), 1) for t in names})
-        self.mix_proj = nn.ModuleDict({t: nn.Conv2d(embed_dim + official_channels(t, tasks[t].out_channels), d0, 1) for t in names})
+        # an instance task (3D detection) has no per-pixel preliminary prediction to mix in, and its own head on
+        # the three stages' task features (strides 32, 16, 8 of the padded input)
+        self.instance = [t for t in names if not tasks[t].is_map]
+        prelim_channels = {t: 0 if t in self.instance else official_channels(t, tasks[t].out_channels) for t in names}
+        self.intermediate = nn.ModuleDict({t: nn.Conv2d(embed_dim, prelim_channels[t], 1) for t in names if t not in self.instance})
+        self.mix_proj = nn.ModuleDict({t: nn.Conv2d(embed_dim + prelim_channels[t], d0, 1) for t in names})
         self.skip_mid = skip_conv(channels[1], dims[1], strides[1], STAGE_STRIDES[1])
         self.skip_fine = skip_conv(channels[0], dims[2], strides[0], STAGE_STRIDES[2])
         self.stages = nn.ModuleList(Stage(names, i, dims[max(i - 1, 0)], dims[i], num_heads[i], mlp_ratio) for i in range(3))
         self.stage_norms = nn.ModuleList(nn.LayerNorm(len(names) * d) for d in dims)
         self.reduce = nn.ModuleDict({str(i): nn.ModuleDict({t: nn.Conv2d(dims[i], d0, 1) for t in names}) for i in (1, 2)})
-        self.fuse = nn.ModuleDict({t: conv_norm_act(d0, d0, 3, bias=True) for t in names})
-        self.heads = nn.ModuleDict({t: nn.Conv2d(d0, tasks[t].out_channels, 1) for t in names})
+        maps = [t for t in names if t not in self.instance]
+        self.fuse = nn.ModuleDict({t: conv_norm_act(d0, d0, 3, bias=True) for t in maps})
+        self.heads = nn.ModuleDict(
+            {
+                t: tasks[t].build_head([dims[2], dims[1], dims[0]], [STAGE_STRIDES[2], STAGE_STRIDES[1], STAGE_STRIDES[0]])
+                if t in self.instance
+                else nn.Conv2d(d0, tasks[t].out_channels, 1)
+                for t in names
+            }
+        )
         for stage in self.stages:  # the official InvPTStage initialisation
             for module in stage.modules():
                 if isinstance(module, nn.Linear):
@@ -305,6 +317,7 @@ class InvPT(MultiTaskModel):
 
         quarter = (size[0] // 4, size[1] // 4)
         aggregated = [0.0] * len(self.task_names)
+        stage_maps: dict[str, list[torch.Tensor]] = {t: [] for t in self.instance}  # the instance heads' inputs
         message = None
         for i, stage in enumerate(self.stages):
             if stage.up is not None:
@@ -320,12 +333,18 @@ class InvPT(MultiTaskModel):
             normed = self.stage_norms[i](torch.cat([_tokens(m) for m in maps], dim=2))
             for k, (t, part) in enumerate(zip(self.task_names, normed.split(self.dims[i], dim=2))):
                 task_x = _map(part, grid)
+                if t in stage_maps:
+                    stage_maps[t].insert(0, task_x)  # finest first
+                    continue
                 if i > 0:
                     task_x = self.reduce[str(i)][t](task_x)
                 aggregated[k] = aggregated[k] + resize(task_x, quarter)
 
         final, preliminary = {}, {}
         for k, t in enumerate(self.task_names):
+            if t in stage_maps:  # (no preliminary prediction to supervise)
+                final[t] = self.heads[t](stage_maps[t], (int(height), int(width)))
+                continue
             if self.checkpoint_decoder:  # the 1/4-resolution fusion holds most of the decoder's activations
                 logits = recomputed(self._tail, [self.fuse[t], self.heads[t]], t, aggregated[k])
             else:
@@ -335,8 +354,11 @@ class InvPT(MultiTaskModel):
         return ModelOutput(final=final, aux={"preliminary": preliminary})
 
     def _preliminary(self, task: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A task's preliminary decoder: its prediction at 1/32 and the feature mixed with it for the stages."""
+        """A task's preliminary decoder: its prediction at 1/32 and the feature mixed with it for the stages
+        (an instance task: no prediction, the feature alone)."""
         feature = self.preliminary[task](x)
+        if task not in self.intermediate:
+            return feature[:, :0], self.mix_proj[task](feature)
         inter = fp32_conv(self.intermediate[task], feature)
         return inter, self.mix_proj[task](torch.cat([feature, inter.to(feature.dtype)], dim=1))
 
@@ -352,7 +374,7 @@ class InvPT(MultiTaskModel):
 
     def output_layers(self) -> dict[str, list[nn.Module]]:
         """Each task's final and preliminary (two-class for binary tasks) outputs."""
-        return {name: [self.heads[name], self.intermediate[name]] for name in self.heads}
+        return {name: [self.heads[name], self.intermediate[name]] for name in self.heads if name not in self.instance}
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone's blocks (stages for CNN backbones) and the decoder: each task's
