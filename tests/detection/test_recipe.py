@@ -96,3 +96,11 @@ def test_det3d_trains_beside_dense_tasks_on_other_architectures(tiny_config, arc
     trainer.fit()
     metrics = trainer.evaluate()["metrics"]
     assert "mds" in metrics["det3d"] and "miou" in metrics["semseg"]
+
+
+def test_info_counts_the_detection_branch(tiny_config):
+    from scenemtl.engine.info import model_info
+
+    config = tiny_config("tasks={semseg: {weight: 1.0}, det3d: {weight: 1.0, width: 64, dcn: false}}")
+    report = model_info(config, (64, 64))
+    assert report.per_task["det3d"] > 0 and report.per_task["semseg"] > 0

@@ -20,6 +20,9 @@ the MTAN paper's table, torchvision's ResNet-50, the transformers' quoted GFLOPs
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from dataclasses import dataclass, field
 
 import torch
@@ -88,6 +91,17 @@ def input_size(config: Config) -> tuple[int, int]:
     )
 
 
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors inside an output: itself, or those of a list, tuple or dataclass (an instance task's output)."""
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_floating_point() else []
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [t for field in dataclasses.fields(value) for t in _tensors(getattr(value, field.name))]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
 def parameter_reach(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, set[str]]:
     """Task → names of the parameters its outputs (final and aux) depend on, from one backward per task."""
     names = {p: n for n, p in model.named_parameters() if p.requires_grad}
@@ -98,7 +112,7 @@ def parameter_reach(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, 
     tasks = list(output.final)
     for k, task in enumerate(tasks):
         targets = [output.final[task]] + [stage[task] for stage in output.aux.values() if task in stage]
-        total = sum(t.float().sum() for t in targets)
+        total = sum(t.float().sum() for t in _tensors(targets))
         params = list(names)
         grads = torch.autograd.grad(total, params, retain_graph=k < len(tasks) - 1, allow_unused=True)
         reach[task] = {names[p] for p, g in zip(params, grads) if g is not None}
