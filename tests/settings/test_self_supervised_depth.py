@@ -77,3 +77,13 @@ def test_setting_errors_name_the_fix(tiny_config):
     without_frames = Trainer(tiny_config(*SDE, "data.options.frames=false", "train.steps=1"), progress=False, log=False)
     with pytest.raises(DataError, match="needs video frames.*sequence_folder"):
         without_frames.fit()
+
+
+def test_the_depth_labels_do_not_set_the_heads_starting_bias(tiny_config):
+    """init_output_bias reads the training labels: not those of a task the objective trains without them."""
+    plain = Trainer(tiny_config(*SDE, "train.init_output_bias=true", "objectives=[]", "name=a"), progress=False, log=False)
+    video = Trainer(tiny_config(*SDE, "train.init_output_bias=true", "name=b"), progress=False, log=False)
+    bias = [m.output_layers()["depth"][0].bias.detach().clone() for m in (plain.model, video.model)]
+    fresh = Trainer(tiny_config(*SDE, "train.init_output_bias=false", "name=c"), progress=False, log=False)
+    assert not torch.equal(bias[0], fresh.model.output_layers()["depth"][0].bias)  # the labels moved it
+    assert torch.equal(bias[1], fresh.model.output_layers()["depth"][0].bias)  # not with the objective

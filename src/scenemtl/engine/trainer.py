@@ -245,7 +245,9 @@ class Trainer(SelectionMixin):
         if resume:
             self._restore(existing[-1])
         elif cfg.init_output_bias:
-            priors = estimate_priors(self.train_set, self.tasks, show_progress=self.progress, pixel_stride=4)
+            # (not from the labels of a task an objective trains without them, e.g. self-supervised depth)
+            own = {name: task for name, task in self.tasks.items() if name not in self._replaced}
+            priors = estimate_priors(self.train_set, own, show_progress=self.progress, pixel_stride=4)
             self.model.init_output_bias({name: prior.to(self.device) for name, prior in priors.items()})
         # a balancer that aggregates at the shared representation gets it cut out of the graph
         # (models without one: the Jacobian over the shared parameters)
