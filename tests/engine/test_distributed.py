@@ -132,3 +132,23 @@ def test_two_processes_train_adaptation_and_video_objectives_like_one(tmp_path):
         assert (value - states[1][1]["discriminators"][key]).abs().max() <= 1e-5, key
     # 8 target images: each of 2 processes reads 4 per epoch, one process 8; positions count a process's own
     assert states[0][1]["stream"] == {"epoch": 1, "position": 2} and states[1][1]["stream"] == {"epoch": 1, "position": 4}
+
+
+@pytest.mark.slow
+def test_two_processes_score_3d_detection_like_one(tmp_path):
+    """The Cityscapes-3D evaluator under torchrun: each process decodes its share, the JSONs are gathered."""
+    raw = dict(TINY, out_dir=str(tmp_path / "runs" / "{name}"))
+    raw["tasks"] = {"semseg": {"weight": 1.0}, "det3d": {"weight": 1.0, "width": 64, "dcn": False, "score_threshold": 0.0, "nms_pre": 20, "max_per_image": 10}}
+    raw["data"] = dict(raw["data"], augment={"scale": None, "flip": True, "photometric": False}, eval_batch_size=2)
+    raw["data"]["options"] = {"height": 48, "width": 64, "num_train": 8, "num_val": 6}
+    raw["train"] = dict(raw["train"], device="cpu", steps=2, init_output_bias=False)
+    config_file = tmp_path / "det3d.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    train_in_this_process(config_file, "name=trained")
+    checkpoint = str(tmp_path / "runs" / "trained")
+    run([*TORCHRUN, *CLI, "eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", "two.json"], tmp_path)
+    assert main(["eval", str(config_file), "--quiet", "--checkpoint", checkpoint, "--out", str(tmp_path / "one.json")]) == 0
+    two, single = (json.loads((tmp_path / name).read_text()) for name in ("two.json", "one.json"))
+    assert two["processes"] == 2 and set(single["metrics"]["det3d"]) >= {"mds", "map"}
+    for name, value in single["metrics"]["det3d"].items():
+        assert two["metrics"]["det3d"][name] == pytest.approx(value, abs=1e-9, nan_ok=True), name
