@@ -20,8 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("cityscapesscripts")
-
 from cityscapesscripts.helpers.annotation import CsBbox3d  # noqa: E402
 from cityscapesscripts.helpers.box3dImageTransform import CRS_S, CRS_V, Box3dImageTransform, Camera  # noqa: E402
 from pyquaternion import Quaternion  # noqa: E402

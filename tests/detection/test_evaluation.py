@@ -18,27 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("cityscapesscripts")
-
 from cityscapesscripts.helpers.box3dImageTransform import CRS_S, CRS_V, Box3dImageTransform, Camera  # noqa: E402
 from pyquaternion import Quaternion  # noqa: E402
 
 from scenemtl.detection.boxes import DETECTION_CLASSES, Boxes3D  # noqa: E402
 from scenemtl.detection.evaluation import Det3DMetric, evaluate_jsons, load_evaluator  # noqa: E402
+from tests.data.test_cityscapes3d import SENSOR  # noqa: E402  (the sample camera of cityscapesScripts' notebook)
 
-#: the sample camera of cityscapesScripts' docs/Box3DImageTransform.ipynb
-SENSOR = {
-    "sensor_T_ISO_8855": [
-        [0.9990881051503779, -0.01948468779721943, -0.03799085532693703, -1.6501524664770573],
-        [0.019498764210995674, 0.9998098810245096, 0.0, -0.1331288872611436],
-        [0.03798363254444427, -0.0007407747301939942, 0.9992780868764849, -1.2836173638418473],
-    ],
-    "fx": 2262.52,
-    "fy": 2265.3017905988554,
-    "u0": 1096.98,
-    "v0": 513.137,
-    "baseline": 0.209313,
-}
 CAR, BICYCLE = (4.3, 1.72, 1.53), (1.8, 0.6, 1.2)
 #: image id → objects (label, centre in V, dimensions, yaw in V)
 SCENES = {

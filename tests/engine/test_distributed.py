@@ -138,7 +138,10 @@ def test_two_processes_train_adaptation_and_video_objectives_like_one(tmp_path):
 def test_two_processes_score_3d_detection_like_one(tmp_path):
     """The Cityscapes-3D evaluator under torchrun: each process decodes its share, the JSONs are gathered."""
     raw = dict(TINY, out_dir=str(tmp_path / "runs" / "{name}"))
-    raw["tasks"] = {"semseg": {"weight": 1.0}, "det3d": {"weight": 1.0, "width": 64, "dcn": False, "score_threshold": 0.0, "nms_pre": 20, "max_per_image": 10}}
+    raw["tasks"] = {
+        "semseg": {"weight": 1.0},
+        "det3d": {"weight": 1.0, "width": 64, "dcn": False, "score_threshold": 0.0, "nms_pre": 20, "max_per_image": 10},
+    }
     raw["data"] = dict(raw["data"], augment={"scale": None, "flip": True, "photometric": False}, eval_batch_size=2)
     raw["data"]["options"] = {"height": 48, "width": 64, "num_train": 8, "num_val": 6}
     raw["train"] = dict(raw["train"], device="cpu", steps=2, init_output_bias=False)

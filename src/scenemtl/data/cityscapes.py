@@ -202,6 +202,19 @@ NAMES_8 = ["road", "building", "pole", "traffic light", "traffic sign", "vegetat
 COLOURS_8 = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (70, 130, 180), (0, 0, 142)]
 
 
+def login_archives(*folders: str) -> tuple[Archive, ...]:
+    """The Cityscapes packages ``<folder>_trainvaltest.zip`` (behind a login: where to get them and put them)."""
+    return tuple(
+        Archive(
+            f"{folder}_trainvaltest.zip",
+            url=None,
+            manual=f"Cityscapes needs a login: sign in at {DOWNLOADS}, download {folder}_trainvaltest.zip and "
+            f"unzip it into the --root folder (it holds {folder}/)",
+        )
+        for folder in folders
+    )
+
+
 def class_set(classes: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Names, palette ``[C,3]`` and the label-id lookup table (256 entries, 255 = ignore) of a class set."""
     lookup = np.full(256, 255, dtype=np.uint8)
@@ -262,20 +275,7 @@ class Cityscapes(DenseDataset):
     splits = ("train", "val", "test")
     release_sizes = ((1024, 2048),)
     provides_eval = ("normals_unmasked",)  # with normals: densemtl (DenseMTL's legacy normals metric)
-    archives = tuple(
-        Archive(
-            name,
-            url=None,
-            manual=f"Cityscapes needs a login: sign in at {DOWNLOADS}, download {name} and "
-            f"unzip it into the --root folder (it holds {folder}/)",
-        )
-        for name, folder in (
-            ("leftImg8bit_trainvaltest.zip", "leftImg8bit"),
-            ("gtFine_trainvaltest.zip", "gtFine"),
-            ("disparity_trainvaltest.zip", "disparity"),
-            ("camera_trainvaltest.zip", "camera"),
-        )
-    )
+    archives = login_archives("leftImg8bit", "gtFine", "disparity", "camera")
 
     def __init__(
         self,

@@ -67,9 +67,9 @@ from scenemtl.data.cityscapes import (
     MAX_LABEL_ID,
     _size_option,
     class_set,
+    login_archives,
     resize_nearest,
 )
-from scenemtl.data.download import Archive
 from scenemtl.detection.boxes import DETECTION_CLASSES
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.fileio import read_image, read_json, read_label_png, require_folder
@@ -113,21 +113,7 @@ class Cityscapes3D(DenseDataset):
     info = _info()
     splits = ("train", "val")
     release_sizes = ((1024, 2048),)
-    archives = tuple(
-        Archive(
-            name,
-            url=None,
-            manual=f"Cityscapes needs a login: sign in at {DOWNLOADS}, download {name} and unzip it into the --root folder "
-            f"(it holds {folder}/)",
-        )
-        for name, folder in (
-            ("leftImg8bit_trainvaltest.zip", "leftImg8bit"),
-            ("gtFine_trainvaltest.zip", "gtFine"),
-            ("disparity_trainvaltest.zip", "disparity"),
-            ("camera_trainvaltest.zip", "camera"),
-            ("gtBbox3d_trainvaltest.zip", "gtBbox3d"),
-        )
-    )
+    archives = login_archives("leftImg8bit", "gtFine", "disparity", "camera", "gtBbox3d")
 
     def __init__(
         self,
