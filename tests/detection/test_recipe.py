@@ -104,3 +104,16 @@ def test_info_counts_the_detection_branch(tiny_config):
     config = tiny_config("tasks={semseg: {weight: 1.0}, det3d: {weight: 1.0, width: 64, dcn: false}}")
     report = model_info(config, (64, 64))
     assert report.per_task["det3d"] > 0 and report.per_task["semseg"] > 0
+
+
+def test_architectures_without_an_instance_head_refuse_det3d():
+    from scenemtl.config import ModelConfig
+    from scenemtl.errors import ConfigError
+    from scenemtl.models import build_model
+    from scenemtl.tasks import build_task
+
+    tasks = {"semseg": build_task("semseg", {}, {"semseg": ["a", "b"]}), "det3d": build_task("det3d", {})}
+    with pytest.raises(ConfigError, match="architecture 'padnet' has no head for the instance task.*hps, invpt, taskprompter"):
+        build_model(ModelConfig(arch="padnet", backbone={"name": "test_resnet"}), tasks)
+    with pytest.raises(ConfigError, match="on a Swin backbone only"):
+        build_model(ModelConfig(arch="taskprompter", backbone={"name": "test_vit"}, options={"img_size": [64, 64]}), tasks)

@@ -11,8 +11,12 @@ from scenemtl.tasks import TASKS, build_task
 CLASSES = {"semseg": ["a", "b", "c", "d"], "human_parts": ["bg", "head", "torso"]}
 
 
+#: the per-pixel tasks (instance tasks, det3d, have their own tests: tests/detection/test_recipe.py)
+MAP_TASKS = [name for name in TASKS.names() if TASKS.get(name).is_map]
+
+
 def all_tasks():
-    return {name: build_task(name, {}, CLASSES) for name in TASKS.names()}
+    return {name: build_task(name, {}, CLASSES) for name in MAP_TASKS}
 
 
 def tiny_model_config(arch: str) -> ModelConfig:
@@ -24,7 +28,7 @@ def tiny_model_config(arch: str) -> ModelConfig:
 def task_sets(arch: str) -> list[tuple[str, ...]]:
     """Every task the architecture supports together, one task alone, and a pair (where allowed)."""
     factory = MODELS.get(arch)
-    names = [t for t in TASKS.names() if factory.supported_tasks is None or t in factory.supported_tasks]
+    names = [t for t in MAP_TASKS if factory.supported_tasks is None or t in factory.supported_tasks]
     sets = [tuple(names), (names[0],), tuple(names[-2:])]
     return [s for s in dict.fromkeys(sets) if len(s) >= factory.min_tasks]
 

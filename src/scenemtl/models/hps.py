@@ -110,7 +110,7 @@ class SingleTaskNetworks(MultiTaskModel):
             network.set_activation_checkpointing(enabled)
 
 
-@register_model("hps", tiny={"head_channels": 8})
+@register_model("hps", tiny={"head_channels": 8}, instance_tasks=True)
 def hps(config: ModelConfig, tasks: Mapping[str, Task], head_channels: PositiveInt = 64, decoder_stride: PositiveInt = 8) -> HardSharing:
     """Hard parameter sharing: shared backbone, per-task FPN heads of ``head_channels`` reading the
     backbone levels of stride ≥ ``decoder_stride`` (8 suits the small synthetic images; the seeds'

@@ -420,6 +420,7 @@ InvPT.official_key_map = OFFICIAL_KEYS
     "invpt",
     tiny={"img_size": [64, 64], "embed_dim": 16, "pred_channels": 8},
     tiny_backbone="test_vit",
+    instance_tasks=True,
     # REFERENCE.md's efficiency table; fvcore's convention (a multiply-add is one FLOP) = our GMACs
     published={
         "vit_large_patch16_384": (

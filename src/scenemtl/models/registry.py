@@ -27,21 +27,24 @@ def register_model(
     tiny_backbone: str = "test_resnet",
     published: Mapping[str, tuple[str, str]] | None = None,
     backbone: bool = True,
+    instance_tasks: bool = False,
 ):
     """Register an architecture factory ``factory(config, tasks, **options)`` under ``name``.
 
-    ``tiny``: options that make it narrow enough for the test suite (architectures whose widths
-    are fixed by their paper, e.g. SegNet's filters); ``tiny_backbone``: the timm backbone of that
-    test (``test_vit`` for the transformer architectures); ``min_tasks``: the fewest tasks it is
-    defined for; ``tasks``: the task names it supports (None: any). The architecture test reads
-    these, so a new architecture is tested without editing the test. ``published``: the paper's
-    or README's parameter and compute figures by backbone, ``{backbone: (dataset, text)}``, which
-    ``scenemtl info`` prints beside its own counts. ``backbone=False``: the architecture builds its
-    own encoder (SegNet), so a ``model.backbone`` other than the default is an error rather than ignored.
+        ``tiny``: options that make it narrow enough for the test suite (architectures whose widths
+        are fixed by their paper, e.g. SegNet's filters); ``tiny_backbone``: the timm backbone of that
+        test (``test_vit`` for the transformer architectures); ``min_tasks``: the fewest tasks it is
+        defined for; ``tasks``: the task names it supports (None: any). The architecture test reads
+        these, so a new architecture is tested without editing the test. ``published``: the paper's
+        or README's parameter and compute figures by backbone, ``{backbone: (dataset, text)}``, which
+        ``scenemtl info`` prints beside its own counts. ``backbone=False``: the architecture builds its
+        own encoder (SegNet), so a ``model.backbone`` other than the default is an error rather than ignored.
+    ``instance_tasks``: it puts an instance task's own head (``Task.build_head``, e.g. 3D detection) on
+    its multi-scale features; other architectures refuse such tasks.
 
-    The factory's keyword parameters are the architecture's options: ``build_model`` checks their
-    names and validates their types from the annotations (pydantic), so annotate them precisely
-    (``PositiveInt``, ``Literal[...]``, ``Sequence[int]``).
+        The factory's keyword parameters are the architecture's options: ``build_model`` checks their
+        names and validates their types from the annotations (pydantic), so annotate them precisely
+        (``PositiveInt``, ``Literal[...]``, ``Sequence[int]``).
     """
 
     def decorator(factory):
@@ -52,6 +55,7 @@ def register_model(
         factory.supported_tasks = tasks
         factory.published = dict(published or {})
         factory.uses_backbone = backbone
+        factory.instance_tasks = instance_tasks
         return factory
 
     return decorator
@@ -65,6 +69,13 @@ def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskMode
         raise ConfigError(
             f"architecture '{config.arch}' builds its own encoder and reads no model.backbone "
             f"(given {config.backbone.model_dump(exclude_defaults=True)}): remove model.backbone"
+        )
+    instance = [name for name, task in tasks.items() if not task.is_map]
+    if instance and not factory.instance_tasks:
+        able = [name for name in MODELS.names() if MODELS.get(name).instance_tasks]
+        raise ConfigError(
+            f"architecture '{config.arch}' has no head for the instance task(s) {instance} (3D boxes); "
+            f"use one that carries it: {', '.join(able)}"
         )
     model = factory(config=config, tasks=dict(tasks), **options)
     if not isinstance(model, MultiTaskModel):

@@ -18,6 +18,7 @@ from scenemtl.tasks import Task
     "taskprompter",
     tiny={"img_size": [64, 64], "embed_dim": 16, "final_embed_dim": 12, "chan_nheads": 4},
     tiny_backbone="test_vit",
+    instance_tasks=True,  # the Swin variant (the ViT variant refuses them)
     published={"vit_large_patch16_384": ("nyud", "373 M parameters, 416 GFLOPs (TaskPrompter's table, quoted by M2H's README)")},
 )
 def taskprompter(
@@ -58,6 +59,8 @@ def taskprompter(
         raise ConfigError(
             "model.options.chan_embed_dim is the Swin variant's; on a ViT the channel prompts span the token grid of img_size"
         )
+    if any(not task.is_map for task in tasks.values()):
+        raise ConfigError("taskprompter carries 3D detection (det3d) on a Swin backbone only, as the official Cityscapes-3D model")
     return TaskPrompter(
         config, tasks, tuple(img_size), embed_dim, final_embed_dim, chan_nheads, True if use_ctr is None else use_ctr, layers, head
     )
