@@ -166,6 +166,76 @@ def ground_truth_as_predictions(trainer) -> dict[str, float]:
 
 
 @torch.no_grad()
+def angle_errors(trainer) -> dict:
+    """The rotation errors of the trained model's true positives on the val split, per regressed angle.
+
+    Each ground-truth box is matched to the best-scoring unmatched prediction of its class with modal 2D IoU
+    > 0.7 (greedy by score, as the evaluator matches). The angles are the head's targets
+    (``detection.targets.rotation_to_angles``: ZXY Euler angles of the S-style rotation; 0 = roll about the
+    optical axis, 1 = pitch, 2 = yaw), each decoded as ``limit_period(angle, 0, π) + π·direction bin``."""
+    import math
+
+    from torchvision.ops import box_iou  # type: ignore[import-untyped]
+
+    from scenemtl.detection.targets import direction_bins, rotation_to_angles
+    from scenemtl.engine.evaluate import move
+
+    task, model = trainer.tasks["det3d"], trainer.model
+    was = model.training
+    model.eval()
+    truths, pairs = [], []
+    for batch in trainer.val_loader:
+        batch = move(batch, trainer.device)
+        predictions = task.predict(model(batch["image"]).final["det3d"], **task.prediction_inputs(batch))
+        for predicted, target in zip(predictions, batch["det3d"]):
+            if not len(target):
+                continue
+            angles = rotation_to_angles(target.rotations)
+            truths.append(angles)
+            if not len(predicted):
+                continue
+            assert predicted.scores is not None
+            iou = box_iou(target.boxes2d, predicted.boxes2d)
+            iou[target.labels[:, None] != predicted.labels[None]] = 0
+            for j in predicted.scores.argsort(descending=True).tolist():
+                i = int(iou[:, j].argmax())
+                if iou[i, j] > 0.7:
+                    iou[i] = 0
+                    pairs.append((int(target.labels[i]), angles[i], rotation_to_angles(predicted.rotations[j : j + 1])[0]))
+    model.train(was)
+    truth = torch.cat(truths)
+
+    def median(values: torch.Tensor) -> float | None:
+        return float(values.median()) if values.numel() else None
+
+    def wrapped(delta: torch.Tensor, period: float) -> torch.Tensor:
+        return torch.rad2deg((torch.remainder(delta + period / 2, period) - period / 2).abs())
+
+    per_angle = []
+    for k in range(3):
+        delta = torch.tensor([float(p[k] - t[k]) for _, t, p in pairs])
+        error = wrapped(delta, 2 * math.pi)
+        per_angle.append(
+            {
+                "truth_deg": [float(torch.rad2deg(truth[:, k]).min()), float(torch.rad2deg(truth[:, k]).max())],
+                "truth_bin1": float(direction_bins(truth[:, k]).float().mean()) * 100,
+                "flipped": float((error > 90).float().mean()) * 100 if error.numel() else None,
+                "median_rest_deg": median(error[error <= 90]),
+            }
+        )
+    yaw = {}
+    for c, label in enumerate(CLASSES):
+        delta = torch.tensor([float(p[2] - t[2]) for lab, t, p in pairs if lab == c])
+        yaw[label] = {
+            "matched": len(delta),
+            "median_deg": median(wrapped(delta, 2 * math.pi)),
+            "median_mod_pi_deg": median(wrapped(delta, math.pi)),
+            "median_mod_half_pi_deg": median(wrapped(delta, math.pi / 2)),
+        }
+    return {"matched": len(pairs), "angles": per_angle, "yaw": yaw}
+
+
+@torch.no_grad()
 def assignment_census(trainer) -> dict:
     """Where the FCOS assignment puts the val objects: positive points per level, objects without any."""
     from scenemtl.detection.targets import assign, encode, level_points
@@ -242,6 +312,7 @@ def run_arm(args: argparse.Namespace, index: int, label: str, tasks: dict) -> di
     report = trainer.fit()
     trained_s = time.perf_counter() - fitted
     trained = score(trainer)
+    trained["angles"] = angle_errors(trainer)
     record = {
         "label": label,
         "tasks": tasks,
@@ -351,6 +422,32 @@ def variants_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def angle_table(records: list[dict]) -> list[str]:
+    """Per regressed angle: the range of the truth, its share in direction bin 1, the flipped share and the rest's error."""
+    names = ("roll (about the optical axis)", "pitch", "yaw")
+    lines = [
+        "| arm | angle | truth range ° | truth in direction bin 1 % | TPs off by > 90° % | median error of the rest ° |",
+        "|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        angles = record["trained"]["angles"]
+        for name, angle in zip(names, angles["angles"]):
+            low, high = angle["truth_deg"]
+            cells = [f"{low:.1f} to {high:.1f}", fmt(angle["truth_bin1"], 0), fmt(angle["flipped"], 0), fmt(angle["median_rest_deg"], 1)]
+            lines.append(f"| {record['label']} ({angles['matched']} TPs) | {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| arm | class | TPs | median yaw error ° | mod 180° | mod 90° |", "|---|---|---|---|---|---|"]
+    for record in records:
+        for label, yaw in record["trained"]["angles"]["yaw"].items():
+            cells = [
+                str(yaw["matched"]),
+                fmt(yaw["median_deg"], 1),
+                fmt(yaw["median_mod_pi_deg"], 1),
+                fmt(yaw["median_mod_half_pi_deg"], 1),
+            ]
+            lines.append(f"| {record['label']} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -431,6 +528,16 @@ def write_report(args: argparse.Namespace, records: list[dict], total: float) ->
         "",
         *variants_table(records),
         "",
+        "## Rotation of the true positives",
+        "",
+        "The trained arms' true positives on the val split (each ground-truth box matched to the best-scoring "
+        "prediction of its class with modal 2D IoU > 0.7), per angle the head regresses (ZXY Euler angles of the "
+        "S-style box rotation, `detection.targets.rotation_to_angles`), decoded as the angle modulo 180° plus 180° "
+        "times the predicted direction bin. Errors of a guess uniform over the circle: median 90°, modulo 180° 45°, "
+        "modulo 90° 22.5°.",
+        "",
+        *angle_table(records),
+        "",
         "## Where the FCOS assignment puts the objects",
         "",
         f"On the {census['objects']} val objects, with the head's FPN levels at strides {census['strides']} px and "
@@ -438,8 +545,8 @@ def write_report(args: argparse.Namespace, records: list[dict], total: float) ->
         "holds its largest distance to the 2D box's sides): positive points per level "
         f"{census['positives_per_level']}, objects with a positive point on each level {census['objects_per_level']}; "
         f"{census['objects_without_positive']} objects get no positive point at all "
-        f"({census['centre_outside_image']} have their projected 3D centre outside the image, where centre sampling "
-        "finds no point).",
+        "(centre sampling takes the points within 1.5 strides of the projected 3D centre, and a point regresses the "
+        f"nearest such centre; {census['centre_outside_image']} objects have that centre outside the image).",
         "",
         MARKER,
         "",
