@@ -202,6 +202,18 @@ NAMES_8 = ["road", "building", "pole", "traffic light", "traffic sign", "vegetat
 COLOURS_8 = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (70, 130, 180), (0, 0, 142)]
 
 
+def list_images(folder: Path, split: str) -> list[tuple[str, str]]:
+    """(city, id) of every ``<city>/<id>_leftImg8bit.png`` in ``folder``, in order; a DataError naming it when none."""
+    images = require_folder(folder, f"the {split} images", HELP)
+    items: list[tuple[str, str]] = []
+    for city in sorted(p for p in images.iterdir() if p.is_dir()):
+        stems = sorted(p.name[: -len(IMAGE_SUFFIX)] for p in city.glob(f"*{IMAGE_SUFFIX}"))
+        items.extend((city.name, stem) for stem in stems)
+    if not items:
+        raise DataError(f"no <city>/<id>{IMAGE_SUFFIX} files in {images}; {HELP}")
+    return items
+
+
 def login_archives(*folders: str) -> tuple[Archive, ...]:
     """The Cityscapes packages ``<folder>_trainvaltest.zip`` (behind a login: where to get them and put them)."""
     return tuple(
@@ -306,13 +318,7 @@ class Cityscapes(DenseDataset):
         self.image_folder = image_folder
         self.lookup = class_set(self.classes)[2]
         self.root_path = Path(root)
-        images = require_folder(self.root_path / image_folder / split, f"the {split} images", HELP)
-        self.items: list[tuple[str, str]] = []  # (city, id)
-        for city in sorted(p for p in images.iterdir() if p.is_dir()):
-            stems = sorted(p.name[: -len(IMAGE_SUFFIX)] for p in city.glob(f"*{IMAGE_SUFFIX}"))
-            self.items.extend((city.name, stem) for stem in stems)
-        if not self.items:
-            raise DataError(f"no <city>/<id>{IMAGE_SUFFIX} files in {images}; {HELP}")
+        self.items = list_images(self.root_path / image_folder / split, split)
         if sequence_folder is not None:
             require_folder(self.root_path / sequence_folder / split, f"the {split} video frames", SEQUENCE_HELP)
             require_folder(self.root_path / "camera" / split, f"the {split} camera files", HELP)

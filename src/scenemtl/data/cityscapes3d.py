@@ -63,10 +63,10 @@ from PIL import Image
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.cityscapes import (
     DOWNLOADS,
-    IMAGE_SUFFIX,
     MAX_LABEL_ID,
     _size_option,
     class_set,
+    list_images,
     login_archives,
     resize_nearest,
 )
@@ -133,13 +133,7 @@ class Cityscapes3D(DenseDataset):
         self.legacy_rail_track_zero = bool(legacy_rail_track_zero)
         self.lookup = class_set(19)[2]
         self.root_path = Path(root)
-        images = require_folder(self.root_path / "leftImg8bit" / split, f"the {split} images", HELP)
-        self.items: list[tuple[str, str]] = []  # (city, id)
-        for city in sorted(p for p in images.iterdir() if p.is_dir()):
-            stems = sorted(p.name[: -len(IMAGE_SUFFIX)] for p in city.glob(f"*{IMAGE_SUFFIX}"))
-            self.items.extend((city.name, stem) for stem in stems)
-        if not self.items:
-            raise DataError(f"no <city>/<id>{IMAGE_SUFFIX} files in {images}; {HELP}")
+        self.items = list_images(self.root_path / "leftImg8bit" / split, split)
         depth_tasks = {"inverse_depth", "depth"} & set(self.tasks)
         folders = {"semseg": ["gtFine"], "inverse_depth": ["disparity"], "depth": ["disparity", "camera"], "det3d": ["gtBbox3d"]}
         for task in self.tasks:
@@ -161,7 +155,9 @@ class Cityscapes3D(DenseDataset):
                     "classes (TaskPrompter's find_bad_samples; data.options.drop_empty_train: false keeps them)"
                 )
             if not kept:
-                raise DataError(f"no train image of {images} has an object of the 6 detection classes; {fix}")
+                raise DataError(
+                    f"no train image of {self.root_path / 'leftImg8bit' / split} has an object of the 6 detection classes; {fix}"
+                )
             self.items = kept
         self.variant = "Cityscapes-3D (19 classes, 6 detection classes)"
         if self.size is not None:
