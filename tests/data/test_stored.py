@@ -141,7 +141,7 @@ def test_partial_labels_hide_stored_targets_as_decoded_ones(tmp_path):
     dataset = builder.build_dataset(config, "train")
     tasks = builder.build_tasks(config, builder.dataset_info(config))
     labels = {dataset.sample_id(i): [list(tasks)[i % len(tasks)]] for i in range(len(dataset))}
-    partial = PartialLabels(dataset, labels, {name: task.pad_value for name, task in tasks.items()})
+    partial = PartialLabels(dataset, labels, {name: task.unlabelled for name, task in tasks.items()})
     for index in range(len(dataset)):
         stored, plain = partial.stored_sample(index), partial.sample(index)
         kept = labels[dataset.sample_id(index)][0]

@@ -218,3 +218,56 @@ def test_decoding_perfect_maps_gives_back_the_box_at_every_positive_point(legacy
         torch.sigmoid(torch.tensor(8.0)).item() * (1 - 1e-4)
     )
     assert len(decode_maps(perfect_output(boxes, legacy), 0, CAMERA, legacy, nms_pre=2)) <= 2 * 5
+
+
+def test_dir_offset_moves_where_the_bins_meet_and_decoding_inverts_it():
+    # TaskPrompter's 0: a roll of ±0.05 rad falls in opposite bins; an offset of π/2 puts both in one bin
+    tilt = torch.tensor([[0.05, -0.05, 0.3], [-0.05, 0.05, 0.3]])
+    assert direction_bins(tilt)[:, :2].tolist() == [[0, 1], [1, 0]]
+    offset = (math.pi / 2, math.pi / 2, 0.0)
+    bins = direction_bins(tilt, offset)
+    assert bins[:, 0].tolist() == [1, 1] and bins[:, 1].tolist() == [1, 1]
+    # an angle known up to π (as the regression gives it) is made whole again by its bin at the same offset
+    for shift in (0.0, math.pi, -math.pi):
+        whole = apply_direction(tilt + shift, bins, offset)
+        assert torch.allclose(torch.sin(whole - tilt), torch.zeros_like(tilt), atol=1e-6)
+        assert torch.allclose(torch.cos(whole - tilt), torch.ones_like(tilt), atol=1e-6)
+
+
+def test_decoding_perfect_maps_with_a_dir_offset_gives_back_the_rotation():
+    boxes = toy_boxes([[0.4, 0.4, 10.0]], [[40.0, 20.0, 100.0, 52.0]], [4], yaws=[-2.5])
+    offset = (math.pi / 2, math.pi / 2, math.pi / 4)
+    targets = assign(encode(boxes), points(), STRIDES, 6, dir_offset=offset)
+    output = perfect_output(boxes)
+    direction = torch.full((len(targets.labels), 3, 2), -4.0)
+    direction.scatter_(2, targets.direction[..., None], 4.0)
+    values = direction.reshape(len(targets.labels), -1)
+    output.dir_cls_preds = [v.T.reshape(1, -1, h, w) for v, (h, w) in zip(split(values), MAP_SIZES)]
+    candidates = decode_maps(output, 0, CAMERA, dir_offset=offset)
+    assert len(candidates) == 9
+    assert torch.allclose(candidates.rotations, boxes.rotations.expand(9, 3, 3), atol=1e-5)
+    # the same maps decoded with another roll offset turn the roll by π
+    wrong = decode_maps(output, 0, CAMERA, dir_offset=(0.0, math.pi / 2, math.pi / 4))
+    assert not torch.allclose(wrong.rotations, boxes.rotations.expand(9, 3, 3), atol=1e-3)
+
+
+def test_regress_ranges_of_the_task_send_a_box_to_the_level_they_name():
+    from scenemtl.errors import ConfigError
+    from scenemtl.tasks import build_task
+
+    box = toy_boxes([[0.4, 0.4, 10.0]], [[40.0, 20.0, 100.0, 52.0]], [0])  # largest side distance < 96 px: level 0 by default
+    maps = perfect_output(box)
+    default = build_task("det3d", {})
+    small = build_task("det3d", {"regress_ranges": [[-1, 8], [8, 16], [16, 24], [24, 48], [48, math.inf]]})
+    assert small.regress_ranges is not None and math.isinf(small.regress_ranges[-1][1])
+    for task, levels in ((default, [0]), (small, [3, 4])):
+        targets = assign(encode(box), points(), STRIDES, 6, ranges=task.regress_ranges)
+        per_level = [int((labels < 6).sum()) for labels in split(targets.labels)]
+        assert sum(per_level) > 0 and sum(per_level[k] for k in levels) == sum(per_level), per_level
+        assert task.loss(maps, [box]).item() > 0
+    with pytest.raises(ConfigError, match="regress_ranges has 2 levels but the head has 5"):
+        build_task("det3d", {"regress_ranges": [[-1, 96], [96, math.inf]]}).loss(maps, [box])
+    with pytest.raises(ConfigError, match="regress_ranges must be one \\[low, high\\] per level"):
+        build_task("det3d", {"regress_ranges": [[96, -1]]})
+    with pytest.raises(ConfigError, match="dir_offset must be one angle"):
+        build_task("det3d", {"dir_offset": [0.0, 1.0]})

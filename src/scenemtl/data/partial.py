@@ -18,8 +18,10 @@ in the order semseg, human_parts, sal, normals, edge for PASCAL) are imported wi
 ``import_flags``. Evaluation always uses full labels.
 
 Unlabelled targets are marked in the target itself, as the data contract says: ``PartialLabels``
-fills them with their task's ignore value (``Task.pad_value``), so no loss and no prior estimate
-ever reads them, and ``meta['labelled']`` lists the labelled tasks of each sample.
+replaces them with their task's marker (``Task.unlabelled``: a map filled with the task's ignore
+value, ``Task.pad_value``; for 3D boxes an empty ``Boxes3D`` with ``labelled`` False, distinct from
+an annotated image without objects), so no loss and no prior estimate ever reads them, and
+``meta['labelled']`` lists the labelled tasks of each sample.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from scenemtl.data.base import DenseDataset
-from scenemtl.fileio import Stored, read_torch
+from scenemtl.fileio import read_torch
 from scenemtl.errors import ConfigError, DataError
 
 SETTINGS = ("one-label", "random-labels")
@@ -147,8 +150,9 @@ def import_flags(path: str | Path, order: Sequence[str] = PASCAL_FLAG_ORDER) -> 
 class PartialLabels(DenseDataset):
     """A training split where each image keeps only its available tasks' labels."""
 
-    def __init__(self, dataset: DenseDataset, labels: Mapping[str, Sequence[str]], pad_values: Mapping[str, float]) -> None:
-        self.dataset, self.pad_values = dataset, dict(pad_values)
+    def __init__(self, dataset: DenseDataset, labels: Mapping[str, Sequence[str]], hide: Mapping[str, Callable[[Any], Any]]) -> None:
+        """``hide``: per task, what replaces a withheld target (``Task.unlabelled``)."""
+        self.dataset, self.hide = dataset, dict(hide)
         self.info, self.splits = dataset.info, dataset.splits
         self.root, self.split, self.tasks = dataset.root, dataset.split, list(dataset.tasks)
         self.variant, self.notes = dataset.variant, dataset.notes
@@ -169,7 +173,7 @@ class PartialLabels(DenseDataset):
         return self.dataset.sample_id(index)
 
     def sample(self, index: int) -> dict:
-        """The sample with every unavailable task's target filled with its ignore value."""
+        """The sample with every unavailable task's target replaced by its marker (``hide``)."""
         return self._hide(self.dataset.sample(index), index)
 
     def stored_sample(self, index: int) -> dict:
@@ -179,9 +183,7 @@ class PartialLabels(DenseDataset):
     def _hide(self, sample: dict, index: int) -> dict:
         for task in self.tasks:
             if task not in self.available[index] and task in sample:
-                target = sample[task]
-                target = target.decode() if isinstance(target, Stored) else target
-                sample[task] = torch.full_like(target, self.pad_values[task])
+                sample[task] = self.hide[task](sample[task])
         sample.setdefault("meta", {})["labelled"] = list(self.available[index])
         return sample
 

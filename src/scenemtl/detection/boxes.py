@@ -40,7 +40,10 @@ class Boxes3D:
     * ``boxes2d`` float32 ``[N,4]``: the visible ("modal") 2D box x1, y1, x2, y2 in the sample's pixels;
     * ``camera`` float32 ``[3,3]``: the camera matrix of the sample's image;
     * ``scores`` float32 ``[N]`` or None: detection confidences (predictions only);
-    * ``ignore`` float32 ``[M,4]``: ignore regions x1, y1, x2, y2 (the JSON's ``ignore``).
+    * ``ignore`` float32 ``[M,4]``: ignore regions x1, y1, x2, y2 (the JSON's ``ignore``);
+    * ``labelled``: False for the marker of an image whose boxes are not annotated (partial labels,
+      ``Det3DTask.unlabelled``: no boxes, and none of the image is background either); an annotated
+      image without objects is an empty ``Boxes3D`` with ``labelled`` True.
     """
 
     labels: torch.Tensor
@@ -51,10 +54,11 @@ class Boxes3D:
     camera: torch.Tensor
     scores: torch.Tensor | None = None
     ignore: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4))
+    labelled: bool = True
 
     @staticmethod
-    def empty(camera: torch.Tensor | np.ndarray) -> Boxes3D:
-        """No boxes, seen by ``camera``."""
+    def empty(camera: torch.Tensor | np.ndarray, labelled: bool = True) -> Boxes3D:
+        """No boxes, seen by ``camera`` (``labelled`` False: the marker of an unannotated image)."""
         return Boxes3D(
             labels=torch.zeros(0, dtype=torch.int64),
             centers=torch.zeros(0, 3),
@@ -62,6 +66,7 @@ class Boxes3D:
             rotations=torch.zeros(0, 3, 3),
             boxes2d=torch.zeros(0, 4),
             camera=torch.as_tensor(camera, dtype=torch.float32),
+            labelled=labelled,
         )
 
     def __len__(self) -> int:
@@ -71,7 +76,7 @@ class Boxes3D:
         """The same boxes on ``device``."""
         moved = {name: getattr(self, name) for name in ("labels", "centers", "sizes", "rotations", "boxes2d", "camera", "ignore")}
         out = {name: value.to(device) for name, value in moved.items()}
-        return Boxes3D(**out, scores=None if self.scores is None else self.scores.to(device))
+        return Boxes3D(**out, scores=None if self.scores is None else self.scores.to(device), labelled=self.labelled)
 
     def select(self, keep: torch.Tensor) -> Boxes3D:
         """The boxes ``keep`` picks (a bool mask or indices); camera and ignore regions unchanged."""

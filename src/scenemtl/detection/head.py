@@ -107,7 +107,12 @@ class Det3DOutput:
 
     def image(self, index: int) -> Det3DOutput:
         """The maps of image ``index`` as a batch of one."""
-        pick = slice(index, index + 1)
+        return self[index : index + 1]
+
+    def __getitem__(self, pick: slice) -> Det3DOutput:
+        """The maps of the images ``pick`` selects (a slice of the batch, as a tensor output's ``x[rows]``)."""
+        if not isinstance(pick, slice):
+            raise TypeError(f"Det3DOutput takes a slice of its batch, got {type(pick).__name__}; use image(index) for one image")
         return replace(
             self,
             cls_scores=[x[pick] for x in self.cls_scores],

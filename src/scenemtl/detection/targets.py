@@ -118,15 +118,22 @@ def angles_to_rotation(angles: torch.Tensor, legacy_quaternion_order: bool = Fal
     return torch.as_tensor(rotation.as_matrix() @ C2S, dtype=angles.dtype, device=angles.device)
 
 
-def direction_bins(angles: torch.Tensor) -> torch.Tensor:
-    """int64 direction bin (0 or 1) of each angle: ``floor(limit_period(angle, 0, 2π) / π)``."""
-    bins = torch.floor(limit_period(angles, 0.0, 2 * math.pi) / (2 * math.pi / DIR_BINS)).long()
+def direction_bins(angles: torch.Tensor, offset: torch.Tensor | Sequence[float] | float = 0.0) -> torch.Tensor:
+    """int64 direction bin (0 or 1) of each angle: ``floor(limit_period(angle − offset, 0, 2π) / π)``.
+
+    ``offset`` (one value, or one per angle, broadcast over the last axis) is mmdet3d's ``dir_offset``:
+    where the bins meet; TaskPrompter's is 0 for all three angles, which puts the boundary at the
+    roll and pitch of an upright box (see ``Det3DTask``'s ``dir_offset``)."""
+    shifted = angles - torch.as_tensor(offset, dtype=angles.dtype, device=angles.device)
+    bins = torch.floor(limit_period(shifted, 0.0, 2 * math.pi) / (2 * math.pi / DIR_BINS)).long()
     return bins.clamp(0, DIR_BINS - 1)
 
 
-def apply_direction(angles: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Angles known up to π made whole with their direction bins: ``limit_period(angle, 0, π) + π·bin``."""
-    return limit_period(angles, 0.0, math.pi) + math.pi * bins.to(angles.dtype)
+def apply_direction(angles: torch.Tensor, bins: torch.Tensor, offset: torch.Tensor | Sequence[float] | float = 0.0) -> torch.Tensor:
+    """Angles known up to π made whole with their direction bins:
+    ``limit_period(angle − offset, 0, π) + offset + π·bin`` (the inverse of :func:`direction_bins`)."""
+    shift = torch.as_tensor(offset, dtype=angles.dtype, device=angles.device)
+    return limit_period(angles - shift, 0.0, math.pi) + shift + math.pi * bins.to(angles.dtype)
 
 
 # -- per-box codes --------------------------------------------------------------------------------
@@ -180,10 +187,11 @@ def decode(
     legacy_quaternion_order: bool = False,
     dir_bins: torch.Tensor | None = None,
     scores: torch.Tensor | None = None,
+    dir_offset: Sequence[float] | float = 0.0,
 ) -> Boxes3D:
     """``Boxes3D`` of codes seen by ``camera`` (the inverse of :func:`encode`); with ``dir_bins`` ``[G,3]``
-    the angles are first made whole with them (:func:`apply_direction`), as decoded predictions are."""
-    angles = codes.angles if dir_bins is None else apply_direction(codes.angles, dir_bins)
+    the angles are first made whole with them (:func:`apply_direction` at ``dir_offset``), as decoded predictions are."""
+    angles = codes.angles if dir_bins is None else apply_direction(codes.angles, dir_bins, dir_offset)
     return Boxes3D(
         labels=codes.labels,
         centers=backproject(codes.centers2d, codes.depths, camera),
@@ -218,8 +226,10 @@ def assign(
     ranges: Sequence[tuple[float, float]] | None = None,
     radius: float = CENTER_RADIUS,
     alpha: float = CENTERNESS_ALPHA,
+    dir_offset: Sequence[float] | float = 0.0,
 ) -> PointTargets:
-    """FCOS3D's targets of one image's points per level (see the module docstring)."""
+    """FCOS3D's targets of one image's points per level (see the module docstring); ``ranges``: per
+    level (low, high) of the largest 2D-box side distance (default: :func:`regress_ranges`)."""
     ranges = regress_ranges(len(points)) if ranges is None else ranges
     if len(ranges) != len(points):
         raise ValueError(f"{len(points)} levels but {len(ranges)} regress ranges")
@@ -257,7 +267,7 @@ def assign(
         dim=1,
     )
     centerness = torch.exp(-alpha * distance[rows, index] / (1.414 * radius * stride))
-    return PointTargets(labels=labels, boxes=boxes, centerness=centerness, direction=direction_bins(codes.angles[index]))
+    return PointTargets(labels=labels, boxes=boxes, centerness=centerness, direction=direction_bins(codes.angles[index], dir_offset))
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -268,6 +278,7 @@ def decode_maps(
     legacy_quaternion_order: bool = False,
     nms_pre: int = 1000,
     score_threshold: float = 0.05,
+    dir_offset: Sequence[float] | float = 0.0,
 ) -> Boxes3D:
     """The candidate boxes of image ``index`` before NMS: one per (point, class) whose score
     ``sigmoid(cls)·sigmoid(centerness)`` exceeds ``score_threshold``, after keeping each level's
@@ -314,4 +325,6 @@ def decode_maps(
         angles=boxes[:, 6:9],
         boxes2d=boxes2d,
     )
-    return decode(codes, camera.to(xy.device).float(), legacy_quaternion_order, dir_bins=dirs, scores=scores[point, label])
+    return decode(
+        codes, camera.to(xy.device).float(), legacy_quaternion_order, dir_bins=dirs, scores=scores[point, label], dir_offset=dir_offset
+    )

@@ -256,4 +256,4 @@ def partial_labels(config: Config, dataset: DenseDataset, tasks: Mapping[str, Ta
         labels = partial.generate(ids, names, labels_config.setting, labels_config.seed)
         if write:
             partial.write_availability(path, labels, names, labels_config.setting, labels_config.seed)
-    return partial.PartialLabels(dataset, labels, {name: task.pad_value for name, task in tasks.items()})
+    return partial.PartialLabels(dataset, labels, {name: task.unlabelled for name, task in tasks.items()})

@@ -199,8 +199,6 @@ class Trainer(SelectionMixin):
         self.best_score: float | None = None
         self.train_set = builder.partial_labels(config, self.train_set, self.tasks, write=self.dist.is_main)
         self.partial = config.data.labels.setting != "full"
-        if self.partial and any(not task.is_map for task in self.tasks.values()):
-            raise ConfigError("data.labels: partial labels are for per-pixel tasks; an instance task (det3d) needs setting: full")
         self.model = self._build_model()
         # what the model adds to training (e.g. an architecture search): its own parameters stay out
         # of the weights' optimiser and of DDP until both are built
@@ -337,7 +335,7 @@ class Trainer(SelectionMixin):
             batch,
             self.config.data.labels.rescale,
             lambda name, b: self._task_loss(name, self.tasks[name], output, batch[name][b : b + 1], slice(b, b + 1)),
-            lambda name: output.final[name].sum() * 0.0,
+            lambda name: self.tasks[name].zero_loss(output.final[name]),
         )
 
     def _non_finite(self, losses: dict[str, torch.Tensor]) -> str | None:

@@ -69,6 +69,19 @@ class Task:
         """Boolean mask of the labelled pixels, ``[B,H,W]``."""
         raise NotImplementedError
 
+    def unlabelled(self, target: Any) -> Any:
+        """The target of a sample whose label for this task is withheld (partial labels), shaped like
+        ``target`` (a ``Stored`` one is decoded): every pixel at ``pad_value``, which no loss, prior or
+        metric reads. Instance tasks return their own marker (``Boxes3D.labelled`` False)."""
+        target = target.decode() if isinstance(target, Stored) else target
+        return torch.full_like(target, self.pad_value)
+
+    def zero_loss(self, output: Any) -> torch.Tensor:
+        """A zero in the graph of the task's output (the loss of a batch without this task's label, so
+        that every parameter still gets a gradient, zero)."""
+        zero: torch.Tensor = output.sum() * 0.0
+        return zero
+
     def prediction_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         """What ``predict`` needs from the batch beside the output (3D detection: each image's camera); none by default."""
         return {}

@@ -7,9 +7,18 @@ output a ``detection.head.Det3DOutput`` from the head ``build_head`` returns, th
 ``.losses``; the task adds (``prismformore/Multi-Task-Transformer:TaskPrompter/detection_toolbox/det_model.py``,
 ``det_tools.py:box3d_multiclass_nms``, ``configs/cityscapes3d/det_head_params.py``):
 
-* images without boxes are dropped from the loss (TaskPrompter's ``loss``); the loss is the plain sum
-  of the terms (cls, offset, depth, size, rotation, direction, centerness, box2d), plus zero times
-  every output so all head parameters stay in the graph (DDP without ``find_unused_parameters``);
+* images without boxes are dropped from the loss (TaskPrompter's ``loss``; ``empty_images:
+  background`` keeps annotated images without objects, all background, as mmdet3d's FCOS3D does); the
+  loss is the plain sum of the terms (cls, offset, depth, size, rotation, direction, centerness,
+  box2d), plus zero times every output so all head parameters stay in the graph (DDP without
+  ``find_unused_parameters``);
+* partial labels: an image whose boxes are withheld carries ``unlabelled``'s marker (``Boxes3D``
+  with ``labelled`` False), never read as background;
+* ``dir_offset`` (mmdet3d's): where the two direction bins of each angle meet, one value or one per
+  angle (roll, pitch, yaw); TaskPrompter's 0 puts the boundary at the roll and pitch of an upright
+  box, so their bin follows the sign of a small tilt (π/2 for those two moves it away);
+* ``regress_ranges``: per level (low, high) of the largest 2D-box side distance in input pixels;
+  TaskPrompter's 96·2^k ladder by default, made for 512×1024 inputs (smaller images want smaller ones);
 * prediction: candidates above ``score_threshold`` (0.05), per-class rotated BEV NMS at
   ``nms_threshold`` (0.3, ``scenemtl.detection.nms.rotated_nms`` on ``nms.bev_rectangles``: x, z,
   length, width and the yaw of the length axis from S's +x towards +z), the ``max_per_image`` (200) best.
@@ -41,6 +50,8 @@ from scenemtl.tasks.registry import register_task
 
 #: Cityscapes-3D evaluation matchings (``Det3DMetric``): TaskPrompter's modal, or the official CLI default amodal
 MATCHINGS = ("modal", "amodal")
+#: what the loss does with annotated images without objects: TaskPrompter drops them, mmdet3d keeps them as background
+EMPTY_IMAGES = ("drop", "background")
 #: the 12 edges of a box as pairs of ``Boxes3D.corners`` indices (corners differing in one sign)
 BOX_EDGES = tuple((a, a ^ bit) for a in range(8) for bit in (1, 2, 4) if a < a ^ bit)
 #: edges are clipped to this distance in front of the camera before projection (metres)
@@ -55,7 +66,8 @@ class Det3DTask(Task):
     ``dcn`` (DCNv2 on the last tower conv); ``width`` (FPN, towers and branches; the cls branch
     narrows to half; a multiple of 64 for GroupNorm's 32 groups; 256 is the recipe's);
     ``score_threshold``, ``nms_threshold``, ``max_per_image``, ``nms_pre`` (decoding);
-    ``matching`` (the metric's 2D matching, 'modal' as TaskPrompter or 'amodal');
+    ``matching`` (the metric's 2D matching, 'modal' as TaskPrompter or 'amodal'); ``empty_images``
+    ('drop' as TaskPrompter, or 'background'), ``dir_offset``, ``regress_ranges`` (module docstring);
     loss weights ``focal_weight`` (5), ``code_weight`` (13 values, default TaskPrompter's),
     ``direction_weight``, ``centerness_weight``, ``box2d_weight`` (1).
     """
@@ -84,8 +96,27 @@ class Det3DTask(Task):
         palette: Any = None,
         camera: list[float] | None = None,
         camera_size: list[int] | None = None,
+        empty_images: str = "drop",
+        dir_offset: float | list[float] = 0.0,
+        regress_ranges: list[list[float]] | None = None,
     ) -> None:
         super().__init__(name)
+        if empty_images not in EMPTY_IMAGES:
+            raise ConfigError(f"tasks.{name}.empty_images must be one of {list(EMPTY_IMAGES)}, got {empty_images!r}")
+        offsets = [dir_offset] * 3 if isinstance(dir_offset, (int, float)) else list(dir_offset)
+        if len(offsets) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in offsets):
+            raise ConfigError(f"tasks.{name}.dir_offset must be one angle (radians) or three (roll, pitch, yaw), got {dir_offset!r}")
+        ranges = None if regress_ranges is None else [list(pair) for pair in regress_ranges]
+        if ranges is not None and not (
+            ranges and all(len(pair) == 2 and all(isinstance(v, (int, float)) for v in pair) and pair[0] < pair[1] for pair in ranges)
+        ):
+            raise ConfigError(
+                f"tasks.{name}.regress_ranges must be one [low, high] per level (pixels, low < high; .inf for no bound), "
+                f"got {regress_ranges!r}"
+            )
+        self.empty_images = empty_images
+        self.dir_offset = tuple(float(v) for v in offsets)
+        self.regress_ranges = None if ranges is None else tuple((float(lo), float(hi)) for lo, hi in ranges)
         if camera is not None and (len(camera) != 4 or not all(math.isfinite(float(v)) for v in camera) or min(camera[:2]) <= 0):
             raise ConfigError(f"tasks.{name}.camera must be [fx, fy, u0, v0] (pixels, fx and fy positive), got {camera!r}")
         if camera_size is not None and (len(camera_size) != 2 or min(camera_size) <= 0):
@@ -139,17 +170,30 @@ class Det3DTask(Task):
 
     # -- learning ------------------------------------------------------------------------------
     def losses(self, output: Det3DOutput, target: Sequence[Boxes3D]) -> dict[str, torch.Tensor]:
-        """The loss terms over the images of ``target`` that have boxes (see ``detection.losses``)."""
+        """The loss terms over the images of ``target`` that count (``valid_mask``; see ``detection.losses``)."""
         output = output.float()
         if len(target) != output.batch_size:
             raise ValueError(f"{output.batch_size} images of output but {len(target)} targets")
-        keep = [i for i, boxes in enumerate(target) if len(boxes) > 0]
+        keep = [i for i, counts in enumerate(self.valid_mask(target).tolist()) if counts]
         if not keep:
             return {}
         device = output.cls_scores[0].device
         points = level_points([x.shape[-2:] for x in output.cls_scores], output.strides, device)
+        ranges = self.regress_ranges
+        if ranges is not None and len(ranges) != len(points):
+            raise ConfigError(
+                f"tasks.{self.name}.regress_ranges has {len(ranges)} levels but the head has {len(points)}; give one per level"
+            )
         assigned = [
-            assign(encode(target[i].to(device), self.legacy_quaternion_order), points, output.strides, self.num_classes) for i in keep
+            assign(
+                encode(target[i].to(device), self.legacy_quaternion_order),
+                points,
+                output.strides,
+                self.num_classes,
+                ranges=ranges,
+                dir_offset=self.dir_offset,
+            )
+            for i in keep
         ]
         index = torch.tensor(keep, device=device)
 
@@ -171,16 +215,24 @@ class Det3DTask(Task):
         )
 
     def loss(self, output: Det3DOutput, target: Sequence[Boxes3D]) -> torch.Tensor:  # type: ignore[override]
-        """The plain sum of ``losses`` (zero, with a gradient path, when no image has a box)."""
+        """The plain sum of ``losses`` (zero, with a gradient path, when no image counts)."""
+        return sum(self.losses(output, target).values(), start=self.zero_loss(output))
+
+    def zero_loss(self, output: Det3DOutput) -> torch.Tensor:
+        """Zero times every output map (non-finite values zeroed first, so an overflow off the positives cannot poison it)."""
         maps = [*output.cls_scores, *output.bbox_preds, *output.dir_cls_preds, *output.centernesses]
-        # zero times every output (non-finite values zeroed first, so an overflow off the positives cannot poison it)
-        zero = sum((torch.nan_to_num(x.float(), 0.0, 0.0, 0.0).sum() * 0.0 for x in maps), start=torch.zeros((), device=maps[0].device))
-        return sum(self.losses(output, target).values(), start=zero)
+        return sum((torch.nan_to_num(x.float(), 0.0, 0.0, 0.0).sum() * 0.0 for x in maps), start=torch.zeros((), device=maps[0].device))
 
     def valid_mask(self, target: Sequence[Boxes3D]) -> torch.Tensor:  # type: ignore[override]
-        """``[B]`` bool: the images with at least one box."""
+        """``[B]`` bool: the images the loss reads: annotated (``Boxes3D.labelled``) with at least one box,
+        or any annotated image with ``empty_images: background``."""
         device = target[0].labels.device if len(target) else None
-        return torch.tensor([len(boxes) > 0 for boxes in target], dtype=torch.bool, device=device)
+        background = self.empty_images == "background"
+        return torch.tensor([boxes.labelled and (background or len(boxes) > 0) for boxes in target], dtype=torch.bool, device=device)
+
+    def unlabelled(self, target: Boxes3D) -> Boxes3D:
+        """The marker of an image whose boxes are withheld: no boxes, ``labelled`` False, the image's camera kept."""
+        return Boxes3D.empty(target.camera, labelled=False)
 
     # -- prediction ----------------------------------------------------------------------------
     def cameras(self, output: Det3DOutput, cameras: Any = None) -> list[torch.Tensor]:
@@ -205,7 +257,7 @@ class Det3DTask(Task):
         output = output.float()
         results = []
         for index, camera in enumerate(self.cameras(output, cameras)):
-            boxes = decode_maps(output, index, camera, self.legacy_quaternion_order, self.nms_pre, self.score_threshold)
+            boxes = decode_maps(output, index, camera, self.legacy_quaternion_order, self.nms_pre, self.score_threshold, self.dir_offset)
             if len(boxes):
                 assert boxes.scores is not None
                 boxes = boxes.select(rotated_nms(bev_rectangles(boxes), boxes.scores, boxes.labels, self.nms_threshold))
