@@ -169,6 +169,8 @@ def _predict(args: argparse.Namespace) -> int:
     from scenemtl.engine.video import is_video, predict_video
     from scenemtl.errors import ConfigError
 
+    if args.sensor and (args.video or any(is_video(item) for item in args.inputs)):
+        raise ConfigError("--sensor is for image inputs (3D boxes written as Cityscapes-3D JSON); drop it for a video")
     if args.video or any(is_video(item) for item in args.inputs):
         if len(args.inputs) != 1:
             raise ConfigError("predict takes one video (a file, or a frame folder with --video) at a time")
@@ -181,7 +183,14 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"wrote {report.frames} frames at {float(report.fps):g} fps to {report.path}" + (f" and raw outputs to {raw}" if raw else ""))
         return 0
     panels = predict_files(
-        args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet, config=config, batch_size=args.batch_size
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        device=args.device,
+        progress=not args.quiet,
+        config=config,
+        batch_size=args.batch_size,
+        sensor=args.sensor,
     )
     print(f"wrote predictions for {len(panels)} image(s) to {args.out}")
     return 0
@@ -419,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder (default 25), or to override a video's")
     pr.add_argument("--raw", action="store_true", help="with a video: also save each frame's predictions as .npy")
     pr.add_argument("--batch-size", type=int, default=1, help="images predicted together (consecutive images of one size; default 1)")
+    pr.add_argument(
+        "--sensor",
+        default=None,
+        help="3D detection: a Cityscapes-3D gtBbox3d JSON (or its 'sensor' object) of the inputs' camera; boxes are decoded "
+        "with it and written in its vehicle frame as Cityscapes-3D prediction JSON (default: the task's camera, camera frame)",
+    )
     pr.add_argument(
         "--config", default=None, help="the model's config, needed only for an official .pth.tar checkpoint (InvPT, TaskPrompter)"
     )

@@ -55,6 +55,55 @@ def test_recipe_trains_and_is_scored_by_the_official_evaluator(tmp_path, monkeyp
     written = json.loads((predictions / "det3d" / f"{image.stem}.json").read_text())
     assert written["frame"].startswith("camera") and isinstance(written["boxes"], list)
     assert (predictions / "det3d" / f"{image.stem}.png").is_file() and (predictions / "panels" / f"{image.stem}.png").is_file()
+    # with the image's sensor: decoded with its camera and written in its vehicle frame, as the evaluator reads it
+    annotation = next((root / "gtBbox3d" / "val").rglob(image.name.replace("leftImg8bit.png", "gtBbox3d.json")))
+    in_v = tmp_path / "in_v"
+    assert (
+        main(["predict", str(image), "--checkpoint", str(trainer.run_dir), "--out", str(in_v), "--sensor", str(annotation), "--quiet"]) == 0
+    )
+    written = json.loads((in_v / "det3d" / f"{image.stem}.json").read_text())
+    assert written["frame"].startswith("Cityscapes-3D vehicle frame") and isinstance(written["objects"], list)
+    assert written["sensor"]["fx"] == json.loads(annotation.read_text())["sensor"]["fx"]
+
+
+def test_prediction_json_in_the_sensors_vehicle_frame_reads_back_as_the_predicted_boxes(tmp_path):
+    """``scenemtl predict --sensor``'s JSON: the boxes in V, which ``boxes_from_json`` brings back to S unchanged."""
+    import torch
+
+    from scenemtl.detection.cityscapes import boxes_from_json, read_sensor, sensor_camera
+    from scenemtl.engine.predict import _instance_json
+    from scenemtl.errors import ConfigError
+    from scenemtl.tasks import build_task
+    from tests.data.test_cityscapes3d import fixture_annotation
+
+    annotation = fixture_annotation("val", 0)
+    file = tmp_path / "frame_gtBbox3d.json"
+    file.write_text(json.dumps(annotation))
+    sensor = read_sensor(file)
+    (tmp_path / "bare.json").write_text(json.dumps(annotation["sensor"]))
+    assert read_sensor(tmp_path / "bare.json")["fx"] == sensor["fx"]
+    size = (256, 512)
+    truth, _ = boxes_from_json(annotation, size=size)
+    assert torch.allclose(truth.camera.double(), torch.as_tensor(sensor_camera(sensor, size)), atol=1e-4)
+    predicted = truth.select(torch.arange(len(truth)))
+    predicted.scores = torch.linspace(0.9, 0.5, len(truth))
+
+    class Stub:  # what _instance_json asks of a Predictor
+        tasks = {"det3d": build_task("det3d", {})}
+
+    Stub.sensor = sensor
+    written = _instance_json(predicted, Stub, "det3d", size)  # type: ignore[arg-type]
+    assert written["frame"].startswith("Cityscapes-3D vehicle frame") and len(written["objects"]) == len(truth) > 0
+    assert [o["score"] for o in written["objects"]] == pytest.approx(predicted.scores.tolist())
+    back, _ = boxes_from_json({**written, "sensor": annotation["sensor"]}, size=size)
+    assert torch.allclose(back.centers, truth.centers, atol=1e-3) and torch.allclose(back.sizes, truth.sizes, atol=1e-4)
+    assert torch.allclose(back.rotations, truth.rotations, atol=1e-4)
+    Stub.sensor = None
+    plain = _instance_json(predicted, Stub, "det3d", size)  # type: ignore[arg-type]
+    assert plain["frame"].startswith("camera") and plain["boxes"][0]["center"] == pytest.approx(truth.centers[0].tolist())
+    (tmp_path / "bad.json").write_text(json.dumps({"objects": []}))
+    with pytest.raises(ConfigError, match="bad.json.*gtBbox3d JSON"):
+        read_sensor(tmp_path / "bad.json")
 
 
 def test_images_without_a_camera_use_the_tasks_camera_scaled_to_their_size():

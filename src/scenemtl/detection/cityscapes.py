@@ -47,8 +47,10 @@ and the evaluator (which only counts ``labels_to_evaluate``); ignore regions are
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,6 +124,31 @@ def parse_sensor(annotation: dict) -> dict:
         out["baseline"] = _number(sensor["baseline"], "sensor.baseline")
     out["imgHeight"], out["imgWidth"] = _image_size(annotation)
     return out
+
+
+def read_sensor(path: str | Path) -> dict:
+    """The sensor of a JSON file (``parse_sensor``'s dict): a Cityscapes-3D ``gtBbox3d`` annotation (its
+    ``sensor``, ``imgWidth``, ``imgHeight``), or a file holding just the ``sensor`` object; read as data."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read the sensor file {path}: {error}") from None
+    if isinstance(data, dict) and "sensor" not in data and "sensor_T_ISO_8855" in data:
+        data = {"sensor": data}  # a bare sensor object
+    try:
+        return parse_sensor(data)
+    except DataError as error:
+        raise ConfigError(
+            f"{path}: {error}; give a Cityscapes-3D gtBbox3d JSON (it holds 'sensor' with sensor_T_ISO_8855, fx, fy, u0, v0) "
+            "or that 'sensor' object alone"
+        ) from None
+
+
+def sensor_camera(sensor: dict, size: tuple[int, int]) -> np.ndarray:
+    """The 3×3 camera matrix of the sensor's images resampled to ``size`` (H, W) pixels."""
+    full = (int(sensor.get("imgHeight", FULL_SIZE[0])), int(sensor.get("imgWidth", FULL_SIZE[1])))
+    return geometry.resize_intrinsics(sensor_matrix(sensor), full, (int(size[0]), int(size[1])))
 
 
 def camera_of(sensor: dict, full_size: tuple[int, int] = FULL_SIZE):

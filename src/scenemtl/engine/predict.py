@@ -67,8 +67,13 @@ class Predictor:
     unit normals, probabilities); ``predictor.pictures(predictions)`` colours them.
     """
 
-    def __init__(self, model: str | Path | torch.nn.Module, device: str = "auto", config: Config | None = None) -> None:
+    def __init__(
+        self, model: str | Path | torch.nn.Module, device: str = "auto", config: Config | None = None, sensor: dict | None = None
+    ) -> None:
         self.device = select_device(device, option="--device")
+        #: a Cityscapes-3D sensor (``detection.cityscapes.read_sensor``) of the inputs: 3D boxes are decoded
+        #: with its camera and written in its vehicle frame; None: the det3d task's ``camera`` option
+        self.sensor = sensor
         if isinstance(model, torch.nn.Module):
             from scenemtl.api import meta_of
             from scenemtl.engine.builder import tasks_from_meta
@@ -136,7 +141,12 @@ class Predictor:
                 predictions[name] = task.predict(output.final[name][..., :height, :width].float()).cpu()
                 continue
             # instance predictions (3D boxes), decoded with the task's camera for images of this size
-            batch = {"image": x, "meta": [{"size": (height, width)} for _ in images]}
+            batch: dict[str, Any] = {"image": x, "meta": [{"size": (height, width)} for _ in images]}
+            if self.sensor is not None:
+                from scenemtl.detection.cityscapes import sensor_camera
+
+                camera = torch.as_tensor(sensor_camera(self.sensor, (height, width)), dtype=torch.float32)
+                batch["camera"] = camera.expand(len(images), 3, 3)
             predictions[name] = [boxes.to("cpu") for boxes in task.predict(output.final[name], **task.prediction_inputs(batch))]
             for boxes in predictions[name]:
                 setattr(boxes, "image_size", (height, width))  # what colorize draws on
@@ -151,6 +161,7 @@ def predict_files(
     progress: bool = True,
     config: Config | None = None,
     batch_size: int = 1,
+    sensor: str | Path | dict | None = None,
 ) -> list[Path]:
     """Predict every input image; write ``<task>/<stem>.png`` and ``.npy`` and ``panels/<stem>.png``.
 
@@ -158,13 +169,22 @@ def predict_files(
     size form a batch of up to ``batch_size``), so memory does not grow with the number of inputs.
     Every input's header is checked first, so a missing or unreadable file stops the run with an
     error naming it before anything is written. Two inputs never write the same name (``a.png``
-    and ``a.jpg`` give ``a`` and ``a_1``).
+    and ``a.jpg`` give ``a`` and ``a_1``). ``sensor``: a Cityscapes-3D gtBbox3d JSON (or its
+    ``sensor`` object; a file or the parsed dict) describing the inputs' camera, for 3D detection:
+    boxes are then decoded with its camera and written in its vehicle frame (Cityscapes-3D
+    prediction JSON); without it, with the task's ``camera`` option, in the camera frame.
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     files = list_images(list(inputs))
     sizes = [probe_image(path) for path in files]
-    predictor = Predictor(checkpoint, device, config)
+    if sensor is not None and not isinstance(sensor, dict):
+        from scenemtl.detection.cityscapes import read_sensor
+
+        sensor = read_sensor(sensor)
+    predictor = Predictor(checkpoint, device, config, sensor=sensor)
+    if sensor is not None and all(task.is_map for task in predictor.tasks.values()):
+        raise ConfigError("--sensor is for 3D detection (task det3d); this model predicts only per-pixel maps")
     out = Path(out_dir)
     stems = unique_stems(files)
     written: list[Path] = []
@@ -197,13 +217,24 @@ def _write(out: Path, stem: str, image: np.ndarray, predictions: dict[str, torch
         Image.fromarray(pictures[name]).save(folder / f"{stem}.png")
         if isinstance(prediction, torch.Tensor):
             np.save(folder / f"{stem}.npy", prediction_array(prediction))
-        else:  # instance predictions (3D boxes in the camera frame) as JSON
-            records = prediction.records(predictor.tasks[name].class_names)
-            (folder / f"{stem}.json").write_text(json.dumps({"frame": "camera (x right, y down, z forward), metres", "boxes": records}))
+        else:
+            (folder / f"{stem}.json").write_text(json.dumps(_instance_json(prediction, predictor, name, image.shape[:2])))
     (out / "panels").mkdir(parents=True, exist_ok=True)
     panel_path = out / "panels" / f"{stem}.png"
     make_panel(image, pictures, predictor.keys(predictions)).save(panel_path)
     return panel_path
+
+
+def _instance_json(prediction: Any, predictor: Predictor, name: str, size: tuple[int, int]) -> dict:
+    """3D boxes as JSON: in the sensor's vehicle frame, as a Cityscapes-3D prediction file the official evaluator
+    reads, when the predictor has a sensor; else in the camera frame (``Boxes3D.records``)."""
+    classes = predictor.tasks[name].class_names
+    if predictor.sensor is None:
+        return {"frame": "camera (x right, y down, z forward), metres", "boxes": prediction.records(classes)}
+    from scenemtl.detection.cityscapes import boxes_to_json
+
+    written = boxes_to_json(prediction, predictor.sensor, (int(size[0]), int(size[1])), classes=classes)
+    return {"frame": "Cityscapes-3D vehicle frame V (ISO 8855: x forward, y left, z up), metres", **written, "sensor": predictor.sensor}
 
 
 def unique_stems(files: list[Path]) -> list[str]:
