@@ -53,3 +53,28 @@ def test_boxes_follow_the_flip_and_batch_as_lists():
     assert isinstance(batch["det3d"], list) and len(batch["det3d"]) == 2 and batch["semseg"].shape == (2, 48, 64)
     moved = move(batch, torch.device("cpu"))
     assert all(isinstance(b, Boxes3D) for b in moved["det3d"])
+
+
+def test_yaw_labels_are_what_the_image_shows_and_survive_the_flip():
+    """Round shapes take the camera's yaw (angle 0), boxes the one of their two equal yaws in [−90°, 90°);
+    the flip negates the angle, which keeps both rules, and a dir_offset of π/2 puts every yaw in one bin."""
+    import math
+
+    from scenemtl.detection.targets import direction_bins, rotation_to_angles
+
+    tasks = {"det3d": build_task("det3d", {}, {"det3d": ["sphere", "box", "cylinder"]})}
+    dataset = SyntheticScenes(split="train", height=48, width=64, num_train=12, tasks=["det3d"])
+    counts = {0: 0, 1: 0, 2: 0}
+    for index in range(len(dataset)):
+        boxes = dataset.sample(index)["det3d"]
+        flipped = T.RandomHorizontalFlip(tasks, p=1.0)(dataset.sample(index), np.random.default_rng(0))["det3d"]
+        for labels in (boxes, flipped):
+            yaw = rotation_to_angles(labels.rotations)[:, 2]
+            round_shapes = labels.labels != 1
+            assert torch.allclose(yaw[round_shapes], torch.zeros_like(yaw[round_shapes]), atol=1e-5)
+            assert bool(((yaw >= -math.pi / 2 - 1e-6) & (yaw < math.pi / 2 + 1e-6)).all())
+            assert bool((direction_bins(yaw[~round_shapes], math.pi / 2) == 1).all())
+        for label in boxes.labels.tolist():
+            counts[label] += 1
+        # the scene's own yaw draw does not reach the round shapes' labels: same scene, any object angle
+    assert min(counts.values()) > 3

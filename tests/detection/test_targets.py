@@ -271,3 +271,17 @@ def test_regress_ranges_of_the_task_send_a_box_to_the_level_they_name():
         build_task("det3d", {"regress_ranges": [[96, -1]]})
     with pytest.raises(ConfigError, match="dir_offset must be one angle"):
         build_task("det3d", {"dir_offset": [0.0, 1.0]})
+
+
+def test_the_flip_mirrors_the_heading_and_the_box():
+    car = toy_boxes([[2.0, 0.5, 20.0], [-3.0, 0.5, 12.0]], [[70.0, 20.0, 90.0, 40.0], [10.0, 20.0, 40.0, 44.0]], [0, 1], yaws=[0.3, -2.0])
+    flipped = car.flip(128)
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    # the length axis (the heading) is mirrored, not turned round: a car driving away still drives away
+    assert torch.allclose(flipped.rotations[:, :, 0], car.rotations[:, :, 0] @ mirror, atol=1e-6)
+    assert torch.allclose(torch.det(flipped.rotations), torch.ones(2), atol=1e-5)
+    assert torch.allclose(rotation_to_angles(flipped.rotations)[:, 2], -rotation_to_angles(car.rotations)[:, 2], atol=1e-5)
+    # the same solid: every corner of the flipped box is a mirrored corner of the original
+    corners, mirrored = flipped.corners(), car.corners() @ mirror
+    assert torch.cdist(corners, mirrored).min(dim=2).values.max() < 1e-4
+    assert torch.allclose(flipped.flip(128).rotations, car.rotations, atol=1e-6)

@@ -9,8 +9,10 @@ from scenemtl import geometry
 from scenemtl.data.base import DatasetInfo, DenseDataset, image_to_tensor, register_dataset
 from scenemtl.data.render import CLASS_NAMES, DOMAINS, MAX_MOTION, Scene, SceneConfig, render_clip, render_scene, sample_scene
 from scenemtl.data.render import _N_ROOM as N_ROOM
+from scenemtl.data.render import _BOX as BOX
 from scenemtl.data.render import _SPHERE as SPHERE
 from scenemtl.detection.boxes import Boxes3D
+from scenemtl.detection.targets import rotation_to_angles
 from scenemtl.errors import ConfigError, did_you_mean
 
 #: the objects as 3D-detection classes (task ``det3d``), in the renderer's class order
@@ -23,6 +25,12 @@ MIN_VISIBLE_PIXELS = 4
 _SPLIT_CODES = {"train": 0, "val": 1}
 # appended to the seed sequence (the source domain appends nothing, so its scenes are unchanged)
 _DOMAIN_CODES = {"source": (), "target": (1,)}
+
+
+def _yawed(angle: float) -> np.ndarray:
+    """The rotation by ``angle`` about the world's vertical (z up)."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 @register_dataset("synthetic")
@@ -133,9 +141,16 @@ class SyntheticScenes(DenseDataset):
         """The 3D boxes of scene ``index``'s objects visible in its instance map (task ``det3d``).
 
         Each object's box in the camera frame: centre, extents (sphere: its bounding cube; cylinder:
-        2r, 2r and its height; box: its sides), the box's axes (x and y turned by its yaw about the
+        2r, 2r and its height; box: its sides), the box's axes (x and y turned by a yaw about the
         world's vertical, z up) in camera coordinates; the modal 2D box is the bounding box of its
-        visible pixels. Objects with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels are left out."""
+        visible pixels. Objects with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels are left out.
+
+        The yaw is the one the image shows: spheres and cylinders look the same at any yaw, so theirs
+        is the camera's (x along the horizontal viewing direction: yaw angle 0 in the task's angles,
+        ``detection.targets.rotation_to_angles``); a box looks the same turned by 180°, so of its two
+        yaws the one whose yaw angle lies in [−90°, 90°) is taken. Both are kept by the horizontal
+        flip (it negates the yaw angle), and a ``det3d`` ``dir_offset`` of π/2 on the yaw puts all of
+        them in one direction bin."""
         scene = self.scene(index)
         to_camera = scene.rotation.T
         labels, centers, sizes, rotations, boxes2d = [], [], [], [], []
@@ -143,12 +158,13 @@ class SyntheticScenes(DenseDataset):
             rows, cols = np.nonzero(instance == N_ROOM + k)
             if rows.size < MIN_VISIBLE_PIXELS:
                 continue
-            c, s = np.cos(ob.angle), np.sin(ob.angle)
-            yaw = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # box axes → world
+            rotation = to_camera @ _yawed(ob.angle if ob.kind == BOX else scene.yaw)  # box axes → camera
+            if ob.kind == BOX and not -np.pi / 2 <= float(rotation_to_angles(torch.from_numpy(rotation[None]))[0, 2]) < np.pi / 2:
+                rotation = to_camera @ _yawed(ob.angle + np.pi)
             labels.append(ob.kind - SPHERE)
             centers.append(to_camera @ (ob.center - scene.position))
             sizes.append(2 * ob.half)
-            rotations.append(to_camera @ yaw)
+            rotations.append(rotation)
             boxes2d.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
         boxes = Boxes3D.empty(self.camera())
         if labels:

@@ -27,6 +27,8 @@ DETECTION_CLASSES = ("car", "truck", "bus", "train", "motorcycle", "bicycle")
 
 #: the mirror of the S frame's x axis
 _MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+#: a box's width axis turned round (in its own axes: length x, width y, height z)
+_LATERAL = torch.diag(torch.tensor([1.0, -1.0, 1.0]))
 
 
 @dataclass
@@ -102,14 +104,18 @@ class Boxes3D:
         return uvw[:, :2] / uvw[:, 2:].clamp_min(1e-6)
 
     def flip(self, width: int) -> Boxes3D:
-        """The boxes of the image mirrored left–right (``width`` pixels): the scene mirrored in S's x."""
+        """The boxes of the image mirrored left–right (``width`` pixels): the scene mirrored in S's x.
+
+        A box's axes are mirrored and its width axis (y) turned round, so the result is a rotation and a
+        car keeps its heading mirrored (driving away stays driving away; its yaw angle is negated)."""
         mirror = _MIRROR.to(self.centers)
+        lateral = _LATERAL.to(self.centers)
         x1, y1, x2, y2 = self.boxes2d.unbind(-1)
         i1, j1, i2, j2 = self.ignore.unbind(-1)
         return replace(
             self,
             centers=self.centers * mirror.diagonal(),
-            rotations=mirror @ self.rotations @ mirror,
+            rotations=mirror @ self.rotations @ lateral,
             boxes2d=torch.stack([width - x2, y1, width - x1, y2], -1),
             ignore=torch.stack([width - i2, j1, width - i1, j2], -1),
             camera=torch.as_tensor(geometry.flip_intrinsics(self.camera.double().cpu().numpy(), width), dtype=torch.float32).to(
