@@ -73,7 +73,8 @@ def create_model(
 
     ``tasks``: names (class names from ``dataset``), or a mapping from name to a class count
     (``{"semseg": 21}``), a list of class names, the task's options (``{"pos_weight": 0.95,
-    "classes": 2}``) or None. ``dataset``: a registered dataset whose class names and input
+    "classes": 2}``; ``type`` for a task named other than its type: ``{"dtd": {"type":
+    "classification", "classes": 47}}``) or None. ``dataset``: a registered dataset whose class names and input
     normalisation the model takes (ImageNet's normalisation without one). ``backbone``: a timm
     name or ``model.backbone``'s fields; ``pretrained``: True for timm's ImageNet weights
     (downloaded, or from the Hugging Face cache), or a local weights file. ``options``: the
@@ -92,9 +93,13 @@ def create_model(
     task_options: dict[str, dict[str, Any]] = {}
     class_names: dict[str, list[str]] = {}
     for name, spec in specs.items():
-        if name not in TASKS:
-            raise ConfigError(f"unknown task '{name}'.{did_you_mean(name, TASKS.names())}")
         spec = dict(spec) if isinstance(spec, Mapping) else {"classes": spec}
+        kind = spec.get("type") or (info.task_types.get(name) if info is not None else None) or name
+        if kind not in TASKS:
+            raise ConfigError(
+                f"unknown task '{name}'.{did_you_mean(name, TASKS.names())} (a task of another name gives its type: "
+                f"{{'{name}': {{'type': 'classification', 'classes': 10}}}})"
+            )
         classes = spec.pop("classes", None)
         task_options[name] = spec
         if isinstance(classes, int) and not isinstance(classes, bool):

@@ -109,7 +109,33 @@ def _eval(args: argparse.Namespace) -> int:
         panels = None
         if args.save_panels and place.is_main:
             panels = PanelWriter(args.save_panels, tasks, info.mean, info.std, limit=args.panels or None)
-        metrics = evaluate(loaded.model.to(place.device), tasks, loader, place.device, config.train.precision, progress, writers, panels)
+        if config.eval.recalibrate_bn:
+            from scenemtl.engine.recalibrate import evaluate_recalibrated
+
+            if writers or panels:
+                raise ConfigError("--save-png and --save-panels are not written with eval.recalibrate_bn; evaluate without them")
+            train_set = builder.build_dataset(config, config.data.train_split, evaluation=False)
+            train_transform = builder.build_transform(config, tasks, builder.dataset_info(config), train=True)
+            metrics = evaluate_recalibrated(
+                loaded.model.to(place.device),
+                tasks,
+                train_set,
+                train_transform,
+                dataset,
+                transform,
+                place.device,
+                config.data.batch_size,
+                config.data.eval_batch_size,
+                config.train.precision,
+                progress,
+                place.rank,
+                place.world_size,
+                config.seed,
+            )
+        else:
+            metrics = evaluate(
+                loaded.model.to(place.device), tasks, loader, place.device, config.train.precision, progress, writers, panels
+            )
     finally:
         cleanup()
     step = loaded.meta.step

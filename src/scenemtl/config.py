@@ -135,6 +135,9 @@ class DataConfig(Strict):
     # table lookups that decode them (targets, normalisation) run on the training device; the
     # values are those of decoding in the loader (data/loader.py: StoredBatch)
     decode_on_device: bool = True
+    # 'grouped': batches never mix the dataset's groups (its ``groups()``, e.g. the decathlon's domains),
+    # which each epoch visits one after another (MTAN's many-to-many loop); 'mixed': one shuffle of all
+    batching: Literal["mixed", "grouped"] = "mixed"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     eval_pad: tuple[int, int] | None = None
     # evaluate on another dataset with the same tasks and classes (domain adaptation: train on the
@@ -306,6 +309,10 @@ class EvalConfig(Strict):
     # None: each task's own defaults; a name (invpt, mtinet, atrc, densemtl, mtan, sak) sets the
     # variants of that codebase's tables; options written under tasks.<name> still override
     protocol: str | None = None
+    # re-estimate the batch-norm statistics per group of the evaluation split (the decathlon's domains) on the
+    # training split's same group before scoring it (MTAN's decathlon test protocol, statistics only:
+    # engine/recalibrate.py)
+    recalibrate_bn: bool = False
 
     @field_validator("protocol")
     @classmethod
@@ -365,9 +372,17 @@ class Config(Strict):
 
         if not tasks:
             raise ValueError("at least one task is needed")
-        for name in tasks:
-            if name not in TASKS:
-                raise ValueError(f"unknown task '{name}'.{did_you_mean(name, TASKS.names())}")
+        from scenemtl.data import DATASETS
+
+        # a task is named by its type, or by a dataset's task of a declared type (the decathlon's domains), or
+        # carries its type (tasks.<name>.type)
+        declared = {name for dataset in DATASETS.names() for name in DATASETS.get(dataset).info.task_types}
+        for name, task in tasks.items():
+            kind = task.options.get("type")
+            if kind is not None and kind not in TASKS:
+                raise ValueError(f"tasks.{name}.type: unknown task type '{kind}'.{did_you_mean(str(kind), TASKS.names())}")
+            if name not in TASKS and name not in declared and kind is None:
+                raise ValueError(f"unknown task '{name}'.{did_you_mean(name, [*TASKS.names(), *sorted(declared)])}")
         return tasks
 
     @property

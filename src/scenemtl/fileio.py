@@ -7,6 +7,7 @@ missing ``.npy`` or a ``.mat`` without the expected field is reported the same w
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -359,3 +360,38 @@ def read_png_opencv(path: str | Path, what: str, fix: str, anydepth: bool = Fals
     if array.ndim == 3 and array.shape[2] in (3, 4):
         array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return array
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: any other class or function is refused, never called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3 (a text-to-bytes codec, nothing else)
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks to run {module}.{name}, which plain data never needs")
+        return super().find_class(module, name)
+
+
+def read_array_pickle(path: str | Path, what: str, fix: str) -> Any:
+    """A pickle of plain containers and numpy arrays (Python 2 ones too, as latin-1), read without running code:
+    a file that asks for anything else is refused with a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing file {path} ({what}); {fix}")
+    try:
+        with path.open("rb") as file:
+            return ArrayUnpickler(file, encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise DataError(f"{path} ({what}) is not read: {error}; {fix}") from None
+    except (EOFError, ValueError, TypeError, AttributeError) as error:
+        raise DataError(f"{path} ({what}) is not a readable pickle of arrays ({error}); {fix}") from None

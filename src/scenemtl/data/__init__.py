@@ -3,6 +3,7 @@
 from scenemtl.data import nyuv2_13 as _nyuv2_13  # noqa: F401  (registers 'nyuv2_13')
 from scenemtl.data import cityscapes as _cityscapes  # noqa: F401  (registers the cityscapes* datasets)
 from scenemtl.data import cityscapes3d as _cityscapes3d  # noqa: F401  (registers 'cityscapes3d')
+from scenemtl.data import decathlon as _decathlon  # noqa: F401  (registers 'decathlon')
 from scenemtl.data import nyud as _nyud  # noqa: F401  (registers 'nyud')
 from scenemtl.data import pascal_context as _pascal_context  # noqa: F401  (registers 'pascal_context')
 from scenemtl.data import synthetic as _synthetic  # noqa: F401  (registers 'synthetic')

@@ -27,6 +27,8 @@ class DatasetInfo:
     palettes: dict[str, np.ndarray] = field(default_factory=dict)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    #: the task type of each task whose name is not its type (the decathlon's domains: ``classification``)
+    task_types: dict[str, str] = field(default_factory=dict)
 
 
 class DenseDataset(Dataset):

@@ -59,7 +59,7 @@ class CheckReport:
 def _task(name: str, info: DatasetInfo):
     from scenemtl.tasks import build_task
 
-    return build_task(name, {}, info.class_names, info.palettes)
+    return build_task(name, {}, info.class_names, info.palettes, types=info.task_types)
 
 
 def sample_problems(sample: dict, info: DatasetInfo, where: str) -> list[str]:
@@ -73,6 +73,12 @@ def sample_problems(sample: dict, info: DatasetInfo, where: str) -> list[str]:
         if task not in sample:
             continue
         target = sample[task]
+        checker = _task(task, info)
+        if checker.is_image_level:  # one value per image (a class id): no size to compare
+            problem = checker.check_target(target)
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
+            continue
         if not isinstance(target, torch.Tensor):  # an instance target (3D boxes): its task checks it
             problem = _task(task, info).check_target([target], sample=True)
             if problem is not None:
@@ -93,15 +99,16 @@ def check_dataset(
     splits: Iterable[str] | None = None,
     options: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    tasks: Iterable[str] | None = None,
 ) -> CheckReport:
-    """Open every split of dataset ``name`` at ``root`` with all its tasks and read every sample."""
+    """Open every split of dataset ``name`` at ``root`` with all its tasks (or ``tasks``) and read every sample."""
     cls = DATASETS.get(name)
     report = CheckReport(dataset=name, root=root)
     for split in splits or [s for s in cls.splits if s not in cls.union_splits]:
         if split not in cls.splits:
             raise ConfigError(f"dataset '{name}' has no split '{split}'; it has {list(cls.splits)}")
         try:
-            dataset: DenseDataset = cls(root=root, split=split, tasks=list(cls.info.tasks), **(options or {}))
+            dataset: DenseDataset = cls(root=root, split=split, tasks=list(tasks or cls.info.tasks), **(options or {}))
         except DataError as error:
             report.problems.append(f"split {split}: {error}")
             continue

@@ -53,14 +53,30 @@ class EpochSampler(Sampler):
     samples. Block ``b`` of the permutation is therefore the same micro-batch whether it goes to
     rank ``b mod W`` of W processes or is the ``b``-th accumulation step of one process, which is
     what makes W processes equal one process with W-fold gradient accumulation.
+
+    ``groups`` (lists of indices, e.g. a multi-domain dataset's domains): each epoch visits the groups
+    one after another in the given order, each shuffled and padded by repetition to whole blocks of
+    every rank, so that no batch mixes two groups (MTAN's Visual Decathlon loop).
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, num_replicas: int = 1, block: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        num_replicas: int = 1,
+        block: int = 1,
+        groups: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         if size == 0:
             raise ValueError("cannot sample from an empty dataset")
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.num_replicas, self.block = rank, num_replicas, max(1, block)
         self.epoch, self.skip = 0, 0
+        self.groups = None if groups is None else [np.asarray(list(g), dtype=np.int64) for g in groups if len(g)]
+        if self.groups is not None and (not self.groups or any(((g < 0) | (g >= size)).any() for g in self.groups)):
+            raise ValueError(f"groups must hold indices in 0..{size - 1}")
 
     def start(self, epoch: int, skip: int = 0) -> None:
         """Iterate epoch ``epoch`` from its ``skip``-th sample (of this rank) on."""
@@ -69,16 +85,25 @@ class EpochSampler(Sampler):
     def per_replica(self) -> int:
         """Samples each rank sees per epoch."""
         chunk = self.block * self.num_replicas
-        return -(-self.size // chunk) * self.block
+        sizes = [len(g) for g in self.groups] if self.groups is not None else [self.size]
+        return sum(-(-size // chunk) for size in sizes) * self.block
 
     def __len__(self) -> int:
         return self.per_replica() - self.skip
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
         total = self.per_replica() * self.num_replicas
-        order = np.resize(order, total)  # pads by repeating the permutation from its start
+        if self.groups is None:
+            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+            order = np.resize(order, total)  # pads by repeating the permutation from its start
+        else:
+            chunk = self.block * self.num_replicas
+            parts = []
+            for group in self.groups:
+                part = group[rng.permutation(len(group))] if self.shuffle else group
+                parts.append(np.resize(part, -(-len(group) // chunk) * chunk))
+            order = np.concatenate(parts)
         seeds = rng.integers(0, 2**63 - 1, size=total)
         positions = [p for p in range(total) if (p // self.block) % self.num_replicas == self.rank]
         for position in positions[self.skip :]:

@@ -27,7 +27,6 @@ an annotated image without objects), so no loss and no prior estimate ever reads
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from scenemtl.data.base import DenseDataset
-from scenemtl.fileio import read_torch
+from scenemtl.fileio import ArrayUnpickler, read_torch
 from scenemtl.errors import ConfigError, DataError
 
 SETTINGS = ("one-label", "random-labels")
@@ -90,25 +89,6 @@ def read_availability(path: str | Path, tasks: Sequence[str]) -> dict[str, list[
     return {str(k): [t for t in v if t in tasks] for k, v in labels.items()}
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: any other class or function is refused, never called."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("collections", "OrderedDict"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it asks to run {module}.{name}, which a label map never needs")
-        return super().find_class(module, name)
-
-
 def _load_pickled_npy(path: Path):
     """The object stored in a ``.npy`` of a pickled object (``np.save`` of a dict), without executing code."""
     with path.open("rb") as file:
@@ -116,7 +96,7 @@ def _load_pickled_npy(path: Path):
         _, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(file)
         if not dtype.hasobject:
             return np.load(path, allow_pickle=False)  # a plain array (not a map; the caller says so)
-        array = _ArrayUnpickler(file).load()
+        array = ArrayUnpickler(file).load()
     return array.item() if isinstance(array, np.ndarray) and array.shape == () else array
 
 

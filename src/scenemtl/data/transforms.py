@@ -85,7 +85,7 @@ def _frames_hwc(frames: torch.Tensor) -> list[np.ndarray]:
 
 def _instances(sample: dict, tasks: Mapping[str, Task]):
     """(name, task) of the instance (non-map) targets in ``sample``."""
-    return [(name, task) for name, task in tasks.items() if name in sample and not task.is_map]
+    return [(name, task) for name, task in tasks.items() if name in sample and not task.is_map and not task.is_image_level]
 
 
 def _targets(sample: dict, tasks: Mapping[str, Task]):
@@ -334,7 +334,8 @@ def pad_sample(sample: dict, tasks: Mapping[str, Task], size: tuple[int, int], c
 
 
 class RandomHorizontalFlip:
-    """Mirror left–right with probability ``p``; each task flips its own target (normals negate x)."""
+    """Mirror left–right with probability ``p``; each task flips its own target (normals negate x). Samples
+    with ``meta['flip']`` False are never mirrored."""
 
     reads_stored = True
 
@@ -342,7 +343,8 @@ class RandomHorizontalFlip:
         self.tasks, self.p = tasks, p
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        if Draws(rng).random() < self.p:
+        # a sample may forbid the flip (meta['flip'] False: text, digits, signs); the draw is made either way
+        if Draws(rng).random() < self.p and sample.get("meta", {}).get("flip", True):
             image = sample["image"]
             # numpy: a compact copy by OpenCV (numpy's later reads of a reversed view are ~10× slower)
             sample["image"] = image.flip(-1) if torch.is_tensor(image) else cv2.flip(np.ascontiguousarray(image), 1).reshape(image.shape)
@@ -462,8 +464,15 @@ def _is_bytes_image(image) -> bool:
     return isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
+def _without_stats(sample: dict) -> dict:
+    """``sample`` whose meta no longer names a normalisation (it has been applied)."""
+    sample["meta"] = {k: v for k, v in sample["meta"].items() if k not in ("mean", "std")}
+    return sample
+
+
 class Normalize:
-    """``(x/255 − mean)/std`` in float32, the official order of operations.
+    """``(x/255 − mean)/std`` in float32, the official order of operations; a sample whose ``meta`` holds
+    ``mean`` and ``std`` (per-domain statistics) is normalised with those instead.
 
     Returns the float ``[3,H,W]`` tensor. With ``store`` (``Compose`` asks for it) a uint8 image
     becomes a ``Stored`` image instead, whose tables are those operations done once for the 256
@@ -481,8 +490,15 @@ class Normalize:
         tables -= self.mean[:, 0]
         tables /= self.std[:, 0]
         self.tables = list(tables)
+        self._own: dict[tuple, Normalize] = {}
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None, store: bool = False) -> dict:
+        meta = sample.get("meta", {})
+        if "mean" in meta and "std" in meta:  # the sample's own normalisation (the decathlon's per-domain statistics)
+            key = (tuple(meta["mean"]), tuple(meta["std"]))
+            if key not in self._own:
+                self._own[key] = Normalize(*key)
+            return self._own[key](_without_stats(sample), rng, store)
         image = sample["image"]
         if _is_bytes_image(image):
             stored = Stored(image_hwc(image), self.tables)

@@ -82,6 +82,7 @@ def build_tasks(config: Config, info: DatasetInfo) -> dict[str, Task]:
             info.class_names,
             info.palettes,
             protocol=config.eval.protocol,
+            types=info.task_types,
         )
         for name, cfg in config.tasks.items()
     }
@@ -93,7 +94,7 @@ def build_dataset(config: Config, split: str, evaluation: bool | None = None) ->
     ``evaluation`` (default: any split but ``data.train_split``) adds the evaluation targets the
     tasks' metrics need and the dataset has (``Task.eval_target``, e.g. SEISM's label images).
     """
-    from scenemtl.tasks import TASKS
+    from scenemtl.tasks import task_class
 
     evaluating = evaluation if evaluation is not None else split != config.data.train_split
     ref = config.data.eval_dataset if evaluating else None
@@ -110,7 +111,8 @@ def build_dataset(config: Config, split: str, evaluation: bool | None = None) ->
         raise DataError(f"{key}.root: dataset folder not found: {root}. Give the folder the archive was extracted to.")
     dataset = cls(root=root, split=split, tasks=list(config.tasks), **options)
     if evaluating:
-        dataset.request_eval_targets(TASKS.get(name).eval_target for name in config.tasks)
+        types = dataset.info.task_types
+        dataset.request_eval_targets(task_class(name, cfg.options, types).eval_target for name, cfg in config.tasks.items())
     return dataset
 
 
@@ -163,9 +165,20 @@ def loader_options(config: Config, persistent: bool) -> dict:
 
 def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, rank: int = 0, world: int = 1):
     """A loader over ``(index, seed)`` keys from a resumable per-epoch sampler."""
-    sampler = EpochSampler(len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world, block=config.data.batch_size)
     if len(dataset) == 0:
         raise DataError(f"the training split '{dataset.split}' of dataset '{config.data.name}' is empty")
+    groups = None
+    if config.data.batching == "grouped":
+        source = getattr(dataset, "groups", None) or getattr(getattr(dataset, "dataset", None), "groups", None)
+        if source is None:
+            raise ConfigError(
+                f"data.batching: grouped needs a dataset with groups (e.g. decathlon's domains); '{config.data.name}' has none, "
+                "use batching: mixed"
+            )
+        groups = source()
+    sampler = EpochSampler(
+        len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world, block=config.data.batch_size, groups=groups
+    )
     loader = DataLoader(
         AugmentedDataset(dataset, transform, keep_stored=config.data.decode_on_device),
         batch_size=config.data.batch_size,
@@ -208,6 +221,9 @@ def tasks_from_meta(meta: CheckpointMeta) -> dict[str, Task]:
     """A model's tasks, rebuilt from what its checkpoint recorded (no dataset needed)."""
     config = meta.config
     palettes = {k: np.asarray(v, dtype=np.uint8) for k, v in meta.palettes.items()}
+    from scenemtl.data import DATASETS
+
+    types = DATASETS.get(config.data.name).info.task_types if config.data.name in DATASETS.names() else {}
     return {
         name: build_task(
             name,
@@ -215,6 +231,7 @@ def tasks_from_meta(meta: CheckpointMeta) -> dict[str, Task]:
             meta.class_names,
             palettes,
             protocol=config.eval.protocol,
+            types=types,
         )
         for name, cfg in config.tasks.items()
     }

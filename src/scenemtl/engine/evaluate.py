@@ -56,8 +56,12 @@ def evaluate(
     progress: bool = True,
     writers: Mapping[str, Callable[[torch.Tensor, list[dict]], None]] | None = None,
     on_batch: Callable[[dict, dict[str, torch.Tensor]], None] | None = None,
+    require_labels: bool = True,
 ) -> dict[str, StreamingMetric]:
     """Run the model over ``batches`` and return each task's metric, synchronised across processes.
+
+    ``require_labels``: a task without one labelled pixel in the whole split is an error (off when the
+    batches are a part of the split, e.g. one domain of a many-to-many dataset).
 
     ``writers`` maps a task to a callable that receives each batch's predictions and ``meta``
     (to save them, e.g. boundary PNGs for SEISM). Metrics receive what their ``wants`` names:
@@ -100,7 +104,7 @@ def evaluate(
         torch.distributed.all_reduce(counts)
         counts = counts.cpu()
     empty = [name for name, count in zip(tasks, counts[:-1].tolist()) if count == 0]
-    if empty and counts[-1] > 0:
+    if require_labels and empty and counts[-1] > 0:
         raise DataError(
             f"task(s) {empty} have no labelled pixel in any of the {int(counts[-1])} evaluation images, so they cannot "
             "be scored: check that split's label files (data.root, the dataset's folders for these tasks)"
@@ -179,6 +183,9 @@ def results_report(
     }
     protocols = {m.eval_protocol for m in metrics.values()}
     report.setdefault("protocol", protocols.pop() if len(protocols) == 1 else None)
+    decathlon = _decathlon(values)
+    if decathlon is not None:
+        report["decathlon"] = decathlon
     curves = {name: m.curves() for name, m in metrics.items() if hasattr(m, "curves")}
     if curves:  # precision/recall over thresholds (boundaries)
         report["curves"] = curves
@@ -200,6 +207,21 @@ def results_report(
     return report
 
 
+def _decathlon(values: Mapping[str, Mapping[str, float]]) -> dict[str, Any] | None:
+    """The Visual Decathlon score of the tasks named by its domains that report a top-1 ``error`` (None without any)."""
+    from scenemtl.metrics.decathlon import BASELINE_ACCURACY, decathlon_score
+
+    errors = {
+        name: float(numbers["error"])
+        for name, numbers in values.items()
+        if name in BASELINE_ACCURACY and isinstance(numbers.get("error"), float) and math.isfinite(numbers["error"])
+    }
+    if not errors:
+        return None
+    score, parts = decathlon_score(errors)
+    return {"score": score, "per_domain": parts, "domains": len(parts), "complete": len(parts) == len(BASELINE_ACCURACY)}
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +239,10 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines.append(f"| {task} | {main} {arrow} | {value:.4g} |" if math.isfinite(value) else f"| {task} | {main} | n/a |")
     if report.get("delta_m") is not None:
         lines.append(f"| all | Δm ↑ | {report['delta_m']:+.2f} % |")
+    if report.get("decathlon"):
+        decathlon = report["decathlon"]
+        scope = "" if decathlon["complete"] else f" ({decathlon['domains']} of 10 domains)"
+        lines.append(f"| all | Decathlon score ↑{scope} | {decathlon['score']:.0f} |")
     return "\n".join(lines)
 
 

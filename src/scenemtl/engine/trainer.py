@@ -224,8 +224,10 @@ class Trainer(SelectionMixin):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         rank, world = self.dist.rank, self.dist.world_size
         train_transform = builder.build_transform(config, self.tasks, self.info, train=True)
+        self.train_transform = train_transform
         self.loader, self.sampler = builder.train_loader(config, self.train_set, train_transform, rank, world)
         eval_transform = builder.build_transform(config, self.tasks, builder.eval_info(config), train=False)
+        self.eval_transform = eval_transform
         self.val_loader = builder.eval_loader(config, self.val_set, eval_transform, rank, world)
         builder.check_eval_pad(config, self.val_set)
         self.select_loader = None
@@ -666,7 +668,28 @@ class Trainer(SelectionMixin):
     # ------------------------------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict[str, Any]:
         """Evaluate on the validation split (each process its share, metrics summed); the final report is saved."""
-        metrics = evaluate(self.model, self.tasks, self.val_loader, self.device, self.config.train.precision, self.progress)
+        if self.config.eval.recalibrate_bn:
+            from scenemtl.engine.recalibrate import evaluate_recalibrated
+
+            data = self.config.data
+            metrics = evaluate_recalibrated(
+                self.model,
+                self.tasks,
+                self.train_set,
+                self.train_transform,
+                self.val_set,
+                self.eval_transform,
+                self.device,
+                data.batch_size,
+                data.eval_batch_size,
+                self.config.train.precision,
+                self.progress,
+                self.dist.rank,
+                self.dist.world_size,
+                self.config.seed,
+            )
+        else:
+            metrics = evaluate(self.model, self.tasks, self.val_loader, self.device, self.config.train.precision, self.progress)
         report = results_report(metrics, self.reference, {"name": self.config.name, "step": self.step, "split": self.config.data.val_split})
         self.logger.log("val", self.step, {"metrics": report["metrics"], "delta_m": report["delta_m"]})
         if self.logger.enabled and self.config.train.log_images and len(self.val_set):

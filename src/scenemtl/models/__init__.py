@@ -8,9 +8,10 @@ from scenemtl.models import atrc as _atrc  # noqa: F401  (registers atrc, atrc_s
 from scenemtl.models import cross_stitch as _cross_stitch  # noqa: F401  (registers cross_stitch)
 from scenemtl.models import diffusionmtl as _diffusionmtl  # noqa: F401  (registers diffusionmtl)
 from scenemtl.models import mtan_deeplab as _mtan_deeplab  # noqa: F401  (registers mtan_deeplab)
+from scenemtl.models import mtan_wrn as _mtan_wrn  # noqa: F401  (registers mtan_wrn)
 from scenemtl.models import mtinet as _mtinet  # noqa: F401  (registers mtinet)
 from scenemtl.models import padnet as _padnet  # noqa: F401  (registers padnet)
-from scenemtl.models import segnet as _segnet  # noqa: F401  (registers segnet, mtan)
+from scenemtl.models import segnet as _segnet  # noqa: F401  (registers segnet, segnet_dense, stan, mtan)
 from scenemtl.models import xtam as _xtam  # noqa: F401  (registers xtam)
 from scenemtl.models.backbones import SUGGESTED_BACKBONES, Backbone
 from scenemtl.models.base import MultiTaskModel

@@ -23,24 +23,30 @@ def register_model(
     *,
     tiny: Mapping | None = None,
     min_tasks: int = 1,
+    max_tasks: int | None = None,
     tasks: tuple[str, ...] | None = None,
     tiny_backbone: str = "test_resnet",
     published: Mapping[str, tuple[str, str]] | None = None,
     backbone: bool = True,
     instance_tasks: bool = False,
+    image_level: bool = False,
 ):
     """Register an architecture factory ``factory(config, tasks, **options)`` under ``name``.
 
         ``tiny``: options that make it narrow enough for the test suite (architectures whose widths
         are fixed by their paper, e.g. SegNet's filters); ``tiny_backbone``: the timm backbone of that
         test (``test_vit`` for the transformer architectures); ``min_tasks``: the fewest tasks it is
-        defined for; ``tasks``: the task names it supports (None: any). The architecture test reads
+        defined for; ``max_tasks``: the most (None: any; ``build_model`` refuses more, e.g. a
+        single-task network, which ``stl`` with ``per_task`` builds once per task); ``tasks``: the
+        task names it supports (None: any). The architecture test reads
         these, so a new architecture is tested without editing the test. ``published``: the paper's
         or README's parameter and compute figures by backbone, ``{backbone: (dataset, text)}``, which
         ``scenemtl info`` prints beside its own counts. ``backbone=False``: the architecture builds its
         own encoder (SegNet), so a ``model.backbone`` other than the default is an error rather than ignored.
     ``instance_tasks``: it puts an instance task's own head (``Task.build_head``, e.g. 3D detection) on
-    its multi-scale features; other architectures refuse such tasks.
+    its multi-scale features; other architectures refuse such tasks. ``image_level``: it predicts
+    image-level tasks only (``Task.is_image_level``: classification, e.g. ``mtan_wrn``); per-pixel
+    tasks are an error there, and image-level tasks elsewhere.
 
         The factory's keyword parameters are the architecture's options: ``build_model`` checks their
         names and validates their types from the annotations (pydantic), so annotate them precisely
@@ -52,10 +58,12 @@ def register_model(
         factory.tiny_options = dict(tiny or {})
         factory.tiny_backbone = tiny_backbone
         factory.min_tasks = min_tasks
+        factory.max_tasks = max_tasks
         factory.supported_tasks = tasks
         factory.published = dict(published or {})
         factory.uses_backbone = backbone
         factory.instance_tasks = instance_tasks
+        factory.image_level = image_level
         return factory
 
     return decorator
@@ -70,12 +78,37 @@ def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskMode
             f"architecture '{config.arch}' builds its own encoder and reads no model.backbone "
             f"(given {config.backbone.model_dump(exclude_defaults=True)}): remove model.backbone"
         )
-    instance = [name for name, task in tasks.items() if not task.is_map]
+    if factory.image_level:
+        dense = [name for name, task in tasks.items() if not task.is_image_level]
+        if dense:
+            able = [name for name in MODELS.names() if not MODELS.get(name).image_level]
+            raise ConfigError(
+                f"architecture '{config.arch}' predicts image-level tasks (classification) only, not {dense}; "
+                f"for per-pixel tasks use e.g. {', '.join(able[:6])}"
+            )
+    if factory.max_tasks is not None and len(tasks) > factory.max_tasks:
+        hint = ""
+        if factory.max_tasks == 1:  # a single-task network: stl builds one per task
+            hint = (
+                f"; for one per task (the single-task references) use model: {{arch: {SINGLE_TASK}, options: {{per_task: {config.arch}}}}}"
+            )
+        raise ConfigError(
+            f"architecture '{config.arch}' takes at most {factory.max_tasks} task{'s' if factory.max_tasks > 1 else ''}, "
+            f"got {len(tasks)} ({', '.join(tasks)}){hint}"
+        )
+    instance = [name for name, task in tasks.items() if not task.is_map and not task.is_image_level]
     if instance and not factory.instance_tasks:
         able = [name for name in MODELS.names() if MODELS.get(name).instance_tasks]
         raise ConfigError(
             f"architecture '{config.arch}' has no head for the instance task(s) {instance} (3D boxes); "
             f"use one that carries it: {', '.join(able)}"
+        )
+    image = [name for name, task in tasks.items() if task.is_image_level]
+    if image and not factory.image_level:
+        able = [name for name in MODELS.names() if MODELS.get(name).image_level]
+        raise ConfigError(
+            f"architecture '{config.arch}' has no head for the image-level task(s) {image} (classification); "
+            f"use one that predicts them: {', '.join(able)}"
         )
     model = factory(config=config, tasks=dict(tasks), **options)
     if not isinstance(model, MultiTaskModel):

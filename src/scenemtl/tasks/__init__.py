@@ -10,6 +10,7 @@ from scenemtl.errors import ConfigError
 from scenemtl.registry import check_options
 from scenemtl.tasks.base import Task, balanced_bce, masked_mean
 from scenemtl.tasks.binary import EdgeTask, SaliencyTask
+from scenemtl.tasks.classification import ClassificationTask
 from scenemtl.tasks.det3d import Det3DTask
 from scenemtl.tasks.depth import DepthTask, InverseDepthTask
 from scenemtl.tasks.normals import NormalsTask
@@ -18,6 +19,7 @@ from scenemtl.tasks.segmentation import HumanParts, SegmentationTask, SemanticSe
 
 __all__ = [
     "TASKS",
+    "ClassificationTask",
     "Det3DTask",
     "DepthTask",
     "EdgeTask",
@@ -30,9 +32,16 @@ __all__ = [
     "Task",
     "balanced_bce",
     "build_task",
+    "task_class",
     "masked_mean",
     "register_task",
 ]
+
+
+def task_class(name: str, options: Mapping[str, Any] | None = None, types: Mapping[str, str] | None = None) -> type[Task]:
+    """The class of task ``name``: its ``type`` option, else ``types[name]`` (``DatasetInfo.task_types``), else ``name``."""
+    kind = (options or {}).get("type") or (types or {}).get(name) or name
+    return TASKS.get(kind)
 
 
 def build_task(
@@ -41,14 +50,18 @@ def build_task(
     class_names: Mapping[str, list[str]] | None = None,
     palettes: Mapping[str, Any] | None = None,
     protocol: str | None = None,
+    types: Mapping[str, str] | None = None,
 ) -> Task:
     """Create the task ``name`` with its config ``options``; class names and palettes come from the dataset.
 
-    ``protocol``: the evaluation protocol the options were resolved under (reports name it).
+    ``protocol``: the evaluation protocol the options were resolved under (reports name it). The task's
+    type is ``options['type']``, else ``types[name]`` (the dataset's ``DatasetInfo.task_types``: the
+    Visual Decathlon's domains are ``classification`` tasks), else ``name`` itself.
     """
-    cls = TASKS.get(name)
-    check_options(cls, options, f"tasks.{name}", reserved=("name", "class_names", "palette"), also=("weight",))
     kwargs = dict(options)
+    kwargs.pop("type", None)
+    cls = task_class(name, options, types)
+    check_options(cls, kwargs, f"tasks.{name}", reserved=("name", "class_names", "palette"), also=("weight", "type"))
     parameter = inspect.signature(cls.__init__).parameters.get("class_names")
     if parameter is not None and (parameter.default is inspect.Parameter.empty or (class_names and name in class_names)):
         if not class_names or name not in class_names:

@@ -47,6 +47,9 @@ class Task:
     #: which the transforms move with ``flip(width)``, ``resize(old, new)`` and ``shift(top, left)``, the
     #: loader batches as a list and ``move`` sends with ``.to(device)``; its head comes from ``build_head``)
     is_map: bool = True
+    #: an image-level target (``is_map`` False): one value per image, e.g. a class id (int64 ``[]``, batched
+    #: ``[B]``); the geometric transforms leave it alone and its head comes from ``build_head`` too
+    is_image_level: bool = False
 
     def build_head(self, in_channels: list[int], strides: list[int]) -> torch.nn.Module | None:
         """For an instance task, the head an architecture puts on its multi-scale task features

@@ -1,0 +1,73 @@
+"""Many-to-many classification end to end: MTAN-WRN (tiny) on three decathlon domains of a fixture in the
+release's layout, grouped batches, the decathlon score, and batch-norm recalibration per domain."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from scenemtl.engine.evaluate import move
+from scenemtl.engine.recalibrate import batch_norm_state, recalibrate_batch_norm
+from scenemtl.engine.trainer import Trainer
+from tests.data.test_decathlon import FIXTURE, write_decathlon
+
+
+def decathlon_trainer(tiny_config, tmp_path, *overrides, log: bool = True):
+    root = write_decathlon(tmp_path / "decathlon-1.0", test_labels=True)
+    config = tiny_config(
+        "tasks={daimlerpedcls: {}, dtd: {}, svhn: {}}",
+        "data.name=decathlon",
+        f"data.root={root}",
+        "data.options={}",
+        "data.batching=grouped",
+        "data.batch_size=2",
+        "data.eval_batch_size=4",
+        "data.augment={scale: null, crop: [72, 72], flip: true, photometric: false}",
+        "model={arch: mtan_wrn, options: {filters: [4, 8, 8, 16], blocks: 1}}",
+        "train.optimizer=sgd",
+        "train.steps=6",
+        "train.lr=0.05",
+        "train.init_output_bias=false",
+        *overrides,
+    )
+    return Trainer(config, progress=False, log=log)
+
+
+def test_grouped_batches_train_one_domain_at_a_time_and_the_report_scores_the_decathlon(tiny_config, tmp_path):
+    trainer = decathlon_trainer(tiny_config, tmp_path)
+    for batch in list(trainer.loader)[:5]:
+        labelled = {tuple(meta["labelled"]) for meta in batch["meta"]}
+        assert len(labelled) == 1  # one domain per batch
+        (domain,) = next(iter(labelled))
+        assert bool((batch[domain] >= 0).all()) and all(bool((batch[d] == -1).all()) for d in FIXTURE if d != domain)
+        assert batch["image"].shape[-2:] == (72, 72)
+    batch = move(next(iter(trainer.loader)), trainer.device)
+    domain = batch["meta"][0]["labelled"][0]
+    losses = trainer.task_losses(trainer.model(batch["image"]), batch)
+    assert losses[domain].item() > 0 and all(losses[d].item() == 0.0 for d in FIXTURE if d != domain)
+    trainer.fit()
+    report = json.loads((trainer.run_dir / "results.json").read_text())
+    assert set(report["metrics"]) == set(FIXTURE) and all(report["metrics"][d]["images"] == 3.0 or d == "daimlerpedcls" for d in FIXTURE)
+    decathlon = report["decathlon"]
+    assert decathlon["domains"] == 3 and not decathlon["complete"] and 0 <= decathlon["score"] <= 3000
+    assert "Decathlon score" in (trainer.run_dir / "results.md").read_text()
+
+
+def test_recalibration_changes_only_the_batch_norm_statistics_and_restores_them(tiny_config, tmp_path):
+    trainer = decathlon_trainer(tiny_config, tmp_path, "eval.recalibrate_bn=true", "train.steps=2", log=False)
+    trainer.fit()
+    model = trainer.model
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    before = batch_norm_state(model)
+    recalibrate_batch_norm(model, [move(next(iter(trainer.loader)), trainer.device)], trainer.device, tasks=["dtd"])
+    after = batch_norm_state(model)
+    assert all(torch.equal(weights[name], p) for name, p in model.named_parameters())  # no weight moved
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert changed and all(".running_" in name or "num_batches" in name for name in changed)
+    # the routed pass leaves the other domains' attention statistics alone
+    assert not any("svhn" in name or "daimlerpedcls" in name for name in changed if "attention" in name)
+    model.load_state_dict({**model.state_dict(), **before})
+    report = trainer.evaluate()
+    assert report["decathlon"]["domains"] == 3
+    assert all(torch.equal(before[name], value) for name, value in batch_norm_state(model).items())  # restored after scoring
