@@ -31,7 +31,7 @@ def test_shipped_configs_are_valid_and_build_their_models(monkeypatch, tmp_path)
     from scenemtl.engine.builder import build_tasks, dataset_info
     from scenemtl.models import build_model
 
-    for variable in ("NYUV2_13", "NYUD", "PASCAL_CONTEXT", "CITYSCAPES", "CITYSCAPES_NPY", "SYNTHIA", "VKITTI2"):
+    for variable in ("NYUV2_13", "NYUD", "PASCAL_CONTEXT", "CITYSCAPES", "CITYSCAPES_NPY", "SYNTHIA", "VKITTI2", "DECATHLON"):
         monkeypatch.setenv(f"SCENEMTL_{variable}", str(tmp_path))
     configs = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
     assert configs
@@ -47,7 +47,7 @@ def test_shipped_configs_are_valid_and_build_their_models(monkeypatch, tmp_path)
             model = build_model(config.model, build_tasks(config, dataset_info(config)))
         assert sum(p.numel() for p in model.parameters()) > 0, path
         built.add(config.model.arch)
-    assert {"hps", "stl", "cross_stitch", "mtan", "mtan_deeplab", "padnet", "mtinet", "atrc", "xtam"} <= built
+    assert {"hps", "stl", "cross_stitch", "mtan", "mtan_deeplab", "padnet", "mtinet", "atrc", "xtam", "mtan_wrn"} <= built
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,9 @@ class ModelConfig(Strict):
     arch: str = "hps"
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     options: dict[str, Any] = Field(default_factory=dict)
+    # start from the weights of a scenemtl checkpoint of this model (a run folder, step_N/, model.safetensors):
+    # a new optimiser and schedule on trained weights (MTAN's decathlon phase 2); resuming a run ignores it
+    weights: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -232,7 +235,12 @@ class TrainConfig(Strict):
             return self
 
     steps: int = Field(500, ge=1)
+    # train for this many passes over the training split instead (steps = epochs × batches per epoch, counted
+    # from the dataset when training starts: MTAN's decathlon schedules are in epochs of uneven domains)
+    epochs: int | None = Field(None, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    # SGD with Nesterov momentum (MTAN's decathlon recipe)
+    nesterov: bool = False
     lr: float = Field(3e-3, gt=0)
     # the learning rate of the shared encoder (the model's shared parameters), when it differs from lr
     # (DenseMTL: 1e-5 for the backbone, 5e-5 for the rest); the schedule scales both
@@ -247,6 +255,8 @@ class TrainConfig(Strict):
     poly_power: float = Field(0.9, ge=0)
     # step schedule: multiply the rate by decay_gamma every decay_every optimiser steps
     decay_every: int | None = Field(None, ge=1)
+    # the same in epochs (with train.epochs; MTAN's decathlon StepLR(50 epochs))
+    decay_every_epochs: int | None = Field(None, ge=1)
     decay_gamma: float = Field(0.5, gt=0)
     grad_clip: float | None = Field(None, gt=0)
     init_output_bias: bool = True

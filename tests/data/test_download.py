@@ -144,3 +144,32 @@ def test_every_registered_release_names_its_archives():
         for archive in cls.archives:
             assert archive.url or archive.manual, (name, archive)
             assert Path(archive.filename).name == archive.filename
+
+
+def test_an_archive_of_archives_unpacks_into_its_folder_as_the_decathlons_data(tmp_path, monkeypatch):
+    """``into`` and ``inner``: the outer .tar.gz goes to root/into, and the per-domain .tar files it holds are unpacked and removed."""
+
+    def tar(members: dict[str, bytes], mode: str) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode=mode) as archive:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    inner = {f"{d}.tar": tar({f"{d}/train/0001/000001.jpg": b"jpeg"}, "w") for d in ("dtd", "svhn")}
+    server = Server(tar(inner, "w:gz"))
+
+    class Fake(DenseDataset):
+        info = DatasetInfo(name="nested_fixture", tasks=("semseg",), class_names={"semseg": ["a", "b"]})
+        archives = (Archive("outer.tar.gz", url=server.url, into="release/data", inner=True),)
+
+    monkeypatch.setitem(DATASETS._items, "nested_fixture", Fake)
+    try:
+        download("nested_fixture", tmp_path, report=lambda _: None)
+    finally:
+        server.close()
+    data = tmp_path / "release" / "data"
+    assert (data / "dtd" / "train" / "0001" / "000001.jpg").read_bytes() == b"jpeg" and (data / "svhn" / "train").is_dir()
+    assert not list(data.glob("*.tar")) and (data / "outer.tar.gz").is_file()

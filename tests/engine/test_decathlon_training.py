@@ -71,3 +71,35 @@ def test_recalibration_changes_only_the_batch_norm_statistics_and_restores_them(
     report = trainer.evaluate()
     assert report["decathlon"]["domains"] == 3
     assert all(torch.equal(before[name], value) for name, value in batch_norm_state(model).items())  # restored after scoring
+
+
+def test_epochs_count_the_grouped_batches_and_sgd_is_nesterov(tiny_config, tmp_path):
+    trainer = decathlon_trainer(
+        tiny_config, tmp_path, "train.epochs=2", "train.schedule=step", "train.decay_every_epochs=1", "train.nesterov=true", log=False
+    )
+    # batches of 2 within each domain: 4, 3 and 3 images → 2 + 2 + 2 batches per epoch
+    assert trainer.config.train.steps == 12 and trainer.config.train.decay_every == 6
+    assert trainer.optimizer.param_groups[0]["nesterov"] is True
+
+
+def test_phase_two_starts_from_the_phase_one_weights_without_a_domain(tiny_config, tmp_path):
+    import pytest
+
+    first = decathlon_trainer(tiny_config, tmp_path, "train.steps=2", "train.checkpoint_every=2")
+    first.fit()
+    second = decathlon_trainer(
+        tiny_config,
+        tmp_path,
+        "name=phase2",
+        f"model.weights={first.run_dir}",
+        "data.options={train_domains: [dtd, svhn]}",
+        "eval.recalibrate_bn=true",
+        "train.steps=2",
+        log=False,
+    )
+    trained = dict(first.model.named_parameters())
+    assert all(torch.equal(p, trained[name]) for name, p in second.model.named_parameters())
+    assert {second.train_set.sample(i)["meta"]["domain"] for i in range(len(second.train_set))} == {"dtd", "svhn"}
+    with pytest.warns(UserWarning, match="no training images of 'daimlerpedcls'"):
+        report = second.evaluate()
+    assert report["metrics"]["daimlerpedcls"]["images"] == 4.0  # still scored, with the trained statistics

@@ -66,9 +66,10 @@ NO_FLIP = ("gtsrb", "omniglot", "svhn")
 #: the images' shorter side and the crop (pixels)
 SIZE = 72
 HELP = (
-    "download decathlon-1.0-devkit.tar.gz and decathlon-1.0-data.tar.gz from http://www.robots.ox.ac.uk/~vgg/share/, "
-    "unpack the devkit, unpack the data archive and each domain's .tar inside decathlon-1.0/data/, and set data.root "
-    "to decathlon-1.0 (it holds annotations/ and data/)"
+    "run `scenemtl data download decathlon --root <folder>` and set data.root to <folder>/decathlon-1.0, or by hand: download "
+    "decathlon-1.0-devkit.tar.gz and decathlon-1.0-data.tar.gz from http://www.robots.ox.ac.uk/~vgg/share/, unpack the devkit, "
+    "unpack the data archive and each domain's .tar inside decathlon-1.0/data/, and set data.root to decathlon-1.0 (it holds "
+    "annotations/ and data/)"
 )
 PICKLE_HELP = (
     "put decathlon_mean_std.pickle (srebuffi/residual_adapters on GitHub) in data.root, or set data.options.normalisation=imagenet"
@@ -125,7 +126,9 @@ class VisualDecathlon(DenseDataset):
     """The ten domains of the Visual Decathlon as ten ``classification`` tasks named by the domains.
 
     Options: ``normalisation`` ('per_domain': the release's ``decathlon_mean_std.pickle``, as MTAN and
-    the challenge code; 'imagenet': ImageNet's mean and std for every domain).
+    the challenge code; 'imagenet': ImageNet's mean and std for every domain); ``train_domains``: the
+    domains whose training images are read (default all the tasks'; MTAN's second phase trains without
+    imagenet12, whose task stays in the model), other splits are unaffected.
     """
 
     info = DatasetInfo(
@@ -136,13 +139,31 @@ class VisualDecathlon(DenseDataset):
         task_types={name: "classification" for name in DOMAINS},
     )
     splits = ("train", "val", "test")
+    # as the challenge's download_data.sh: the devkit unpacks decathlon-1.0/ (annotations/, data/), the data archive
+    # goes into decathlon-1.0/data/ with one tar per domain; data.root is then <download root>/decathlon-1.0
     archives = (
         Archive("decathlon-1.0-devkit.tar.gz", url="http://www.robots.ox.ac.uk/~vgg/share/decathlon-1.0-devkit.tar.gz"),
-        Archive("decathlon-1.0-data.tar.gz", url="http://www.robots.ox.ac.uk/~vgg/share/decathlon-1.0-data.tar.gz"),
+        Archive(
+            "decathlon-1.0-data.tar.gz",
+            url="http://www.robots.ox.ac.uk/~vgg/share/decathlon-1.0-data.tar.gz",
+            into="decathlon-1.0/data",
+            inner=True,
+        ),
+        Archive(
+            "decathlon_mean_std.pickle",
+            url="https://github.com/srebuffi/residual_adapters/raw/master/decathlon_mean_std.pickle",
+            into="decathlon-1.0",
+            extract=False,
+        ),
     )
 
-    def __init__(self, root: str | None, split: str, tasks: list[str], normalisation: str = "per_domain") -> None:
+    def __init__(
+        self, root: str | None, split: str, tasks: list[str], normalisation: str = "per_domain", train_domains: list[str] | None = None
+    ) -> None:
         super().__init__(root, split, tasks)
+        unknown = [d for d in train_domains or [] if d not in tasks]
+        if unknown:
+            raise ConfigError(f"data.options.train_domains: {unknown} are not among the tasks {list(tasks)}")
         if root is None:
             raise ConfigError(f"data.root is not set for dataset 'decathlon': {HELP}")
         if normalisation not in ("per_domain", "imagenet"):
@@ -150,7 +171,7 @@ class VisualDecathlon(DenseDataset):
         self.folder = Path(root)
         if not (self.folder / "annotations").is_dir():
             raise DataError(f"no folder {self.folder / 'annotations'} in data.root: {HELP}")
-        self.domains = [name for name in DOMAINS if name in tasks]
+        self.domains = [name for name in DOMAINS if name in tasks and (split != "train" or train_domains is None or name in train_domains)]
         self.normalisation = normalisation
         stats = (
             read_array_pickle(self.folder / "decathlon_mean_std.pickle", "per-domain mean and std", PICKLE_HELP)

@@ -39,6 +39,11 @@ class Archive:
     md5: str | None = None
     extract: bool = True
     manual: str | None = None
+    #: the sub-folder of ``root`` the file goes to and is extracted in ("": ``root`` itself)
+    into: str = ""
+    #: after extracting, extract every ``.tar`` file the archive put at the top of that folder, and delete it
+    #: (the Visual Decathlon's data archive holds one tar per domain)
+    inner: bool = False
 
 
 CHUNK = 1 << 20
@@ -139,7 +144,9 @@ def download(name: str, root: str | Path, report: Callable[[str], None] = print,
     root.mkdir(parents=True, exist_ok=True)
     paths = []
     for archive in cls.archives:
-        path = root / archive.filename
+        folder = root / archive.into
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / archive.filename
         if not path.is_file():
             urls = [u for u in (archive.url, *archive.mirrors) if u]
             if not urls:
@@ -167,6 +174,10 @@ def download(name: str, root: str | Path, report: Callable[[str], None] = print,
             part.replace(path)
         _verify(path, archive, report)
         if archive.extract:
-            _extract(path, root, report)
+            _extract(path, folder, report)
+            if archive.inner:
+                for inner in sorted(folder.glob("*.tar")):
+                    _extract(inner, folder, report)
+                    inner.unlink()
         paths.append(path)
     return paths

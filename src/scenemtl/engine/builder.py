@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,19 +164,40 @@ def loader_options(config: Config, persistent: bool) -> dict:
     }
 
 
+def _groups_of(config: Config, dataset: DenseDataset) -> list[list[int]] | None:
+    """The dataset's groups when ``data.batching`` is grouped (else None)."""
+    if config.data.batching != "grouped":
+        return None
+    source = getattr(dataset, "groups", None) or getattr(getattr(dataset, "dataset", None), "groups", None)
+    if source is None:
+        raise ConfigError(
+            f"data.batching: grouped needs a dataset with groups (e.g. decathlon's domains); '{config.data.name}' has none, "
+            "use batching: mixed"
+        )
+    groups: list[list[int]] = source()
+    return groups
+
+
+def epochs_to_steps(config: Config, dataset: DenseDataset, world: int = 1) -> Config:
+    """``config`` with ``train.steps`` = ``train.epochs`` × optimiser steps per epoch of ``dataset`` (as the training
+    sampler deals it: groups padded to whole batches, every process its share, ``train.accumulation`` micro-batches
+    per step), and ``train.decay_every`` from ``train.decay_every_epochs``."""
+    cfg = config.train
+    if cfg.epochs is None:
+        return config
+    sampler = EpochSampler(len(dataset), config.seed, num_replicas=world, block=config.data.batch_size, groups=_groups_of(config, dataset))
+    per_epoch = max(1, sampler.per_replica() // (config.data.batch_size * cfg.accumulation))
+    update: dict[str, Any] = {"steps": cfg.epochs * per_epoch}
+    if cfg.decay_every_epochs is not None:
+        update["decay_every"] = cfg.decay_every_epochs * per_epoch
+    return config.model_copy(update={"train": cfg.model_copy(update=update)})
+
+
 def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, rank: int = 0, world: int = 1):
     """A loader over ``(index, seed)`` keys from a resumable per-epoch sampler."""
     if len(dataset) == 0:
         raise DataError(f"the training split '{dataset.split}' of dataset '{config.data.name}' is empty")
-    groups = None
-    if config.data.batching == "grouped":
-        source = getattr(dataset, "groups", None) or getattr(getattr(dataset, "dataset", None), "groups", None)
-        if source is None:
-            raise ConfigError(
-                f"data.batching: grouped needs a dataset with groups (e.g. decathlon's domains); '{config.data.name}' has none, "
-                "use batching: mixed"
-            )
-        groups = source()
+    groups = _groups_of(config, dataset)
     sampler = EpochSampler(
         len(dataset), config.seed, shuffle=True, rank=rank, num_replicas=world, block=config.data.batch_size, groups=groups
     )

@@ -15,6 +15,7 @@ re-estimated from scratch do not depend on that).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,8 +121,22 @@ def evaluate_recalibrated(
     try:
         for group in val_groups:
             task = _task_of(val_set, group)
-            if task not in by_task:
-                raise ConfigError(f"eval.recalibrate_bn: the training split has no images of '{task}' to recalibrate on")
+            if task not in by_task:  # (e.g. MTAN's second phase trains without imagenet12): the trained statistics
+                warnings.warn(
+                    f"eval.recalibrate_bn: no training images of '{task}'; it is scored with the trained statistics", stacklevel=2
+                )
+                part = evaluate(
+                    model,
+                    tasks,
+                    _loader(val_set, group, val_transform, eval_batch_size, rank, world),
+                    device,
+                    precision,
+                    progress,
+                    require_labels=False,
+                )
+                for name, metric in metrics.items():
+                    metric.merge(part[name])
+                continue
             source = DataLoader(
                 AugmentedDataset(GroupView(train_set, by_task[task]), train_transform),
                 batch_size=batch_size,
@@ -129,13 +144,7 @@ def evaluate_recalibrated(
                 collate_fn=collate,
             )
             recalibrate_batch_norm(model, source, device, precision, tasks=[task])
-            target = GroupView(val_set, group)
-            batches = DataLoader(
-                AugmentedDataset(target, val_transform),
-                batch_size=eval_batch_size,
-                sampler=ShardSampler(len(target), rank, world),
-                collate_fn=collate,
-            )
+            batches = _loader(val_set, group, val_transform, eval_batch_size, rank, world)
             part = evaluate(model, tasks, batches, device, precision, progress, require_labels=False)
             for name, metric in metrics.items():
                 metric.merge(part[name])
@@ -143,6 +152,14 @@ def evaluate_recalibrated(
     finally:
         model.load_state_dict({**model.state_dict(), **saved})
     return metrics
+
+
+def _loader(dataset: Any, group: Sequence[int], transform: Any, batch_size: int, rank: int, world: int) -> DataLoader:
+    """This rank's share of the evaluation images ``group``, in order."""
+    target = GroupView(dataset, group)
+    return DataLoader(
+        AugmentedDataset(target, transform), batch_size=batch_size, sampler=ShardSampler(len(target), rank, world), collate_fn=collate
+    )
 
 
 def _groups(dataset: Any, what: str) -> list[list[int]]:

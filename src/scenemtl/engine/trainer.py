@@ -199,7 +199,14 @@ class Trainer(SelectionMixin):
         self.best_score: float | None = None
         self.train_set = builder.partial_labels(config, self.train_set, self.tasks, write=self.dist.is_main)
         self.partial = config.data.labels.setting != "full"
+        if cfg.epochs is not None:  # steps (and the step schedule's period) from the training split's batches per epoch
+            config = self.config = builder.epochs_to_steps(config, self.train_set, self.dist.world_size)
+            cfg = config.train
         self.model = self._build_model()
+        if config.model.weights is not None and not resume:
+            from scenemtl.engine.checkpoint import load_weights
+
+            load_weights(self.model, config.model.weights)
         # what the model adds to training (e.g. an architecture search): its own parameters stay out
         # of the weights' optimiser and of DDP until both are built
         self.extension = self.model.training_extension()

@@ -104,7 +104,9 @@ def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskMode
             f"use one that carries it: {', '.join(able)}"
         )
     image = [name for name, task in tasks.items() if task.is_image_level]
-    if image and not factory.image_level:
+    # the single-task baseline builds its per-task architecture for each task, which then decides
+    per_task = MODELS.get(str(options.get("per_task", HARD_SHARING))) if config.arch == SINGLE_TASK else None
+    if image and not factory.image_level and not (per_task is not None and per_task.image_level):
         able = [name for name in MODELS.names() if MODELS.get(name).image_level]
         raise ConfigError(
             f"architecture '{config.arch}' has no head for the image-level task(s) {image} (classification); "
