@@ -106,14 +106,22 @@ def _eval(args: argparse.Namespace) -> int:
         loader = builder.eval_loader(config, dataset, transform, place.rank, place.world_size)
         progress = not args.quiet and place.is_main
         writers = {task: PngWriter(folder, task, getattr(tasks[task], "quantize", "truncate")) for task, folder in folders.items()}
+        challenge = None
+        if args.decathlon_results:
+            from scenemtl.data.decathlon import ChallengeResults, VisualDecathlon
+
+            if not isinstance(dataset, VisualDecathlon) or place.world_size > 1:
+                raise ConfigError("--decathlon-results writes the predictions of the decathlon dataset, from one process")
+            challenge = ChallengeResults(dataset)
+            writers.update({task: challenge.writer(task) for task in tasks})
         panels = None
         if args.save_panels and place.is_main:
             panels = PanelWriter(args.save_panels, tasks, info.mean, info.std, limit=args.panels or None)
         if config.eval.recalibrate_bn:
             from scenemtl.engine.recalibrate import evaluate_recalibrated
 
-            if writers or panels:
-                raise ConfigError("--save-png and --save-panels are not written with eval.recalibrate_bn; evaluate without them")
+            if panels:
+                raise ConfigError("--save-panels are not written with eval.recalibrate_bn; evaluate without them")
             train_set = builder.build_dataset(config, config.data.train_split, evaluation=False)
             train_transform = builder.build_transform(config, tasks, builder.dataset_info(config), train=True)
             metrics = evaluate_recalibrated(
@@ -131,6 +139,7 @@ def _eval(args: argparse.Namespace) -> int:
                 place.rank,
                 place.world_size,
                 config.seed,
+                writers,
             )
         else:
             metrics = evaluate(
@@ -148,6 +157,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out) if args.out else out_folder / f"results_{dataset.split}_step{step}.json"
     _write_report(report, out)
+    if challenge is not None:
+        print(f"challenge submission: {challenge.save(args.decathlon_results)} ({len(challenge.rows)} images)")
     print(f"results: {out} (and {out.with_suffix('.md').name})")
     return 0
 
@@ -431,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="save <id>.png panels: input and predictions with their keys, the ground truth below",
     )
     ev.add_argument("--panels", type=int, default=20, help="how many images get a panel (0: all; default 20)")
+    ev.add_argument(
+        "--decathlon-results",
+        default=None,
+        metavar="FILE",
+        help="the Visual Decathlon: also write the predictions as the challenge's results.json (e.g. of the test split)",
+    )
     common(ev)
     ev.set_defaults(func=_eval)
 

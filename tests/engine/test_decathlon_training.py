@@ -103,3 +103,26 @@ def test_phase_two_starts_from_the_phase_one_weights_without_a_domain(tiny_confi
     with pytest.warns(UserWarning, match="no training images of 'daimlerpedcls'"):
         report = second.evaluate()
     assert report["metrics"]["daimlerpedcls"]["images"] == 4.0  # still scored, with the trained statistics
+
+
+def test_eval_writes_the_challenge_submission_with_the_release_category_ids(tiny_config, tmp_path):
+    """`scenemtl eval --decathlon-results`: one {image_id, category_id} per test image, recalibrated per domain."""
+    from scenemtl.cli import main
+    from scenemtl.data.decathlon import CATEGORY_BASE
+
+    trainer = decathlon_trainer(tiny_config, tmp_path, "train.steps=2")
+    trainer.fit()
+    config = trainer.run_dir / "config.yaml"
+    out = tmp_path / "submission" / "results.json"
+    code = main(
+        ["eval", str(config), "--checkpoint", str(trainer.run_dir), "--split", "test", "--decathlon-results", str(out), "--quiet",
+         "--set", "eval.recalibrate_bn=true", "--out", str(tmp_path / "report.json")]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 10 and [r["image_id"] for r in rows] == sorted(r["image_id"] for r in rows)
+    for row in rows:
+        domain = next(d for d in FIXTURE if CATEGORY_BASE[d] <= row["image_id"] < CATEGORY_BASE[d] + 10**7)
+        assert CATEGORY_BASE[domain] < row["category_id"] <= CATEGORY_BASE[domain] + 100  # a category of its own domain
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["decathlon"]["domains"] == 3  # the fixture's test labels were unzipped: the test split is scored

@@ -255,3 +255,32 @@ class VisualDecathlon(DenseDataset):
     def category_id(self, domain: str, label: int) -> int:
         """The release's category id of class ``label`` of ``domain`` (for the challenge's results.json)."""
         return self.category_ids[domain][label]
+
+
+class ChallengeResults:
+    """Predictions in the challenge's submission format (``results.json``: one ``{"image_id", "category_id"}`` per
+    image, as the evaluation server and MTAN's ``coco_results.py`` write it), collected from evaluation batches:
+    ``writer(task)`` is the ``evaluate`` writer of a domain's task (it keeps the predictions of that domain's
+    images); ``save(path)`` writes them sorted by image id. Category ids come from the annotation file's
+    categories (MTAN maps its ImageFolder indices by the order of first appearance instead)."""
+
+    def __init__(self, dataset: VisualDecathlon) -> None:
+        self.dataset = dataset
+        self.rows: dict[int, int] = {}
+
+    def writer(self, task: str):
+        """The callable ``evaluate`` gives each batch's predictions (class ids ``[B]``) and ``meta``."""
+
+        def write(prediction: torch.Tensor, meta: list[dict]) -> None:
+            for value, info in zip(prediction.reshape(-1).tolist(), meta):
+                if info.get("domain") == task:
+                    self.rows[int(str(info["id"]).split("/")[1])] = self.dataset.category_id(task, int(value))
+
+        return write
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``results.json``; returns its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{"image_id": k, "category_id": v} for k, v in sorted(self.rows.items())]))
+        return path

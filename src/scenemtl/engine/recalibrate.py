@@ -110,10 +110,11 @@ def evaluate_recalibrated(
     rank: int = 0,
     world: int = 1,
     seed: int = 0,
+    writers: Mapping[str, Any] | None = None,
 ) -> dict[str, StreamingMetric]:
     """Each task's metric over ``val_set``, every group scored after recalibrating the batch norms on the
     training split's same group (see the module docstring). Groups pair by the task their samples are
-    labelled for (``meta['labelled']`` of the group's first sample)."""
+    labelled for (``meta['labelled']`` of the group's first sample). ``writers``: as ``evaluate``'s."""
     train_groups, val_groups = _groups(train_set, "training"), _groups(val_set, "evaluation")
     by_task = {_task_of(train_set, group): group for group in train_groups}
     saved = batch_norm_state(model)
@@ -132,6 +133,7 @@ def evaluate_recalibrated(
                     device,
                     precision,
                     progress,
+                    writers,
                     require_labels=False,
                 )
                 for name, metric in metrics.items():
@@ -145,7 +147,7 @@ def evaluate_recalibrated(
             )
             recalibrate_batch_norm(model, source, device, precision, tasks=[task])
             batches = _loader(val_set, group, val_transform, eval_batch_size, rank, world)
-            part = evaluate(model, tasks, batches, device, precision, progress, require_labels=False)
+            part = evaluate(model, tasks, batches, device, precision, progress, writers, require_labels=False)
             for name, metric in metrics.items():
                 metric.merge(part[name])
             model.load_state_dict({**model.state_dict(), **saved})
