@@ -146,6 +146,15 @@ class DataConfig(Strict):
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
 
+class LoraConfig(Strict):
+    """LoRA adapters on the encoder's linear layers (``models/backbones/tuning.py``)."""
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    # last name components of the linear layers to adapt (timm: qkv, proj, fc1, fc2); None: every linear layer of the blocks
+    targets: list[str] | None = None
+
+
 class BackboneConfig(Strict):
     """A timm backbone: name, weights (None, 'timm' for the hub, or a local file) and timm options."""
 
@@ -156,6 +165,10 @@ class BackboneConfig(Strict):
     # 'concat': every level of stride ≥ 4 upsampled to 1/4 and concatenated into one map (the HRNet
     # representation of ATRC, MTI-Net's PAD-Net baseline and HRNet segmentation heads)
     fuse: Literal["none", "concat"] = "none"
+    # train the decoders on a fixed encoder (its parameters get no gradient)
+    freeze: bool = False
+    # LoRA adapters on the encoder (its own weights frozen): {rank, alpha, targets}
+    lora: LoraConfig | None = None
 
 
 class ModelConfig(Strict):
@@ -245,6 +258,9 @@ class TrainConfig(Strict):
     # the learning rate of the shared encoder (the model's shared parameters), when it differs from lr
     # (DenseMTL: 1e-5 for the backbone, 5e-5 for the rest); the schedule scales both
     backbone_lr: float | None = Field(None, gt=0)
+    # layer-wise learning-rate decay of the encoder: block k of L at (base rate) × layer_decay^(L − k), as timm's
+    # param_groups_layer_decay (BEiT, MAE fine-tuning of foundation encoders); None: off
+    layer_decay: float | None = Field(None, gt=0, le=1)
     # Adam's and AdamW's (beta1, beta2)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)

@@ -327,8 +327,10 @@ def test_vit_backbone_resamples_a_local_weight_file(tmp_path):
     assert torch.equal(backbone.vit.blocks[2].mlp.fc1.weight, reference.blocks[2].mlp.fc1.weight)
     maps = backbone.features(torch.randn(1, 3, 32, 48), layers=(2, 6))
     assert [tuple(m.shape) for m in maps] == [(1, 64, 2, 3), (1, 64, 2, 3)]
+    # features pad a side that does not divide by the patch (⌈30/16⌉ = 2 rows); embed, which the prompting reads, refuses it
+    assert tuple(backbone.features(torch.randn(1, 3, 30, 48), layers=(6,))[0].shape) == (1, 64, 2, 3)
     with pytest.raises(ConfigError, match="not a multiple of the patch size 16"):
-        backbone.features(torch.randn(1, 3, 30, 48), layers=(6,))
+        backbone.embed(torch.randn(1, 3, 30, 48))
 
 
 def test_swin_and_vit_serve_the_cnn_architectures_too():
@@ -387,12 +389,12 @@ def test_option_mistakes_are_config_errors():
         with pytest.raises(ConfigError, match=match):
             make(arch, **options)
     tasks = {"depth": build_task("depth", {})}
-    with pytest.raises(ConfigError, match="patches of 14"):
+    with pytest.raises(ConfigError, match="16-pixel patches"):  # (invpt takes patch-14 ViTs: tests/models/test_foundation_backbones.py)
         build_model(
             ModelConfig(
-                arch="invpt",
-                backbone={"name": "vit_small_patch14_dinov2"},
-                options={"img_size": [56, 56], "embed_dim": 8, "pred_channels": 8},
+                arch="taskprompter",
+                backbone={"name": "vit_small_patch14_dinov2", "options": {"embed_dim": 32, "depth": 4, "num_heads": 2}},
+                options={"img_size": [56, 56], "embed_dim": 8, "final_embed_dim": 8, "chan_nheads": 4},
             ),
             tasks,
         )

@@ -46,6 +46,9 @@ class ModelInfo:
     #: the same model in its official checkpoint layout (InvPT, TaskPrompter), and published figures
     official: int | None = None
     published: str | None = None
+    #: parameters the optimiser updates and those it does not (a frozen encoder, LoRA's base weights)
+    trainable: int = 0
+    frozen: int = 0
 
     @property
     def gflops(self) -> float:
@@ -60,6 +63,10 @@ class ModelInfo:
             f"  shared: {self.shared:,} ({self.shared / 1e6:.2f} M)",
         ]
         lines += [f"  {task}: {count:,} ({count / 1e6:.2f} M)" for task, count in self.per_task.items()]
+        if self.frozen:
+            lines.append(
+                f"  trained: {self.trainable:,} ({self.trainable / 1e6:.2f} M); frozen: {self.frozen:,} ({self.frozen / 1e6:.2f} M)"
+            )
         if self.unused:
             lines.append(f"  reached by no task's output: {self.unused:,}")
         if self.official is not None:
@@ -103,7 +110,19 @@ def _tensors(value: Any) -> list[torch.Tensor]:
 
 
 def parameter_reach(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, set[str]]:
-    """Task → names of the parameters its outputs (final and aux) depend on, from one backward per task."""
+    """Task → names of the parameters its outputs (final and aux) depend on, from one backward per task (frozen
+    parameters included: their ``requires_grad`` is switched on for the count and back after)."""
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        return _reach(model, size)
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def _reach(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, set[str]]:
     names = {p: n for n, p in model.named_parameters() if p.requires_grad}
     model.eval()
     image = torch.randn(1, 3, *size)
@@ -168,6 +187,8 @@ def model_info(config: Config, size: tuple[int, int] | None = None, reach_size: 
         per_task=per_task,
         unused=sum(counts[n] for n, o in owners.items() if not o),
         gmacs=count_macs(model, size),
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        frozen=sum(p.numel() for p in model.parameters() if not p.requires_grad),
         official=official_parameter_count(model),
         published=published(config.model.arch, config.model.backbone.name, config.data.name),
     )

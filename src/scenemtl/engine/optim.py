@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -12,12 +12,18 @@ from scenemtl.errors import ConfigError
 
 
 def build_optimizer(
-    config: TrainConfig, parameters: Iterable[nn.Parameter], extra_groups: Sequence[dict] = (), backbone: Iterable[nn.Parameter] = ()
+    config: TrainConfig,
+    parameters: Iterable[nn.Parameter],
+    extra_groups: Sequence[dict] = (),
+    backbone: Iterable[nn.Parameter] = (),
+    layer_scales: Mapping[int, float] | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW, Adam or SGD (with momentum) over the trainable parameters (plus ``extra_groups``, e.g. a balancer's).
 
     With ``train.backbone_lr``, the ``backbone`` parameters (the model's shared encoder) are a group of
-    their own at that rate; the others run at ``train.lr``."""
+    their own at that rate; the others run at ``train.lr``. ``layer_scales`` (``train.layer_decay``:
+    ``models.backbones.tuning.layer_decay_scales``) multiplies each parameter's rate by its scale
+    (groups of equal scale; the schedule scales every group alike)."""
     trainable = [p for p in parameters if p.requires_grad]
     groups: list = [{"params": trainable}]
     if config.backbone_lr is not None:
@@ -28,6 +34,15 @@ def build_optimizer(
             {"params": [p for p in trainable if id(p) not in encoder]},
             {"params": [p for p in trainable if id(p) in encoder], "lr": config.backbone_lr},
         ]
+    if layer_scales:  # train.layer_decay: each group split by its parameters' scales
+        split: list = []
+        for group in groups:
+            base = group.get("lr", config.lr)
+            by_scale: dict[float, list] = {}
+            for p in group["params"]:
+                by_scale.setdefault(layer_scales.get(id(p), 1.0), []).append(p)
+            split += [{"params": ps, "lr": base * scale, "lr_scale": scale} for scale, ps in sorted(by_scale.items(), reverse=True)]
+        groups = split
     params: list = [*groups, *extra_groups] if (extra_groups or len(groups) > 1) else trainable
     every = trainable + [p for group in extra_groups for p in group["params"]]
     # the fused kernels are several times faster (4× for AdamW on a CPU with many small tensors)

@@ -222,8 +222,17 @@ class Trainer(SelectionMixin):
         weights = {name: task.weight for name, task in config.tasks.items()}
         self.balancer = build_balancer(config.balancer.name, list(self.tasks), weights, config.balancer.options)
         self.balancer.to(self.device)
+        scales = None
+        if cfg.layer_decay is not None:
+            from scenemtl.models.backbones.tuning import layer_decay_scales
+
+            scales = layer_decay_scales(self.model, cfg.layer_decay)
         self.optimizer = build_optimizer(
-            cfg, self.model.parameters(), self.balancer.optimizer_groups(), self.model.shared_parameters() if cfg.backbone_lr else ()
+            cfg,
+            self.model.parameters(),
+            self.balancer.optimizer_groups(),
+            self.model.shared_parameters() if cfg.backbone_lr else (),
+            layer_scales=scales,
         )
         self._shared = self.model.shared_parameters()
         self._parameters = [p for p in self.model.parameters() if p.requires_grad]

@@ -220,11 +220,6 @@ class InvPT(MultiTaskModel):
         names = self.task_names
         if backbone_family(config.backbone.name) == "vit":
             self.backbone = ViTBackbone(config.backbone, img_size)
-            if PAD_MULTIPLE % self.backbone.patch_size:
-                raise ConfigError(
-                    f"invpt's decoder works at strides 32/16/8 of a patch-16 ViT; "
-                    f"'{config.backbone.name}' has patches of {self.backbone.patch_size}"
-                )
             depth = self.backbone.depth
             self.layers = check_layers(default_layers(depth, 4)[:2] + (depth,) if layers is None else layers, depth, 3, "layers")
             channels = [self.backbone.embed_dim] * 3

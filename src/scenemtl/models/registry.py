@@ -115,5 +115,9 @@ def build_model(config: ModelConfig, tasks: Mapping[str, Task]) -> MultiTaskMode
     model = factory(config=config, tasks=dict(tasks), **options)
     if not isinstance(model, MultiTaskModel):
         raise TypeError(f"architecture '{config.arch}' must return a MultiTaskModel, got {type(model).__name__}")
+    if config.arch != SINGLE_TASK and (config.backbone.freeze or config.backbone.lora is not None):  # (stl's networks did it)
+        from scenemtl.models.backbones.tuning import configure_encoders
+
+        configure_encoders(model, config.backbone.freeze, config.backbone.lora)
     model.arch = config.arch
     return model

@@ -8,9 +8,10 @@ read intermediate blocks (InvPT: blocks 6/12/24 of ViT-L; TaskPrompter: every bl
 checkpoint blocks' activations, and insert their own tokens. Attention of the plain blocks goes
 through timm's ``Attention`` (``torch.nn.functional.scaled_dot_product_attention``).
 
-Inputs of another size work when their sides divide by the patch size: the position embedding
-is resampled bicubically to the new grid (timm's ``resample_abs_pos_embed``), as the seeds do
-when they load ImageNet weights at their training size.
+Inputs of another size work: the position embedding is resampled bicubically to the new grid
+(timm's ``resample_abs_pos_embed``), as the seeds do when they load ImageNet weights at their
+training size; ``features`` pads sides that do not divide by the patch size (patch 14: DINOv2,
+EVA-02), ``embed`` (TaskPrompter's prompting) needs them to divide.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class ViTBackbone(nn.Module):
     @property
     def prefix_tokens(self) -> int:
         """Tokens in front of the patch tokens in ``embed``'s output."""
-        return sum(t is not None for t in (self.vit.cls_token, self.vit.reg_token))
+        vit = self.vit
+        return (vit.cls_token is not None) + (0 if vit.reg_token is None else int(vit.reg_token.shape[1]))
 
     def block(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Block ``index`` (0-based), checkpointed when activation checkpointing is on."""
@@ -105,7 +107,15 @@ class ViTBackbone(nn.Module):
         return blk(x)
 
     def features(self, image: torch.Tensor, layers: Sequence[int], norm_last: bool = True) -> list[torch.Tensor]:
-        """Outputs of the 1-based blocks ``layers`` as ``[B, C, h, w]`` maps; the last one normed if asked."""
+        """Outputs of the 1-based blocks ``layers`` as ``[B, C, h, w]`` maps; the last one normed if asked.
+
+        An input whose sides do not divide by the patch size is zero-padded at the bottom and right to the
+        next multiple first (a patch-14 ViT under a decoder that pads to multiples of 64): the maps then have
+        ⌈side / patch⌉ cells, as ``Backbone`` gives them."""
+        p = self.patch_size
+        pad_h, pad_w = -image.shape[-2] % p, -image.shape[-1] % p
+        if pad_h or pad_w:
+            image = torch.nn.functional.pad(image, (0, pad_w, 0, pad_h))
         x, (h, w) = self.embed(image)
         prefix = self.prefix_tokens
         wanted = set(layers)

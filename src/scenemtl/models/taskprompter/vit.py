@@ -103,6 +103,12 @@ class TaskPrompter(PromptedModel):
         self.img_size = tuple(img_size)
         self.backbone = ViTBackbone(config.backbone, img_size, class_token=False)
         vit = self.backbone
+        if vit.patch_size != 16:
+            raise ConfigError(
+                f"taskprompter reads its ViT at the strides of 16-pixel patches (its decoder's ×2 steps and the official "
+                f"layout); '{config.backbone.name}' has {vit.patch_size}-pixel patches: use a patch-16 ViT, or invpt/hps, "
+                "which take patch-14 encoders (DINOv2, EVA-02)"
+            )
         self.layers = check_layers(default_layers(vit.depth, 4)[:3] if layers is None else layers, vit.depth - 1, 3, "layers")
         self.grid = vit.grid
         windows = math.isqrt(chan_nheads)
