@@ -275,6 +275,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def foundations() -> list[str]:
+    """One line per foundation-encoder family (``models/backbones/presets.py``): an example, its licence and weights."""
+    from scenemtl.models.backbones.presets import EXAMPLES, foundation
+
+    lines = []
+    for name in EXAMPLES:
+        found = foundation(name)
+        if found is not None:
+            lines.append(f"  {name:<44} {found.family:<22} licence {found.licence:<16} weights {found.source}")
+    return lines
+
+
 def _list(args: argparse.Namespace) -> int:
     from scenemtl.balancing import BALANCERS
     from scenemtl.data import DATASETS
@@ -294,7 +306,7 @@ def _list(args: argparse.Namespace) -> int:
         "models": MODELS.names(),
         "datasets": [describe(name) for name in DATASETS.names()],
         "balancers": BALANCERS.names(),
-        "backbones": [*SUGGESTED_BACKBONES, "(any timm model that supports features_only)"],
+        "backbones": [*SUGGESTED_BACKBONES, "(any timm model that supports features_only)", "foundation encoders:", *foundations()],
         "protocols": [f"{name:<10} {protocol.description}" for name, protocol in PROTOCOLS.items()],
         "objectives": [f"{name:<22} {(OBJECTIVES.get(name).__doc__ or '').strip().splitlines()[0]}" for name in OBJECTIVES.names()],
         "settings": [
@@ -345,6 +357,12 @@ def _info(args: argparse.Namespace) -> int:
     from scenemtl.engine.info import model_info
 
     config = load_config(args.config, args.set)
+    if args.meta:  # shapes only: any size of model, no memory, no weights
+        import torch
+
+        with torch.device("meta"):
+            print(model_info(config, tuple(args.size) if args.size else None).format())
+        return 0
     print(model_info(config, tuple(args.size) if args.size else None).format())
     return 0
 
@@ -534,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("config")
     info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     info.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the config's crop)")
+    info.add_argument("--meta", action="store_true", help="build and count on PyTorch's meta device (shapes only: no memory, any size)")
     info.set_defaults(func=_info)
 
     data = commands.add_parser("data", help="download a dataset, or check a copy of one")

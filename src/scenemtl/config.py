@@ -165,6 +165,9 @@ class BackboneConfig(Strict):
     # 'concat': every level of stride ≥ 4 upsampled to 1/4 and concatenated into one map (the HRNet
     # representation of ATRC, MTI-Net's PAD-Net baseline and HRNet segmentation heads)
     fuse: Literal["none", "concat"] = "none"
+    # the input normalisation: the dataset's, the one the weights expect (timm's pretrained_cfg mean/std), or auto:
+    # the weights' for foundation encoders (DINOv2/v3, SigLIP 2, EVA-02, PE: models/backbones/presets.py), else the dataset's
+    normalisation: Literal["auto", "dataset", "weights"] = "auto"
     # train the decoders on a fixed encoder (its parameters get no gradient)
     freeze: bool = False
     # LoRA adapters on the encoder (its own weights frozen): {rank, alpha, targets}

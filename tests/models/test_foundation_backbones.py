@@ -28,7 +28,7 @@ ARCHS = {
     "mtinet": {"task_channels": 8},
     "padnet": {"head_channels": 8},
     "atrc": {"channels": 8},
-    "xtam": {"decoder_channels": [4, 8, 8]},  # a ViT gives its last three blocks
+    "xtam": {"decoder_channels": [4, 8, 8, 8]},  # a foundation ViT gives the last block of each quarter
 }
 ODD = (77, 109)
 
@@ -139,3 +139,35 @@ def test_info_separates_trained_and_frozen_parameters(tiny_config):
     assert report.frozen > 0 and report.trainable + report.frozen == report.total
     assert report.unused == 0  # the frozen encoder is still reached by every task
     assert "frozen" in report.format()
+
+
+def test_info_counts_a_dinov2_large_invpt_on_the_meta_device(capsys):
+    """`scenemtl info configs/nyud/invpt_dinov2.yaml --meta`: the full-size model, shapes only."""
+    from pathlib import Path
+
+    from scenemtl.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "nyud" / "invpt_dinov2.yaml"
+    assert main(["info", str(config), "--meta", "--size", "448", "576"]) == 0
+    printed = capsys.readouterr().out
+    # ViT-L/14 (304.4 M with its final norm) under InvPT's decoder at 512×576 padded inside to 37×42 tokens
+    assert "backbone vit_large_patch14_dinov2.lvd142m" in printed and "parameters: 395,629,454" in printed
+    assert "GMACs" in printed and float(printed.split("compute: ")[1].split(" GMACs")[0]) > 500
+
+
+def test_foundation_families_come_from_timm_metadata_with_their_normalisation(tiny_config):
+    from scenemtl.engine.builder import dataset_info
+    from scenemtl.models.backbones.presets import foundation, quarter_blocks
+
+    assert foundation("vit_small_patch14_reg4_dinov2").family == "DINOv2 with registers"
+    assert foundation("vit_base_patch16_siglip_gap_224.v2_webli").family == "SigLIP 2"
+    assert foundation("vit_base_patch16_siglip_gap_224.webli") is None  # SigLIP (1): not one of the families
+    assert foundation("vit_large_patch16_384") is None and foundation("resnet50") is None
+    assert foundation("vit_small_patch16_dinov3").licence == "dinov3-license"
+    assert quarter_blocks(12) == (2, 5, 8, 11) and quarter_blocks(24) == (5, 11, 17, 23)
+    siglip = "model.backbone={name: vit_base_patch16_siglip_gap_224, options: {embed_dim: 32, depth: 4, num_heads: 2}}"
+    assert dataset_info(tiny_config(siglip)).mean == (0.5, 0.5, 0.5)  # what SigLIP 2's weights expect
+    assert dataset_info(tiny_config(siglip, "model.backbone.normalisation=dataset")).mean != (0.5, 0.5, 0.5)
+    # a Backbone over a foundation encoder reads the last block of each quarter
+    model = tiny_model("hps", FAMILIES["dinov3"])
+    assert len(model.backbone.channels) == 4

@@ -49,8 +49,46 @@ def select_device(name: str, option: str = "train.device") -> torch.device:
 
 
 def dataset_info(config: Config) -> DatasetInfo:
-    """The dataset's description, without loading it."""
-    return DATASETS.get(config.data.name).info
+    """The dataset's description, without loading it; its normalisation is the encoder's where
+    ``model.backbone.normalisation`` asks for it (``input_normalisation``)."""
+    return with_normalisation(DATASETS.get(config.data.name).info, config)
+
+
+def input_normalisation(config: Config) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) the encoder's weights expect, when ``model.backbone.normalisation`` (auto: for a foundation
+    encoder, ``models/backbones/presets.py``) says the images should be normalised so; else None (the dataset's)."""
+    backbone = config.model.backbone
+    if backbone.normalisation == "dataset":
+        return None
+    from scenemtl.models.backbones.presets import foundation
+
+    if backbone.normalisation == "auto":
+        found = foundation(backbone.name) if timm_name(backbone.name) else None
+        return None if found is None else (found.mean, found.std)
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(backbone.name) if timm_name(backbone.name) else None
+    if cfg is None:
+        raise ConfigError(f"model.backbone.normalisation: weights, but timm records no normalisation for '{backbone.name}'")
+    return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
+
+
+def timm_name(name: str) -> bool:
+    """Whether timm knows ``name`` (architectures that build their own encoder keep the default name)."""
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+def with_normalisation(info: DatasetInfo, config: Config) -> DatasetInfo:
+    """``info`` with the encoder's normalisation when ``input_normalisation`` gives one."""
+    found = input_normalisation(config)
+    if found is None:
+        return info
+    import dataclasses
+
+    mean, std = found
+    return dataclasses.replace(info, mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
 
 
 def eval_info(config: Config) -> DatasetInfo:
@@ -59,7 +97,7 @@ def eval_info(config: Config) -> DatasetInfo:
     ref = config.data.eval_dataset
     if ref is None:
         return info
-    other = DATASETS.get(ref.name).info
+    other = with_normalisation(DATASETS.get(ref.name).info, config)
     for task in config.tasks:
         if task not in other.tasks:
             raise ConfigError(f"data.eval_dataset: '{ref.name}' has no labels for task '{task}'; it provides {list(other.tasks)}")

@@ -6,12 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import timm
 import torch
 from timm.models import FeatureDictNet
 from torch import nn
 
 from scenemtl.config import BackboneConfig
 from scenemtl.errors import ConfigError
+from scenemtl.models.backbones.presets import foundation, quarter_blocks
 from scenemtl.models.backbones.factory import (
     SWIN_FAMILIES,
     backbone_family,
@@ -56,7 +58,8 @@ class Backbone(nn.Module):
     permuted), at any size (timm's dynamic size and window padding; sides padded to a multiple
     of 32 inside as for HRNet). A ViT gives its blocks as maps at the patch's stride (timm's feature
     getter; position embeddings resampled to the input's grid, sides padded to a multiple of the patch).
-    The transformer architectures (``invpt``, ``taskprompter``) read ViTs through
+    A foundation encoder (``presets.foundation``) gives the last block of each quarter unless
+    ``out_indices`` says otherwise. The transformer architectures (``invpt``, ``taskprompter``) read ViTs through
     ``backbones/vit.py: ViTBackbone`` instead, which chooses the blocks and runs them itself.
     """
 
@@ -79,6 +82,10 @@ class Backbone(nn.Module):
             kwargs.setdefault("dynamic_img_size", True)
         if config.out_indices is not None:
             kwargs["out_indices"] = config.out_indices
+        elif self.family in ("vit", "eva") and foundation(config.name) is not None:  # the last block of each quarter
+            with torch.device("meta"):
+                depth = len(timm.create_model(config.name, pretrained=False, **kwargs).blocks)
+            kwargs["out_indices"] = quarter_blocks(depth)
         self.body = create_timm_model(config, features_only=True, **kwargs)
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())

@@ -53,6 +53,8 @@ def conv_norm_act(
 
 def fp32_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply an output convolution in float32 even under autocast: bf16 logits would round depth by ~0.4 %."""
+    if x.device.type == "meta":  # (shapes only, e.g. `scenemtl info --meta`: no autocast there)
+        return conv(x.float())
     with torch.autocast(device_type=x.device.type, enabled=False):
         return conv(x.float())
 
