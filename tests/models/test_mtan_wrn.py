@@ -7,23 +7,13 @@ import torch.nn.functional as F
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError
+from scenemtl.data.decathlon import DOMAINS
 from scenemtl.models import MODELS, build_model
 from scenemtl.tasks import TASKS, build_task
 from scenemtl.tasks.base import Task
 
 #: the ten Decathlon domains and their class counts (MTAN's ``data_class``)
-DECATHLON = {
-    "imagenet12": 1000,
-    "aircraft": 100,
-    "cifar100": 100,
-    "daimlerpedcls": 2,
-    "dtd": 47,
-    "gtsrb": 43,
-    "omniglot": 1623,
-    "svhn": 10,
-    "ucf101": 101,
-    "vgg-flowers": 102,
-}
+DECATHLON = DOMAINS
 
 
 class _Classes(Task):

@@ -23,34 +23,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from scenemtl.data.base import DenseDataset
 from scenemtl.data.loader import AugmentedDataset, ShardSampler, collate
 from scenemtl.engine.evaluate import autocast, evaluate, move, task_metrics
+from scenemtl.engine.selection import IndexSubset
 from scenemtl.errors import ConfigError
 from scenemtl.metrics.base import StreamingMetric
 from scenemtl.tasks import Task
 
 _NORMS = (nn.modules.batchnorm._BatchNorm,)
-
-
-class GroupView(DenseDataset):
-    """The samples ``indices`` of ``dataset``, as a dataset of their own."""
-
-    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:  # no DenseDataset.__init__: nothing to open
-        self.dataset, self.indices = dataset, list(indices)
-        self.info, self.split, self.tasks = dataset.info, dataset.split, list(dataset.tasks)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def sample(self, index: int) -> dict:
-        return self.dataset.sample(self.indices[index])
-
-    def stored_sample(self, index: int) -> dict:
-        return self.dataset.stored_sample(self.indices[index])
-
-    def sample_id(self, index: int) -> str:
-        return str(self.dataset.sample_id(self.indices[index]))
 
 
 def batch_norm_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -140,7 +120,7 @@ def evaluate_recalibrated(
                     metric.merge(part[name])
                 continue
             source = DataLoader(
-                AugmentedDataset(GroupView(train_set, by_task[task]), train_transform),
+                AugmentedDataset(IndexSubset(train_set, by_task[task]), train_transform),
                 batch_size=batch_size,
                 sampler=[(index, seed + index) for index in range(len(by_task[task]))],
                 collate_fn=collate,
@@ -158,7 +138,7 @@ def evaluate_recalibrated(
 
 def _loader(dataset: Any, group: Sequence[int], transform: Any, batch_size: int, rank: int, world: int) -> DataLoader:
     """This rank's share of the evaluation images ``group``, in order."""
-    target = GroupView(dataset, group)
+    target = IndexSubset(dataset, group)
     return DataLoader(
         AugmentedDataset(target, transform), batch_size=batch_size, sampler=ShardSampler(len(target), rank, world), collate_fn=collate
     )
