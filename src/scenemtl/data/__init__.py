@@ -7,6 +7,7 @@ from scenemtl.data import decathlon as _decathlon  # noqa: F401  (registers 'dec
 from scenemtl.data import nyud as _nyud  # noqa: F401  (registers 'nyud')
 from scenemtl.data import pascal_context as _pascal_context  # noqa: F401  (registers 'pascal_context')
 from scenemtl.data import synthetic as _synthetic  # noqa: F401  (registers 'synthetic')
+from scenemtl.data import synthetic_domains as _synthetic_domains  # noqa: F401  (registers 'synthetic_domains')
 from scenemtl.data import synthia as _synthia  # noqa: F401  (registers 'synthia')
 from scenemtl.data import vkitti2 as _vkitti2  # noqa: F401  (registers 'vkitti2')
 from scenemtl.data.base import DATASETS, DatasetInfo, DenseDataset, register_dataset
