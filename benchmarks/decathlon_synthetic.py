@@ -3,14 +3,15 @@
     python benchmarks/decathlon_synthetic.py [--steps 3000] [--batch 32] [--lr 0.05] [--weight-decay 5e-4]
                                              [--filters 4,8,16,32] [--blocks 1] [--domains 10]
                                              [--num-train 600] [--num-val 200] [--seed 0] [--arms 'mtan;shared;independent']
-                                             [--no-recalibrate] [--runs runs/decathlon_synthetic]
+                                             [--no-route] [--no-recalibrate] [--runs runs/decathlon_synthetic]
                                              [--out benchmarks/results/decathlon_synthetic_cpu.md]
 
 ``synthetic_domains`` (:mod:`scenemtl.data.synthetic_domains`) is the package's drawn stand-in for the Visual
 Decathlon: ten 72×72 classification domains, one ``classification`` task each, every image labelled for its
 own domain only. Every arm trains on the same images with the same optimiser (SGD, momentum 0.9, Nesterov when
 ``train.nesterov`` exists, poly schedule), steps, batch, seed and grouped batches (``data.batching: grouped``:
-each epoch visits the domains one after another, no batch mixes two, MTAN's loop); horizontal flips only where
+each epoch visits the domains one after another, no batch mixes two, MTAN's loop; each batch runs only its
+domain's branch or network, ``train.route_tasks``, when the installed trainer has it); horizontal flips only where
 the dataset allows them. The arms are the three rows of MTAN's decathlon comparison at a CPU width
 (``model.options.filters`` and ``blocks`` narrow the WRN-28-4):
 
@@ -77,6 +78,8 @@ def base_config(args: argparse.Namespace, run_dir: Path, model: dict) -> dict:
     }
     if nesterov_available():
         train["nesterov"] = True
+    if args.no_route:
+        train["route_tasks"] = False
     return {
         "name": run_dir.name,
         "seed": args.seed,
@@ -174,6 +177,7 @@ def run_arm(args: argparse.Namespace, index: int, key: str, label: str, model: d
         "model": model,
         "settings": settings,
         "nesterov": bool(getattr(config.train, "nesterov", False)),
+        "routed": bool(getattr(trainer, "route", False)),
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "shared_parameters": sum(p.numel() for p in trainer.model.shared_parameters()),
         "plain": report["metrics"],
@@ -310,6 +314,14 @@ def write_report(args: argparse.Namespace, records: list[dict], total: float) ->
     classes = {d.name: len(d.classes) for d in DOMAINS}
     per_epoch = sum(-(-args.num_train // args.batch) for _ in domains)
     nesterov = all(r["nesterov"] for r in records)
+    routed = [r.get("routed", False) for r in records]
+    routing = (
+        "; each batch runs only its domain's branch or network, `train.route_tasks`"
+        if all(routed)
+        else "; every batch runs every domain's branch or network"
+        if not any(routed)
+        else "; some arms run only the batch's domain's branch (`train.route_tasks`), not all"
+    )
     runs_total = sum(r["wall_s"] for r in records)
     lines = [
         "# Many-to-many classification on synthetic domains, on a CPU: MTAN vs a shared network vs independent networks",
@@ -321,7 +333,7 @@ def write_report(args: argparse.Namespace, records: list[dict], total: float) ->
         f"images per domain, 72×72. Every arm: {args.steps} SGD steps ({'Nesterov ' if nesterov else ''}momentum 0.9, "
         f"lr {args.lr:g}, weight decay {args.weight_decay:g}, poly schedule, 20 warm-up steps) of batch {args.batch}, "
         f"grouped batches (each epoch visits the domains one after another: {per_epoch} steps an epoch, "
-        f"{args.steps / per_epoch:.1f} epochs), horizontal flips where the dataset allows them, seed {args.seed}; WRN "
+        f"{args.steps / per_epoch:.1f} epochs{routing}), horizontal flips where the dataset allows them, seed {args.seed}; WRN "
         f"widths `filters` [{args.filters}], `blocks` {args.blocks} (MTAN's WRN-28-4: [16, 64, 128, 256], 4). Top-1 "
         "accuracy on the val split in percent, with the batch norms as training left them and after re-estimating "
         "them on each domain's training images before scoring it (`eval.recalibrate_bn`). Score: the decathlon "
@@ -378,6 +390,9 @@ def main() -> None:
     parser.add_argument("--num-val", type=int, default=200, help="val images per domain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", default="mtan;shared;independent", help="';'-separated: mtan; shared; independent")
+    parser.add_argument(
+        "--no-route", action="store_true", help="every batch runs every domain's branch or network (train.route_tasks: false)"
+    )
     parser.add_argument("--no-recalibrate", action="store_true", help="skip the scoring with recalibrated batch norms")
     parser.add_argument("--runs", default="runs/decathlon_synthetic", help="where the runs go (reused when finished)")
     parser.add_argument("--out", default="benchmarks/results/decathlon_synthetic_cpu.md")

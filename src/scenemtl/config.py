@@ -293,6 +293,11 @@ class TrainConfig(Strict):
     # (on by itself for architectures that need it)
     sync_bn: bool = False
     find_unused_parameters: bool = False
+    # compute only the tasks labelled in each micro-batch (models that route tasks: mtan_wrn, stl): null =
+    # with data.batching grouped (one domain per batch, MTAN's decathlon loop, which runs only the batch's
+    # domain's branch). The other tasks' parameters get a zero gradient (weight decay and momentum as when
+    # every task is computed); only their batch norms no longer see the batch. Off in distributed runs
+    route_tasks: bool | None = None
     # a non-finite loss: stop with an error naming the task, or skip the step and count it
     nonfinite: Literal["error", "skip"] = "error"
     device: str = "auto"

@@ -126,3 +126,52 @@ def test_eval_writes_the_challenge_submission_with_the_release_category_ids(tiny
         assert CATEGORY_BASE[domain] < row["category_id"] <= CATEGORY_BASE[domain] + 100  # a category of its own domain
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["decathlon"]["domains"] == 3  # the fixture's test labels were unzipped: the test split is scored
+
+
+def test_routed_steps_move_the_weights_as_computing_every_domain_but_leave_the_others_batch_norms(tiny_config, tmp_path):
+    """train.route_tasks (on by itself with grouped batches): each batch runs only its domain's branch, as MTAN's loop;
+    the same losses, gradients, weight decay and Nesterov momentum as computing every branch, and the other domains'
+    batch-norm statistics untouched."""
+    common = ("train.nesterov=true", "train.weight_decay=0.01", "train.momentum=0.9")
+    routed = decathlon_trainer(tiny_config, tmp_path / "a", *common, log=False)
+    every = decathlon_trainer(tiny_config, tmp_path / "b", *common, "train.route_tasks=false", "name=every", log=False)
+    assert routed.route and not every.route
+    assert all(torch.equal(p, q) for p, q in zip(routed.model.parameters(), every.model.parameters()))
+    batches = list(routed.loader)
+    picked = [batches[0], next(b for b in batches if b["meta"][0]["labelled"] != batches[0]["meta"][0]["labelled"])]
+    before = batch_norm_state(routed.model)
+    for batch in picked:
+        a, b = routed.train_step([batch]), every.train_step([batch])
+        assert a["loss"].keys() == b["loss"].keys() == set(FIXTURE)
+        assert all(abs(a["loss"][d] - b["loss"][d]) < 1e-6 for d in FIXTURE)
+    for (name, p), q in zip(routed.model.named_parameters(), every.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+    seen = {batch["meta"][0]["labelled"][0] for batch in picked}
+    (unseen,) = set(FIXTURE) - seen
+    after, mixed = batch_norm_state(routed.model), batch_norm_state(every.model)
+    own = [name for name in before if unseen in name and "running_mean" in name]
+    assert own and all(torch.equal(before[name], after[name]) for name in own)  # never ran
+    assert any(not torch.equal(before[name], mixed[name]) for name in own)  # without routing it saw the others' images
+
+
+def test_route_tasks_is_refused_where_the_model_cannot_route(tiny_config, tmp_path):
+    import pytest
+
+    from scenemtl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.route_tasks: true cannot be used here: model 'hps' computes every task"):
+        Trainer(tiny_config("model.arch=hps", "train.route_tasks=true"), progress=False, log=False)
+    assert not Trainer(tiny_config("model.arch=stl"), progress=False, log=False).route  # mixed batches: off by itself
+
+
+def test_independent_networks_run_only_the_named_tasks(tiny_config):
+    from scenemtl.engine.builder import build_tasks, dataset_info
+    from scenemtl.models.registry import build_model
+
+    config = tiny_config("model.arch=stl")
+    model = build_model(config.model, build_tasks(config, dataset_info(config))).eval()
+    image = torch.rand(1, 3, 32, 32)
+    first = next(iter(model.networks))
+    output = model(image, tasks=[first])
+    assert list(output.final) == [first]
+    assert torch.equal(output.final[first], model(image).final[first])

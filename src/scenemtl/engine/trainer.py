@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -275,6 +276,7 @@ class Trainer(SelectionMixin):
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.find_unused_parameters or self.model.needs_unused_parameters,
             )
+        self.route = self._routing(cut)
         if cfg.compile:
             self.net = torch.compile(self.net)
         for hooks in self._hooks():  # from now on their parameters take gradients (averaged in train_step)
@@ -311,20 +313,20 @@ class Trainer(SelectionMixin):
         return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
     # ------------------------------------------------------------------------------------
-    def task_losses(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
+    def task_losses(self, output: ModelOutput, batch: dict, only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Each task's loss on the final prediction plus every deep-supervision stage.
 
         With partial labels (``data.labels``) the loss is taken per sample over the samples that
         carry the task's label, each multiplied by (tasks / labelled tasks of that sample) when
         ``rescale`` is on, summed and divided by the batch size (DiffusionMTL's scheme); a batch
-        without the task's label gives a zero loss with a zero gradient.
+        without the task's label gives a zero loss with a zero gradient. ``only``: the losses of these
+        tasks (those the output holds, ``train.route_tasks``).
         """
+        names = [name for name in self.tasks if name not in self._replaced and (only is None or name in only)]
         if self.partial:
-            own = self._partial_losses(output, batch)
+            own = self._partial_losses(output, batch, names)
         else:
-            own = {
-                name: self._task_loss(name, task, output, batch[name]) for name, task in self.tasks.items() if name not in self._replaced
-            }
+            own = {name: self._task_loss(name, self.tasks[name], output, batch[name]) for name in names}
         if not self._replaced:
             return own
         given: dict[str, torch.Tensor] = {}
@@ -347,9 +349,9 @@ class Trainer(SelectionMixin):
                 loss = loss + output.aux_weights.get(key, 1.0) * task.loss(logits, target)
         return loss
 
-    def _partial_losses(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
+    def _partial_losses(self, output: ModelOutput, batch: dict, names: list[str]) -> dict[str, torch.Tensor]:
         return partial_losses(
-            [name for name in self.tasks if name not in self._replaced],
+            names,
             batch,
             self.config.data.labels.rescale,
             lambda name, b: self._task_loss(name, self.tasks[name], output, batch[name][b : b + 1], slice(b, b + 1)),
@@ -393,13 +395,46 @@ class Trainer(SelectionMixin):
             all_reduce_mean=lambda tensor: distributed.all_reduce_mean(self.dist, tensor),
         )
 
+    def _routing(self, cut: bool) -> bool:
+        """Whether each micro-batch computes only its labelled tasks (``train.route_tasks``; see there)."""
+        setting = self.config.train.route_tasks
+        blockers = []
+        if not self.model.routes_tasks:
+            blockers.append(f"model '{self.config.model.arch}' computes every task in one pass")
+        if self._replaced:
+            blockers.append("objectives compute task losses from the whole output")
+        if cut:
+            blockers.append(f"balancer '{self.config.balancer.name}' aggregates at the shared representation")
+        if self.dist.distributed:
+            blockers.append("a distributed run's DDP would find the other tasks' parameters unused")
+        if setting is None:
+            return not blockers and self.config.data.batching == "grouped"
+        if setting and blockers:
+            raise ConfigError(f"train.route_tasks: true cannot be used here: {blockers[0]}; set train.route_tasks to false or null")
+        return setting
+
+    def _route(self, batch: dict) -> list[str] | None:
+        """The tasks a micro-batch carries a label of (None: all, also when it carries none; one device sync)."""
+        if not self.route:
+            return None
+        names = [name for name in self.tasks if name in batch]
+        flags = torch.stack([self.tasks[name].valid_mask(batch[name]).any() for name in names]).tolist() if names else []
+        carried = [name for name, flag in zip(names, flags) if flag]
+        return carried if carried and len(carried) < len(self.tasks) else None
+
     def _forward_losses(self, batch: dict) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
         image = batch["image"]
         if self.config.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
+        route = self._route(batch)
         with autocast(self.device, self.config.train.precision):
-            output = self.net(image)
-        return output, self.task_losses(output, batch)
+            output = self.net(image) if route is None else self.net(image, tasks=route)
+        if route is None:
+            return output, self.task_losses(output, batch)
+        # the tasks not computed: a zero in the graph of those computed (the losses' values as without routing)
+        losses = self.task_losses(output, batch, route)
+        zero = sum(output.final[name].sum() for name in route) * 0.0
+        return output, {name: losses.get(name, zero) for name in self.tasks}
 
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
         """One step; with training extensions (the model's, the objectives), their regularisers go in first and
@@ -474,6 +509,10 @@ class Trainer(SelectionMixin):
                 "data.batch_size (raise train.accumulation to keep the global batch), or set train.precision=bf16 "
                 "or train.activation_checkpointing=true"
             ) from None
+        if self.route:  # the tasks not computed: a zero gradient (weight decay and momentum as without routing)
+            for p in self.model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
         objective_parameters = [p for objective in self.objectives for p in objective.parameters()]
         if self.dist.distributed:
             done = self.balancer.synchronized()

@@ -30,10 +30,14 @@ class MultiTaskModel(nn.Module):
     ``shared_parameters`` names what every task's loss reaches (what gradient balancers act on);
     ``init_output_bias`` starts each task's output at its training prior. An architecture some of
     whose parameters get no gradient in a step sets ``needs_unused_parameters`` (DDP then searches
-    for them, which costs time, so it is off otherwise).
+    for them, which costs time, so it is off otherwise). One whose ``forward`` takes ``tasks`` and
+    computes only those tasks sets ``routes_tasks``.
     """
 
     needs_unused_parameters: bool = False
+    #: ``forward(image, tasks=[...])`` computes only the named tasks' outputs (``train.route_tasks``,
+    #: ``engine.recalibrate``); the default, ``tasks=None``, computes every task
+    routes_tasks: bool = False
 
     def forward(self, image: torch.Tensor) -> ModelOutput:
         """Per-task logits at the input size (and deep-supervision outputs in ``aux``)."""

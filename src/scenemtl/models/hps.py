@@ -89,11 +89,15 @@ class SingleTaskNetworks(MultiTaskModel):
         single = config.model_copy(update={"arch": per_task, "options": dict(options or {})})
         self.networks = nn.ModuleDict({name: build_model(single, {name: task}) for name, task in tasks.items()})
 
-    def forward(self, image: torch.Tensor) -> ModelOutput:
-        """Each task's logits from its own network."""
+    #: ``forward(image, tasks=[...])`` runs only those tasks' networks
+    routes_tasks = True
+
+    def forward(self, image: torch.Tensor, tasks: Sequence[str] | None = None) -> ModelOutput:
+        """Each task's logits from its own network (``tasks``: only these tasks' networks run)."""
         final: dict[str, torch.Tensor] = {}
-        for network in self.networks.values():
-            final.update(network(image).final)
+        for name, network in self.networks.items():
+            if tasks is None or name in tasks:
+                final.update(network(image).final)
         return ModelOutput(final=final)
 
     def shared_parameters(self) -> list[nn.Parameter]:

@@ -36,14 +36,14 @@ Differences from the script, none of which changes a parameter, and why:
   cross-entropy (the script's Softmax and its ``−Σ onehot · log(p + 1e-20)`` loss are the same
   function up to the 1e-20, which only matters when a probability underflows);
 - ``forward(image)`` computes **every task's branch** (the engine's contract: one output per
-  task), whereas the script runs only the branch of the batch's domain (``forward(x, k)``). The
-  gradients are the same (a task's loss reaches only its own branch and the shared layers), but the
-  running statistics of the shared ``encoder_block_att`` batch norms see every task's attended
-  feature instead of only the batch's domain's branch. The official evaluation
-  (``model_wrn_eval.py``) trains one more epoch on each domain in train mode before testing it, which
-  re-estimates every shared statistic on that domain; to re-estimate them exactly as the script
-  does, run only that domain's branch then: ``forward(image, tasks=[domain])`` computes only the
-  named tasks' branches (the default, ``None``, computes all);
+  task); ``forward(image, tasks=[domain])`` computes only the named branches, as the script's
+  ``forward(x, k)``. Training with grouped batches uses it (``train.route_tasks``, on by itself
+  there), so the running statistics of the shared ``encoder_block_att`` batch norms see only the
+  batch's domain's branch, as in the script; the other branches get zero gradients, so weight decay
+  and momentum move every parameter as the script's ``zero_grad`` (zeros, not ``None``, in the
+  PyTorch of its time) does. The official evaluation (``model_wrn_eval.py``) trains one more epoch
+  on each domain in train mode before testing it; ``eval.recalibrate_bn`` re-estimates the
+  statistics the same way (routed, statistics only, without the SGD steps);
 - the 2×2 max pooling after levels 0–2 uses ``ceil_mode`` (as the stride-2 convolutions round up),
   so odd input sizes work; identical at 72×72 (and any multiple of 8);
 - the script defines ``conv_init`` but never applies it: PyTorch's default initialisation, as the
