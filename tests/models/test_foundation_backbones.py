@@ -114,6 +114,41 @@ def test_layer_decay_gives_block_k_of_l_the_rate_decay_to_the_l_minus_k(tiny_con
     assert set(layer_decay_scales(trainer.model, 0.5).values()) == {0.5**k for k in range(5)}
 
 
+@pytest.mark.parametrize("family", ["dinov2_registers", "siglip2"])
+def test_blocks_read_through_forward_intermediates_equal_the_blocks_run_one_by_one(family):
+    """``ViTBackbone.features`` (timm's forward_intermediates, InvPT) against the block-by-block path (TaskPrompter's)."""
+    from scenemtl.config import BackboneConfig
+    from scenemtl.models.backbones import ViTBackbone
+
+    torch.manual_seed(0)
+    backbone = ViTBackbone(BackboneConfig(name=FAMILIES[family], options=TINY), img_size=[56, 112]).eval()
+    p = backbone.patch_size
+    image = torch.randn(2, 3, 4 * p, 6 * p)  # another grid than the training one: the position embedding is resampled
+    with torch.no_grad():
+        read = backbone.features(image, [1, 2, 4], norm_last=True)
+        x, (h, w) = backbone.embed(image)
+        expected = []
+        for index in range(4):
+            x = backbone.block(index, x)
+            if index + 1 in (1, 2, 4):
+                tokens = backbone.vit.norm(x) if index == 3 else x
+                expected.append(tokens[:, backbone.prefix_tokens :].transpose(1, 2).reshape(2, -1, h, w))
+    assert backbone.prefix_tokens == (5 if family == "dinov2_registers" else 0)
+    assert [tuple(m.shape) for m in read] == [(2, 32, 4, 6)] * 3
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(read, expected))
+
+
+def test_invpt_reads_the_same_blocks_of_every_family():
+    """VisionTransformer and Eva classes (RoPE: DINOv3, EVA-02, PE) alike: blocks 1/2/4 of 4 (6/12/24 of 24)."""
+    from scenemtl.models.backbones import ViTBackbone
+
+    for family, name in FAMILIES.items():
+        model = tiny_model("invpt", name)
+        assert isinstance(model.backbone, ViTBackbone) and model.layers == (1, 2, 4), family
+    with pytest.raises(ConfigError, match="rotary embeddings per block"):
+        tiny_model("invpt", FAMILIES["dinov3"]).backbone.embed(torch.randn(1, 3, 64, 64))
+
+
 def test_taskprompter_takes_patch_16_vits_and_says_why_not_patch_14():
     model = scenemtl.create_model(
         "taskprompter",

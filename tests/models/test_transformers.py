@@ -269,6 +269,8 @@ def test_invpt_takes_any_size_and_any_backbone():
 
 @pytest.mark.parametrize("arch", VARIANTS)
 def test_activation_checkpointing_gives_the_same_gradients(arch, monkeypatch):
+    import timm.models.vision_transformer as timm_vit
+
     import scenemtl.models.backbones.vit as vit
     import scenemtl.models.taskprompter.prompted_swin as swin
     import scenemtl.models.taskprompter.vit as taskprompter
@@ -277,9 +279,11 @@ def test_activation_checkpointing_gives_the_same_gradients(arch, monkeypatch):
 
     def counting(function, *args, **kwargs):
         calls.append(function)
+        kwargs.setdefault("use_reentrant", False)
         return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
 
-    for module in (vit, taskprompter, swin):
+    # (InvPT reads its ViT through timm's forward_intermediates, which checkpoints with timm's own helper)
+    for module in (vit, taskprompter, swin, timm_vit):
         monkeypatch.setattr(module, "checkpoint", counting)
     grads = []
     for enabled in (False, True):

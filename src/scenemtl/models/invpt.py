@@ -50,7 +50,8 @@ Differences from the official code, and why:
   are cropped back. The official sizes (512×512, 448×576) are multiples of 64: no padding there.
   Message and skip resizes are written with target sizes instead of scale factors (identical on
   those grids).
-- **Any backbone**: besides ViTs (``layers``), any timm backbone (Swin, ConvNeXt, ResNet) gives
+- **Any backbone**: besides ViTs (``layers``: timm's ``VisionTransformer`` and ``Eva`` classes alike, so
+  DINOv2, DINOv3, SigLIP 2, EVA-02 and PE encoders give the same blocks), any timm backbone (Swin, ConvNeXt, ResNet) gives
   its last three levels; a skip at the stage's stride uses a 3×3 conv, one at twice the stride
   the transposed conv, others are resized first.
 - The decoder's stochastic depth is 0, as the official schedule ``linspace(0, 0.15, depth=1)``
@@ -70,7 +71,7 @@ from torch import nn
 
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
-from scenemtl.models.backbones import Backbone, ViTBackbone, backbone_family, check_layers, default_layers
+from scenemtl.models.backbones import VIT_FAMILIES, Backbone, ViTBackbone, backbone_family, check_layers, default_layers
 from scenemtl.models.base import MultiTaskModel, check_positive_ints
 from scenemtl.models.layers import conv_norm_act, fp32_conv, recomputed, resize
 from scenemtl.models.official import (
@@ -218,7 +219,7 @@ class InvPT(MultiTaskModel):
         self.task_names = canonical_order(tasks)
         self.checkpoint_decoder = False  # set_activation_checkpointing
         names = self.task_names
-        if backbone_family(config.backbone.name) == "vit":
+        if backbone_family(config.backbone.name) in VIT_FAMILIES:
             self.backbone = ViTBackbone(config.backbone, img_size)
             depth = self.backbone.depth
             self.layers = check_layers(default_layers(depth, 4)[:2] + (depth,) if layers is None else layers, depth, 3, "layers")

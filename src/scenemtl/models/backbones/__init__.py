@@ -4,12 +4,14 @@
 ``model.backbone.weights``), ``backbone_family`` (timm's family of a model, from its registry) and
 the activation-checkpointing guard; ``features``: ``Backbone``, any timm model as multi-scale
 feature maps (``residual_layers`` for architectures that work inside a ResNet); ``vit``:
-``ViTBackbone``, a timm Vision Transformer run block by block (InvPT, TaskPrompter).
+``ViTBackbone``, a timm Vision Transformer (or EVA) read at chosen blocks through ``forward_intermediates``
+(InvPT), or run block by block (TaskPrompter's prompting).
 """
 
 from scenemtl.models.backbones.factory import (
     SUGGESTED_BACKBONES,
     SWIN_FAMILIES,
+    VIT_FAMILIES,
     backbone_family,
     check_known,
     create_timm_model,
@@ -21,6 +23,7 @@ from scenemtl.models.backbones.vit import ViTBackbone, check_layers, default_lay
 __all__ = [
     "SUGGESTED_BACKBONES",
     "SWIN_FAMILIES",
+    "VIT_FAMILIES",
     "Backbone",
     "ResidualLayer",
     "Stage",

@@ -44,6 +44,9 @@ _FAMILIES = {
 }
 #: the Swin Transformer families (v1, v2, v2 as in timm's ``swin_transformer_v2_cr``)
 SWIN_FAMILIES = ("swin", "swinv2", "swinv2_cr")
+#: the plain Vision Transformer families: timm's ``VisionTransformer`` (DINOv2, SigLIP 2, the seeds' ViTs) and
+#: ``Eva`` (EVA-02, DINOv3, Perception Encoder: RoPE), both read through ``forward_intermediates``
+VIT_FAMILIES = ("vit", "eva")
 
 
 def check_known(name: str) -> None:

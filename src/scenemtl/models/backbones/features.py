@@ -16,6 +16,7 @@ from scenemtl.errors import ConfigError
 from scenemtl.models.backbones.presets import foundation, quarter_blocks
 from scenemtl.models.backbones.factory import (
     SWIN_FAMILIES,
+    VIT_FAMILIES,
     backbone_family,
     create_timm_model,
     require_checkpointing_timm,
@@ -78,18 +79,18 @@ class Backbone(nn.Module):
             kwargs.setdefault("strict_img_size", False)
             kwargs.setdefault("dynamic_img_size", True)
             self.pad_multiple = 32
-        elif self.family in ("vit", "eva"):  # padded to the patch size, once the model says what it is
+        elif self.family in VIT_FAMILIES:  # padded to the patch size, once the model says what it is
             kwargs.setdefault("dynamic_img_size", True)
         if config.out_indices is not None:
             kwargs["out_indices"] = config.out_indices
-        elif self.family in ("vit", "eva") and foundation(config.name) is not None:  # the last block of each quarter
+        elif self.family in VIT_FAMILIES and foundation(config.name) is not None:  # the last block of each quarter
             with torch.device("meta"):
                 depth = len(timm.create_model(config.name, pretrained=False, **kwargs).blocks)
             kwargs["out_indices"] = quarter_blocks(depth)
         self.body = create_timm_model(config, features_only=True, **kwargs)
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
-        if self.family in ("vit", "eva"):
+        if self.family in VIT_FAMILIES:
             self.pad_multiple = max(self.strides)
         # Swin's features are channels-last
         self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")

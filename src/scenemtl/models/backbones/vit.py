@@ -1,12 +1,14 @@
 """Vision Transformers from timm as the encoders of the transformer architectures (InvPT, TaskPrompter).
 
-``ViTBackbone`` holds a timm ``VisionTransformer`` (``vit_small/base/large_patch16_384`` or any
-other, e.g. the tiny ``test_vit``) built for the architecture's training size, so its position
-embedding is stored on that grid, as the seeds' checkpoints store it (timm resamples pretrained
-embeddings on loading). The architectures run its blocks themselves, one at a time, so they can
-read intermediate blocks (InvPT: blocks 6/12/24 of ViT-L; TaskPrompter: every block, prompted),
-checkpoint blocks' activations, and insert their own tokens. Attention of the plain blocks goes
-through timm's ``Attention`` (``torch.nn.functional.scaled_dot_product_attention``).
+``ViTBackbone`` holds a timm ``VisionTransformer`` (``vit_small/base/large_patch16_384``, DINOv2, SigLIP 2,
+the tiny ``test_vit``) or ``Eva`` (EVA-02, DINOv3, Perception Encoder: rotary position embeddings) built for
+the architecture's training size, so an absolute position embedding is stored on that grid, as the seeds'
+checkpoints store it (timm resamples pretrained embeddings on loading). ``features`` reads chosen blocks
+through timm's ``forward_intermediates`` (InvPT: blocks 6/12/24 of ViT-L), the one way both classes give
+their blocks (class and register tokens stripped, RoPE and position embeddings at the input's grid, timm's
+activation checkpointing). TaskPrompter inserts its prompts between blocks, so it runs a
+``VisionTransformer``'s blocks itself (``embed``, ``block``). Attention of the plain blocks goes through
+timm's ``Attention`` (``torch.nn.functional.scaled_dot_product_attention``).
 
 Inputs of another size work: the position embedding is resampled bicubically to the new grid
 (timm's ``resample_abs_pos_embed``), as the seeds do when they load ImageNet weights at their
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 from timm.layers import resample_abs_pos_embed
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -35,14 +38,14 @@ def default_layers(depth: int, count: int = 4) -> tuple[int, ...]:
 
 
 class ViTBackbone(nn.Module):
-    """A timm Vision Transformer run block by block; ``grid`` is the token grid of the training size."""
+    """A timm Vision Transformer or EVA read at chosen blocks; ``grid`` is the token grid of the training size."""
 
     def __init__(self, config: BackboneConfig, img_size: Sequence[int], class_token: bool = True) -> None:
         super().__init__()
         kwargs = dict(config.options)
         kwargs.setdefault("dynamic_img_size", True)  # other grids: position embedding resampled per input
         vit = create_timm_model(config, img_size=tuple(img_size), num_classes=0, global_pool="", **kwargs)
-        if not isinstance(vit, VisionTransformer):
+        if not isinstance(vit, (VisionTransformer, Eva)):
             raise ConfigError(
                 f"model.backbone.name: this architecture needs a Vision Transformer "
                 f"(e.g. vit_large_patch16_384), got '{config.name}' ({type(vit).__name__})"
@@ -57,7 +60,7 @@ class ViTBackbone(nn.Module):
         self.patch_size: int = vit.patch_embed.patch_size[0]
         self.grid: tuple[int, int] = tuple(vit.patch_embed.grid_size)
         #: prefix tokens (class, registers) that ``pos_embed`` carries in front of the grid
-        self.embed_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        self.embed_prefix = 0 if getattr(vit, "no_embed_class", False) else vit.num_prefix_tokens
         self.checkpointing = False
 
     def check_size(self, height: int, width: int) -> tuple[int, int]:
@@ -75,6 +78,15 @@ class ViTBackbone(nn.Module):
             self.vit.pos_embed, new_size=list(grid), old_size=list(self.grid), num_prefix_tokens=self.embed_prefix
         )
 
+    def _plain(self, method: str) -> VisionTransformer:
+        """The model, which must be a ``VisionTransformer`` to be run block by block."""
+        if not isinstance(self.vit, VisionTransformer):
+            raise ConfigError(
+                f"ViTBackbone.{method} runs a timm VisionTransformer's blocks one by one; '{self.name}' is a "
+                f"{type(self.vit).__name__} (rotary embeddings per block): read it with features()"
+            )
+        return self.vit
+
     def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """The tokens as timm's ViT embeds them (its class/register tokens first, where it has them) and the grid.
 
@@ -82,7 +94,7 @@ class ViTBackbone(nn.Module):
         the position embedding (its class slot stays unused), as TaskPrompter's official code.
         """
         grid = self.check_size(*image.shape[-2:])
-        vit = self.vit
+        vit = self._plain("embed")
         x = vit.patch_embed(image)  # B×h×w×C (dynamic size) or B×N×C
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         prefix = [t.expand(x.shape[0], -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
@@ -101,7 +113,7 @@ class ViTBackbone(nn.Module):
 
     def block(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Block ``index`` (0-based), checkpointed when activation checkpointing is on."""
-        blk = self.vit.blocks[index]
+        blk = self._plain("block").blocks[index]
         if self.checkpointing and torch.is_grad_enabled():
             return checkpoint(blk, x, use_reentrant=False)
         return blk(x)
@@ -109,28 +121,33 @@ class ViTBackbone(nn.Module):
     def features(self, image: torch.Tensor, layers: Sequence[int], norm_last: bool = True) -> list[torch.Tensor]:
         """Outputs of the 1-based blocks ``layers`` as ``[B, C, h, w]`` maps; the last one normed if asked.
 
-        An input whose sides do not divide by the patch size is zero-padded at the bottom and right to the
-        next multiple first (a patch-14 ViT under a decoder that pads to multiples of 64): the maps then have
-        ⌈side / patch⌉ cells, as ``Backbone`` gives them."""
+        timm's ``forward_intermediates`` (stopping after the last block asked for). An input whose sides
+        do not divide by the patch size is zero-padded at the bottom and right to the next multiple first
+        (a patch-14 ViT under a decoder that pads to multiples of 64): the maps then have ⌈side / patch⌉
+        cells, as ``Backbone`` gives them."""
+        if self.vit.cls_token is None and self.embed_prefix:
+            raise ConfigError(f"{self.name}: a ViTBackbone built without its class token is run block by block (embed, block)")
         p = self.patch_size
         pad_h, pad_w = -image.shape[-2] % p, -image.shape[-1] % p
         if pad_h or pad_w:
             image = torch.nn.functional.pad(image, (0, pad_w, 0, pad_h))
-        x, (h, w) = self.embed(image)
-        prefix = self.prefix_tokens
-        wanted = set(layers)
+        h, w = image.shape[-2] // p, image.shape[-1] // p
+        tokens = self.vit.forward_intermediates(
+            image, indices=[k - 1 for k in layers], norm=False, stop_early=True, output_fmt="NLC", intermediates_only=True
+        )
+        last = max(layers)
         maps = []
-        for index in range(max(layers)):
-            x = self.block(index, x)
-            if index + 1 in wanted:
-                tokens = self.vit.norm(x) if norm_last and index + 1 == max(layers) else x
-                maps.append(tokens[:, prefix:].transpose(1, 2).reshape(x.shape[0], -1, h, w))
+        for k, x in zip(layers, tokens):
+            if norm_last and k == last:
+                x = self.vit.norm(x)
+            maps.append(x.transpose(1, 2).reshape(x.shape[0], -1, h, w))
         return maps
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in the backward pass."""
         require_checkpointing_timm(enabled)
-        self.checkpointing = enabled
+        self.checkpointing = enabled  # block()
+        self.vit.set_grad_checkpointing(enabled)  # features(): timm's forward_intermediates
 
 
 def check_layers(layers: object, depth: int, count: int, option: str) -> tuple[int, ...]:
