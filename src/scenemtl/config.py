@@ -165,6 +165,10 @@ class BackboneConfig(Strict):
     # 'concat': every level of stride ≥ 4 upsampled to 1/4 and concatenated into one map (the HRNet
     # representation of ATRC, MTI-Net's PAD-Net baseline and HRNet segmentation heads)
     fuse: Literal["none", "concat"] = "none"
+    # a ViT's maps (one stride, the patch's) as a pyramid at strides 4/8/16/32 of the input ('multilevel':
+    # models/backbones/features.py MultiLevelNeck); 'auto': for the architectures built on a pyramid
+    # (mtinet, padnet, atrc), not for those that read a ViT's one stride (hps, xtam, invpt)
+    neck: Literal["auto", "none", "multilevel"] = "auto"
     # the input normalisation: the dataset's, the one the weights expect (timm's pretrained_cfg mean/std), or auto:
     # the weights' for foundation encoders (DINOv2/v3, SigLIP 2, EVA-02, PE: models/backbones/presets.py), else the dataset's
     normalisation: Literal["auto", "dataset", "weights"] = "auto"

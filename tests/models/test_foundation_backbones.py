@@ -149,6 +149,24 @@ def test_invpt_reads_the_same_blocks_of_every_family():
         tiny_model("invpt", FAMILIES["dinov3"]).backbone.embed(torch.randn(1, 3, 64, 64))
 
 
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+def test_pyramid_architectures_read_a_vit_through_the_multilevel_neck_at_strides_4_to_32(family):
+    from scenemtl.models.backbones import MultiLevelNeck
+
+    model = tiny_model("mtinet", FAMILIES[family])
+    assert isinstance(model.backbone.neck, MultiLevelNeck) and model.backbone.strides == [4, 8, 16, 32]
+    maps = model.backbone(torch.randn(1, 3, *ODD))
+    assert [tuple(m.shape[-2:]) for m in maps] == [(-(-ODD[0] // s), -(-ODD[1] // s)) for s in (4, 8, 16, 32)]
+    assert tiny_model("hps", FAMILIES[family]).backbone.neck is None  # one stride: the patch's
+    flat = tiny_model("mtinet", FAMILIES[family], neck="none").backbone
+    patch = 14 if family == "dinov2" else 16
+    assert flat.neck is None and flat.strides == [patch] * 4
+    hps = tiny_model("hps", FAMILIES[family], neck="multilevel")
+    assert hps.backbone.strides == [4, 8, 16, 32] and tuple(hps(torch.randn(1, 3, *ODD)).final["semseg"].shape[-2:]) == ODD
+    with pytest.raises(ConfigError, match="has a pyramid of its own"):
+        scenemtl.create_model("hps", tasks={"semseg": 5}, backbone={"name": "test_resnet", "neck": "multilevel"})
+
+
 def test_taskprompter_takes_patch_16_vits_and_says_why_not_patch_14():
     model = scenemtl.create_model(
         "taskprompter",

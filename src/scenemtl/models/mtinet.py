@@ -158,7 +158,7 @@ class MTINet(MultiTaskModel):
         super().__init__()
         require_tasks("mtinet", tasks, 2, "its distillation passes messages between tasks")
         self.tasks = list(tasks)
-        self.backbone = Backbone(config.backbone)
+        self.backbone = Backbone(config.backbone, pyramid=True)  # a ViT's maps through the multi-level neck
         strides = self.backbone.strides
         self.levels = [i for i, s in enumerate(strides) if s >= decoder_stride]
         if len(self.levels) < 2:

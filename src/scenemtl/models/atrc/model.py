@@ -92,7 +92,7 @@ class RelationalContextNet(MultiTaskModel):
     ) -> None:
         super().__init__()
         _check(channels, window, dropout, aux_bins, depth_range)
-        self.backbone = Backbone(config.backbone)
+        self.backbone = Backbone(config.backbone, pyramid=True)  # a ViT's maps through the multi-level neck
         strides = self.backbone.strides
         self.levels = [i for i, s in enumerate(strides) if s >= decoder_stride] or [len(strides) - 1]
         in_channels = sum(self.backbone.channels[i] for i in self.levels)

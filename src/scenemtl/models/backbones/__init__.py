@@ -17,7 +17,7 @@ from scenemtl.models.backbones.factory import (
     create_timm_model,
     require_checkpointing_timm,
 )
-from scenemtl.models.backbones.features import Backbone, ResidualLayer, Stage, behave_like_seg_hrnet
+from scenemtl.models.backbones.features import PYRAMID_STRIDES, Backbone, MultiLevelNeck, ResidualLayer, Stage, behave_like_seg_hrnet
 from scenemtl.models.backbones.vit import ViTBackbone, check_layers, default_layers
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "SWIN_FAMILIES",
     "VIT_FAMILIES",
     "Backbone",
+    "MultiLevelNeck",
+    "PYRAMID_STRIDES",
     "ResidualLayer",
     "Stage",
     "ViTBackbone",

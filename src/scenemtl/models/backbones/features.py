@@ -23,6 +23,39 @@ from scenemtl.models.backbones.factory import (
 )
 
 
+#: the strides of the maps the multi-level neck gives a ViT, finest first
+PYRAMID_STRIDES = (4, 8, 16, 32)
+
+
+class MultiLevelNeck(nn.Module):
+    """A ViT's maps at one stride as a pyramid: mmseg's ``MultiLevelNeck`` (its ViT + UPerNet configs).
+
+    Map ``i`` of ``n`` (finest first) goes through a 1×1 convolution, is resized bilinearly to
+    ⌈side / stride⌉ of the input for the ``i``-th of the last ``n`` strides of ``PYRAMID_STRIDES`` (4/8/16/32
+    for four maps: ×4, ×2, ×1 and ×½ of a patch-16 grid), then through a 3×3 convolution; no norm or
+    activation, mmseg's defaults. Sizes are taken from the input, not from scale factors, so patch 14
+    (strides 3.5…28 by scale) lands on the same pyramid as patch 16. ``channels``: each map's, kept.
+    """
+
+    def __init__(self, channels: list[int]) -> None:
+        super().__init__()
+        if not 1 <= len(channels) <= len(PYRAMID_STRIDES):
+            raise ConfigError(
+                f"model.backbone.neck: multilevel makes a pyramid of 1 to {len(PYRAMID_STRIDES)} ViT blocks, got "
+                f"{len(channels)}; set model.backbone.out_indices to at most four blocks"
+            )
+        self.strides = list(PYRAMID_STRIDES[-len(channels) :])
+        self.lateral = nn.ModuleList(nn.Conv2d(c, c, 1) for c in channels)
+        self.convs = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for c in channels)
+
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+        out = []
+        for x, lateral, conv, stride in zip(features, self.lateral, self.convs, self.strides):
+            target = (-(-size[0] // stride), -(-size[1] // stride))
+            out.append(conv(nn.functional.interpolate(lateral(x), size=target, mode="bilinear", align_corners=False)))
+        return out
+
+
 @dataclass(frozen=True)
 class ResidualLayer:
     """One residual layer of a ResNet (``layer1`` … ``layer4``): its blocks, in order, and its input and output widths."""
@@ -60,11 +93,13 @@ class Backbone(nn.Module):
     of 32 inside as for HRNet). A ViT gives its blocks as maps at the patch's stride (timm's feature
     getter; position embeddings resampled to the input's grid, sides padded to a multiple of the patch).
     A foundation encoder (``presets.foundation``) gives the last block of each quarter unless
-    ``out_indices`` says otherwise. The transformer architectures (``invpt``, ``taskprompter``) read ViTs through
-    ``backbones/vit.py: ViTBackbone`` instead, which chooses the blocks and runs them itself.
+    ``out_indices`` says otherwise. ``model.backbone.neck`` turns those maps into a pyramid at strides
+    4/8/16/32 (``MultiLevelNeck``): by default for the architectures that ask for one (``pyramid``: MTI-Net,
+    PAD-Net, ATRC, whose decoders are built on multi-scale maps). The transformer architectures (``invpt``,
+    ``taskprompter``) read ViTs through ``backbones/vit.py: ViTBackbone`` instead, which chooses the blocks.
     """
 
-    def __init__(self, config: BackboneConfig) -> None:
+    def __init__(self, config: BackboneConfig, pyramid: bool = False) -> None:
         super().__init__()
         self.name = config.name
         #: timm's family of the model (``backbone_family``: resnet, hrnet, swin, vit, …)
@@ -96,6 +131,15 @@ class Backbone(nn.Module):
         self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
         if self.family == "hrnet":
             behave_like_seg_hrnet(self.body.modules())
+        self.neck: MultiLevelNeck | None = None
+        if config.neck == "multilevel" and self.family not in VIT_FAMILIES:
+            raise ConfigError(
+                f"model.backbone.neck: multilevel makes a pyramid of a ViT's maps; '{config.name}' ({self.family}) has "
+                "a pyramid of its own: set neck to auto or none"
+            )
+        if self.family in VIT_FAMILIES and (config.neck == "multilevel" or (config.neck == "auto" and pyramid)):
+            self.neck = MultiLevelNeck(self.channels)
+            self.strides = list(self.neck.strides)
         self.fuse_levels: list[int] | None = None
         if config.fuse == "concat":
             self.fuse_levels = [i for i, s in enumerate(self.strides) if s >= 4] or [len(self.strides) - 1]
@@ -160,6 +204,8 @@ class Backbone(nn.Module):
             if self.channels_last:
                 features = [f.permute(0, 3, 1, 2) for f in features]
             features = [f[..., : -(-height // s), : -(-width // s)] for f, s in zip(features, self.body.feature_info.reduction())]
+        if self.neck is not None:
+            features = self.neck(features, (image.shape[-2], image.shape[-1]))
         if self.fuse_levels is None:
             return features
         selected = [features[i] for i in self.fuse_levels]
