@@ -167,6 +167,27 @@ def test_pyramid_architectures_read_a_vit_through_the_multilevel_neck_at_strides
         scenemtl.create_model("hps", tasks={"semseg": 5}, backbone={"name": "test_resnet", "neck": "multilevel"})
 
 
+@pytest.mark.parametrize(
+    ("stride", "target", "cells", "size"), [(14, 32, (10, 10), (4, 4)), (14, 16, (32, 42), (28, 36)), (7, 8, (10, 19), (8, 16))]
+)
+def test_regrid_samples_a_patch_14_map_where_its_cells_lie(stride, target, cells, size):
+    """InvPT on a patch-14 ViT: ⌈side / 14⌉ cells over the 64-padded input cover more pixels than the stage's grid.
+    A map holding each cell's centre (in pixels) must come out holding the target cells' centres."""
+    from scenemtl.models.layers import regrid, resize
+
+    rows = (torch.arange(cells[0]) + 0.5) * stride
+    cols = (torch.arange(cells[1]) + 0.5) * stride
+    centres = torch.stack(torch.meshgrid(rows, cols, indexing="ij"))[None]  # [1, 2, h, w]: y and x of each cell
+    out = regrid(centres, stride, target, size)
+    want = torch.stack(torch.meshgrid((torch.arange(size[0]) + 0.5) * target, (torch.arange(size[1]) + 0.5) * target, indexing="ij"))
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # (bilinear sampling clamps at the borders)
+    assert out.shape[-2:] == size and torch.allclose(out[inner], want[None][inner], atol=1e-4)
+    stretched = resize(centres, size)
+    assert (stretched[inner] - want[None][inner]).abs().max() > 2  # stretching shifts them by pixels
+    exact = torch.randn(1, 3, 8, 8)
+    assert torch.equal(regrid(exact, 16, 32, (4, 4)), resize(exact, (4, 4)))  # same pixels covered: resize itself
+
+
 def test_taskprompter_takes_patch_16_vits_and_says_why_not_patch_14():
     model = scenemtl.create_model(
         "taskprompter",

@@ -47,7 +47,9 @@ Differences from the official code, and why:
 - **Any input size**: the official code fixes the token grid in its rearranges. Here the input
   is zero-padded at the bottom/right to a multiple of 64 (so the 1/32 grid is even, as the
   message passing needs), the ViT's position embedding is resampled to the grid, and the outputs
-  are cropped back. The official sizes (512×512, 448×576) are multiples of 64: no padding there.
+  are cropped back. A patch-14 ViT (DINOv2, EVA-02) pads that input once more to a multiple of 14; its
+  maps are sampled onto the stages' grids where their cells lie (``layers.regrid``), not stretched
+  over them (which would shift features by up to 13 pixels); with patch 16 both are the same. The official sizes (512×512, 448×576) are multiples of 64: no padding there.
   Message and skip resizes are written with target sizes instead of scale factors (identical on
   those grids).
 - **Any backbone**: besides ViTs (``layers``: timm's ``VisionTransformer`` and ``Eva`` classes alike, so
@@ -73,7 +75,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import VIT_FAMILIES, Backbone, ViTBackbone, backbone_family, check_layers, default_layers
 from scenemtl.models.base import MultiTaskModel, check_positive_ints
-from scenemtl.models.layers import conv_norm_act, fp32_conv, recomputed, resize
+from scenemtl.models.layers import conv_norm_act, fp32_conv, recomputed, regrid, resize
 from scenemtl.models.official import (
     KeyMap,
     Rule,
@@ -235,6 +237,9 @@ class InvPT(MultiTaskModel):
                 )
             self.layers = None
             channels, strides = self.backbone.channels[-3:], self.backbone.strides[-3:]
+        # the strides of the three maps and of the skips made of them (a ×2 transposed conv halves it)
+        self.map_strides = list(strides)
+        self.skip_strides = {i: strides[j] / 2 if strides[j] == 2 * STAGE_STRIDES[i] else strides[j] for i, j in ((1, 1), (2, 0))}
         d0 = embed_dim + pred_channels
         dims = [d0, d0 // 2, d0 // 4]
         self.dims = dims
@@ -300,8 +305,12 @@ class InvPT(MultiTaskModel):
         size = padded.shape[-2:]
         grids = [(size[0] // s, size[1] // s) for s in STAGE_STRIDES]
         fine, mid, last = self._features(padded)
-        x = resize(last, grids[0])
-        skips = {1: resize(self.skip_mid(mid), grids[1]), 2: resize(self.skip_fine(fine), grids[2])}
+        # (sampled where they lie: a patch-14 ViT's grid is not the stages' 1/32, 1/16, 1/8; regrid)
+        x = regrid(last, self.map_strides[2], STAGE_STRIDES[0], grids[0])
+        skips = {
+            1: regrid(self.skip_mid(mid), self.skip_strides[1], STAGE_STRIDES[1], grids[1]),
+            2: regrid(self.skip_fine(fine), self.skip_strides[2], STAGE_STRIDES[2], grids[2]),
+        }
 
         inter, maps = {}, []
         for t in self.task_names:

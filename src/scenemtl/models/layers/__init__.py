@@ -9,7 +9,7 @@ in that architecture's module. Transformer MLPs are timm's ``timm.layers.Mlp``.
 
 from scenemtl.models.layers.aspp import ASPP, ImagePooling
 from scenemtl.models.layers.attention import MultiModalDistillation, SpatialAttentionGate, mtan_attention
-from scenemtl.models.layers.conv import conv_norm_act, fp32_conv, relu_inplace, resize
+from scenemtl.models.layers.conv import conv_norm_act, fp32_conv, regrid, relu_inplace, resize
 from scenemtl.models.layers.fpn import FPNHead
 from scenemtl.models.layers.recompute import recomputed
 from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, bottleneck
@@ -27,6 +27,7 @@ __all__ = [
     "fp32_conv",
     "mtan_attention",
     "recomputed",
+    "regrid",
     "relu_inplace",
     "resize",
 ]

@@ -64,3 +64,25 @@ def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def regrid(x: torch.Tensor, stride: float, target: int, size: Sequence[int]) -> torch.Tensor:
+    """A map whose cell ``i`` covers pixels ``[stride·i, stride·(i+1))`` of the input, bilinearly sampled at the
+    centres of ``size`` cells of ``target`` pixels.
+
+    ``resize`` stretches a map over the output, which is only right when both cover the same pixels: a patch-14
+    ViT's ⌈side / 14⌉ cells over an input padded to a multiple of 64 cover up to 13 pixels more than its 1/16
+    grid, and stretching them shifts features by up to that much towards the top-left. Sampling by the strides'
+    ratio (``scale_factor`` with ``recompute_scale_factor=False``: source = (j + ½)·target / stride − ½) keeps
+    them in place; the extra cells at the bottom and right are dropped (a short side is edge-padded). A map that
+    covers exactly ``size``·``target`` pixels gets ``resize`` itself.
+    """
+    height, width = x.shape[-2:]
+    if height * stride == size[0] * target and width * stride == size[1] * target:
+        return resize(x, size)
+    scale = stride / target
+    y = F.interpolate(x, scale_factor=(scale, scale), mode="bilinear", align_corners=False, recompute_scale_factor=False)
+    short_h, short_w = max(0, size[0] - y.shape[-2]), max(0, size[1] - y.shape[-1])
+    if short_h or short_w:
+        y = F.pad(y, (0, short_w, 0, short_h), mode="replicate")
+    return y[..., : size[0], : size[1]]
