@@ -168,45 +168,24 @@ def test_pyramid_architectures_read_a_vit_through_the_multilevel_neck_at_strides
 
 
 @pytest.mark.parametrize(
-    ("stride", "target", "cells", "size"),
-    [(14, 32, (10, 10), (4, 4)), (14, 16, (32, 42), (28, 36)), (7, 8, (10, 19), (8, 16)), (14, (77 / 6, 109 / 8), (6, 8), (6, 8))],
+    ("stride", "target", "cells", "size"), [(14, 32, (10, 10), (4, 4)), (14, 16, (32, 42), (28, 36)), (7, 8, (10, 19), (8, 16))]
 )
 def test_regrid_samples_a_patch_14_map_where_its_cells_lie(stride, target, cells, size):
-    """A patch-14 ViT's ⌈side / 14⌉ cells cover more pixels than InvPT's stage grids (64-padded input) or than the
-    input itself (77×109: the generic backbone). A map holding each cell's centre (in pixels) must come out holding
-    the target cells' centres."""
+    """InvPT on a patch-14 ViT: ⌈side / 14⌉ cells over the 64-padded input cover more pixels than the stage's grid.
+    A map holding each cell's centre (in pixels) must come out holding the target cells' centres."""
     from scenemtl.models.layers import regrid, resize
 
-    th, tw = (target, target) if isinstance(target, int) else target
     rows = (torch.arange(cells[0]) + 0.5) * stride
     cols = (torch.arange(cells[1]) + 0.5) * stride
     centres = torch.stack(torch.meshgrid(rows, cols, indexing="ij"))[None]  # [1, 2, h, w]: y and x of each cell
     out = regrid(centres, stride, target, size)
-    want = torch.stack(torch.meshgrid((torch.arange(size[0]) + 0.5) * th, (torch.arange(size[1]) + 0.5) * tw, indexing="ij"))
+    want = torch.stack(torch.meshgrid((torch.arange(size[0]) + 0.5) * target, (torch.arange(size[1]) + 0.5) * target, indexing="ij"))
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # (bilinear sampling clamps at the borders)
     assert out.shape[-2:] == size and torch.allclose(out[inner], want[None][inner], atol=1e-4)
-    stretched = resize(centres, size)  # (itself when the sizes agree: the cells as cropped)
-    assert (stretched[inner] - want[None][inner]).abs().max() > 0.5  # off by pixels
+    stretched = resize(centres, size)
+    assert (stretched[inner] - want[None][inner]).abs().max() > 2  # stretching shifts them by pixels
     exact = torch.randn(1, 3, 8, 8)
     assert torch.equal(regrid(exact, 16, 32, (4, 4)), resize(exact, (4, 4)))  # same pixels covered: resize itself
-
-
-def test_a_padded_backbone_gives_maps_that_cover_the_input_exactly():
-    from scenemtl.config import BackboneConfig
-    from scenemtl.models.backbones import Backbone
-    from scenemtl.models.layers import regrid
-
-    torch.manual_seed(0)
-    backbone = Backbone(BackboneConfig(name=FAMILIES["dinov2"], options={**TINY, "img_size": [56, 112]})).eval()
-    with torch.no_grad():
-        even = torch.randn(1, 3, 70, 112)  # 5×8 patches: nothing padded, nothing resampled
-        assert all(torch.equal(a, b) for a, b in zip(backbone(even), backbone.body(even)))
-        odd = torch.randn(1, 3, *ODD)  # 6×8 cells over 84×112 pixels
-        raw = backbone.body(torch.nn.functional.pad(odd, (0, 112 - ODD[1], 0, 84 - ODD[0])))
-        maps = backbone(odd)
-    assert [tuple(m.shape[-2:]) for m in maps] == [(6, 8)] * 4
-    assert all(torch.allclose(m, regrid(r, 14, (ODD[0] / 6, ODD[1] / 8), (6, 8)), atol=1e-6) for m, r in zip(maps, raw))
-    assert not torch.allclose(maps[-1], raw[-1], atol=1e-3)
 
 
 def test_taskprompter_takes_patch_16_vits_and_says_why_not_patch_14():

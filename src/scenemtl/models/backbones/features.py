@@ -14,7 +14,6 @@ from torch import nn
 from scenemtl.config import BackboneConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones.presets import foundation, quarter_blocks
-from scenemtl.models.layers.conv import regrid
 from scenemtl.models.backbones.factory import (
     SWIN_FAMILIES,
     VIT_FAMILIES,
@@ -86,9 +85,7 @@ class Backbone(nn.Module):
     upsamples every level of stride ≥ 4 to 1/4 (bilinear) and concatenates them into one map, the
     representation those seeds' heads read (270 channels for W18, 720 for W48). HRNets need sides
     divisible by 32: other inputs are zero-padded at the bottom and right and the maps cropped back
-    to ⌈side / stride⌉ cells, resampled to cover exactly the input (``layers.regrid``: decoders resize
-    maps to the input's size, which would otherwise shift features by up to a stride), so any image
-    size works. timm's HRNet is made to compute as the seeds'
+    to ⌈side / stride⌉, so any image size works. timm's HRNet is made to compute as the seeds'
     segmentation HRNet (``behave_like_seg_hrnet``: bilinear fuse upsampling, norm momentum 0.01).
 
     Transformers: Swin's four stages come as NCHW maps at strides 4–32 (timm's NHWC outputs are
@@ -195,15 +192,6 @@ class Backbone(nn.Module):
         layers = [ResidualLayer(body[f"layer{i}"], body[f"layer{i}"][0].conv1.in_channels, widths[f"layer{i}"]) for i in range(1, 5)]
         return [body[name] for name in names[: names.index("layer1")]], layers
 
-    @staticmethod
-    def _cover(feature: torch.Tensor, stride: int, height: int, width: int) -> torch.Tensor:
-        """The map's ⌈side / stride⌉ cells resampled to cover exactly ``height`` × ``width`` pixels (``regrid``), so
-        that decoders that resize maps to the input size put every feature where it was computed."""
-        rows, cols = feature.shape[-2:]
-        if rows * stride == height and cols * stride == width:
-            return feature
-        return regrid(feature, stride, (height / rows, width / cols), (rows, cols))
-
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps, finest first (one map with ``fuse: concat``)."""
         if self.pad_multiple is None:
@@ -216,8 +204,6 @@ class Backbone(nn.Module):
             if self.channels_last:
                 features = [f.permute(0, 3, 1, 2) for f in features]
             features = [f[..., : -(-height // s), : -(-width // s)] for f, s in zip(features, self.body.feature_info.reduction())]
-            if height % m or width % m:  # ⌈side / stride⌉ cells cover more than the side: sample them where they lie
-                features = [self._cover(f, s, height, width) for f, s in zip(features, self.body.feature_info.reduction())]
         if self.neck is not None:
             features = self.neck(features, (image.shape[-2], image.shape[-1]))
         if self.fuse_levels is None:

@@ -66,35 +66,23 @@ def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _bilinear_weights(cells: int, out: int, stride: float, target: float, like: torch.Tensor) -> torch.Tensor:
-    """``[out, cells]``: output cell ``j`` (centre at (j + ½)·target pixels) as a blend of the two source cells
-    (centres at (i + ½)·stride) around it, clamped at the borders as bilinear ``interpolate`` is."""
-    centre = ((torch.arange(out, dtype=torch.float64) + 0.5) * target / stride - 0.5).clamp(0, cells - 1)
-    low = centre.floor().long()
-    high = (low + 1).clamp(max=cells - 1)
-    frac = centre - low
-    weights = torch.zeros(out, cells, dtype=torch.float64)
-    weights[torch.arange(out), low] += 1 - frac
-    weights[torch.arange(out), high] += frac
-    return weights.to(device=like.device, dtype=like.dtype)
-
-
-def regrid(x: torch.Tensor, stride: float | Sequence[float], target: float | Sequence[float], size: Sequence[int]) -> torch.Tensor:
-    """A map whose cell ``i`` covers pixels ``[stride·i, stride·(i+1))``, bilinearly sampled at the centres of
-    ``size`` cells of ``target`` pixels (``stride`` and ``target``: one number, or one per axis).
+def regrid(x: torch.Tensor, stride: float, target: int, size: Sequence[int]) -> torch.Tensor:
+    """A map whose cell ``i`` covers pixels ``[stride·i, stride·(i+1))`` of the input, bilinearly sampled at the
+    centres of ``size`` cells of ``target`` pixels.
 
     ``resize`` stretches a map over the output, which is only right when both cover the same pixels: a patch-14
-    ViT's ⌈side / 14⌉ cells cover up to 13 pixels more than the side (or than InvPT's 1/16 grid of a 64-padded
-    input), and stretching them shifts features by up to that much towards the top-left. Here each output cell
-    is read where it lies (source cell (j + ½)·target / stride − ½, clamped at the borders as ``interpolate``),
-    as two small matrix products, so any ratio of strides works. A map that covers exactly the output's
-    pixels gets ``resize`` itself.
+    ViT's ⌈side / 14⌉ cells over an input padded to a multiple of 64 cover up to 13 pixels more than its 1/16
+    grid, and stretching them shifts features by up to that much towards the top-left. Sampling by the strides'
+    ratio (``scale_factor`` with ``recompute_scale_factor=False``: source = (j + ½)·target / stride − ½) keeps
+    them in place; the extra cells at the bottom and right are dropped (a short side is edge-padded). A map that
+    covers exactly ``size``·``target`` pixels gets ``resize`` itself.
     """
-    sh, sw = (stride, stride) if isinstance(stride, (int, float)) else stride
-    th, tw = (target, target) if isinstance(target, (int, float)) else target
     height, width = x.shape[-2:]
-    if height * sh == size[0] * th and width * sw == size[1] * tw:
+    if height * stride == size[0] * target and width * stride == size[1] * target:
         return resize(x, size)
-    rows = _bilinear_weights(height, size[0], sh, th, x)
-    cols = _bilinear_weights(width, size[1], sw, tw, x)
-    return torch.einsum("ih,...hw,jw->...ij", rows, x, cols)
+    scale = stride / target
+    y = F.interpolate(x, scale_factor=(scale, scale), mode="bilinear", align_corners=False, recompute_scale_factor=False)
+    short_h, short_w = max(0, size[0] - y.shape[-2]), max(0, size[1] - y.shape[-1])
+    if short_h or short_w:
+        y = F.pad(y, (0, short_w, 0, short_h), mode="replicate")
+    return y[..., : size[0], : size[1]]
