@@ -49,11 +49,13 @@ Differences from the official code, and why:
   message passing needs), the ViT's position embedding is resampled to the grid, and the outputs
   are cropped back. A patch-14 ViT (DINOv2, EVA-02) pads that input once more to a multiple of 14; its
   maps are sampled onto the stages' grids where their cells lie (``layers.regrid``), not stretched
-  over them (which would shift features by up to 13 pixels); with patch 16 both are the same. The official sizes (512×512, 448×576) are multiples of 64: no padding there.
+  over them (which would shift features by up to 13 pixels); with patch 16 both are the same. The
+  official sizes (512×512, 448×576) are multiples of 64: no padding there.
   Message and skip resizes are written with target sizes instead of scale factors (identical on
   those grids).
 - **Any backbone**: besides ViTs (``layers``: timm's ``VisionTransformer`` and ``Eva`` classes alike, so
-  DINOv2, DINOv3, SigLIP 2, EVA-02 and PE encoders give the same blocks), any timm backbone (Swin, ConvNeXt, ResNet) gives
+  DINOv2, DINOv3, SigLIP 2, EVA-02 and PE encoders give the same blocks), any timm backbone (Swin,
+  ConvNeXt, ResNet) gives
   its last three levels; a skip at the stage's stride uses a 3×3 conv, one at twice the stride
   the transposed conv, others are resized first.
 - The decoder's stochastic depth is 0, as the official schedule ``linspace(0, 0.15, depth=1)``

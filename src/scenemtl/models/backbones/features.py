@@ -85,7 +85,12 @@ class Backbone(nn.Module):
     upsamples every level of stride ≥ 4 to 1/4 (bilinear) and concatenates them into one map, the
     representation those seeds' heads read (270 channels for W18, 720 for W48). HRNets need sides
     divisible by 32: other inputs are zero-padded at the bottom and right and the maps cropped back
-    to ⌈side / stride⌉, so any image size works. timm's HRNet is made to compute as the seeds'
+    to ⌈side / stride⌉, so any image size works. Those cells cover up to a stride more than the input,
+    which decoders that resize maps to the input stretch; resampling them onto the input first
+    (``layers.regrid``) was measured and not kept: at 96×128 with patch 14 it cost hps about a point of
+    mIoU (the extra interpolation) and moved nothing else
+    (``benchmarks/results/backbones_synthetic_cpu.md``). InvPT, which moves maps between grids, uses it.
+    timm's HRNet is made to compute as the seeds'
     segmentation HRNet (``behave_like_seg_hrnet``: bilinear fuse upsampling, norm momentum 0.01).
 
     Transformers: Swin's four stages come as NCHW maps at strides 4–32 (timm's NHWC outputs are
