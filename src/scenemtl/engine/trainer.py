@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_leaves
 
 from scenemtl.balancing import StepContext, build_balancer
 from scenemtl.config import Config
@@ -433,7 +434,8 @@ class Trainer(SelectionMixin):
             return output, self.task_losses(output, batch)
         # the tasks not computed: a zero in the graph of those computed (the losses' values as without routing)
         losses = self.task_losses(output, batch, route)
-        zero = sum(output.final[name].sum() for name in route) * 0.0
+        leaves = [x for name in route for x in tree_leaves(output.final[name]) if isinstance(x, torch.Tensor) and x.is_floating_point()]
+        zero = torch.stack([x.sum() for x in leaves]).sum() * 0.0 if leaves else image.new_zeros(())
         return output, {name: losses.get(name, zero) for name in self.tasks}
 
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
