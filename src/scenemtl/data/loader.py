@@ -206,13 +206,15 @@ class StoredBatch:
                 planes = cv2.split(sample) if channels > 1 else [sample[..., 0]]
                 for c in range(channels):
                     lookup(planes[c], tables[b, c], out=out[b, c])
+                if self.boxes[b] is not None:  # (in numpy: no torch thread pool woken beside the loader's workers)
+                    fill_outside(out[b], self.boxes[b], self.fills[b])
             values = torch.from_numpy(out)
         else:  # one gather: (sample, channel) picks its table, the stored value its entry
             offsets = torch.arange(batch * channels, device=arrays.device).view(batch, channels, 1, 1) * self.tables.shape[-1]
             values = self.tables.reshape(-1)[arrays.permute(0, 3, 1, 2).long() + offsets]
-        for b, (box, fill) in enumerate(zip(self.boxes, self.fills)):
-            if box is not None:
-                fill_outside(values[b], box, fill)
+            for b, (box, fill) in enumerate(zip(self.boxes, self.fills)):
+                if box is not None:
+                    fill_outside(values[b], box, fill)
         return values if self.arrays.ndim == 4 or self.channel_axis else values[:, 0]
 
 
