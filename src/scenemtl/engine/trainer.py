@@ -414,20 +414,24 @@ class Trainer(SelectionMixin):
             raise ConfigError(f"train.route_tasks: true cannot be used here: {blockers[0]}; set train.route_tasks to false or null")
         return setting
 
-    def _route(self, batch: dict) -> list[str] | None:
+    def _labelled(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Per task in the batch, whether it has a labelled pixel (a device tensor each; no sync)."""
+        return {name: self.tasks[name].valid_mask(batch[name]).any() for name in self.tasks if name in batch}
+
+    def _route(self, batch: dict, labelled: dict[str, torch.Tensor] | None) -> list[str] | None:
         """The tasks a micro-batch carries a label of (None: all, also when it carries none; one device sync)."""
         if not self.route:
             return None
-        names = [name for name in self.tasks if name in batch]
-        flags = torch.stack([self.tasks[name].valid_mask(batch[name]).any() for name in names]).tolist() if names else []
-        carried = [name for name, flag in zip(names, flags) if flag]
+        flags = self._labelled(batch) if labelled is None else labelled
+        carried = [name for name, flag in zip(flags, torch.stack(list(flags.values())).tolist()) if flag] if flags else []
         return carried if carried and len(carried) < len(self.tasks) else None
 
-    def _forward_losses(self, batch: dict) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
+    def _forward_losses(self, batch: dict, labelled: dict[str, torch.Tensor] | None = None) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
+        """The output and the task losses; ``labelled``: the batch's ``_labelled`` flags, when already computed."""
         image = batch["image"]
         if self.config.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        route = self._route(batch)
+        route = self._route(batch, labelled)
         with autocast(self.device, self.config.train.precision):
             output = self.net(image) if route is None else self.net(image, tasks=route)
         if route is None:
@@ -482,12 +486,12 @@ class Trainer(SelectionMixin):
                 batch = move(batch, self.device)  # decodes stored batches on the device (data.decode_on_device)
                 if not self._checked_labels:
                     self._check_labels(batch)
-                labelled.append({name: self.tasks[name].valid_mask(batch[name]).any() for name in self.tasks if name in batch})
+                labelled.append(self._labelled(batch))
                 last = i == count - 1
                 hooks_off = manual_sync or not last
                 sync = self.net.no_sync() if (self.dist.distributed and hooks_off and hasattr(self.net, "no_sync")) else nullcontext()
                 with sync:
-                    output, losses = self._forward_losses(batch)
+                    output, losses = self._forward_losses(batch, labelled[-1])
                     bad = self._non_finite(losses)
                     if bad is not None:
                         self._track_labels(labelled)

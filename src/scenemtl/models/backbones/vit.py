@@ -50,8 +50,10 @@ class ViTBackbone(nn.Module):
                 f"model.backbone.name: this architecture needs a Vision Transformer "
                 f"(e.g. vit_large_patch16_384), got '{config.name}' ({type(vit).__name__})"
             )
-        if not class_token and vit.cls_token is not None:
-            vit.cls_token = None  # the architecture has no class token; its position slot stays (unused)
+        #: the class token was taken out (its position slot stays, unused): timm's own forward no longer fits
+        self.class_token_removed = not class_token and vit.cls_token is not None
+        if self.class_token_removed:
+            vit.cls_token = None  # the architecture has no class token
         self.vit = vit
         self.name = config.name
         self.embed_dim: int = vit.embed_dim
@@ -125,7 +127,7 @@ class ViTBackbone(nn.Module):
         do not divide by the patch size is zero-padded at the bottom and right to the next multiple first
         (a patch-14 ViT under a decoder that pads to multiples of 64): the maps then have ⌈side / patch⌉
         cells, as ``Backbone`` gives them."""
-        if self.vit.cls_token is None and self.embed_prefix:
+        if self.class_token_removed:
             raise ConfigError(f"{self.name}: a ViTBackbone built without its class token is run block by block (embed, block)")
         p = self.patch_size
         pad_h, pad_w = -image.shape[-2] % p, -image.shape[-1] % p
