@@ -22,10 +22,12 @@ the parent alternates between them:
   list ``--repeats`` times; the median per sample. Also the decoding alone, and scenemtl's steps;
 * DataLoader samples/s at each ``--workers`` count, batch 2 (the official ``trBatch``), each
   side's own loader settings (scenemtl: ``engine.builder.loader_options``; its batches travel as
-  bytes and are decoded in the main process as the trainer does on a CPU,
-  ``data.decode_on_device``), the best of ``--repeats`` windows of 20 batches after 5 warm-up
-  batches, the sides alternated. A second set of rows times scenemtl's batches as a GPU trainer
-  receives them (8-bit, decoded by the GPU after the copy) against the same official numbers.
+  8-bit values through the workers' pipes, ``data.worker_transfer: auto`` on a CPU, and are decoded
+  in the main process as the trainer does on a CPU, ``data.decode_on_device``), the best of
+  ``--repeats`` windows of 20 batches after 5 warm-up batches, the sides alternated. Further rows
+  time scenemtl's batches through shared memory instead (``data.worker_transfer: shared``, torch's
+  way) and as a GPU trainer receives them (8-bit, decoded by the GPU after the copy) against the
+  same official numbers.
 
 The official code needs ``easydict`` and ``six``; its 2021-era imports are shimmed at run time
 (``collections.Mapping``, numpy 2's ``copy=False``).
@@ -122,13 +124,11 @@ class Ours:
     def decode(self, index: int) -> dict:
         return self.dataset[index]
 
-    def loader(self, workers: int):
+    def loader(self, workers: int, transfer: str = "auto"):
         from torch.utils.data import DataLoader, RandomSampler
 
-        from scenemtl.data.loader import collate
-        from scenemtl.engine.builder import loader_options
-
         from scenemtl.data.loader import AugmentedDataset
+        from scenemtl.engine.builder import loader_options
 
         augmented = AugmentedDataset(self.dataset, self.transform, keep_stored=self.config.data.decode_on_device)
         keys = [(i, i) for i in range(len(self.dataset))]
@@ -141,8 +141,9 @@ class Ours:
                 return augmented[keys[i]]
 
         self.config.data.num_workers = workers
+        self.config.data.worker_transfer = transfer
         options = loader_options(self.config, persistent=True)
-        return DataLoader(Keys(), batch_size=2, sampler=RandomSampler(range(len(keys))), collate_fn=collate, drop_last=True, **options)
+        return DataLoader(Keys(), batch_size=2, sampler=RandomSampler(range(len(keys))), drop_last=True, **options)
 
     @staticmethod
     def finish(batch: dict) -> dict:
@@ -217,7 +218,7 @@ class Official:
     def finish(batch: dict) -> dict:
         return batch  # the official training loop reads the batch as the loader gives it
 
-    def loader(self, workers: int):
+    def loader(self, workers: int, transfer: str = "auto"):
         from torch.utils.data import RandomSampler
 
         self.p["nworkers"] = workers
@@ -241,8 +242,8 @@ def _pinned(function):
         cv2.setNumThreads(cv_threads)
 
 
-def _throughput(side, workers: int, finish: bool = True, warmup: int = 5, timed: int = 20) -> float:
-    loader = side.loader(workers)
+def _throughput(side, workers: int, finish: bool = True, transfer: str = "auto", warmup: int = 5, timed: int = 20) -> float:
+    loader = side.loader(workers, transfer)
     done = side.finish if finish else (lambda batch: batch)
 
     def batches():  # epoch after epoch (persistent workers stay up)
@@ -352,11 +353,14 @@ def main() -> None:
         workers = [int(w) for w in args.workers.split(",")]
         speeds = {name: {w: 0.0 for w in workers} for name in sides}
         shipped = {w: 0.0 for w in workers}  # scenemtl's batches as a GPU trainer receives them (bytes, decoded there)
+        shared = {w: 0.0 for w in workers if w > 0}  # scenemtl's batches through shared memory (data.worker_transfer)
         for _ in range(args.repeats):
             for w in workers:
                 for name, side in sides.items():
                     speeds[name][w] = max(speeds[name][w], side("throughput", w))
                 shipped[w] = max(shipped[w], sides["scenemtl"]("throughput", w, False))
+                if w in shared:
+                    shared[w] = max(shared[w], sides["scenemtl"]("throughput", w, True, "shared"))
         for side in sides.values():
             side.close()
     ms = lambda values: 1000 * statistics.median(values)  # noqa: E731
@@ -377,6 +381,14 @@ def main() -> None:
     row("decoding only, one core (median)", {n: ms(t) for n, t in decode.items()}, False, "ms")
     for w in workers:
         row(f"DataLoader, {w} workers, batch 2", {n: speeds[n][w] for n in sides}, True, "samples/s")
+    for w in shared:
+        official_speed = {"official": speeds["official"][w]} if "official" in sides else {}
+        row(
+            f"DataLoader, {w} workers, scenemtl's batches through shared memory (`data.worker_transfer: shared`)",
+            {"scenemtl": shared[w], **official_speed},
+            True,
+            "samples/s",
+        )
     for w in workers:
         official_speed = {"official": speeds["official"][w]} if "official" in sides else {}
         row(

@@ -135,6 +135,10 @@ class DataConfig(Strict):
     # table lookups that decode them (targets, normalisation) run on the training device; the
     # values are those of decoding in the loader (data/loader.py: StoredBatch)
     decode_on_device: bool = True
+    # how a worker's batch reaches the main process: 'pipe' (pickled bytes through the worker's result
+    # pipe: no fresh shared-memory pages to fault in per batch; data/loader.py: Shipment), 'shared'
+    # (torch's shared memory), 'auto': the pipe unless batches are page-locked for a GPU
+    worker_transfer: Literal["auto", "pipe", "shared"] = "auto"
     # 'grouped': batches never mix the dataset's groups (its ``groups()``, e.g. the decathlon's domains),
     # which each epoch visits one after another (MTAN's many-to-many loop); 'mixed': one shuffle of all
     batching: Literal["mixed", "grouped"] = "mixed"

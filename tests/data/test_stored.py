@@ -153,11 +153,13 @@ def test_partial_labels_hide_stored_targets_as_decoded_ones(tmp_path):
                 assert bool((plain[name] == tasks[name].pad_value).all()), (index, name)
 
 
-def test_batches_from_workers_decode_to_the_decoded_pipeline(tmp_path):
-    """Two workers, four epochs, every batch held until the end: the stored batches the workers put
-    in shared memory decode to the batches of the decoded pipeline, batch for batch."""
+@pytest.mark.parametrize("transfer", ["pipe", "shared"])
+def test_batches_from_workers_decode_to_the_decoded_pipeline(tmp_path, transfer):
+    """Two workers, four epochs, every batch held until the end: the stored batches the workers hand
+    over (through their pipes, or in shared memory) decode to the batches of the decoded pipeline,
+    batch for batch."""
     root, make_config = _fixture("nyud", tmp_path)
-    config = make_config(root, "data.num_workers=2")
+    config = make_config(root, "data.num_workers=2", f"data.worker_transfer={transfer}")
     info = builder.dataset_info(config)
     tasks = builder.build_tasks(config, info)
     dataset = builder.build_dataset(config, "train")
@@ -171,6 +173,10 @@ def test_batches_from_workers_decode_to_the_decoded_pipeline(tmp_path):
         for n, batch in enumerate(loader):
             held.append((batch, keys[2 * n : 2 * n + 2]))
     assert len(held) == 12
+    arrays = [value.arrays for batch, _ in held for value in batch.values() if isinstance(value, StoredBatch)]
+    tensors = [value for batch, _ in held for value in batch.values() if isinstance(value, torch.Tensor)]
+    assert arrays and tensors and all(isinstance(batch, dict) for batch, _ in held)
+    assert all(t.is_shared() == (transfer == "shared") for t in arrays + tensors)
     for batch, keys in held:  # read only now: a buffer reused under a held batch would show here
         got = move(batch, torch.device("cpu"))
         want = collate([plain[key] for key in keys])

@@ -186,15 +186,18 @@ def build_transform(config: Config, tasks: Mapping[str, Task], info: DatasetInfo
 
 
 def loader_options(config: Config, persistent: bool) -> dict:
-    """The DataLoader settings shared by training and evaluation: workers (``persistent``: kept alive
-    across epochs) with ``train.allocator``'s malloc settings, page-locked batches when the device
-    is a GPU."""
+    """The DataLoader settings shared by training and evaluation: ``collate`` (its batches leave the workers
+    as ``data.worker_transfer`` says), workers (``persistent``: kept alive across epochs) with
+    ``train.allocator``'s malloc settings, page-locked batches when the device is a GPU."""
     workers = config.data.num_workers
     tuned = config.train.allocator == "tuned"
     if tuned:
         malloc.tune()  # the main process loads the samples itself, or decodes the workers' batches
     pin = config.data.pin_memory and torch.cuda.is_available() and select_device(config.train.device).type == "cuda"
+    transfer = config.data.worker_transfer
+    pipe = workers > 0 and (transfer == "pipe" or (transfer == "auto" and not pin))
     return {
+        "collate_fn": functools.partial(collate, pipe=True) if pipe else collate,
         "num_workers": workers,
         "worker_init_fn": functools.partial(worker_init, tuned=tuned) if workers > 0 else None,
         "persistent_workers": persistent and workers > 0,
@@ -246,7 +249,6 @@ def train_loader(config: Config, dataset: DenseDataset, transform: T.Compose, ra
         # a loader of its own RNG: creating an iterator must not draw from torch's global one,
         # or a resumed run (one more iterator) would drift from an uninterrupted one
         generator=torch.Generator().manual_seed(config.seed),
-        collate_fn=collate,
         drop_last=True,  # the sampler pads each rank's share to whole batches
         **loader_options(config, persistent=True),
     )
@@ -259,7 +261,6 @@ def eval_loader(config: Config, dataset: DenseDataset, transform: T.Compose, ran
         AugmentedDataset(dataset, transform),
         batch_size=config.data.eval_batch_size,
         sampler=ShardSampler(len(dataset), rank, world),
-        collate_fn=collate,
         generator=torch.Generator().manual_seed(config.seed),
         **loader_options(config, persistent=False),
     )
