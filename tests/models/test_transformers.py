@@ -299,6 +299,32 @@ def test_activation_checkpointing_gives_the_same_gradients(arch, monkeypatch):
         assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
 
 
+def test_invpt_fuses_contiguous_maps_and_its_checkpoints_keep_nothing_at_a_quarter():
+    """The 1/4-resolution fusion (the step's costliest convolution) reads NCHW maps: the stage maps are views of
+    tokens, whose channels-last strides resize would carry into the convolution (its backward about 1.6× slower
+    on a CPU). With activation checkpointing, no activation at 1/4 is kept for the backward pass: the
+    aggregation is recomputed from the stages' maps with the fusion."""
+    model = make("invpt", tasks=("semseg", "depth", "edge")).train()
+    seen = []
+    for block in model.fuse.values():
+        block[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].is_contiguous()))
+    image = torch.randn(2, 3, 64, 64)
+    model(image)
+    assert seen == [True] * 3
+    model.set_activation_checkpointing(True)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model(image)
+    assert saved and not [shape for shape in saved if len(shape) == 4 and shape[-2:] == (16, 16) and shape[1] == model.dims[0]]
+    sum(v.square().mean() for v in output.final.values()).backward()  # (the recomputation runs)
+    assert all(p.grad is not None for p in model.fuse.parameters())
+
+
 @pytest.mark.parametrize("arch", VARIANTS)
 def test_bf16_autocast_runs_and_stays_close(arch):
     model = make(arch, tasks=("semseg", "depth"))

@@ -323,8 +323,8 @@ class InvPT(MultiTaskModel):
             maps.append(mixed)
 
         quarter = (size[0] // 4, size[1] // 4)
-        aggregated = [0.0] * len(self.task_names)
-        stage_maps: dict[str, list[torch.Tensor]] = {t: [] for t in self.instance}  # the instance heads' inputs
+        # each task's features of the three stages: the instance heads' inputs, else what the tail aggregates at 1/4
+        stage_maps: dict[str, list[torch.Tensor]] = {t: [] for t in self.task_names}
         message = None
         for i, stage in enumerate(self.stages):
             if stage.up is not None:
@@ -338,24 +338,19 @@ class InvPT(MultiTaskModel):
                 maps, message = stage.block(maps, message)
             grid = maps[0].shape[-2:]
             normed = self.stage_norms[i](torch.cat([_tokens(m) for m in maps], dim=2))
-            for k, (t, part) in enumerate(zip(self.task_names, normed.split(self.dims[i], dim=2))):
-                task_x = _map(part, grid)
-                if t in stage_maps:
-                    stage_maps[t].insert(0, task_x)  # finest first
-                    continue
-                if i > 0:
-                    task_x = self.reduce[str(i)][t](task_x)
-                aggregated[k] = aggregated[k] + resize(task_x, quarter)
+            for t, part in zip(self.task_names, normed.split(self.dims[i], dim=2)):
+                stage_maps[t].append(_map(part, grid))
 
         final, preliminary = {}, {}
-        for k, t in enumerate(self.task_names):
-            if t in stage_maps:  # (no preliminary prediction to supervise)
-                final[t] = self.heads[t](stage_maps[t], (int(height), int(width)))
+        for t in self.task_names:
+            if t in self.instance:  # (no preliminary prediction to supervise)
+                final[t] = self.heads[t](stage_maps[t][::-1], (int(height), int(width)))  # finest first
                 continue
-            if self.checkpoint_decoder:  # the 1/4-resolution fusion holds most of the decoder's activations
-                logits = recomputed(self._tail, [self.fuse[t], self.heads[t]], t, aggregated[k])
+            if self.checkpoint_decoder:  # the 1/4-resolution aggregation and fusion hold most of the decoder's activations
+                modules = [self.reduce["1"][t], self.reduce["2"][t], self.fuse[t], self.heads[t]]
+                logits = recomputed(self._tail, modules, t, quarter, *stage_maps[t])
             else:
-                logits = self._tail(t, aggregated[k])
+                logits = self._tail(t, quarter, *stage_maps[t])
             final[t] = resize(logits, size)[..., :height, :width]
             preliminary[t] = resize(two_class_to_logit(t, inter[t]), size)[..., :height, :width]
         return ModelOutput(final=final, aux={"preliminary": preliminary})
@@ -369,8 +364,13 @@ class InvPT(MultiTaskModel):
         inter = fp32_conv(self.intermediate[task], feature)
         return inter, self.mix_proj[task](torch.cat([feature, inter.to(feature.dtype)], dim=1))
 
-    def _tail(self, task: str, aggregated: torch.Tensor) -> torch.Tensor:
-        """A task's fusion of the aggregated scales (3×3 conv-BN-ReLU) and its head."""
+    def _tail(self, task: str, quarter: tuple[int, int], *stages: torch.Tensor) -> torch.Tensor:
+        """A task's three stage features (coarsest first) reduced to D₀, resized to 1/4 and summed, their
+        fusion (3×3 conv-BN-ReLU) and its head."""
+        aggregated: torch.Tensor | float = 0.0
+        for i, task_x in enumerate(stages):
+            task_x = task_x.contiguous()  # (a view of tokens: channels-last strides, which resize keeps)
+            aggregated = aggregated + resize(task_x if i == 0 else self.reduce[str(i)][task](task_x), quarter)
         return fp32_conv(self.heads[task], self.fuse[task](aggregated))
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -385,8 +385,8 @@ class InvPT(MultiTaskModel):
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the backbone's blocks (stages for CNN backbones) and the decoder: each task's
-        preliminary decoder and upsampling, the UP-Transformer blocks and each task's fusion at 1/4 (batch
-        norms count each batch once: ``layers.recomputed``)."""
+        preliminary decoder and upsampling, the UP-Transformer blocks and each task's aggregation and fusion
+        at 1/4 (batch norms count each batch once: ``layers.recomputed``)."""
         self.backbone.set_activation_checkpointing(enabled)
         self.checkpoint_decoder = enabled
 
