@@ -109,3 +109,26 @@ def test_compiled_model_gives_the_eager_outputs(tiny_config):
         assert torch.allclose(got[name], want[name], atol=1e-4, rtol=1e-4), name
     eager.close()
     compiled.close()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_low_precision_on_a_cpu_without_native_instructions_warns(tiny_config, monkeypatch, native):
+    """bf16 autocast on a CPU without AVX-512 BF16 / AMX is emulated and slower than fp32: the trainer says so."""
+    import warnings
+
+    from scenemtl.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "native_cpu_precision", lambda precision: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(tiny_config("train.precision=bf16"), progress=False, log=False).close()
+        Trainer(tiny_config("name=fp32"), progress=False, log=False).close()
+    said = [str(w.message) for w in caught if "without native bf16" in str(w.message)]
+    assert len(said) == (0 if native else 1) and all("train.precision=fp32" in s for s in said)
+
+
+def test_the_native_precision_check_answers_for_every_precision():
+    from scenemtl.engine.trainer import native_cpu_precision
+
+    assert native_cpu_precision("fp32") is True
+    assert native_cpu_precision("bf16") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -61,6 +61,15 @@ from scenemtl.models import ModelOutput, build_model
 from scenemtl.models.base import SharedCut
 
 
+def native_cpu_precision(precision: str) -> bool:
+    """Whether this CPU computes ``precision`` (bf16, fp16) natively (oneDNN's check; True when torch cannot tell)."""
+    check = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}.get(precision)
+    try:
+        return bool(getattr(torch.ops.mkldnn, check)()) if check else True
+    except (AttributeError, RuntimeError):
+        return True
+
+
 class Trainer(SelectionMixin):
     """Trains one experiment; ``fit()`` runs to ``train.steps``, evaluates and checkpoints.
 
@@ -240,6 +249,13 @@ class Trainer(SelectionMixin):
         self._parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        if self.device.type == "cpu" and cfg.precision in ("bf16", "fp16") and not native_cpu_precision(cfg.precision):
+            warnings.warn(
+                f"train.precision={cfg.precision} on this CPU runs without native {cfg.precision} instructions (AVX-512 BF16/FP16 "
+                "or AMX): it is emulated and slower than fp32 here (an InvPT step about 15x slower on an AVX2 machine, "
+                "benchmarks/results/train_vs_official_cpu.md); set train.precision=fp32",
+                stacklevel=2,
+            )
         rank, world = self.dist.rank, self.dist.world_size
         train_transform = builder.build_transform(config, self.tasks, self.info, train=True)
         self.train_transform = train_transform
