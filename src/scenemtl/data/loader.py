@@ -225,11 +225,12 @@ class Shipment:
     batch itself (a dict of tensors and ``StoredBatch`` values, as ``collate`` gives in the main process).
 
     Why (``data.worker_transfer``): each batch in shared memory is a fresh segment whose pages the
-    worker faults in one by one as it writes them (about 4 ms of a worker's time for a 6 MB NYUD batch
-    of 448×576 crops on this project's CPUs), and the main process faults them in again when it reads
-    them; through the pipe the batch is written to the worker's reused heap and copied twice (pickle,
-    pipe), well under 1 ms (``benchmarks/loader_vs_official.py``). Values other than CPU tensors of a
-    numpy type (nested objects, instance targets) travel as torch pickles them."""
+    worker faults in one by one as it writes them (a worker's ``collate`` of a 6 MB NYUD batch of 448×576
+    crops took about 7 ms of CPU time on this project's CPUs), and the main process faults them in again
+    when it reads them; through the pipe the batch is written to the worker's reused heap and copied
+    twice (pickle, pipe): about 1 ms (2 workers: 2.16× → 2.49× the official loader's throughput,
+    ``benchmarks/results/loader_vs_official.md``). Values other than CPU tensors of a numpy type
+    (nested objects, instance targets) travel as torch pickles them."""
 
     def __init__(self, batch: dict) -> None:
         self.batch = batch
