@@ -239,13 +239,14 @@ class Shipment:
         return (_unpack, ({key: _pack(value) for key, value in self.batch.items()},))
 
 
+_NUMPY_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32, torch.float64, torch.bool}
+
+
 def _numpy(tensor: object) -> np.ndarray | None:
+    """A CPU tensor's array (shared, no copy), ``None`` for anything numpy cannot hold."""
     if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu" and not tensor.requires_grad and tensor.dtype in _NUMPY_DTYPES:
         return tensor.numpy()
     return None
-
-
-_NUMPY_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32, torch.float64, torch.bool}
 
 
 def _pack(value: object) -> tuple:
@@ -286,8 +287,7 @@ def collate(samples: Sequence[dict], pipe: bool = False) -> dict | Shipment:
     In a DataLoader worker the batch is stacked straight into shared memory (``default_collate``'s
     rule), so handing it to the main process copies nothing; with ``pipe`` it is stacked in the
     worker's own memory and handed over as a ``Shipment`` (the main process receives the dict)."""
-    in_worker = torch.utils.data.get_worker_info() is not None
-    pipe = pipe and in_worker
+    pipe = pipe and torch.utils.data.get_worker_info() is not None  # (in the main process nothing travels)
     batch: dict = {}
     for key in samples[0]:
         if key == "meta":
