@@ -1,6 +1,6 @@
 """GPU training throughput, peak memory and MFU of InvPT, TaskPrompter and HPS, and NYUD-val evaluation throughput.
 
-    python benchmarks/gpu_speed.py [--models invpt,taskprompter,hps] [--modes fp32,bf16,bf16+compile+ckpt]
+    python benchmarks/gpu_speed.py [--models invpt,taskprompter,hps] [--modes fp32,bf16,bf16+factored,bf16+compile+ckpt]
                                    [--size 512] [--batch N] [--steps 10] [--warmup 3] [--eval] [--eval-images 654]
                                    [--device cuda] [--peak-tflops T] [--row-timeout 360]
                                    [--out benchmarks/results/gpu_speed.md] [--smoke]
@@ -17,8 +17,10 @@ failure or a row past ``--row-timeout`` gives an error row; the report is rewrit
 row). A mode is a precision (``fp32``, or ``bf16``/``fp16`` autocast as ``train.precision``)
 followed by ``+``-joined options applied as the Trainer applies them: ``ckpt``
 (``train.activation_checkpointing``), ``channels_last`` (``train.channels_last``), ``compile``
-(``torch.compile`` of the model, ``train.compile``). fp32 keeps PyTorch's defaults, as the Trainer
-does (TF32 off for matrix products, on for cuDNN convolutions). A step is the Trainer's step without
+(``torch.compile`` of the model, ``train.compile``), ``factored`` (InvPT only: ``model.options.fusion=factored``,
+the 1/4 fusion computed at the stages' resolutions; on a GPU the default is the dense convolution; MFU counts
+the dense architecture's FLOPs either way). fp32 keeps PyTorch's defaults, as the Trainer does (TF32 off for
+matrix products, on for cuDNN convolutions). A step is the Trainer's step without
 its bookkeeping: forward under autocast, every task's loss on the final and deep-supervision outputs
 (as ``Trainer._task_loss``) weighted by the recipe's task weights and summed, backward, fused AdamW
 step (``build_optimizer``, ``train.optimizer=adamw``). The batch (images and targets: piecewise-
@@ -93,7 +95,14 @@ MODELS = {
 }
 EVAL_MODELS = ("hps", "invpt")
 #: mode options → the Trainer's switch
-OPTIONS = {"ckpt": "train.activation_checkpointing", "channels_last": "train.channels_last", "compile": "train.compile"}
+OPTIONS = {
+    "ckpt": "train.activation_checkpointing=true",
+    "channels_last": "train.channels_last=true",
+    "compile": "train.compile=true",
+    "factored": "model.options.fusion=factored",
+}
+#: options only some models have (a mode with one skips the other models)
+ONLY = {"factored": ("invpt",)}
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: NYUD-v2's image size (padded to the recipe's eval_pad, 448×576, for evaluation)
 NYUD_IMAGE = (425, 560)
@@ -116,7 +125,12 @@ def parse_mode(mode: str) -> list[str]:
     unknown = [option for option in options if option not in OPTIONS]
     if unknown:
         raise ValueError(f"mode '{mode}': unknown option(s) {unknown}; known: {', '.join(OPTIONS)}")
-    return [f"train.precision={precision}", *(f"{OPTIONS[option]}=true" for option in options)]
+    return [f"train.precision={precision}", *(OPTIONS[option] for option in options)]
+
+
+def applies(mode: str, model: str) -> bool:
+    """Whether every option of ``mode`` exists for ``model``."""
+    return all(model in ONLY.get(option, (model,)) for option in mode.split("+")[1:])
 
 
 def recipe(name: str, args: argparse.Namespace, overrides: list[str], size: tuple[int, int] | None):
@@ -462,7 +476,9 @@ def main() -> None:
     """Every model × mode (and evaluation pass) in its own process; the Markdown is rewritten after each row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--modes", default="fp32,bf16,bf16+compile+ckpt", help="comma-separated, e.g. bf16+ckpt, bf16+channels_last")
+    parser.add_argument(
+        "--modes", default="fp32,bf16,bf16+factored,bf16+compile+ckpt", help="comma-separated, e.g. bf16+ckpt, bf16+channels_last"
+    )
     parser.add_argument("--size", type=int, default=None, help="training size×size (default 512; --smoke 64)")
     parser.add_argument("--batch", type=int, default=None, help="training batch of every model (default 8 for ViT-L, 16 for R50)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10)")
@@ -521,6 +537,7 @@ def main() -> None:
         {"model": name, "mode": mode, "batch": args.batch or (SMOKE["batch"] if args.smoke else MODELS[name]["batch"])}
         for mode in modes
         for name in models
+        if applies(mode, name)
     ]
     if args.eval:
         jobs += [{"model": name, "mode": "eval", "batch": None} for name in EVAL_MODELS if name in models]

@@ -299,18 +299,19 @@ def test_activation_checkpointing_gives_the_same_gradients(arch, monkeypatch):
         assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
 
 
-def test_invpt_fuses_contiguous_maps_and_its_checkpoints_keep_nothing_at_a_quarter():
-    """The 1/4-resolution fusion (the step's costliest convolution) reads NCHW maps: the stage maps are views of
-    tokens, whose channels-last strides resize would carry into the convolution (its backward about 1.6× slower
-    on a CPU). With activation checkpointing, no activation at 1/4 is kept for the backward pass: the
-    aggregation is recomputed from the stages' maps with the fusion."""
-    model = make("invpt", tasks=("semseg", "depth", "edge")).train()
+@pytest.mark.parametrize("fusion", ["dense", "factored"])
+def test_invpt_fuses_contiguous_maps_and_its_checkpoints_keep_nothing_at_a_quarter(fusion):
+    """The dense 1/4-resolution fusion (the step's costliest convolution) reads NCHW maps: the stage maps are views
+    of tokens, whose channels-last strides resize would carry into the convolution (its backward about 1.6× slower
+    on a CPU); the factored one never calls the convolution module. With activation checkpointing, no activation
+    at 1/4 is kept for the backward pass: the aggregation is recomputed from the stages' maps with the fusion."""
+    model = make("invpt", tasks=("semseg", "depth", "edge"), fusion=fusion).train()
     seen = []
     for block in model.fuse.values():
         block[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].is_contiguous()))
     image = torch.randn(2, 3, 64, 64)
     model(image)
-    assert seen == [True] * 3
+    assert seen == ([True] * 3 if fusion == "dense" else [])
     model.set_activation_checkpointing(True)
     saved = []
 
@@ -320,7 +321,8 @@ def test_invpt_fuses_contiguous_maps_and_its_checkpoints_keep_nothing_at_a_quart
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         output = model(image)
-    assert saved and not [shape for shape in saved if len(shape) == 4 and shape[-2:] == (16, 16) and shape[1] == model.dims[0]]
+    quarter = (32, 32)  # (the 64×64 image is padded to 128×128)
+    assert saved and not [shape for shape in saved if len(shape) == 4 and quarter in (shape[-2:], shape[1:3])]
     sum(v.square().mean() for v in output.final.values()).backward()  # (the recomputation runs)
     assert all(p.grad is not None for p in model.fuse.parameters())
 
@@ -407,6 +409,8 @@ def test_shared_parameters_are_what_every_task_reaches(arch, options):
 
 
 def test_option_mistakes_are_config_errors():
+    with pytest.raises(ConfigError, match="fusion"):
+        make("invpt", fusion="fast")
     for arch, options, match in [
         ("invpt", {"img_size": 512}, r"'model.options.img_size' for 'invpt' must be Sequence\[int\], got 512"),
         ("invpt", {"img_size": [512]}, "img_size must be 2 positive integers"),
@@ -465,3 +469,43 @@ def test_invpt_checkpointing_recomputes_the_decoder_with_the_same_gradients_and_
         assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), name
     for (name, a), b in zip(plain.state_dict().items(), saved.state_dict().values()):
         assert torch.equal(a, b), name  # running means, variances and batch counts counted once
+
+
+def test_invpt_factored_fusion_is_the_dense_fusion():
+    """``fusion: factored`` (the CPU default) computes the reduction, resize, sum and 3×3 convolution at 1/4 at the
+    stages' resolutions: the same outputs, gradients and batch-norm statistics as the dense convolution, in
+    training and in evaluation, and the same counted multiply-adds (``scenemtl info`` counts the architecture)."""
+    import copy
+
+    from scenemtl.engine.info import count_macs
+
+    torch.manual_seed(5)
+    dense = make("invpt", tasks=("semseg", "depth", "normals"), fusion="dense").train()
+    factored = copy.deepcopy(dense)
+    factored.fusion = "factored"
+    image = torch.randn(2, 3, 64, 96)
+    outputs = []
+    for model in (dense, factored):
+        output = model(image)
+        outputs.append(output.final)
+        sum(v.square().mean() for v in output.final.values()).backward()
+    for task, value in outputs[0].items():
+        assert torch.allclose(outputs[1][task], value, rtol=1e-4, atol=1e-5), task
+    for (name, p), q in zip(dense.named_parameters(), factored.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.allclose(q.grad, p.grad, rtol=1e-3, atol=1e-6 + 1e-4 * p.grad.abs().max().item()), name
+    for (name, a), b in zip(dense.state_dict().items(), factored.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6), name
+    with torch.no_grad():
+        evaluated = [model.eval()(image).final for model in (dense, factored)]
+    for task, value in evaluated[0].items():
+        assert torch.allclose(evaluated[1][task], value, rtol=1e-4, atol=1e-5), task
+    assert count_macs(factored, (64, 64)) == count_macs(dense, (64, 64))
+    automatic = copy.deepcopy(dense)
+    automatic.fusion = "auto"
+    calls = []
+    automatic.fuse["semseg"][0].register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        automatic(image)
+    assert not calls  # on a CPU "auto" is factored

@@ -142,11 +142,14 @@ def count_macs(model: torch.nn.Module, size: tuple[int, int]) -> float:
     """Multiply-adds (×1e9) of one evaluation-mode forward pass at batch 1.
 
     Attention runs through ``scaled_dot_product_attention``'s math backend here: PyTorch's counter
-    has no formula for the fused CPU kernel and would leave attention out.
+    has no formula for the fused CPU kernel and would leave attention out. Layers compute as the
+    architecture writes them (``layers.as_written``: no algebraic shortcut such as InvPT's factored fusion).
     """
     from contextlib import nullcontext
 
     from torch.utils.flop_counter import FlopCounterMode
+
+    from scenemtl.models.layers import as_written
 
     try:  # PyTorch ≥ 2.3; before it, attention stays uncounted
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -156,7 +159,7 @@ def count_macs(model: torch.nn.Module, size: tuple[int, int]) -> float:
         math_attention = nullcontext()
     model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), math_attention, counter:
+    with torch.no_grad(), math_attention, as_written(), counter:
         model(torch.randn(1, 3, *size))
     return counter.get_total_flops() / 2 / 1e9
 

@@ -62,6 +62,13 @@ Differences from the official code, and why:
   makes it; the joint attention materialises its scores (the message passing needs them), so it
   does not use ``scaled_dot_product_attention``; the encoder's attention does (timm).
 - Batch norms are ``BatchNorm2d`` (the official ``SyncBatchNorm``: ``train.sync_bn`` converts).
+- **Factored fusion** (``model.options.fusion``): every input of the 3×3 fusion at 1/4 is a bilinear resize of a
+  coarser map, so the reduction, resize, sum and convolution are computed at the stages' resolutions
+  (``layers.conv3x3_of_resized``): the same function, parameters and gradients (equal up to float rounding,
+  ``tests/models/test_transformers.py``), about a tenth of the multiply-adds of the convolution that is two
+  thirds of a CPU training step. ``auto`` (the default) factors on a CPU and keeps the dense convolution on
+  other devices (where it is unmeasured yet); ``factored`` and ``dense`` force either. ``scenemtl info`` counts
+  the dense architecture.
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError
 from scenemtl.models.backbones import VIT_FAMILIES, Backbone, ViTBackbone, backbone_family, check_layers, default_layers
 from scenemtl.models.base import MultiTaskModel, check_positive_ints
-from scenemtl.models.layers import conv_norm_act, fp32_conv, recomputed, regrid, resize
+from scenemtl.models.layers import conv3x3_of_resized, conv_norm_act, fp32_conv, recomputed, regrid, resize, shortcuts_allowed
 from scenemtl.models.official import (
     KeyMap,
     Rule,
@@ -94,6 +101,8 @@ KV_STRIDES = (2, 4, 8)
 STAGE_STRIDES = (32, 16, 8)
 #: inputs are padded to a multiple of this: the 1/32 grid must be even for the message passing
 PAD_MULTIPLE = 64
+#: ``model.options.fusion``: how the 1/4 fusion is computed (the same function; see the module docstring)
+FUSIONS = ("auto", "factored", "dense")
 #: and to at least this: stage 0's query grid (1/64) then has 2×2 positions (batch norm in
 #: training needs more than one value per channel at batch 1)
 MIN_SIDE = 128
@@ -218,9 +227,11 @@ class InvPT(MultiTaskModel):
         num_heads: Sequence[int],
         mlp_ratio: float,
         layers: object,
+        fusion: str = "auto",
     ) -> None:
         super().__init__()
         self.task_names = canonical_order(tasks)
+        self.fusion = fusion
         self.checkpoint_decoder = False  # set_activation_checkpointing
         names = self.task_names
         if backbone_family(config.backbone.name) in VIT_FAMILIES:
@@ -323,6 +334,7 @@ class InvPT(MultiTaskModel):
             maps.append(mixed)
 
         quarter = (size[0] // 4, size[1] // 4)
+        factored = shortcuts_allowed() and (self.fusion == "factored" or (self.fusion == "auto" and image.device.type == "cpu"))
         # each task's features of the three stages: the instance heads' inputs, else what the tail aggregates at 1/4
         stage_maps: dict[str, list[torch.Tensor]] = {t: [] for t in self.task_names}
         message = None
@@ -348,9 +360,9 @@ class InvPT(MultiTaskModel):
                 continue
             if self.checkpoint_decoder:  # the 1/4-resolution aggregation and fusion hold most of the decoder's activations
                 modules = [self.reduce["1"][t], self.reduce["2"][t], self.fuse[t], self.heads[t]]
-                logits = recomputed(self._tail, modules, t, quarter, *stage_maps[t])
+                logits = recomputed(self._tail, modules, t, quarter, factored, *stage_maps[t])
             else:
-                logits = self._tail(t, quarter, *stage_maps[t])
+                logits = self._tail(t, quarter, factored, *stage_maps[t])
             final[t] = resize(logits, size)[..., :height, :width]
             preliminary[t] = resize(two_class_to_logit(t, inter[t]), size)[..., :height, :width]
         return ModelOutput(final=final, aux={"preliminary": preliminary})
@@ -364,14 +376,19 @@ class InvPT(MultiTaskModel):
         inter = fp32_conv(self.intermediate[task], feature)
         return inter, self.mix_proj[task](torch.cat([feature, inter.to(feature.dtype)], dim=1))
 
-    def _tail(self, task: str, quarter: tuple[int, int], *stages: torch.Tensor) -> torch.Tensor:
+    def _tail(self, task: str, quarter: tuple[int, int], factored: bool, *stages: torch.Tensor) -> torch.Tensor:
         """A task's three stage features (coarsest first) reduced to D₀, resized to 1/4 and summed, their
-        fusion (3×3 conv-BN-ReLU) and its head."""
+        fusion (3×3 conv-BN-ReLU) and its head; ``factored``: the reduction, resize, sum and 3×3 convolution
+        as ``conv3x3_of_resized`` (the same function at the stages' resolutions)."""
+        fuse = self.fuse[task]
+        if factored:
+            inputs = [(x, None if i == 0 else self.reduce[str(i)][task]) for i, x in enumerate(stages)]
+            return fp32_conv(self.heads[task], fuse[2](fuse[1](conv3x3_of_resized(fuse[0], inputs, quarter))))
         aggregated: torch.Tensor | float = 0.0
         for i, task_x in enumerate(stages):
             task_x = task_x.contiguous()  # (a view of tokens: channels-last strides, which resize keeps)
             aggregated = aggregated + resize(task_x if i == 0 else self.reduce[str(i)][task](task_x), quarter)
-        return fp32_conv(self.heads[task], self.fuse[task](aggregated))
+        return fp32_conv(self.heads[task], fuse(aggregated))
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Everything but the per-task tail (reduction, fusion, head): the joint attention makes
@@ -445,6 +462,7 @@ def invpt(
     num_heads: Sequence[int] = (2, 2, 2),
     mlp_ratio: float = 4.0,
     layers: Sequence[int] | None = None,
+    fusion: str = "auto",
 ) -> InvPT:
     """InvPT with the official widths (ViT-L: ``embed_dim`` 512 + 64 prediction channels, 2 heads per stage)."""
     check_positive_ints(img_size, "img_size", 2)
@@ -459,4 +477,6 @@ def invpt(
             raise ConfigError(f"model.options.num_heads[{i}] = {heads} does not divide stage {i}'s width {dim}")
     if not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
         raise ConfigError(f"model.options.mlp_ratio must be positive, got {mlp_ratio!r}")
-    return InvPT(config, tasks, tuple(img_size), embed_dim, pred_channels, tuple(num_heads), float(mlp_ratio), layers)
+    if fusion not in FUSIONS:
+        raise ConfigError(f"model.options.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    return InvPT(config, tasks, tuple(img_size), embed_dim, pred_channels, tuple(num_heads), float(mlp_ratio), layers, fusion)

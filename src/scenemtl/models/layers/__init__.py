@@ -9,7 +9,16 @@ in that architecture's module. Transformer MLPs are timm's ``timm.layers.Mlp``.
 
 from scenemtl.models.layers.aspp import ASPP, ImagePooling
 from scenemtl.models.layers.attention import MultiModalDistillation, SpatialAttentionGate, mtan_attention
-from scenemtl.models.layers.conv import conv_norm_act, fp32_conv, regrid, relu_inplace, resize
+from scenemtl.models.layers.conv import (
+    as_written,
+    conv3x3_of_resized,
+    conv_norm_act,
+    fp32_conv,
+    regrid,
+    relu_inplace,
+    resize,
+    shortcuts_allowed,
+)
 from scenemtl.models.layers.fpn import FPNHead
 from scenemtl.models.layers.recompute import recomputed
 from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, bottleneck
@@ -21,8 +30,10 @@ __all__ = [
     "ImagePooling",
     "MultiModalDistillation",
     "SpatialAttentionGate",
+    "as_written",
     "basic_block",
     "bottleneck",
+    "conv3x3_of_resized",
     "conv_norm_act",
     "fp32_conv",
     "mtan_attention",
@@ -30,4 +41,5 @@ __all__ = [
     "regrid",
     "relu_inplace",
     "resize",
+    "shortcuts_allowed",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextvars
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -86,3 +89,109 @@ def regrid(x: torch.Tensor, stride: float, target: int, size: Sequence[int]) -> 
     if short_h or short_w:
         y = F.pad(y, (0, short_w, 0, short_h), mode="replicate")
     return y[..., : size[0], : size[1]]
+
+
+#: set by ``as_written``: layers compute as the architecture writes them, no algebraic shortcut
+_AS_WRITTEN: contextvars.ContextVar[bool] = contextvars.ContextVar("scenemtl_as_written", default=False)
+
+
+@contextmanager
+def as_written() -> Iterator[None]:
+    """Inside it, models compute every layer as the architecture writes it (e.g. InvPT's fusion as a 3×3
+    convolution at 1/4, not ``conv3x3_of_resized``), so that counted multiply-adds are the architecture's."""
+    token = _AS_WRITTEN.set(True)
+    try:
+        yield
+    finally:
+        _AS_WRITTEN.reset(token)
+
+
+def shortcuts_allowed() -> bool:
+    """False inside ``as_written``."""
+    return not _AS_WRITTEN.get()
+
+
+@functools.lru_cache(maxsize=64)
+def _shifted_resize(source: int, target: int, columns: bool) -> torch.Tensor:
+    """The bilinear resize ``source → target`` along one axis (PyTorch's own weights: the identity resized)
+    followed by the three shifts ``d − 1`` (d = 0, 1, 2) of a 3×3 kernel with zero padding, side by side:
+    ``[target, 3·source]``; entry ``[y, d·source + j]`` (``[y, 3·j + d]`` for ``columns``) is the weight of
+    source cell ``j`` at output position ``y + d − 1`` (zero outside the map)."""
+    eye = torch.eye(source, dtype=torch.float64)[None, None]
+    weights = F.interpolate(eye, size=(target, source), mode="bilinear", align_corners=False)[0, 0]
+    padded = F.pad(weights, (0, 0, 1, 1))
+    shifted = torch.stack([padded[d : d + target] for d in range(3)])  # [3, target, source]
+    return (shifted.permute(1, 2, 0) if columns else shifted.permute(1, 0, 2)).reshape(target, 3 * source)
+
+
+def conv3x3_of_resized(conv: nn.Conv2d, inputs: Sequence[tuple[torch.Tensor, nn.Conv2d | None]], size: Sequence[int]) -> torch.Tensor:
+    """``conv(Σᵢ resize(reduceᵢ(xᵢ), size))`` for a 3×3 convolution (stride 1, padding 1), computed at the
+    inputs' own resolutions: the same function (equal up to float rounding), a fraction of the work when the
+    inputs are coarser than ``size``.
+
+    A 3×3 convolution is ``Σₖ shiftₖ(Wₖ · x)`` over its nine taps, ``Wₖ`` a channel mixing and ``shiftₖ`` a
+    zero-padded shift. A channel mixing commutes with a bilinear resize (which acts on each channel alike and
+    keeps constants, so a 1×1 ``reduce``'s bias goes through too) and with the shift, so every ``Wₖ`` (and
+    ``reduce``, folded into it where that is cheaper) runs at the input's resolution as one matrix product
+    with ``9·C_out`` outputs; the resize (separable) and the shifts are then two small matrix products per
+    input, rows and columns. Output channels are computed in groups small enough that no intermediate is much
+    larger than the output, and nothing larger than the inputs is kept for the backward pass. The output is
+    ``[B, C_out, *size]`` with channels-last strides.
+    """
+    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.dilation != (1, 1):
+        raise ValueError("conv3x3_of_resized needs a 3×3 convolution with stride 1, padding 1 and dilation 1")
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError("conv3x3_of_resized needs an ungrouped, zero-padded convolution")
+    if not inputs:
+        raise ValueError("conv3x3_of_resized needs at least one input")
+    out_channels = conv.out_channels
+    height, width = int(size[0]), int(size[1])
+    taps = conv.weight.permute(2, 3, 0, 1).reshape(9 * out_channels, conv.in_channels)  # rows: (kh, kw, out)
+    prepared = []  # per input: [B, h, w, C'] tokens, [3, 3, C_out, C'] weight, [3, 3, C_out] bias, rows, columns
+    for x, reduce in inputs:
+        batch, _, h, w = x.shape
+        tokens = x.permute(0, 2, 3, 1).contiguous()  # [B, h, w, C] (a view for channels-last maps), kept once
+        weight, bias = taps, None
+        if reduce is not None:
+            if reduce.kernel_size != (1, 1) or reduce.stride != (1, 1) or reduce.groups != 1:
+                raise ValueError("conv3x3_of_resized: a reduce must be an ungrouped 1×1 convolution with stride 1")
+            matrix = reduce.weight.flatten(1)
+            pixels = batch * h * w
+            folded = 9 * out_channels * matrix.shape[1] * (conv.in_channels + pixels)
+            if folded < matrix.shape[0] * matrix.shape[1] * pixels + 9 * out_channels * conv.in_channels * pixels:
+                weight = taps @ matrix
+                bias = None if reduce.bias is None else (taps @ reduce.bias).view(3, 3, out_channels)
+            else:
+                tokens = F.linear(tokens, matrix, reduce.bias)
+        rows = _shifted_resize(h, height, False).to(device=x.device)  # [H, (kh, h)]
+        cols = _shifted_resize(w, width, True).to(device=x.device)  # [W, (w, kw)]
+        prepared.append((tokens, weight.view(3, 3, out_channels, -1), bias, rows, cols))
+    # output channels in groups: a group's taps at the largest input are at most about the output's size
+    largest = max(int(x.shape[-2] * x.shape[-1]) for x, _ in inputs)
+    groups = min(out_channels, max(1, -(-9 * largest // (height * width))))
+    step = -(-out_channels // groups)
+    out: torch.Tensor | None = None  # [B·H, W, C_out], filled group by group
+    for start in range(0, out_channels, step):
+        group = slice(start, min(start + step, out_channels))
+        channels = group.stop - group.start
+        total: torch.Tensor | None = None
+        for tokens, weight, bias, rows, cols in prepared:
+            batch, h, w = tokens.shape[:3]
+            group_bias = None if bias is None else bias[:, :, group].reshape(-1)
+            taps_out = F.linear(tokens, weight[:, :, group].reshape(9 * channels, -1), group_bias)  # [B, h, w, (kh, kw, out)]
+            dtype = taps_out.dtype
+            stacked = taps_out.view(batch, h, w, 3, 3 * channels).permute(0, 3, 1, 2, 4).reshape(batch, 3 * h, w * 3 * channels)
+            along_rows = torch.matmul(rows.to(dtype), stacked).view(batch * height, 3 * w, channels)  # [B·H, (w, kw), out]
+            part = torch.matmul(cols.to(dtype), along_rows)  # [B·H, W, out]
+            total = part if total is None else total.add_(part)
+        assert total is not None
+        if channels == out_channels:
+            out = total
+        else:
+            if out is None:
+                out = total.new_empty((total.shape[0], width, out_channels))
+            out[:, :, group] = total
+    assert out is not None
+    if conv.bias is not None:
+        out.add_(conv.bias.to(out.dtype))
+    return out.view(-1, height, width, out_channels).permute(0, 3, 1, 2)
