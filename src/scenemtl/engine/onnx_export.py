@@ -3,7 +3,8 @@
 The exported graph takes ``image``, a float32 batch ``[N,3,H,W]`` normalised with the model's mean
 and std (``model.meta``), and returns one output per task, named by the task: the logits of
 ``ModelOutput.final`` at the input size (apply the task's post-processing: argmax, sigmoid, the
-normals' normalisation). Export uses PyTorch's TorchScript-based exporter in evaluation mode.
+normals' normalisation). Export uses PyTorch's TorchScript-based exporter in evaluation mode, the
+layers as the architecture writes them (``layers.as_written``).
 
 After writing, onnxruntime runs the file on a random batch at the export size and on a second
 size; the maximum absolute difference to PyTorch is reported per task. Height and width are
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from scenemtl.errors import ConfigError, ScenemtlError
+from scenemtl.models.layers import as_written
 
 OPSET = 17
 
@@ -81,7 +83,9 @@ def export_onnx(model: nn.Module, path: str | Path, size: tuple[int, int] = (256
     example = torch.randn(1, 3, height, width, generator=generator)
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        # as_written: the architecture's own layers (e.g. InvPT's fusion as one convolution, not the CPU's
+        # factored form, whose resize matrices would hold the export size)
+        with warnings.catch_warnings(), torch.no_grad(), as_written():
             warnings.simplefilter("ignore")  # the tracer's warnings about Python values it records
             torch.onnx.export(
                 wrapped,
