@@ -20,7 +20,10 @@ Two workloads, each the anchor of ``../shared/bench`` (the official side built t
   ``_create_vision_transformer`` (timm 1.0's ``build_model_with_cfg`` shimmed; random weights).
   scenemtl: ``invpt`` with the released PASCAL decoder widths on the same ViT. Peak memory: the
   growth of the process's peak resident set over the resident set before the first pass (the
-  activations, gradients and workspace of a pass).
+  activations, gradients and workspace of a pass, and what the allocator and the libraries' first calls
+  keep); ``--live-memory`` adds the peak of live tensor memory during one more step over the live memory
+  at its start (PyTorch's memory profiler: activations, gradients and temporaries alone, the same on
+  any allocator), for both sides.
 
 Every measurement runs in a fresh process with ``--threads`` torch threads, and the processes
 alternate official, scenemtl, official, … for ``--rounds`` rounds; each reports the median of
@@ -46,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +137,10 @@ def official_mtan(tree: Path, args: argparse.Namespace) -> dict:
         optimizer.step()
 
     seconds, before = _timed(step, args.warmup, args.iters)
-    return {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in model.parameters())}
+    result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in model.parameters())}
+    if args.live_memory:
+        result["live_mib"] = _live_growth_mib(step)
+    return result
 
 
 def official_invpt(tree: Path, args: argparse.Namespace) -> dict:
@@ -195,9 +202,31 @@ def _fwd_bwd(model, loss_of, args: argparse.Namespace) -> dict:
 
     seconds, before = _timed(step, args.warmup, args.iters)
     result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in model.parameters())}
+    if args.live_memory:
+        result["live_mib"] = _live_growth_mib(step)
     if args.profile:
         result["profile"] = _profile(step)
     return result
+
+
+def _live_growth_mib(step) -> float | None:
+    """The peak of live tensor memory during one ``step`` over the live memory at its start, in MiB, by PyTorch's
+    memory profiler (``export_memory_timeline``: every tensor by category, the parameters known beforehand):
+    activations, gradients and temporaries, whatever the allocator keeps or returns; None where this PyTorch lacks it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    if not hasattr(prof, "export_memory_timeline"):
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "timeline.json"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # (deprecated for CUDA snapshots; CPUs have no other)
+            prof.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())
+    totals = [sum(size) for size in sizes]
+    return (max(totals) - totals[0]) / 2**20 if totals else None
 
 
 def _profile(step) -> list[list]:
@@ -229,6 +258,8 @@ def ours_mtan(variant: str, args: argparse.Namespace) -> dict:
         batch = next(iter(trainer.loader))
         seconds, before = _timed(lambda: trainer.train_step([batch]), args.warmup, args.iters)
         result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in trainer.model.parameters())}
+        if args.live_memory:
+            result["live_mib"] = _live_growth_mib(lambda: trainer.train_step([batch]))
         if args.profile:
             result["profile"] = _profile(lambda: trainer.train_step([batch]))
         trainer.close()
@@ -297,6 +328,8 @@ def run(spec: dict, args: argparse.Namespace) -> dict:
             command += [f"--{name.replace('_', '-')}", str(value)]
     if args.profile:
         command.append("--profile")
+    if args.live_memory:
+        command.append("--live-memory")
     result = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
@@ -327,6 +360,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="InvPT's input side")
     parser.add_argument("--out", default=None)
     parser.add_argument("--profile", action="store_true", help="also print each measurement's costliest operators (torch.profiler)")
+    parser.add_argument(
+        "--live-memory",
+        action="store_true",
+        help="also measure the peak of live tensor memory of one more step (PyTorch's memory profiler)",
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -351,9 +389,10 @@ def main() -> None:
         "mtan": "MTAN-SegNet train step, NYUv2-13 288×384, batch 2",
         "invpt": f"InvPT ViT-S/16 forward+backward, 2 × {args.size}×{args.size}",
     }
+    live_columns = " live tensors MiB | live ÷ official |" if args.live_memory else ""
     lines = [
-        "| workload | code | seconds (best round) | memory growth MiB | scenemtl speed | memory ÷ official |",
-        "|---|---|---|---|---|---|",
+        f"| workload | code | seconds (best round) | memory growth MiB | scenemtl speed | memory ÷ official |{live_columns}",
+        "|---|---|---|---|---|---|" + ("---|---|" if args.live_memory else ""),
     ]
     for model in models:
         rows = {key: [r for r in runs if "error" not in r] for key, runs in results.items() if key[0] == model}
@@ -361,14 +400,20 @@ def main() -> None:
         reference = min(official, key=lambda r: r["seconds"]) if official else None
         for (_, side, variant), runs in rows.items():
             if not runs:
-                lines.append(f"| {titles[model]} | {side} {variant} | failed | | | |")
+                lines.append(f"| {titles[model]} | {side} {variant} | failed | | | |" + (" | |" if args.live_memory else ""))
                 continue
             best = min(runs, key=lambda r: r["seconds"])
             memory = min(r["growth_mib"] for r in runs)
             speed = f"{reference['seconds'] / best['seconds']:.2f}×" if reference and side == "scenemtl" else ""
             ratio = f"{memory / min(r['growth_mib'] for r in official):.2f}" if official and side == "scenemtl" else ""
             name = "official" if side == "official" else f"scenemtl {variant}"
-            lines.append(f"| {titles[model]} | {name} | {best['seconds']:.2f} | {memory:.0f} | {speed} | {ratio} |")
+            row = f"| {titles[model]} | {name} | {best['seconds']:.2f} | {memory:.0f} | {speed} | {ratio} |"
+            if args.live_memory:
+                live = [r["live_mib"] for r in runs if r.get("live_mib") is not None]
+                reference_live = [r["live_mib"] for r in official or [] if r.get("live_mib") is not None]
+                live_ratio = f"{min(live) / min(reference_live):.2f}" if live and reference_live and side == "scenemtl" else ""
+                row += f" {min(live):.0f} | {live_ratio} |" if live else " | |"
+            lines.append(row)
     if args.profile:
         lines.append("")
         lines.append("Costliest operators of one step (self CPU time, share of the step; input shapes):")

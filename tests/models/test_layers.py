@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -61,11 +63,10 @@ def test_conv3x3_of_resized_folds_a_reduction_only_where_it_is_cheaper(monkeypat
     reduce = nn.Conv2d(8, 32, 1)
     with torch.no_grad():
         conv3x3_of_resized(conv, [(torch.randn(1, 8, 4, 4), reduce)], (16, 16))
-        assert calls == [(9 * 32, 8)]  # folded: 9·32 outputs from the 8 channels, in one group
+        assert calls == [(3 * 32, 8)] * 3  # folded: 9·32 outputs (three kernel rows) from the 8 channels
         calls.clear()
         conv3x3_of_resized(nn.Conv2d(8, 32, 3, padding=1), [(torch.randn(1, 32, 16, 16), nn.Conv2d(32, 8, 1))], (32, 32))
-        # a narrowing reduction: reduced first, then the taps (in groups of output channels) from the 8 channels
-        assert calls[0] == (8, 32) and {c[1] for c in calls[1:]} == {8} and sum(c[0] for c in calls[1:]) == 9 * 32
+        assert calls == [(8, 32)] + [(3 * 32, 8)] * 3  # a narrowing reduction: reduced first
 
 
 def test_conv3x3_of_resized_refuses_other_convolutions():
@@ -77,10 +78,10 @@ def test_conv3x3_of_resized_refuses_other_convolutions():
         conv3x3_of_resized(nn.Conv2d(4, 4, 3, padding=1), [(x, nn.Conv2d(4, 4, 3, padding=1))], (8, 8))
 
 
-def test_conv3x3_of_resized_computes_output_channels_in_groups_and_keeps_no_large_activation(monkeypatch):
-    """A fine input (9 taps at a quarter of the output's pixels: 2.25× the output) is computed in groups of output
-    channels, so no intermediate is much larger than the output; the backward pass keeps the input once (as
-    tokens), the weights and expanded resize matrices, nothing at the output's resolution."""
+def test_conv3x3_of_resized_works_one_kernel_row_at_a_time_and_keeps_no_large_activation(monkeypatch):
+    """A fine input (9 taps at a quarter of the output's pixels: 2.25× the output) is computed one kernel row at a
+    time, so no intermediate holds all nine taps; the backward pass keeps the input once (as tokens), the weights
+    and expanded resize matrices, nothing at the output's resolution."""
     import scenemtl.models.layers.conv as conv_module
 
     torch.manual_seed(1)
@@ -92,8 +93,37 @@ def test_conv3x3_of_resized_computes_output_channels_in_groups_and_keeps_no_larg
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         out = conv3x3_of_resized(conv, [(x, None)], (16, 16))
-    assert calls == [9 * 4] * 3  # three groups of four output channels
+    assert calls == [3 * 12] * 3  # three kernel rows of three taps
     activations = [t for t in saved if t.dim() == 2 and t.shape[-1] == 12 and t.shape[0] == 2 * 8 * 8]
     assert len({t.untyped_storage().data_ptr() for t in activations}) == 1  # the input's tokens, once
     assert max(t.untyped_storage().nbytes() for t in saved) <= x.untyped_storage().nbytes() < out.untyped_storage().nbytes()
     assert torch.allclose(out, dense(conv, [(x, None)], (16, 16)), atol=1e-12)
+
+
+@pytest.mark.parametrize(("mid", "out", "composed"), [(16, 3, True), (16, 40, False)])
+def test_conv_pointwise_runs_narrowing_pairs_as_one_composed_convolution(mid, out, composed):
+    """MTAN's head (3×3 then 1×1, nothing between): where the 1×1 narrows, one convolution with the composed
+    weights runs (the children's forward is not called); the values and every gradient equal the pair's; the
+    state dict is the Sequential's; inside ``as_written`` the pair runs as written."""
+    from scenemtl.models.layers import ConvPointwise, as_written
+
+    torch.manual_seed(2)
+    head = ConvPointwise(nn.Conv2d(8, mid, 3, padding=1), nn.Conv2d(mid, out, 1)).double()
+    assert list(head.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    calls = []
+    head[0].register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(2, 8, 9, 11, dtype=torch.float64, requires_grad=True)
+    results = []
+    for written in (True, False):
+        head.zero_grad()
+        x.grad = None
+        calls.clear()
+        with as_written() if written else contextlib.nullcontext():
+            y = head(x)
+        assert bool(calls) == (written or not composed)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view(y.shape)).sum().backward()
+        results.append([y.detach(), x.grad.clone(), *(p.grad.clone() for p in head.parameters())])
+    for ours, theirs in zip(results[1], results[0]):
+        assert torch.allclose(ours, theirs, atol=1e-11)
+    with pytest.raises(ValueError, match="1×1"):
+        ConvPointwise(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3))

@@ -55,7 +55,7 @@ from torch import nn
 from scenemtl.config import ModelConfig
 from scenemtl.errors import ConfigError, ScenemtlError
 from scenemtl.models.base import MultiTaskModel
-from scenemtl.models.layers import conv_norm_act, mtan_attention
+from scenemtl.models.layers import ConvPointwise, conv_norm_act, mtan_attention
 from scenemtl.models.output import ModelOutput
 from scenemtl.models.registry import register_model
 from scenemtl.tasks import Task
@@ -104,8 +104,9 @@ def check_input_size(x: torch.Tensor) -> None:
 
 
 def prediction_block(channels: int, out_channels: int) -> nn.Sequential:
-    """MTAN's task head: 3×3 conv then 1×1 conv to the task's outputs."""
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, out_channels, 1))
+    """MTAN's task head: 3×3 conv then 1×1 conv to the task's outputs (run as one composed convolution where that is
+    cheaper: ``layers.ConvPointwise``)."""
+    return ConvPointwise(nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, out_channels, 1))
 
 
 def init_like_mtan(module: nn.Module, uniform: bool = False) -> None:

@@ -10,6 +10,7 @@ in that architecture's module. Transformer MLPs are timm's ``timm.layers.Mlp``.
 from scenemtl.models.layers.aspp import ASPP, ImagePooling
 from scenemtl.models.layers.attention import MultiModalDistillation, SpatialAttentionGate, mtan_attention
 from scenemtl.models.layers.conv import (
+    ConvPointwise,
     as_written,
     conv3x3_of_resized,
     conv_norm_act,
@@ -25,6 +26,7 @@ from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, b
 
 __all__ = [
     "ASPP",
+    "ConvPointwise",
     "BOTTLENECK_EXPANSION",
     "FPNHead",
     "ImagePooling",

@@ -134,9 +134,8 @@ def conv3x3_of_resized(conv: nn.Conv2d, inputs: Sequence[tuple[torch.Tensor, nn.
     keeps constants, so a 1×1 ``reduce``'s bias goes through too) and with the shift, so every ``Wₖ`` (and
     ``reduce``, folded into it where that is cheaper) runs at the input's resolution as one matrix product
     with ``9·C_out`` outputs; the resize (separable) and the shifts are then two small matrix products per
-    input, rows and columns. Output channels are computed in groups small enough that no intermediate is much
-    larger than the output, and nothing larger than the inputs is kept for the backward pass. The output is
-    ``[B, C_out, *size]`` with channels-last strides.
+    input, rows and columns, one kernel row at a time (no intermediate holds all nine taps), with nothing larger
+    than the inputs kept for the backward pass. The output is ``[B, C_out, *size]`` with channels-last strides.
     """
     if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.dilation != (1, 1):
         raise ValueError("conv3x3_of_resized needs a 3×3 convolution with stride 1, padding 1 and dilation 1")
@@ -166,32 +165,49 @@ def conv3x3_of_resized(conv: nn.Conv2d, inputs: Sequence[tuple[torch.Tensor, nn.
         rows = _shifted_resize(h, height, False).to(device=x.device)  # [H, (kh, h)]
         cols = _shifted_resize(w, width, True).to(device=x.device)  # [W, (w, kw)]
         prepared.append((tokens, weight.view(3, 3, out_channels, -1), bias, rows, cols))
-    # output channels in groups: a group's taps at the largest input are at most about the output's size
-    largest = max(int(x.shape[-2] * x.shape[-1]) for x, _ in inputs)
-    groups = min(out_channels, max(1, -(-9 * largest // (height * width))))
-    step = -(-out_channels // groups)
-    out: torch.Tensor | None = None  # [B·H, W, C_out], filled group by group
-    for start in range(0, out_channels, step):
-        group = slice(start, min(start + step, out_channels))
-        channels = group.stop - group.start
-        total: torch.Tensor | None = None
-        for tokens, weight, bias, rows, cols in prepared:
-            batch, h, w = tokens.shape[:3]
-            group_bias = None if bias is None else bias[:, :, group].reshape(-1)
-            taps_out = F.linear(tokens, weight[:, :, group].reshape(9 * channels, -1), group_bias)  # [B, h, w, (kh, kw, out)]
-            dtype = taps_out.dtype
-            stacked = taps_out.view(batch, h, w, 3, 3 * channels).permute(0, 3, 1, 2, 4).reshape(batch, 3 * h, w * 3 * channels)
-            along_rows = torch.matmul(rows.to(dtype), stacked).view(batch * height, 3 * w, channels)  # [B·H, (w, kw), out]
-            part = torch.matmul(cols.to(dtype), along_rows)  # [B·H, W, out]
-            total = part if total is None else total.add_(part)
-        assert total is not None
-        if channels == out_channels:
-            out = total
-        else:
-            if out is None:
-                out = total.new_empty((total.shape[0], width, out_channels))
-            out[:, :, group] = total
+    out: torch.Tensor | None = None  # [B·H, W, C_out]
+    for tokens, weight, bias, rows, cols in prepared:
+        batch, h, w = tokens.shape[:3]
+        along_rows: torch.Tensor | None = None  # [B, H, (w, kw, out)]: resized and shifted along the rows
+        for kh in range(3):  # one kernel row at a time: no intermediate holds all nine taps
+            taps_out = F.linear(tokens, weight[kh].reshape(3 * out_channels, -1), None if bias is None else bias[kh].reshape(-1))
+            taps_out = taps_out.view(batch, h, w * 3 * out_channels)  # [B, h, (w, kw, out)]
+            shifted = rows[:, kh * h : (kh + 1) * h].to(taps_out.dtype).expand(batch, height, h)
+            along_rows = torch.bmm(shifted, taps_out) if along_rows is None else along_rows.baddbmm_(shifted, taps_out)
+        assert along_rows is not None
+        part = torch.matmul(cols.to(along_rows.dtype), along_rows.view(batch * height, 3 * w, out_channels))  # [B·H, W, out]
+        out = part if out is None else out.add_(part)
     assert out is not None
     if conv.bias is not None:
         out.add_(conv.bias.to(out.dtype))
     return out.view(-1, height, width, out_channels).permute(0, 3, 1, 2)
+
+
+class ConvPointwise(nn.Sequential):
+    """A convolution followed directly by a 1×1 convolution, nothing between (MTAN's prediction head: 3×3 then
+    1×1 to the task's outputs); children ``0`` and ``1``, as the ``nn.Sequential`` it is.
+
+    Both are linear, so where the 1×1 narrows the channels (a task's few outputs from 64 features) the pair runs
+    as one convolution with the composed weights ``W₁·W₀`` and bias ``W₁·b₀ + b₁`` (the zero padding of the
+    first is the padding of the composite): the same function and gradients up to float rounding, for the
+    multiply-adds of a convolution straight to the outputs. Inside ``as_written`` (counting, export) the two
+    run as written.
+    """
+
+    def __init__(self, first: nn.Conv2d, second: nn.Conv2d) -> None:
+        if second.kernel_size != (1, 1) or second.stride != (1, 1) or second.padding != (0, 0) or second.groups != 1:
+            raise ValueError("ConvPointwise: the second convolution must be an ungrouped 1×1 with stride 1 and no padding")
+        super().__init__(first, second)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, second = self[0], self[1]
+        mid, out = first.out_channels, second.out_channels
+        kernel = first.kernel_size[0] * first.kernel_size[1] * first.in_channels // first.groups
+        if not shortcuts_allowed() or first.groups != 1 or first.padding_mode != "zeros" or kernel * out >= kernel * mid + mid * out:
+            return super().forward(x)
+        pointwise = second.weight.flatten(1)  # [out, mid]
+        weight = (pointwise @ first.weight.flatten(1)).view(out, *first.weight.shape[1:])
+        bias = second.bias
+        if first.bias is not None:
+            bias = pointwise @ first.bias if bias is None else torch.addmv(bias, pointwise, first.bias)
+        return F.conv2d(x, weight, bias, stride=first.stride, padding=first.padding, dilation=first.dilation)
