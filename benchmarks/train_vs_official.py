@@ -21,9 +21,9 @@ Two workloads, each the anchor of ``../shared/bench`` (the official side built t
   scenemtl: ``invpt`` with the released PASCAL decoder widths on the same ViT. Peak memory: the
   growth of the process's peak resident set over the resident set before the first pass (the
   activations, gradients and workspace of a pass, and what the allocator and the libraries' first calls
-  keep); ``--live-memory`` adds the peak of live tensor memory during one more step over the live memory
-  at its start (PyTorch's memory profiler: activations, gradients and temporaries alone, the same on
-  any allocator), for both sides.
+  keep); ``--live-memory`` adds the peak of live tensor memory during one more step over its lowest
+  point (PyTorch's memory profiler: activations, gradients and temporaries alone, the same on any
+  allocator), for both sides.
 
 Every measurement runs in a fresh process with ``--threads`` torch threads, and the processes
 alternate official, scenemtl, official, … for ``--rounds`` rounds; each reports the median of
@@ -210,9 +210,10 @@ def _fwd_bwd(model, loss_of, args: argparse.Namespace) -> dict:
 
 
 def _live_growth_mib(step) -> float | None:
-    """The peak of live tensor memory during one ``step`` over the live memory at its start, in MiB, by PyTorch's
-    memory profiler (``export_memory_timeline``: every tensor by category, the parameters known beforehand):
-    activations, gradients and temporaries, whatever the allocator keeps or returns; None where this PyTorch lacks it."""
+    """The peak of live tensor memory during one ``step`` over its lowest point (the parameters and what persists
+    between steps), in MiB, by PyTorch's memory profiler (``export_memory_timeline``: every tensor, those made before
+    it started included): activations, gradients and temporaries, whatever the allocator keeps or returns; None where
+    this PyTorch lacks it."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
@@ -226,7 +227,7 @@ def _live_growth_mib(step) -> float | None:
             prof.export_memory_timeline(str(path), device="cpu")
         _, sizes = json.loads(path.read_text())
     totals = [sum(size) for size in sizes]
-    return (max(totals) - totals[0]) / 2**20 if totals else None
+    return (max(totals) - min(totals)) / 2**20 if totals else None
 
 
 def _profile(step) -> list[list]:
