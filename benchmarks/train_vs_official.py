@@ -137,10 +137,7 @@ def official_mtan(tree: Path, args: argparse.Namespace) -> dict:
         optimizer.step()
 
     seconds, before = _timed(step, args.warmup, args.iters)
-    result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in model.parameters())}
-    if args.live_memory:
-        result["live_mib"] = _live_growth_mib(step)
-    return result
+    return _result(seconds, before, model, step, args)
 
 
 def official_invpt(tree: Path, args: argparse.Namespace) -> dict:
@@ -201,6 +198,12 @@ def _fwd_bwd(model, loss_of, args: argparse.Namespace) -> dict:
         loss_of(model(image)).backward()
 
     seconds, before = _timed(step, args.warmup, args.iters)
+    return _result(seconds, before, model, step, args)
+
+
+def _result(seconds: float, before: float, model, step, args: argparse.Namespace) -> dict:
+    """One measurement: the step's time, the resident-set growth since ``before``, the parameters, and with
+    ``--live-memory`` / ``--profile`` one more step's live-tensor peak / costliest operators."""
     result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in model.parameters())}
     if args.live_memory:
         result["live_mib"] = _live_growth_mib(step)
@@ -258,11 +261,7 @@ def ours_mtan(variant: str, args: argparse.Namespace) -> dict:
         trainer = Trainer(config, progress=False, log=False)
         batch = next(iter(trainer.loader))
         seconds, before = _timed(lambda: trainer.train_step([batch]), args.warmup, args.iters)
-        result = {"seconds": seconds, "growth_mib": _peak_mib() - before, "parameters": sum(p.numel() for p in trainer.model.parameters())}
-        if args.live_memory:
-            result["live_mib"] = _live_growth_mib(lambda: trainer.train_step([batch]))
-        if args.profile:
-            result["profile"] = _profile(lambda: trainer.train_step([batch]))
+        result = _result(seconds, before, trainer.model, lambda: trainer.train_step([batch]), args)
         trainer.close()
     return result
 

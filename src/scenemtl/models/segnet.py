@@ -39,10 +39,11 @@ the decoder attention's upsampling take the encoder's sizes, so inputs need not 
 32 (identical results when they are, e.g. 288×384); ``uncertainty`` weighting lives in the
 balancer, not in the model (MTAN's ``logsigma``: the multi-task scripts print 3 more parameters);
 ``segnet_dense`` takes any number of tasks (the script hard-codes three) and does not compute the
-unused block (the script does, and discards it); a prediction block whose 1×1 narrows the channels runs as
-one convolution with the two layers' composed weights (``layers.ConvPointwise``: the same function and gradients
-up to float rounding, a fifth of the head's work for 13 classes; the same parameters). ``filters`` (five channel counts) narrows the
-networks for tests and CPU trials; it is not a paper setting.
+unused block (the script does, and discards it); a prediction block whose 1×1 narrows the channels
+runs as one convolution with the two layers' composed weights (``layers.ConvPointwise``: the same
+function and gradients up to float rounding, a fifth of the head's work for 13 classes; the same
+parameters). ``filters`` (five channel counts) narrows the networks for tests and CPU trials; it is
+not a paper setting.
 """
 
 from __future__ import annotations

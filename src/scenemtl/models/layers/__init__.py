@@ -26,8 +26,8 @@ from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, b
 
 __all__ = [
     "ASPP",
-    "ConvPointwise",
     "BOTTLENECK_EXPANSION",
+    "ConvPointwise",
     "FPNHead",
     "ImagePooling",
     "MultiModalDistillation",

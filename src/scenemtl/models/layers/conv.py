@@ -146,7 +146,7 @@ def conv3x3_of_resized(conv: nn.Conv2d, inputs: Sequence[tuple[torch.Tensor, nn.
     out_channels = conv.out_channels
     height, width = int(size[0]), int(size[1])
     taps = conv.weight.permute(2, 3, 0, 1).reshape(9 * out_channels, conv.in_channels)  # rows: (kh, kw, out)
-    prepared = []  # per input: [B, h, w, C'] tokens, [3, 3, C_out, C'] weight, [3, 3, C_out] bias, rows, columns
+    out: torch.Tensor | None = None  # [B·H, W, C_out]
     for x, reduce in inputs:
         batch, _, h, w = x.shape
         tokens = x.permute(0, 2, 3, 1).contiguous()  # [B, h, w, C] (a view for channels-last maps), kept once
@@ -159,19 +159,17 @@ def conv3x3_of_resized(conv: nn.Conv2d, inputs: Sequence[tuple[torch.Tensor, nn.
             folded = 9 * out_channels * matrix.shape[1] * (conv.in_channels + pixels)
             if folded < matrix.shape[0] * matrix.shape[1] * pixels + 9 * out_channels * conv.in_channels * pixels:
                 weight = taps @ matrix
-                bias = None if reduce.bias is None else (taps @ reduce.bias).view(3, 3, out_channels)
+                bias = None if reduce.bias is None else taps @ reduce.bias
             else:
                 tokens = F.linear(tokens, matrix, reduce.bias)
+        weight = weight.view(3, 3 * out_channels, -1)  # per kernel row: (kw, out) × C'
         rows = _shifted_resize(h, height, False).to(device=x.device)  # [H, (kh, h)]
         cols = _shifted_resize(w, width, True).to(device=x.device)  # [W, (w, kw)]
-        prepared.append((tokens, weight.view(3, 3, out_channels, -1), bias, rows, cols))
-    out: torch.Tensor | None = None  # [B·H, W, C_out]
-    for tokens, weight, bias, rows, cols in prepared:
-        batch, h, w = tokens.shape[:3]
         along_rows: torch.Tensor | None = None  # [B, H, (w, kw, out)]: resized and shifted along the rows
         for kh in range(3):  # one kernel row at a time: no intermediate holds all nine taps
-            taps_out = F.linear(tokens, weight[kh].reshape(3 * out_channels, -1), None if bias is None else bias[kh].reshape(-1))
-            taps_out = taps_out.view(batch, h, w * 3 * out_channels)  # [B, h, (w, kw, out)]
+            taps_out = F.linear(tokens, weight[kh], None if bias is None else bias.view(3, -1)[kh]).view(
+                batch, h, w * 3 * out_channels
+            )  # [B, h, (w, kw, out)]
             shifted = rows[:, kh * h : (kh + 1) * h].to(taps_out.dtype).expand(batch, height, h)
             along_rows = torch.bmm(shifted, taps_out) if along_rows is None else along_rows.baddbmm_(shifted, taps_out)
         assert along_rows is not None
