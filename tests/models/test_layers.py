@@ -127,3 +127,90 @@ def test_conv_pointwise_runs_narrowing_pairs_as_one_composed_convolution(mid, ou
         assert torch.allclose(ours, theirs, atol=1e-11)
     with pytest.raises(ValueError, match="1×1"):
         ConvPointwise(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3))
+
+
+# --- Winograd F(2×2, 3×3) -----------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 3, 4, 4), (2, 4, 1, 6), (1, 2, 3, 1)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_winograd_is_the_convolution_forward_and_backward_in_float64(shape, bias):
+    """Odd and even sizes, one-pixel maps: output and the three gradients equal ``F.conv2d``'s to 1e-12."""
+    from scenemtl.models.layers.winograd import winograd_conv3x3
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(6, shape[1], 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, generator=generator, requires_grad=True) if bias else None
+    grad = torch.randn(shape[0], 6, *shape[2:], dtype=torch.float64, generator=generator)
+    inputs = (x, weight) + ((b,) if bias else ())
+    expected = torch.nn.functional.conv2d(x, weight, b, padding=1)
+    got = winograd_conv3x3(x, weight, b)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    for g, e in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
+
+
+def test_winograd_in_float32_is_as_close_to_the_exact_convolution_as_the_direct_one():
+    """Against the float64 convolution, Winograd's float32 output and gradients are within 1e-5 of the largest
+    value, and within 4× the error of the direct float32 convolution (or 1e-6)."""
+    from scenemtl.models.layers.winograd import winograd_conv3x3
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 64, 20, 22, generator=generator)
+    weight = torch.randn(48, 64, 3, 3, generator=generator) / 24
+    b = torch.randn(48, generator=generator)
+    grad = torch.randn(2, 48, 20, 22, generator=generator)
+
+    def run(function, dtype):
+        inputs = [t.to(dtype).requires_grad_() for t in (x, weight, b)]
+        out = function(*inputs)
+        return [out.detach().double(), *(g.double() for g in torch.autograd.grad(out, inputs, grad.to(dtype)))]
+
+    exact = run(lambda *a: torch.nn.functional.conv2d(*a, padding=1), torch.float64)
+    direct = run(lambda *a: torch.nn.functional.conv2d(*a, padding=1), torch.float32)
+    winograd = run(winograd_conv3x3, torch.float32)
+    for e, d, w in zip(exact, direct, winograd):
+        scale = e.abs().max()
+        error, direct_error = ((w - e).abs().max() / scale).item(), ((d - e).abs().max() / scale).item()
+        assert error < 1e-5 and error <= max(4 * direct_error, 1e-6), (error, direct_error)
+
+
+def test_winograd_backward_under_vmap_takes_the_direct_rule():
+    """torchjd's Jacobians run the backward vmapped (``is_grads_batched``): the same rows as the direct convolution."""
+    from scenemtl.models.layers.winograd import winograd_conv3x3
+
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 6, 5, generator=generator, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, generator=generator, requires_grad=True)
+    b = torch.randn(5, generator=generator, requires_grad=True)
+    rows = torch.randn(3, 2, 5, 6, 5, generator=generator)
+    expected = torch.autograd.grad(torch.nn.functional.conv2d(x, weight, b, padding=1), (x, weight, b), rows, is_grads_batched=True)
+    got = torch.autograd.grad(winograd_conv3x3(x, weight, b), (x, weight, b), rows, is_grads_batched=True)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_conv3x3_takes_winograd_only_where_it_applies(monkeypatch):
+    """``conv_norm_act``'s 3×3 stride-1 convolutions are ``Conv3x3``: wide ones run Winograd in float32 on a CPU,
+    and as written in float64, channels-last, inside ``as_written``; narrow ones always as written. Same state
+    dict as ``nn.Conv2d``."""
+    from scenemtl.models.layers import as_written, conv_norm_act
+    from scenemtl.models.layers import winograd
+
+    calls = []
+    original = winograd._Winograd.apply
+    monkeypatch.setattr(winograd._Winograd, "apply", lambda *a: calls.append(1) or original(*a))
+    wide, narrow = conv_norm_act(128, 128, 3, bias=True)[0], conv_norm_act(64, 128, 3)[0]
+    assert isinstance(wide, winograd.Conv3x3) and isinstance(wide, nn.Conv2d) and wide.winograd and not narrow.winograd
+    assert type(conv_norm_act(8, 8, 3, stride=2)[0]) is nn.Conv2d and type(conv_norm_act(8, 8, 1)[0]) is nn.Conv2d
+    reference = nn.Conv2d(128, 128, 3, padding=1)
+    reference.load_state_dict(wide.state_dict())
+    x = torch.randn(1, 128, 6, 7)
+    torch.testing.assert_close(wide(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1
+    wide.double()(x.double())
+    wide.float()
+    wide(x.contiguous(memory_format=torch.channels_last))
+    with as_written():
+        wide(x)
+    narrow(torch.randn(1, 64, 5, 5))
+    assert len(calls) == 1

@@ -1,6 +1,7 @@
 """Building blocks shared by the architectures, one copy each.
 
-``conv`` (conv-norm-activation, float32 output convolutions, bilinear resizing), ``residual``
+``conv`` (conv-norm-activation, float32 output convolutions, bilinear resizing), ``winograd`` (3×3
+convolutions by F(2×2, 3×3) on a CPU), ``residual``
 (ResNet blocks), ``attention`` (attention gates, MTAN's mask, PAD-Net's distillation), ``aspp``
 (DeepLabv3's ASPP), ``fpn`` (the FPN decoder head) and ``recompute`` (activation checkpointing that
 leaves batch-norm statistics as without it). A block only one architecture uses lives
@@ -23,10 +24,12 @@ from scenemtl.models.layers.conv import (
 from scenemtl.models.layers.fpn import FPNHead
 from scenemtl.models.layers.recompute import recomputed
 from scenemtl.models.layers.residual import BOTTLENECK_EXPANSION, basic_block, bottleneck
+from scenemtl.models.layers.winograd import Conv3x3, winograd_conv3x3
 
 __all__ = [
     "ASPP",
     "BOTTLENECK_EXPANSION",
+    "Conv3x3",
     "ConvPointwise",
     "FPNHead",
     "ImagePooling",
@@ -44,4 +47,5 @@ __all__ = [
     "relu_inplace",
     "resize",
     "shortcuts_allowed",
+    "winograd_conv3x3",
 ]

@@ -34,21 +34,21 @@ def conv_norm_act(
     affine parameters unless ``affine``) and ``2`` (``act()``: an in-place ReLU by default, e.g.
     ``nn.ReLU`` for an out-of-place one, ``nn.GELU``, ``nn.Sigmoid``; no child with ``act=None``), so
     state-dict keys read ``<name>.0.weight``, ``<name>.1.running_mean``. Unpack it
-    (``nn.Sequential(*conv_norm_act(...), ...)``) to put the layers into a longer Sequential.
+    (``nn.Sequential(*conv_norm_act(...), ...)``) to put the layers into a longer Sequential. A 3×3
+    convolution with stride 1 is a ``winograd.Conv3x3``: an ``nn.Conv2d`` that a CPU runs by Winograd's
+    F(2×2, 3×3) where that is faster (the same function up to float rounding).
     """
-    layers: list[nn.Module] = [
-        nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=dilation * (kernel_size // 2),
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-        ),
-        nn.BatchNorm2d(out_channels, affine=affine),
-    ]
+    conv: nn.Conv2d
+    if kernel_size == 3 and stride == 1 and dilation == 1 and groups == 1:
+        from scenemtl.models.layers.winograd import Conv3x3  # (winograd imports this module)
+
+        conv = Conv3x3(in_channels, out_channels, bias=bias)
+    else:
+        padding = dilation * (kernel_size // 2)
+        conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias
+        )
+    layers: list[nn.Module] = [conv, nn.BatchNorm2d(out_channels, affine=affine)]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
