@@ -6,8 +6,8 @@ The layers are MTAN-SegNet's 3×3 convolutions at NYUv2-13's 288×384, batch 2 (
 resolution). Each row times one pass of ``F.conv2d`` and one of ``layers.winograd.winograd_conv3x3``, each
 followed by the backward pass of all three gradients, alternated, median of ``--repeats``; under the malloc
 settings the trainer uses (``scenemtl.malloc``). The largest difference from the direct convolution's output and
-gradients, relative to each one's largest value, is printed beside. ``pays`` is the channel rule
-``layers.Conv3x3`` takes Winograd by (``MIN_CHANNEL_RATIO``); this table is where that threshold comes from.
+gradients, relative to each one's largest value, is printed beside. ``pays`` is the rule
+``layers.Conv3x3`` takes Winograd by (``MIN_CHANNEL_RATIO``, ``MIN_PIXELS``); this table is where those come from.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main() -> None:
     import torch.nn.functional as F
 
     from scenemtl.malloc import tune
-    from scenemtl.models.layers.winograd import MIN_CHANNEL_RATIO, pays, winograd_conv3x3
+    from scenemtl.models.layers.winograd import MIN_CHANNEL_RATIO, MIN_PIXELS, pays, winograd_conv3x3
 
     tune()
     torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def main() -> None:
         direct, winograd = (statistics.median(times[n]) for n in sides)
         rows.append(
             f"| {cin} → {cout} | {height}×{width} | {cin * cout / (cin + cout):.0f} | {1000 * direct:.0f} | {1000 * winograd:.0f} | "
-            f"{direct / winograd:.2f}× | {error:.0e} | {'yes' if pays(cin, cout) else 'no'} |"
+            f"{direct / winograd:.2f}× | {error:.0e} | {'yes' if pays(cin, cout) and height * width >= MIN_PIXELS else 'no'} |"
         )
         print(rows[-1], flush=True)
     header = (
@@ -94,8 +94,8 @@ def main() -> None:
             f"# 3×3 convolutions on a CPU: direct (oneDNN) and Winograd F(2×2, 3×3), forward + backward\n\n`{command}`; "
             f"{os.cpu_count()} CPUs ({platform.machine()}), {args.threads} torch threads; Python {platform.python_version()}, "
             f"torch {torch.__version__}, numpy {numpy.__version__}. Batch 2, median of {args.repeats} passes (forward and the "
-            f"three gradients), the two alternated. ``pays``: in·out/(in+out) ≥ {MIN_CHANNEL_RATIO}, the rule of "
-            "``layers.Conv3x3``.\n\n" + text
+            f"three gradients), the two alternated. ``pays``: in·out/(in+out) ≥ {MIN_CHANNEL_RATIO} and a map of "
+            f"{MIN_PIXELS} pixels or more, the rule of ``layers.Conv3x3``.\n\n" + text
         )
 
 

@@ -191,7 +191,7 @@ def test_winograd_backward_under_vmap_takes_the_direct_rule():
 
 def test_conv3x3_takes_winograd_only_where_it_applies(monkeypatch):
     """``conv_norm_act``'s 3×3 stride-1 convolutions are ``Conv3x3``: wide ones run Winograd in float32 on a CPU,
-    and as written in float64, channels-last, inside ``as_written``; narrow ones always as written. Same state
+    and as written on small maps, in float64, channels-last, inside ``as_written``; narrow ones always as written. Same state
     dict as ``nn.Conv2d``."""
     from scenemtl.models.layers import as_written, conv_norm_act
     from scenemtl.models.layers import winograd
@@ -204,9 +204,10 @@ def test_conv3x3_takes_winograd_only_where_it_applies(monkeypatch):
     assert type(conv_norm_act(8, 8, 3, stride=2)[0]) is nn.Conv2d and type(conv_norm_act(8, 8, 1)[0]) is nn.Conv2d
     reference = nn.Conv2d(128, 128, 3, padding=1)
     reference.load_state_dict(wide.state_dict())
-    x = torch.randn(1, 128, 6, 7)
+    x = torch.randn(1, 128, 32, 33)  # at least MIN_PIXELS
     torch.testing.assert_close(wide(x), reference(x), rtol=1e-5, atol=1e-5)
     assert len(calls) == 1
+    wide(torch.randn(1, 128, 6, 7))  # too small a map to pay
     wide.double()(x.double())
     wide.float()
     wide(x.contiguous(memory_format=torch.channels_last))

@@ -38,6 +38,9 @@ _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 #: oneDNN's direct convolution on an AVX2 CPU, forward and backward together: 64 → 128 and 128 → 64 channels
 #: (43) lose a little, 128 → 128 (64) gains 1.2×, 256 → 512 (171) 1.8× (``benchmarks/winograd_speed.py``)
 MIN_CHANNEL_RATIO = 60
+#: the least pixels per map: below it the transforms' fixed costs outweigh the saving (512 → 512 channels at
+#: 18×24 runs at 0.95× the direct convolution, at 36×48 at 1.6×)
+MIN_PIXELS = 1024
 
 
 @functools.lru_cache(maxsize=8)
@@ -154,7 +157,7 @@ def pays(in_channels: int, out_channels: int) -> bool:
 
 class Conv3x3(nn.Conv2d):
     """A 3×3 ``nn.Conv2d`` (stride 1, padding 1) that runs ``winograd_conv3x3`` where that is faster: float32 on a
-    CPU, NCHW input, no autocast, channels for which it ``pays``, outside ``as_written``. Same parameters, state
+    CPU, NCHW input of ``MIN_PIXELS`` or more, no autocast, channels for which it ``pays``, outside ``as_written``. Same parameters, state
     and function as ``nn.Conv2d(in, out, 3, padding=1, bias=bias)``."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
@@ -169,6 +172,7 @@ class Conv3x3(nn.Conv2d):
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
             and x.dim() == 4
+            and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
             and x.is_contiguous()
             and not torch.is_autocast_enabled("cpu")
             and shortcuts_allowed()
