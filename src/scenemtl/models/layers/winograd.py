@@ -4,18 +4,20 @@ A 3×3 convolution (stride 1, zero padding 1) of a map cut into 4×4 tiles that 
 2×2 outputs as ``Aᵀ [(G w Gᵀ) ⊙ (Bᵀ d B)] A`` (Lavin & Gray, CVPR 2016): per tile and channel pair 16
 multiplies instead of 36. Over channels the 16 element-wise products are 16 matrix products
 ``[out, in] @ [in, tiles]``, which run at the CPU's matrix-multiply speed, and the transforms are a few
-additions over the maps. oneDNN, which runs PyTorch's CPU convolutions, has Winograd kernels only for AVX-512
-machines; elsewhere (AVX2) it runs every 3×3 convolution directly. The backward pass is Winograd too: the
+additions over the maps. PyTorch's CPU convolutions (oneDNN) compute 3×3 convolutions directly, 9 multiplies
+per output and channel pair, at about the matrix-multiply speed. The backward pass is Winograd too: the
 input's gradient is the convolution of the output's gradient with the flipped, transposed kernel, and the
 kernel's gradient is ``Gᵀ [Σ_tiles (A dY Aᵀ) · (Bᵀ d B)ᵀ] G``; the transformed input is computed again there
 instead of being kept (it is four times the input).
 
-The same function up to float rounding: outputs and gradients agree with ``F.conv2d`` to about 1e-6 of their
-largest value in float32 and to 1e-12 in float64 (``tests/models/test_layers.py``). ``Conv3x3`` (an
-``nn.Conv2d``, same parameters and state) takes this path in float32 on a CPU where it pays (``pays``: the
-matrix products must outweigh the transforms, measured in ``benchmarks/results/train_vs_official_cpu.md``)
+The same function up to float rounding: outputs and gradients equal ``F.conv2d``'s to 1e-12 in float64; in
+float32 they are within 1e-5 of the exact result's largest value and 4× the direct float32 convolution's error
+(``tests/models/test_layers.py``). ``Conv3x3`` (an ``nn.Conv2d``, same parameters and state) takes this path in
+float32 on a CPU where it pays (``pays``, ``MIN_PIXELS``: the matrix products must outweigh the transforms;
+``benchmarks/results/winograd_speed_cpu.md``)
 and computes as written otherwise: on other devices, in other dtypes, under autocast, for channels-last
-inputs, and inside ``layers.as_written`` (counting, export).
+inputs, under ``torch.compile`` (Inductor chooses its own kernels) and inside ``layers.as_written`` (counting,
+export).
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ def pays(in_channels: int, out_channels: int) -> bool:
 
 class Conv3x3(nn.Conv2d):
     """A 3×3 ``nn.Conv2d`` (stride 1, padding 1) that runs ``winograd_conv3x3`` where that is faster: float32 on a
-    CPU, NCHW input of ``MIN_PIXELS`` or more, no autocast, channels for which it ``pays``, outside ``as_written``. Same parameters, state
+    CPU, NCHW input of ``MIN_PIXELS`` or more, no autocast or compilation, channels for which it ``pays``, outside
+    ``as_written``. Same parameters, state
     and function as ``nn.Conv2d(in, out, 3, padding=1, bias=bias)``."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
@@ -177,6 +180,7 @@ class Conv3x3(nn.Conv2d):
             and not torch.is_autocast_enabled("cpu")
             and shortcuts_allowed()
             and torch._C._functorch.maybe_current_level() is None
+            and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing()
             and not torch.jit.is_scripting()
         ):
