@@ -1,7 +1,7 @@
 """Training-step speed and memory on a CPU, scenemtl against the official code, side by side in one run.
 
     python benchmarks/train_vs_official.py [--official-mtan DIR] [--official-mtt DIR] [--models mtan,invpt]
-           [--variants fp32,fp32-system-malloc,bf16] [--rounds 2] [--warmup 1] [--iters 3] [--threads 2]
+           [--variants fp32,fp32-system-malloc,bf16] [--rounds 2] [--warmup 3] [--iters 3] [--threads 2]
            [--out benchmarks/results/train_vs_official_cpu.md]
 
 Two workloads, each the anchor of ``../shared/bench`` (the official side built the same way):
@@ -354,7 +354,9 @@ def main() -> None:
     parser.add_argument("--models", default="mtan,invpt")
     parser.add_argument("--variants", default="fp32,fp32-system-malloc,bf16")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="steps before the timed ones (both codes still fault in fresh memory in their first steps)"
+    )
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=256, help="InvPT's input side")

@@ -38,7 +38,7 @@ _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 #: the least ``in·out / (in + out)`` (the matrix products' work per transformed value) at which Winograd beats
 #: oneDNN's direct convolution on an AVX2 CPU, forward and backward together: 64 → 128 and 128 → 64 channels
-#: (43) lose a little, 128 → 128 (64) gains 1.2×, 256 → 512 (171) 1.8× (``benchmarks/winograd_speed.py``)
+#: (43) lose a little, 128 → 128 (64) gains 1.2×, 256 → 512 (171) 1.7× (``benchmarks/winograd_speed.py``)
 MIN_CHANNEL_RATIO = 60
 #: the least pixels per map: below it the transforms' fixed costs outweigh the saving (512 → 512 channels at
 #: 18×24 runs at 0.95× the direct convolution, at 36×48 at 1.6×)
