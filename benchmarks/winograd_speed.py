@@ -3,11 +3,11 @@
     python benchmarks/winograd_speed.py [--threads 2] [--repeats 5] [--out benchmarks/results/winograd_speed_cpu.md]
 
 The layers are MTAN-SegNet's 3×3 convolutions at NYUv2-13's 288×384, batch 2 (channels in → out at their
-resolution). Each row times one pass of ``F.conv2d`` and one of ``layers.winograd.winograd_conv3x3``, each
+resolution), and three on 32×32 maps. Each row times one pass of ``F.conv2d`` and one of ``layers.winograd.winograd_conv3x3``, each
 followed by the backward pass of all three gradients, alternated, median of ``--repeats``; under the malloc
 settings the trainer uses (``scenemtl.malloc``). The largest difference from the direct convolution's output and
 gradients, relative to each one's largest value, is printed beside. ``pays`` is the rule
-``layers.Conv3x3`` takes Winograd by (``MIN_CHANNEL_RATIO``, ``MIN_PIXELS``); this table is where those come from.
+``layers.Conv3x3`` takes Winograd by (``MIN_CHANNEL_RATIO``, ``MIN_WORK``); this table is where those come from.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: (in, out, height, width): every distinct 3×3 convolution of MTAN-SegNet at 288×384
+#: (in, out, height, width): every distinct 3×3 convolution of MTAN-SegNet at 288×384, then small maps
 LAYERS = [
     (64, 64, 288, 384),
     (64, 128, 288, 384),
@@ -34,6 +34,10 @@ LAYERS = [
     (512, 256, 36, 48),
     (512, 512, 36, 48),
     (512, 512, 18, 24),
+    # small maps: where the rule's MIN_WORK comes from
+    (128, 128, 32, 32),
+    (256, 256, 32, 32),
+    (512, 512, 32, 32),
 ]
 
 
@@ -48,7 +52,7 @@ def main() -> None:
     import torch.nn.functional as F
 
     from scenemtl.malloc import tune
-    from scenemtl.models.layers.winograd import MIN_CHANNEL_RATIO, MIN_PIXELS, pays, winograd_conv3x3
+    from scenemtl.models.layers.winograd import MIN_CHANNEL_RATIO, MIN_WORK, pays, winograd_conv3x3
 
     tune()
     torch.set_num_threads(args.threads)
@@ -77,7 +81,7 @@ def main() -> None:
         direct, winograd = (statistics.median(times[n]) for n in sides)
         rows.append(
             f"| {cin} → {cout} | {height}×{width} | {cin * cout / (cin + cout):.0f} | {1000 * direct:.0f} | {1000 * winograd:.0f} | "
-            f"{direct / winograd:.2f}× | {error:.0e} | {'yes' if pays(cin, cout) and height * width >= MIN_PIXELS else 'no'} |"
+            f"{direct / winograd:.2f}× | {error:.0e} | {'yes' if pays(cin, cout, height * width) else 'no'} |"
         )
         print(rows[-1], flush=True)
     header = (
@@ -95,7 +99,7 @@ def main() -> None:
             f"{os.cpu_count()} CPUs ({platform.machine()}), {args.threads} torch threads; Python {platform.python_version()}, "
             f"torch {torch.__version__}, numpy {numpy.__version__}. Batch 2, median of {args.repeats} passes (forward and the "
             f"three gradients), the two alternated. ``pays``: in·out/(in+out) ≥ {MIN_CHANNEL_RATIO} and a map of "
-            f"{MIN_PIXELS} pixels or more, the rule of ``layers.Conv3x3``.\n\n" + text
+            f"in·out/(in+out) × pixels ≥ {MIN_WORK}, the rule of ``layers.Conv3x3``.\n\n" + text
         )
 
 

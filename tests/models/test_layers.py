@@ -204,7 +204,7 @@ def test_conv3x3_takes_winograd_only_where_it_applies(monkeypatch):
     assert type(conv_norm_act(8, 8, 3, stride=2)[0]) is nn.Conv2d and type(conv_norm_act(8, 8, 1)[0]) is nn.Conv2d
     reference = nn.Conv2d(128, 128, 3, padding=1)
     reference.load_state_dict(wide.state_dict())
-    x = torch.randn(1, 128, 32, 33)  # at least MIN_PIXELS
+    x = torch.randn(1, 128, 48, 48)  # a map on which it pays
     torch.testing.assert_close(wide(x), reference(x), rtol=1e-5, atol=1e-5)
     assert len(calls) == 1
     wide(torch.randn(1, 128, 6, 7))  # too small a map to pay

@@ -13,7 +13,7 @@ instead of being kept (it is four times the input).
 The same function up to float rounding: outputs and gradients equal ``F.conv2d``'s to 1e-12 in float64; in
 float32 they are within 1e-5 of the exact result's largest value and 4× the direct float32 convolution's error
 (``tests/models/test_layers.py``). ``Conv3x3`` (an ``nn.Conv2d``, same parameters and state) takes this path in
-float32 on a CPU where it pays (``pays``, ``MIN_PIXELS``: the matrix products must outweigh the transforms;
+float32 on a CPU where it pays (``pays``: the matrix products must outweigh the transforms;
 ``benchmarks/results/winograd_speed_cpu.md``)
 and computes as written otherwise: on other devices, in other dtypes, under autocast, for channels-last
 inputs, under ``torch.compile`` (Inductor chooses its own kernels) and inside ``layers.as_written`` (counting,
@@ -40,9 +40,10 @@ _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 #: oneDNN's direct convolution on an AVX2 CPU, forward and backward together: 64 → 128 and 128 → 64 channels
 #: (43) lose a little, 128 → 128 (64) gains 1.2×, 256 → 512 (171) 1.7× (``benchmarks/winograd_speed.py``)
 MIN_CHANNEL_RATIO = 60
-#: the least pixels per map: below it the transforms' fixed costs outweigh the saving (512 → 512 channels at
-#: 18×24 runs at 0.95× the direct convolution, at 36×48 at 1.6×)
-MIN_PIXELS = 1024
+#: the least ``in·out / (in + out) × pixels`` of a map: on small maps the transforms' fixed costs outweigh the
+#: saving (128 → 128 channels at 32×32 runs at 0.74× the direct convolution, 256 → 256 there at 1.14×, 512 → 512
+#: at 18×24 at 0.94×, at 36×48 at 1.6×)
+MIN_WORK = 128 * 1024
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,14 +153,16 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return _Winograd.apply(x.contiguous(), weight, bias)
 
 
-def pays(in_channels: int, out_channels: int) -> bool:
-    """Whether F(2×2, 3×3) beats the direct convolution on a CPU for these channel counts (``MIN_CHANNEL_RATIO``)."""
-    return in_channels * out_channels >= MIN_CHANNEL_RATIO * (in_channels + out_channels)
+def pays(in_channels: int, out_channels: int, pixels: int | None = None) -> bool:
+    """Whether F(2×2, 3×3) beats the direct convolution on a CPU for these channel counts (``MIN_CHANNEL_RATIO``)
+    and, given, this many pixels per map (``MIN_WORK``)."""
+    ratio = in_channels * out_channels / (in_channels + out_channels)
+    return ratio >= MIN_CHANNEL_RATIO and (pixels is None or ratio * pixels >= MIN_WORK)
 
 
 class Conv3x3(nn.Conv2d):
     """A 3×3 ``nn.Conv2d`` (stride 1, padding 1) that runs ``winograd_conv3x3`` where that is faster: float32 on a
-    CPU, NCHW input of ``MIN_PIXELS`` or more, no autocast or compilation, channels for which it ``pays``, outside
+    CPU, NCHW input, maps and channels for which it ``pays``, no autocast or compilation, outside
     ``as_written``. Same parameters, state
     and function as ``nn.Conv2d(in, out, 3, padding=1, bias=bias)``."""
 
@@ -175,7 +178,7 @@ class Conv3x3(nn.Conv2d):
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
             and x.dim() == 4
-            and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
+            and pays(self.in_channels, self.out_channels, x.shape[-2] * x.shape[-1])
             and x.is_contiguous()
             and not torch.is_autocast_enabled("cpu")
             and shortcuts_allowed()
