@@ -14,10 +14,9 @@ The same function up to float rounding: outputs and gradients equal ``F.conv2d``
 float32 they are within 1e-5 of the exact result's largest value and 4× the direct float32 convolution's error
 (``tests/models/test_layers.py``). ``Conv3x3`` (an ``nn.Conv2d``, same parameters and state) takes this path in
 float32 on a CPU where it pays (``pays``: the matrix products must outweigh the transforms;
-``benchmarks/results/winograd_speed_cpu.md``)
-and computes as written otherwise: on other devices, in other dtypes, under autocast, for channels-last
-inputs, under ``torch.compile`` (Inductor chooses its own kernels) and inside ``layers.as_written`` (counting,
-export).
+``benchmarks/results/winograd_speed_cpu.md``) and computes as written otherwise: on other devices, in other
+dtypes, under autocast, for channels-last inputs, under ``torch.compile`` (Inductor chooses its own kernels)
+and inside ``layers.as_written`` (counting, export).
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ from torch import nn
 
 from scenemtl.models.layers.conv import shortcuts_allowed
 
-#: F(2×2, 3×3)'s transforms (Lavin & Gray): inputs Bᵀ (4×4), kernels G (4×3), outputs Aᵀ (2×4)
-_B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+#: F(2×2, 3×3)'s transforms (Lavin & Gray): kernels G (4×3), outputs Aᵀ (2×4); the input transform Bᵀ, rows
+#: (1, 0, −1, 0), (0, 1, 1, 0), (0, −1, 1, 0), (0, 1, 0, −1), is written out as additions in ``transform_input``
 _G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
 _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 
@@ -47,12 +46,12 @@ MIN_WORK = 128 * 1024
 
 
 @functools.lru_cache(maxsize=8)
-def _constants(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _constants(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """G (4×3) and the 16×4 matrix ``A ⊗ A`` that spreads a 2×2 output tile's gradient over the 4×4 products
-    (its transpose gathers the products into the outputs), and Bᵀ (4×4)."""
+    (its transpose gathers the products into the outputs)."""
     a_t = torch.tensor(_A_T, dtype=torch.float64)
     spread = torch.einsum("ai,bj->ijab", a_t, a_t).reshape(16, 4)
-    return torch.tensor(_G, dtype=dtype), spread.to(dtype), torch.tensor(_B_T, dtype=dtype)
+    return torch.tensor(_G, dtype=dtype), spread.to(dtype)
 
 
 def _tiles(height: int, width: int) -> tuple[int, int]:
@@ -162,19 +161,21 @@ def pays(in_channels: int, out_channels: int, pixels: int | None = None) -> bool
 
 class Conv3x3(nn.Conv2d):
     """A 3×3 ``nn.Conv2d`` (stride 1, padding 1) that runs ``winograd_conv3x3`` where that is faster: float32 on a
-    CPU, NCHW input, maps and channels for which it ``pays``, no autocast or compilation, outside
-    ``as_written``. Same parameters, state
-    and function as ``nn.Conv2d(in, out, 3, padding=1, bias=bias)``."""
+    CPU, NCHW input, maps and channels for which it ``pays``, no autocast, compilation or vmap, outside
+    ``as_written``. Same parameters, state and function as ``nn.Conv2d(in, out, 3, padding=1, bias=bias)``."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
-        self.winograd = pays(in_channels, out_channels)
+
+    @property
+    def winograd(self) -> bool:
+        """Whether the channels make Winograd pay on maps of some size."""
+        return pays(self.in_channels, self.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution, by Winograd where that applies."""
         if (
-            self.winograd
-            and x.device.type == "cpu"
+            x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
             and x.dim() == 4
@@ -182,7 +183,7 @@ class Conv3x3(nn.Conv2d):
             and x.is_contiguous()
             and not torch.is_autocast_enabled("cpu")
             and shortcuts_allowed()
-            and torch._C._functorch.maybe_current_level() is None
+            and not _batched(x)
             and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing()
             and not torch.jit.is_scripting()
