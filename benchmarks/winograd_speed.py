@@ -1,13 +1,14 @@
-"""3×3 convolutions on a CPU, forward and backward: oneDNN's direct convolution against Winograd's F(2×2, 3×3).
+"""3×3 convolutions on a CPU, forward and backward: oneDNN's direct convolution against Winograd's F(2×2, 3×3) and F(4×4, 3×3).
 
     python benchmarks/winograd_speed.py [--threads 2] [--repeats 5] [--out benchmarks/results/winograd_speed_cpu.md]
 
 The layers are MTAN-SegNet's 3×3 convolutions at NYUv2-13's 288×384, batch 2 (channels in → out at their
-resolution), and three on 32×32 maps. Each row times one pass of ``F.conv2d`` and one of ``layers.winograd.winograd_conv3x3``, each
-followed by the backward pass of all three gradients, alternated, median of ``--repeats``; under the malloc
-settings the trainer uses (``scenemtl.malloc``). The largest difference from the direct convolution's output and
-gradients, relative to each one's largest value, is printed beside. ``pays`` is the rule
-``layers.Conv3x3`` takes Winograd by (``MIN_CHANNEL_RATIO``, ``MIN_WORK``); this table is where those come from.
+resolution), then smaller maps. Each row times one pass of ``F.conv2d`` and one of ``layers.winograd.winograd_conv3x3``
+with each tile, each followed by the backward pass of all three gradients, alternated, median of ``--repeats``; under
+the malloc settings the trainer uses (``scenemtl.malloc``). The largest difference from the exact (float64)
+convolution's output and gradients, relative to each one's largest value, is printed for each. ``rule`` is what
+``layers.Conv3x3`` runs (``tile_for``: ``MIN_CHANNEL_RATIO``, ``MIN_WORK``, ``MIN_PIXELS_TILE4``); this table is where
+those come from.
 """
 
 from __future__ import annotations
@@ -34,11 +35,16 @@ LAYERS = [
     (512, 256, 36, 48),
     (512, 512, 36, 48),
     (512, 512, 18, 24),
-    # small maps: where the rule's MIN_WORK comes from
+    # small maps: where the rule's MIN_WORK and MIN_PIXELS_TILE4 come from
     (128, 128, 32, 32),
     (256, 256, 32, 32),
     (512, 512, 32, 32),
+    (128, 128, 16, 16),
+    (256, 256, 16, 16),
+    (512, 512, 16, 16),
+    (512, 512, 8, 8),
 ]
+SIDES = ("direct", "F(2×2)", "F(4×4)")
 
 
 def main() -> None:
@@ -52,10 +58,15 @@ def main() -> None:
     import torch.nn.functional as F
 
     from scenemtl.malloc import tune
-    from scenemtl.models.layers.winograd import MIN_CHANNEL_RATIO, MIN_WORK, pays, winograd_conv3x3
+    from scenemtl.models.layers.winograd import MIN_CHANNEL_RATIO, MIN_PIXELS_TILE4, MIN_WORK, tile_for, winograd_conv3x3
 
     tune()
     torch.set_num_threads(args.threads)
+    convolutions = {
+        "direct": lambda *a: F.conv2d(*a, padding=1),
+        "F(2×2)": lambda *a: winograd_conv3x3(*a, tile=2),
+        "F(4×4)": lambda *a: winograd_conv3x3(*a, tile=4),
+    }
     rows = []
     for cin, cout, height, width in LAYERS:
         generator = torch.Generator().manual_seed(0)
@@ -63,30 +74,34 @@ def main() -> None:
         weight = (torch.randn(cout, cin, 3, 3, generator=generator) / (9 * cin) ** 0.5).requires_grad_()
         bias = torch.randn(cout, generator=generator, requires_grad=True)
         grad = torch.randn(2, cout, height, width, generator=generator)
-        sides = {"direct": lambda *a: F.conv2d(*a, padding=1), "winograd": winograd_conv3x3}
 
-        def step(convolve):
+        def step(convolve, x=x, weight=weight, bias=bias, grad=grad):
             out = convolve(x, weight, bias)
             return [out.detach(), *torch.autograd.grad(out, (x, weight, bias), grad)]
 
-        results = {name: step(convolve) for name, convolve in sides.items()}
-        error = max(((w - d).abs().max() / d.abs().max()).item() for d, w in zip(results["direct"], results["winograd"]))
-        del results
-        times: dict[str, list[float]] = {name: [] for name in sides}
+        exact = step(convolutions["direct"], *(t.detach().double().requires_grad_() for t in (x, weight, bias)), grad.double())
+        errors = {
+            name: max(((got - want).abs().max() / want.abs().max()).item() for want, got in zip(exact, step(convolve)))
+            for name, convolve in convolutions.items()
+        }
+        del exact
+        times: dict[str, list[float]] = {name: [] for name in SIDES}
         for _ in range(args.repeats):
-            for name, convolve in sides.items():
+            for name in SIDES:
                 start = time.perf_counter()
-                step(convolve)
+                step(convolutions[name])
                 times[name].append(time.perf_counter() - start)
-        direct, winograd = (statistics.median(times[n]) for n in sides)
+        ms = {name: 1000 * statistics.median(times[name]) for name in SIDES}
+        tile = tile_for(cin, cout, height * width)
         rows.append(
-            f"| {cin} → {cout} | {height}×{width} | {cin * cout / (cin + cout):.0f} | {1000 * direct:.0f} | {1000 * winograd:.0f} | "
-            f"{direct / winograd:.2f}× | {error:.0e} | {'yes' if pays(cin, cout, height * width) else 'no'} |"
+            f"| {cin} → {cout} | {height}×{width} | {cin * cout / (cin + cout):.0f} | {ms['direct']:.1f} | {ms['F(2×2)']:.1f} | "
+            f"{ms['F(4×4)']:.1f} | {ms['direct'] / ms['F(2×2)']:.2f}× | {ms['direct'] / ms['F(4×4)']:.2f}× | "
+            f"{errors['direct']:.0e} / {errors['F(2×2)']:.0e} / {errors['F(4×4)']:.0e} | {f'F({tile}×{tile})' if tile else 'direct'} |"
         )
         print(rows[-1], flush=True)
     header = (
-        "| channels | map | in·out/(in+out) | direct ms | Winograd ms | Winograd speed | largest difference | pays |\n"
-        "|---|---|---|---|---|---|---|---|"
+        "| channels | map | in·out/(in+out) | direct ms | F(2×2) ms | F(4×4) ms | F(2×2) speed | F(4×4) speed | "
+        "error direct / F(2×2) / F(4×4) | rule |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     text = header + "\n" + "\n".join(rows) + "\n"
     print(text)
@@ -95,11 +110,13 @@ def main() -> None:
 
         command = "python benchmarks/winograd_speed.py " + " ".join(sys.argv[1:])
         Path(args.out).write_text(
-            f"# 3×3 convolutions on a CPU: direct (oneDNN) and Winograd F(2×2, 3×3), forward + backward\n\n`{command}`; "
-            f"{os.cpu_count()} CPUs ({platform.machine()}), {args.threads} torch threads; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, numpy {numpy.__version__}. Batch 2, median of {args.repeats} passes (forward and the "
-            f"three gradients), the two alternated. ``pays``: in·out/(in+out) ≥ {MIN_CHANNEL_RATIO} and a map of "
-            f"in·out/(in+out) × pixels ≥ {MIN_WORK}, the rule of ``layers.Conv3x3``.\n\n" + text
+            f"# 3×3 convolutions on a CPU: direct (oneDNN) and Winograd F(2×2, 3×3), F(4×4, 3×3), forward + backward\n\n"
+            f"`{command}`; {os.cpu_count()} CPUs ({platform.machine()}), {args.threads} torch threads; Python "
+            f"{platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}. Batch 2, median of {args.repeats} "
+            f"passes (forward and the three gradients), the three alternated. Error: the largest difference from the exact "
+            f"(float64) output and gradients, relative to each one's largest value. ``rule``: what ``layers.Conv3x3`` runs "
+            f"(``tile_for``): Winograd where in·out/(in+out) ≥ {MIN_CHANNEL_RATIO} and in·out/(in+out) × pixels ≥ {MIN_WORK}, "
+            f"F(4×4) on maps of at least {MIN_PIXELS_TILE4} pixels.\n\n" + text
         )
 
 

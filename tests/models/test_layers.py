@@ -129,11 +129,13 @@ def test_conv_pointwise_runs_narrowing_pairs_as_one_composed_convolution(mid, ou
         ConvPointwise(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3))
 
 
-# --- Winograd F(2×2, 3×3) -----------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 3, 4, 4), (2, 4, 1, 6), (1, 2, 3, 1)])
+# --- Winograd F(2×2, 3×3) and F(4×4, 3×3) ------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 3, 4, 4), (2, 4, 1, 6), (1, 2, 3, 1), (1, 3, 13, 10)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_winograd_is_the_convolution_forward_and_backward_in_float64(shape, bias):
-    """Odd and even sizes, one-pixel maps: output and the three gradients equal ``F.conv2d``'s to 1e-12."""
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_is_the_convolution_forward_and_backward_in_float64(shape, bias, tile):
+    """Both tiles; sizes that are and are not multiples of the tile, one-pixel maps: output and the three gradients
+    equal ``F.conv2d``'s to 1e-12."""
     from scenemtl.models.layers.winograd import winograd_conv3x3
 
     generator = torch.Generator().manual_seed(0)
@@ -143,15 +145,18 @@ def test_winograd_is_the_convolution_forward_and_backward_in_float64(shape, bias
     grad = torch.randn(shape[0], 6, *shape[2:], dtype=torch.float64, generator=generator)
     inputs = (x, weight) + ((b,) if bias else ())
     expected = torch.nn.functional.conv2d(x, weight, b, padding=1)
-    got = winograd_conv3x3(x, weight, b)
+    got = winograd_conv3x3(x, weight, b, tile=tile)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     for g, e in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
 
 
-def test_winograd_in_float32_is_as_close_to_the_exact_convolution_as_the_direct_one():
-    """Against the float64 convolution, Winograd's float32 output and gradients are within 1e-5 of the largest
-    value, and within 4× the error of the direct float32 convolution (or 1e-6)."""
+@pytest.mark.parametrize(("tile", "bound", "times_direct", "floor"), [(2, 1e-5, 4, 1e-6), (4, 2e-5, 24, 1e-5)])
+def test_winograd_in_float32_is_about_as_close_to_the_exact_convolution_as_the_direct_one(tile, bound, times_direct, floor):
+    """Against the float64 convolution, Winograd's float32 output and gradients are within ``bound`` of the largest
+    value and within ``times_direct`` × the direct float32 convolution's error or ``floor``: F(2×2) 1e-5, 4× or 1e-6;
+    F(4×4), whose transforms multiply by 5 and divide by 24, 2e-5, 24× or 1e-5 (here 4–7e-6 against the direct
+    convolution's 3e-7–1.3e-6; the module docstring's figures)."""
     from scenemtl.models.layers.winograd import winograd_conv3x3
 
     generator = torch.Generator().manual_seed(1)
@@ -167,14 +172,15 @@ def test_winograd_in_float32_is_as_close_to_the_exact_convolution_as_the_direct_
 
     exact = run(lambda *a: torch.nn.functional.conv2d(*a, padding=1), torch.float64)
     direct = run(lambda *a: torch.nn.functional.conv2d(*a, padding=1), torch.float32)
-    winograd = run(winograd_conv3x3, torch.float32)
+    winograd = run(lambda *a: winograd_conv3x3(*a, tile=tile), torch.float32)
     for e, d, w in zip(exact, direct, winograd):
         scale = e.abs().max()
         error, direct_error = ((w - e).abs().max() / scale).item(), ((d - e).abs().max() / scale).item()
-        assert error < 1e-5 and error <= max(4 * direct_error, 1e-6), (error, direct_error)
+        assert error < bound and error <= max(times_direct * direct_error, floor), (error, direct_error)
 
 
-def test_winograd_backward_under_vmap_takes_the_direct_rule():
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_backward_under_vmap_takes_the_direct_rule(tile):
     """torchjd's Jacobians run the backward vmapped (``is_grads_batched``): the same rows as the direct convolution."""
     from scenemtl.models.layers.winograd import winograd_conv3x3
 
@@ -184,29 +190,32 @@ def test_winograd_backward_under_vmap_takes_the_direct_rule():
     b = torch.randn(5, generator=generator, requires_grad=True)
     rows = torch.randn(3, 2, 5, 6, 5, generator=generator)
     expected = torch.autograd.grad(torch.nn.functional.conv2d(x, weight, b, padding=1), (x, weight, b), rows, is_grads_batched=True)
-    got = torch.autograd.grad(winograd_conv3x3(x, weight, b), (x, weight, b), rows, is_grads_batched=True)
+    got = torch.autograd.grad(winograd_conv3x3(x, weight, b, tile=tile), (x, weight, b), rows, is_grads_batched=True)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e)
 
 
 def test_conv3x3_takes_winograd_only_where_it_applies(monkeypatch):
-    """``conv_norm_act``'s 3×3 stride-1 convolutions are ``Conv3x3``: wide ones run Winograd in float32 on a CPU,
-    and as written on small maps, in float64, channels-last, inside ``as_written``; narrow ones always as written. Same state
-    dict as ``nn.Conv2d``."""
+    """``conv_norm_act``'s 3×3 stride-1 convolutions are ``Conv3x3``: wide ones run Winograd in float32 on a CPU, F(4×4)
+    on maps of ``MIN_PIXELS_TILE4`` pixels and F(2×2) on smaller ones (F(2×2) only with ``MAX_TILE = 2``), and as
+    written on maps too small to pay, in float64, channels-last, inside ``as_written``; narrow ones always as written.
+    Same state dict as ``nn.Conv2d``."""
     from scenemtl.models.layers import as_written, conv_norm_act
     from scenemtl.models.layers import winograd
 
-    calls = []
+    tiles = []
     original = winograd._Winograd.apply
-    monkeypatch.setattr(winograd._Winograd, "apply", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(winograd._Winograd, "apply", lambda *a: tiles.append(a[-1]) or original(*a))
     wide, narrow = conv_norm_act(128, 128, 3, bias=True)[0], conv_norm_act(64, 128, 3)[0]
     assert isinstance(wide, winograd.Conv3x3) and isinstance(wide, nn.Conv2d) and wide.winograd and not narrow.winograd
     assert type(conv_norm_act(8, 8, 3, stride=2)[0]) is nn.Conv2d and type(conv_norm_act(8, 8, 1)[0]) is nn.Conv2d
     reference = nn.Conv2d(128, 128, 3, padding=1)
     reference.load_state_dict(wide.state_dict())
-    x = torch.randn(1, 128, 48, 48)  # a map on which it pays
-    torch.testing.assert_close(wide(x), reference(x), rtol=1e-5, atol=1e-5)
-    assert len(calls) == 1
+    x = torch.randn(1, 128, 48, 48)  # a map on which F(4×4) pays
+    torch.testing.assert_close(wide(x), reference(x), rtol=1e-4, atol=1e-4)
+    small = torch.randn(1, 128, 24, 24)  # F(2×2): 576 pixels
+    torch.testing.assert_close(wide(small), reference(small), rtol=1e-5, atol=1e-5)
+    assert tiles == [4, 2]
     wide(torch.randn(1, 128, 6, 7))  # too small a map to pay
     wide.double()(x.double())
     wide.float()
@@ -214,4 +223,26 @@ def test_conv3x3_takes_winograd_only_where_it_applies(monkeypatch):
     with as_written():
         wide(x)
     narrow(torch.randn(1, 64, 5, 5))
-    assert len(calls) == 1
+    assert tiles == [4, 2]
+    monkeypatch.setattr(winograd, "MAX_TILE", 2)
+    wide(x)
+    monkeypatch.setattr(winograd, "MAX_TILE", 0)
+    wide(x)
+    assert tiles == [4, 2, 2]
+
+
+def test_the_winograd_rule_follows_the_measured_table():
+    """``tile_for`` on rows of ``benchmarks/results/winograd_speed_cpu.md``: the direct convolution where neither tile
+    was faster, F(2×2) where it beat F(4×4), F(4×4) where that was fastest."""
+    from scenemtl.models.layers.winograd import pays, tile_for
+
+    assert tile_for(64, 64, 288 * 384) == 0 and tile_for(64, 128, 288 * 384) == 0  # 0.78–1.04×
+    assert tile_for(128, 128, 144 * 192) == 4 and tile_for(256, 512, 72 * 96) == 4 and tile_for(512, 512, 32 * 32) == 4
+    assert tile_for(512, 512, 18 * 24) == 2 and tile_for(256, 256, 16 * 16) == 2  # F(2×2) 1.53× / 1.09×, F(4×4) 1.14× / 0.79×
+    assert tile_for(128, 128, 16 * 16) == 0 and tile_for(512, 512, 8 * 8) == 0  # F(2×2) 0.83× / 0.89×
+    assert tile_for(256, 256, 72 * 96, max_tile=2) == 2 and tile_for(256, 256, 72 * 96, max_tile=0) == 0
+    assert pays(128, 128) and not pays(64, 128)
+    with pytest.raises(ValueError, match="tile 2 or 4"):
+        from scenemtl.models.layers.winograd import winograd_conv3x3
+
+        winograd_conv3x3(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 3, 3), tile=3)

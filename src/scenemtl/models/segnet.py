@@ -43,8 +43,8 @@ unused block (the script does, and discards it); a prediction block whose 1×1 n
 runs as one convolution with the two layers' composed weights (``layers.ConvPointwise``: the same
 function and gradients up to float rounding, a fifth of the head's work for 13 classes; the same
 parameters); on a CPU the 3×3 convolutions with 128 channels or more in and out run by
-Winograd's F(2×2, 3×3) (``layers.winograd.Conv3x3``, also the same function up to float
-rounding). ``filters`` (five channel counts) narrows the networks for tests and CPU trials; it is
+Winograd's F(4×4, 3×3), F(2×2, 3×3) on small maps (``layers.winograd.Conv3x3``, also the same function up to
+float rounding). ``filters`` (five channel counts) narrows the networks for tests and CPU trials; it is
 not a paper setting.
 """
 

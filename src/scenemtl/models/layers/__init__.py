@@ -1,7 +1,7 @@
 """Building blocks shared by the architectures, one copy each.
 
 ``conv`` (conv-norm-activation, float32 output convolutions, bilinear resizing), ``winograd`` (3×3
-convolutions by F(2×2, 3×3) on a CPU), ``residual``
+convolutions by Winograd's F(4×4, 3×3) and F(2×2, 3×3) on a CPU), ``residual``
 (ResNet blocks), ``attention`` (attention gates, MTAN's mask, PAD-Net's distillation), ``aspp``
 (DeepLabv3's ASPP), ``fpn`` (the FPN decoder head) and ``recompute`` (activation checkpointing that
 leaves batch-norm statistics as without it). A block only one architecture uses lives

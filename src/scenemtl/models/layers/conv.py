@@ -36,7 +36,7 @@ def conv_norm_act(
     state-dict keys read ``<name>.0.weight``, ``<name>.1.running_mean``. Unpack it
     (``nn.Sequential(*conv_norm_act(...), ...)``) to put the layers into a longer Sequential. A 3×3
     convolution with stride 1 is a ``winograd.Conv3x3``: an ``nn.Conv2d`` that a CPU runs by Winograd's
-    F(2×2, 3×3) where that is faster (the same function up to float rounding).
+    F(4×4, 3×3) or F(2×2, 3×3) where that is faster (the same function up to float rounding).
     """
     conv: nn.Conv2d
     if kernel_size == 3 and stride == 1 and dilation == 1 and groups == 1:
