@@ -297,6 +297,11 @@ class TrainConfig(Strict):
     channels_last: bool = False
     compile: bool = False
     activation_checkpointing: bool = False
+    # wide 3×3 convolutions on a CPU in float32 (layers.winograd): "f4", Winograd's F(4×4, 3×3) where it pays
+    # and F(2×2, 3×3) on small maps (F(4×4)'s rounding error about the direct convolution's); "f2", F(2×2) only
+    # (less rounding error than the direct convolution); "off", the direct convolution. Also used by evaluate
+    # and predict from this run's checkpoints
+    winograd: Literal["f4", "f2", "off"] = "f4"
     # several processes (torchrun): SyncBatchNorm (CUDA only), and DDP's unused-parameter search
     # (on by itself for architectures that need it)
     sync_bn: bool = False

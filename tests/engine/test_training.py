@@ -64,7 +64,9 @@ def test_resume_continues_to_the_same_weights(tiny_config):
 
 
 def test_checkpoint_alone_rebuilds_the_model(tiny_config):
-    trainer = Trainer(tiny_config("train.steps=2"), progress=False, log=False)
+    from scenemtl.models.layers.winograd import Conv3x3
+
+    trainer = Trainer(tiny_config("train.steps=2", "train.winograd=f2"), progress=False, log=False)
     trainer.fit()
     folder = ckpt.list_checkpoints(trainer.checkpoint_dir)[-1]
     meta = ckpt.read_meta(folder)
@@ -75,6 +77,10 @@ def test_checkpoint_alone_rebuilds_the_model(tiny_config):
     image = torch.randn(1, 3, 32, 48)
     trainer.model.eval()
     assert torch.allclose(model(image).final["depth"], trainer.model(image).final["depth"])
+    # train.winograd holds for the run's model and for the one rebuilt from its checkpoint
+    for rebuilt in (trainer.model, model):
+        tiles = {m.max_tile for m in rebuilt.modules() if isinstance(m, Conv3x3)}
+        assert tiles == {2}
     # the training state is plain tensors and numbers: it loads with weights_only=True
     state = ckpt.load_trainer_state(folder)
     assert state["step"] == 2 and "optimizer" in state

@@ -231,6 +231,21 @@ def test_conv3x3_takes_winograd_only_where_it_applies(monkeypatch):
     assert tiles == [4, 2, 2]
 
 
+def test_set_max_tile_sets_every_conv3x3_and_names_the_setting():
+    from scenemtl.models.layers import conv_norm_act
+    from scenemtl.models.layers.winograd import Conv3x3, set_max_tile
+
+    model = nn.Sequential(conv_norm_act(128, 128, 3), nn.Sequential(conv_norm_act(256, 256, 3)))
+    assert set_max_tile(model, "off") is model
+    assert [m.max_tile for m in model.modules() if isinstance(m, Conv3x3)] == [0, 0]
+    set_max_tile(model, 2)
+    assert [m.max_tile for m in model.modules() if isinstance(m, Conv3x3)] == [2, 2]
+    with pytest.raises(ValueError, match="train.winograd: f4, f2 or off"):
+        set_max_tile(model, "f3")
+    with pytest.raises(ValueError, match="4, 2 or 0"):
+        set_max_tile(model, 3)
+
+
 def test_the_winograd_rule_follows_the_measured_table():
     """``tile_for`` on rows of ``benchmarks/results/winograd_speed_cpu.md``: the direct convolution where neither tile
     was faster, F(2×2) where it beat F(4×4), F(4×4) where that was fastest."""

@@ -19,6 +19,7 @@ from scenemtl.engine.checkpoint import CheckpointMeta, load_weights, read_meta
 from scenemtl.errors import ConfigError, DataError
 from scenemtl.tasks.protocols import task_options
 from scenemtl.models import build_model
+from scenemtl.models.layers.winograd import set_max_tile
 from scenemtl.registry import check_options
 from scenemtl.tasks import Task, build_task
 
@@ -304,7 +305,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device) -> tuple[torch
     config = meta.config.model_copy(deep=True)
     config.model.backbone.weights = None  # the checkpoint has the trained weights
     tasks = tasks_from_meta(meta)
-    model = build_model(config.model, tasks)
+    model = set_max_tile(build_model(config.model, tasks), config.train.winograd)
     load_weights(model, path)
     return model.to(device).eval(), tasks, meta
 

@@ -79,13 +79,14 @@ def _from_official(config: Config, path: Path):
     from scenemtl import __version__
     from scenemtl.engine.builder import build_tasks, dataset_info
     from scenemtl.models import build_model
+    from scenemtl.models.layers.winograd import set_max_tile
     from scenemtl.models.official import load_official_into
 
     info = dataset_info(config)
     tasks = build_tasks(config, info)
     model_config = config.model.model_copy(deep=True)
     model_config.backbone.weights = None  # the checkpoint carries every weight
-    model = build_model(model_config, tasks)
+    model = set_max_tile(build_model(model_config, tasks), config.train.winograd)
     extra = load_official_into(model, path)
     meta = CheckpointMeta(
         config=config,

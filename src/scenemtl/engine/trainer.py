@@ -59,6 +59,7 @@ from scenemtl.engine.snapshots import prediction_panels
 from scenemtl.errors import CheckpointError, ConfigError, DataError, ScenemtlError
 from scenemtl.models import ModelOutput, build_model
 from scenemtl.models.base import SharedCut
+from scenemtl.models.layers.winograd import set_max_tile
 
 
 def native_cpu_precision(precision: str) -> bool:
@@ -319,7 +320,7 @@ class Trainer(SelectionMixin):
 
     def _build_model(self) -> torch.nn.Module:
         cfg = self.config.train
-        model = build_model(self.config.model, self.tasks)
+        model = set_max_tile(build_model(self.config.model, self.tasks), cfg.winograd)
         if cfg.activation_checkpointing:
             model.set_activation_checkpointing(True)
         if cfg.sync_bn and self.dist.distributed:

@@ -19,16 +19,17 @@ MTAN-SegNet's wide layers about the direct convolution's own error (1e-5 against
 ``benchmarks/results/winograd_speed_cpu.md``).
 
 ``Conv3x3`` (an ``nn.Conv2d``, same parameters and state) takes this path in float32 on a CPU where it pays
-(``tile_for``: the matrix products must outweigh the transforms; ``MAX_TILE = 2`` keeps to F(2×2), 0 to the
-direct convolution) and computes as written otherwise: on other devices, in other dtypes, under autocast, for
-channels-last inputs, under ``torch.compile`` (Inductor chooses its own kernels) and inside ``layers.as_written``
-(counting, export).
+(``tile_for``: the matrix products must outweigh the transforms) and computes as written otherwise: on other
+devices, in other dtypes, under autocast, for channels-last inputs, under ``torch.compile`` (Inductor chooses its
+own kernels) and inside ``layers.as_written`` (counting, export). ``set_max_tile(model, 2)`` keeps a model's
+``Conv3x3`` to F(2×2) (rounding error below the direct convolution's), ``0`` to the direct convolution (the
+config's ``train.winograd``: ``f4``, ``f2``, ``off``); ``MAX_TILE`` is the default of those not set.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +48,11 @@ _A_T = {
     4: ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
 }
 
-#: the largest tile ``Conv3x3`` uses: 4 (F(4×4) where it pays, F(2×2) on small maps), 2 (F(2×2) only: rounding
-#: error below the direct convolution's) or 0 (the direct convolution always)
+#: the largest tile a ``Conv3x3`` uses unless set (``set_max_tile``): 4 (F(4×4) where it pays, F(2×2) on small
+#: maps), 2 (F(2×2) only: rounding error below the direct convolution's) or 0 (the direct convolution always)
 MAX_TILE = 4
+#: ``train.winograd``'s values: the largest tile each allows
+MODES = {"f4": 4, "f2": 2, "off": 0}
 #: the least ``in·out / (in + out)`` (the matrix products' work per transformed value) at which Winograd beats
 #: oneDNN's direct convolution on an AVX2 CPU, forward and backward together: 64 → 128 and 128 → 64 channels
 #: (43) run at 0.96–1.0×, 128 → 128 (64) at 1.2–1.3×, 256 → 512 (171) at 2.3× (``benchmarks/winograd_speed.py``)
@@ -220,6 +223,9 @@ class Conv3x3(nn.Conv2d):
     CPU, NCHW input, maps and channels for which it pays (``tile_for``), no autocast, compilation or vmap, outside
     ``as_written``. Same parameters, state and function as ``nn.Conv2d(in, out, 3, padding=1, bias=bias)``."""
 
+    #: the largest Winograd tile of this convolution (``set_max_tile``); None: ``MAX_TILE``
+    max_tile: int | None = None
+
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
 
@@ -243,7 +249,22 @@ class Conv3x3(nn.Conv2d):
             and not torch.jit.is_tracing()
             and not torch.jit.is_scripting()
         ):
-            tile = tile_for(self.in_channels, self.out_channels, x.shape[-2] * x.shape[-1])
+            tile = tile_for(self.in_channels, self.out_channels, x.shape[-2] * x.shape[-1], self.max_tile)
             if tile:
                 return _Winograd.apply(x, self.weight, self.bias, tile)
         return super().forward(x)
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def set_max_tile(model: ModuleT, max_tile: int | str) -> ModuleT:
+    """Set the largest Winograd tile of every ``Conv3x3`` in ``model``: 4, 2 or 0, or a ``train.winograd`` value
+    (``MODES``: ``f4``, ``f2``, ``off``); returns the model."""
+    tile = MODES.get(max_tile, max_tile) if isinstance(max_tile, str) else max_tile
+    if tile not in (0, 2, 4):
+        raise ValueError(f"the largest Winograd tile is 4, 2 or 0 (train.winograd: f4, f2 or off), got {max_tile!r}")
+    for module in model.modules():
+        if isinstance(module, Conv3x3):
+            module.max_tile = tile
+    return model
