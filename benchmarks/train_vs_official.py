@@ -32,7 +32,8 @@ noisy; best-of is the usual estimate of a step's cost) and scenemtl's speed as a
 official's. scenemtl's variants: ``fp32`` (the default settings, ``train.allocator: tuned``),
 ``fp32-system-malloc`` (glibc's defaults: what the allocator setting is worth), ``bf16``
 (``train.precision: bf16``), ``channels-last``, ``checkpointing``
-(``train.activation_checkpointing``: less memory for more time) and ``compile``
+(``train.activation_checkpointing``: less memory for more time), ``checkpointing-lean`` (with
+``train.allocator: lean``: freed blocks go back to the system) and ``compile``
 (``train.compile``; minutes of compilation on a CPU).
 """
 
@@ -61,9 +62,10 @@ VARIANTS = {
     "compile": ["train.compile=true"],
     "checkpointing": ["train.activation_checkpointing=true"],
     "checkpointing-system-malloc": ["train.activation_checkpointing=true", "train.allocator=system"],
+    "checkpointing-lean": ["train.activation_checkpointing=true", "train.allocator=lean"],
 }
 # variants an architecture does not have (MTAN-SegNet has no activation checkpointing)
-NOT_APPLICABLE = {("mtan", "checkpointing"), ("mtan", "checkpointing-system-malloc")}
+NOT_APPLICABLE = {("mtan", "checkpointing"), ("mtan", "checkpointing-system-malloc"), ("mtan", "checkpointing-lean")}
 INVPT_OPTIONS = {"embed_dim": 512, "pred_channels": 64, "num_heads": [2, 2, 2]}  # the released PASCAL decoder
 
 
@@ -279,8 +281,8 @@ def ours_invpt(variant: str, args: argparse.Namespace) -> dict:
     config = load_config(
         None, ["tasks={semseg: {}, human_parts: {}, saliency: {}, normals: {}, edge: {}}", "data.name=pascal_context", *overrides]
     )
-    if config.train.allocator == "tuned":
-        malloc.tune()  # as the trainer does
+    if config.train.allocator != "system":
+        malloc.tune(config.train.allocator)  # as the trainer does
     torch.manual_seed(0)
     tasks = build_tasks(config, dataset_info(config))
     options = {**INVPT_OPTIONS, "img_size": [args.size, args.size]}

@@ -49,11 +49,48 @@ def test_the_trainer_tunes_its_process_unless_told_not_to(tiny_config):
                                     "data.options.width=48", "data.options.num_train=4", "data.options.num_val=2",
                                     "data.batch_size=2", "model.backbone.name=test_resnet", sys.argv[2]])
         Trainer(config, progress=False, log=False).fit()
-        print(malloc._tuned)
+        print(malloc._mode)
         """
     )
     folder = tiny_config().run_dir.parent
-    for setting, expected in (("train.allocator=tuned", "True"), ("train.allocator=system", "False")):
+    for setting, expected in (("train.allocator=tuned", "tuned"), ("train.allocator=system", "None"), ("train.allocator=lean", "lean")):
         result = subprocess.run([sys.executable, "-c", script, str(folder / setting), setting], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.split()[-1] == expected, setting
+
+
+# allocates and fills 160 blocks of 2 MiB (as a checkpointed step's activations), frees them, and prints how much
+# of the 320 MiB the process still holds
+RETAINED = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from scenemtl import malloc
+    assert malloc.tune(sys.argv[1])
+    def resident():
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096 / 2**20
+    before = resident()
+    blocks = [torch.empty(2 << 20, dtype=torch.uint8).fill_(1) for _ in range(160)]
+    small = torch.ones(1000)  # a small block made after them, still live
+    del blocks
+    print(resident() - before)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_lean_malloc_gives_freed_blocks_back():
+    """``train.allocator: lean``: blocks of 1 MiB and more are returned when freed; ``tuned`` keeps them."""
+    retained = {}
+    for mode in ("tuned", "lean"):
+        output = subprocess.run([sys.executable, "-c", RETAINED, mode], capture_output=True, text=True, check=True).stdout
+        retained[mode] = float(output.split()[-1])
+    assert retained["tuned"] > 250 and retained["lean"] < 32, retained
+
+
+def test_tune_names_its_modes():
+    from scenemtl import malloc
+
+    with pytest.raises(ValueError, match="'tuned' or 'lean'"):
+        malloc.tune("greedy")

@@ -290,8 +290,11 @@ class TrainConfig(Strict):
     # fp16 uses a gradient scaler; bf16 needs none
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # "tuned": glibc malloc keeps freed memory for the next step and sample, in the trainer and its
-    # loader workers (scenemtl/malloc.py; about 1.4× on a CPU step); "system": malloc's defaults
-    allocator: Literal["tuned", "system"] = "tuned"
+    # loader workers (scenemtl/malloc.py; about 1.4× on a CPU step); "system": malloc's defaults; "lean": the
+    # trainer's blocks of 1 MiB or more are given back to the system when freed (the resident set follows the
+    # live tensors, for runs bound by memory, with activation checkpointing; slower: each is faulted in again),
+    # its loader workers tuned
+    allocator: Literal["tuned", "system", "lean"] = "tuned"
     # micro-batches per optimiser step: global batch = data.batch_size × processes × accumulation
     accumulation: int = Field(1, ge=1)
     channels_last: bool = False

@@ -13,8 +13,11 @@ memory stays near its peak instead of shrinking between steps. Measured here
 reclaim idle freed pages and glibc re-faults some 64-byte-aligned blocks over 32 MiB.
 
 Applied by the trainer to its own process, and by the data loaders to their workers and to the
-process that iterates them, when ``train.allocator`` is ``tuned`` (the default); ``system`` leaves malloc alone. Only glibc has
-these settings (``tune()`` returns ``False`` elsewhere, e.g. musl or macOS, and changes nothing).
+process that iterates them, when ``train.allocator`` is ``tuned`` (the default); ``system`` leaves malloc alone.
+``lean`` (``tune("lean")``, ``LEAN``) is the opposite trade for the trainer's process, for runs bound by memory:
+large blocks are mmaps given back when freed, so the resident set follows the live tensors (its workers keep
+``tuned``). Only glibc has these settings (``tune()`` returns ``False`` elsewhere, e.g. musl or macOS, and
+changes nothing).
 """
 
 from __future__ import annotations
@@ -24,19 +27,33 @@ import ctypes.util
 import sys
 
 # mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
 SETTINGS = {
     M_MMAP_MAX: 0,  # no block is served by mmap: all come from the heap, and are reused
     M_TRIM_THRESHOLD: 2**31 - 1,  # freed heap is kept up to 2 GiB (the most mallopt takes)
     M_TOP_PAD: 64 << 20,  # the heap grows 64 MiB at a time
 }
+#: ``train.allocator: lean``: the opposite trade, for runs bound by memory rather than time (with activation
+#: checkpointing): every block of 1 MiB or more is its own mmap, given back to the system when freed, so the
+#: resident set follows the live tensors instead of the most the heap ever held; each such block is faulted in
+#: again when allocated (``benchmarks/train_vs_official.py --variants checkpointing,checkpointing-lean``)
+LEAN = {
+    M_MMAP_MAX: 65536,  # glibc's default
+    M_MMAP_THRESHOLD: 1 << 20,  # fixed (glibc otherwise raises it to the largest block freed, up to 32 MiB)
+    M_TRIM_THRESHOLD: 64 << 20,
+    M_TOP_PAD: 128 << 10,  # glibc's default
+}
 _tuned = False
+_mode: str | None = None
 
 
-def tune() -> bool:
-    """Apply ``SETTINGS`` to this process (once; a forked child inherits them); whether they took."""
-    global _tuned
-    if _tuned:
+def tune(mode: str = "tuned") -> bool:
+    """Apply ``SETTINGS`` (``mode="tuned"``) or ``LEAN`` (``"lean"``) to this process (a forked child inherits
+    them; again with the same mode changes nothing); whether they took."""
+    global _tuned, _mode
+    if mode not in ("tuned", "lean"):
+        raise ValueError(f"malloc.tune: mode 'tuned' or 'lean' (train.allocator), got {mode!r}")
+    if _mode == mode:
         return True
     if not sys.platform.startswith("linux"):
         return False
@@ -45,5 +62,7 @@ def tune() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _tuned = all(mallopt(parameter, value) == 1 for parameter, value in SETTINGS.items())
-    return _tuned
+    took = all(mallopt(parameter, value) == 1 for parameter, value in (SETTINGS if mode == "tuned" else LEAN).items())
+    _tuned = took and mode == "tuned"
+    _mode = mode if took else None
+    return took

@@ -191,9 +191,9 @@ def loader_options(config: Config, persistent: bool) -> dict:
     as ``data.worker_transfer`` says), workers (``persistent``: kept alive across epochs) with
     ``train.allocator``'s malloc settings, page-locked batches when the device is a GPU."""
     workers = config.data.num_workers
-    tuned = config.train.allocator == "tuned"
+    tuned = config.train.allocator != "system"  # (lean: the trainer's process lean, the workers tuned)
     if tuned:
-        malloc.tune()  # the main process loads the samples itself, or decodes the workers' batches
+        malloc.tune(config.train.allocator)  # the main process loads the samples itself, or decodes the workers' batches
     pin = config.data.pin_memory and torch.cuda.is_available() and select_device(config.train.device).type == "cuda"
     transfer = config.data.worker_transfer
     pipe = workers > 0 and (transfer == "pipe" or (transfer == "auto" and not pin))

@@ -95,8 +95,8 @@ class Trainer(SelectionMixin):
         datasets: tuple[DenseDataset, DenseDataset] | None = None,
     ) -> None:
         self.config = config
-        if config.train.allocator == "tuned":
-            malloc.tune()  # freed memory is reused by the next step, not faulted in again (scenemtl/malloc.py)
+        if config.train.allocator != "system":  # tuned: freed memory is reused by the next step, not faulted in
+            malloc.tune(config.train.allocator)  # again; lean: large blocks go back to the system (scenemtl/malloc.py)
         self.dist = distributed.setup(config.train.device)
         self.device = self.dist.device
         self.progress = progress and self.dist.is_main
