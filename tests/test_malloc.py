@@ -27,12 +27,14 @@ PROBE = textwrap.dedent(
 )
 
 
+def _last_number(script: str, mode: str) -> float:
+    """What ``script`` prints last, run in a fresh process with ``mode`` as its argument."""
+    return float(subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_tuned_malloc_reuses_freed_memory_without_page_faults():
-    faults = {}
-    for mode in ("system", "tuned"):
-        output = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True).stdout
-        faults[mode] = int(output.split()[-1])
+    faults = {mode: _last_number(PROBE, mode) for mode in ("system", "tuned")}
     assert faults["system"] > 3 * 20 * 256, faults  # blocks served by fresh mmaps, faulted in again each round
     # measured: about a sixth remain with the settings (the kernel may still reclaim idle freed pages)
     assert faults["tuned"] < faults["system"] // 2, faults
@@ -82,10 +84,7 @@ RETAINED = textwrap.dedent(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_lean_malloc_gives_freed_blocks_back():
     """``train.allocator: lean``: blocks of 1 MiB and more are returned when freed; ``tuned`` keeps them."""
-    retained = {}
-    for mode in ("tuned", "lean"):
-        output = subprocess.run([sys.executable, "-c", RETAINED, mode], capture_output=True, text=True, check=True).stdout
-        retained[mode] = float(output.split()[-1])
+    retained = {mode: _last_number(RETAINED, mode) for mode in ("tuned", "lean")}
     assert retained["tuned"] > 250 and retained["lean"] < 32, retained
 
 
