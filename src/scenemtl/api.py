@@ -30,7 +30,6 @@ from scenemtl.engine.builder import tasks_from_meta
 from scenemtl.engine.checkpoint import MODEL_FILE, CheckpointMeta, write_model_file
 from scenemtl.errors import CheckpointError, ConfigError, did_you_mean
 from scenemtl.models import MODELS, MultiTaskModel, build_model
-from scenemtl.models.layers.winograd import set_max_tile
 from scenemtl.tasks import TASKS, Task
 
 #: files of a model folder besides the weights
@@ -137,7 +136,7 @@ def create_model(
         std=tuple(info.std) if info else IMAGENET_STD,
         version=__version__,
     )
-    model = set_max_tile(build_model(config.model, tasks_from_meta(meta)), config.train.winograd)
+    model = build_model(config.model, tasks_from_meta(meta))
     model.meta = meta
     return model
 

@@ -43,15 +43,17 @@ LEAN = {
     M_TRIM_THRESHOLD: 64 << 20,
     M_TOP_PAD: 128 << 10,  # glibc's default
 }
-_tuned = False
+#: ``tune``'s modes
+MODES = {"tuned": SETTINGS, "lean": LEAN}
+#: the settings this process runs with (None: glibc's own)
 _mode: str | None = None
 
 
 def tune(mode: str = "tuned") -> bool:
     """Apply ``SETTINGS`` (``mode="tuned"``) or ``LEAN`` (``"lean"``) to this process (a forked child inherits
     them; again with the same mode changes nothing); whether they took."""
-    global _tuned, _mode
-    if mode not in ("tuned", "lean"):
+    global _mode
+    if mode not in MODES:
         raise ValueError(f"malloc.tune: mode 'tuned' or 'lean' (train.allocator), got {mode!r}")
     if _mode == mode:
         return True
@@ -62,7 +64,6 @@ def tune(mode: str = "tuned") -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    took = all(mallopt(parameter, value) == 1 for parameter, value in (SETTINGS if mode == "tuned" else LEAN).items())
-    _tuned = took and mode == "tuned"
+    took = all(mallopt(parameter, value) == 1 for parameter, value in MODES[mode].items())
     _mode = mode if took else None
     return took
